@@ -260,6 +260,12 @@ func AppendDumpRequest(b []byte, seq uint32, fam Family, proto Proto, ext uint8,
 // kernel answers with the socket, or NLMSG_ERROR ENOENT when it is gone
 // (ESTALE when the tuple now belongs to a socket with another cookie).
 func AppendLookupRequest(b []byte, seq uint32, k Key, ext uint8) []byte {
+	if k.Proto == ProtoUDP {
+		// udp_dump_one passes the request's source as the packet's source
+		// to the receive-path lookup ("swapped for historical reasons"),
+		// so a UDP socket is found by its peer in idiag_src.
+		k.Src, k.Dst = k.Dst, k.Src
+	}
 	return appendRequest(b, seq, FlagRequest, k.Family, k.Proto, ext, AllStates, k)
 }
 

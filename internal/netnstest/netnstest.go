@@ -1,0 +1,139 @@
+//go:build linux
+
+// Package netnstest gives each test its own network namespace, and so its
+// own socket table, through `ip netns add`. It needs root; without it the
+// tests skip, unless CONNLOGD_REQUIRE_NETNS=1 (set by CI) makes that a
+// failure, so the integration tests cannot silently not run.
+package netnstest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+var counter atomic.Int64
+
+// NS is a named network namespace that is deleted when the test ends.
+type NS struct {
+	Name string
+	Path string
+}
+
+// Require skips (or, under CI, fails) a test that cannot create network
+// namespaces here.
+func Require(t testing.TB) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root to create network namespaces"
+	} else if _, err := exec.LookPath("ip"); err != nil {
+		why = "needs the ip command (iproute2)"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CONNLOGD_REQUIRE_NETNS") == "1" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+}
+
+// New creates a namespace with loopback up, and deletes it at cleanup.
+func New(t testing.TB) *NS {
+	t.Helper()
+	Require(t)
+	name := fmt.Sprintf("connlogd-test-%d-%d", os.Getpid(), counter.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	ns := &NS{Name: name, Path: "/run/netns/" + name}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("ip link set lo up in %s: %v: %s", name, err, out)
+	}
+	return ns
+}
+
+// Do runs fn on an OS thread that has entered the namespace. Sockets that
+// fn creates belong to the namespace for their whole life, whichever
+// thread uses them later.
+func (n *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// A fresh goroutine: if restoring the namespace fails, the thread
+		// stays locked and the runtime discards it when the goroutine ends.
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open(n.Path)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("setns %s: %w", n.Name, err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns back: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Command returns a command that runs inside the namespace.
+func (n *NS) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+}
+
+// Run runs a command inside the namespace and returns its output, failing
+// the test on error.
+func (n *NS) Run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := n.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s in %s: %v: %s", name, strings.Join(args, " "), n.Name, err, out)
+	}
+	return string(out)
+}
+
+// Sysctl sets a sysctl for the test's duration and restores it after.
+func Sysctl(t testing.TB, key, value string) {
+	t.Helper()
+	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+	old, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read %s: %v", key, err)
+	}
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		t.Fatalf("sysctl %s=%s: %v", key, value, err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(path, old, 0o644); err != nil {
+			t.Errorf("restore %s: %v", key, err)
+		}
+	})
+}

@@ -1,0 +1,275 @@
+// Package differ turns consecutive socket tables into events. It is pure
+// logic: no syscalls and no logging, so every rule is tested with tables.
+//
+// # Identity
+//
+// A socket is its snapshot.Key: protocol, family, addresses, ports,
+// interface and cookie. The cookie is unique per socket for the life of
+// the system, so the tracker indexes by cookie and checks the whole key.
+//
+// # Closes are confirmed
+//
+// The kernel resumes a dump by hash bucket and position, so under churn a
+// live socket can be skipped by one dump (and another returned twice).
+// A socket missing from a dump is therefore only a suspect: the caller's
+// Prober looks it up by exact match, and it is reported closed only when
+// the kernel says it no longer exists (ENOENT, or ESTALE for a connected
+// TCP socket whose tuple another socket now owns). When the lookup cannot
+// answer, the socket must be missing from MissLimit consecutive dumps.
+//
+// # Cost
+//
+// Dumps come back in the same order from poll to poll, so the tracker
+// first compares each socket with the one that followed its predecessor
+// last time, and only probes the cookie index when that guess fails. A
+// steady table costs one key comparison per socket and no allocation.
+package differ
+
+import (
+	"time"
+
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// Prober answers whether sockets missing from a dump still exist.
+type Prober interface {
+	Lookup(keys []snapshot.Key, out []snapshot.LookupResult) error
+}
+
+// Options tune a Differ.
+type Options struct {
+	// MissLimit is how many consecutive dumps must miss a socket before it
+	// is reported closed when lookups cannot decide. Default 3.
+	MissLimit int
+	// States, when non-zero, is a mask (1<<state) of the states whose
+	// events are reported; the table is tracked whole either way.
+	States uint32
+}
+
+// Stats are cumulative counters of the differ's work.
+type Stats struct {
+	Duplicates   uint64 // sockets a dump returned more than once
+	Skipped      uint64 // missing sockets a lookup found alive
+	Unconfirmed  uint64 // missing sockets a lookup could not decide
+	LookupErrors uint64 // failed Prober calls
+}
+
+type conn struct {
+	sock      snapshot.Socket
+	firstSeen int64 // unix ns
+	gen       uint32
+	pos       int32 // index in Differ.order, or -1 while pending
+	misses    uint8
+	used      bool
+}
+
+// Differ tracks the socket table across polls. It is not safe for
+// concurrent use.
+type Differ struct {
+	opts     Options
+	conns    []conn
+	free     []int32
+	byCookie map[uint64]int32
+	order    []int32 // slots in the order of the last dump
+	next     []int32
+	pending  []int32 // suspects a lookup found alive or could not decide
+	pend2    []int32
+	gen      uint32
+	started  bool
+	stats    Stats
+
+	suspects []int32
+	keys     []snapshot.Key
+	results  []snapshot.LookupResult
+	events   []event.Event
+}
+
+// New returns an empty Differ.
+func New(opts Options) *Differ {
+	if opts.MissLimit <= 0 {
+		opts.MissLimit = 3
+	}
+	return &Differ{opts: opts, byCookie: make(map[uint64]int32)}
+}
+
+// Stats returns the cumulative counters.
+func (d *Differ) Stats() Stats { return d.stats }
+
+// Len returns the number of sockets tracked.
+func (d *Differ) Len() int { return len(d.byCookie) }
+
+// Diff compares t with what the Differ knows and returns the events, in
+// the order: appeared and state_changed in dump order, then closed. The
+// slice is reused by the next call. p may be nil when lookups are
+// impossible. A Prober error is returned after the events were computed
+// without it; the events are valid either way.
+func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event, error) {
+	d.gen++
+	d.events = d.events[:0]
+	d.next = d.next[:0]
+	initial := !d.started
+	d.started = true
+	nowNs := now.UnixNano()
+	cur := 0
+	matched := 0
+	for i := range t.Sockets {
+		s := &t.Sockets[i]
+		slot := int32(-1)
+		if cur < len(d.order) {
+			if c := &d.conns[d.order[cur]]; c.sock.Key == s.Key {
+				slot = d.order[cur]
+				cur++
+			}
+		}
+		if slot < 0 {
+			if j, ok := d.byCookie[s.Cookie]; ok {
+				c := &d.conns[j]
+				if c.sock.Key == s.Key {
+					slot = j
+					if c.pos >= 0 && c.gen != d.gen {
+						cur = int(c.pos) + 1
+					}
+				} else if c.gen != d.gen {
+					// Same socket, new tuple (e.g. a UDP socket that
+					// connected): under a tuple key that is a close of the
+					// old identity and the appearance of a new one.
+					d.closeSlot(j, now, event.ReasonGone)
+				}
+			}
+		}
+		if slot >= 0 {
+			c := &d.conns[slot]
+			if c.gen == d.gen {
+				d.stats.Duplicates++
+				continue
+			}
+			if c.pos >= 0 {
+				matched++
+			}
+			c.gen = d.gen
+			c.misses = 0
+			if c.sock.State != s.State {
+				d.emit(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.sock.State, FirstSeen: time.Unix(0, c.firstSeen)})
+			}
+			c.sock = *s
+			c.pos = int32(len(d.next))
+			d.next = append(d.next, slot)
+			continue
+		}
+		slot = d.alloc()
+		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true}
+		d.byCookie[s.Cookie] = slot
+		d.next = append(d.next, slot)
+		d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial})
+	}
+
+	// Suspects: tracked sockets this dump did not return. When every
+	// socket of the last dump matched, only the pending ones can be.
+	d.suspects = d.suspects[:0]
+	if matched < len(d.order) {
+		for _, slot := range d.order {
+			if c := &d.conns[slot]; c.used && c.gen != d.gen && c.pos >= 0 {
+				d.suspects = append(d.suspects, slot)
+			}
+		}
+	}
+	for _, slot := range d.pending {
+		if c := &d.conns[slot]; c.used && c.gen != d.gen {
+			d.suspects = append(d.suspects, slot)
+		}
+	}
+	d.order, d.next = d.next, d.order
+	err := d.confirm(now, p)
+	return d.events, err
+}
+
+// confirm decides the fate of each suspect.
+func (d *Differ) confirm(now time.Time, p Prober) error {
+	d.pend2 = d.pend2[:0]
+	if len(d.suspects) == 0 {
+		d.pending, d.pend2 = d.pend2, d.pending
+		return nil
+	}
+	d.keys = d.keys[:0]
+	for _, slot := range d.suspects {
+		d.keys = append(d.keys, d.conns[slot].sock.Key)
+	}
+	if cap(d.results) < len(d.keys) {
+		d.results = make([]snapshot.LookupResult, len(d.keys))
+	}
+	d.results = d.results[:len(d.keys)]
+	clear(d.results)
+	var err error
+	if p != nil {
+		if err = p.Lookup(d.keys, d.results); err != nil {
+			d.stats.LookupErrors++
+		}
+	}
+	for i, slot := range d.suspects {
+		c := &d.conns[slot]
+		c.pos = -1
+		switch res := d.results[i]; {
+		case res == snapshot.LookupGone, res == snapshot.LookupStale && staleMeansGone(&c.sock):
+			d.closeSlot(slot, now, event.ReasonGone)
+			continue
+		case res == snapshot.LookupAlive:
+			d.stats.Skipped++
+			c.misses = 0
+		default:
+			d.stats.Unconfirmed++
+			c.misses++
+			if int(c.misses) >= d.opts.MissLimit {
+				d.closeSlot(slot, now, event.ReasonGone)
+				continue
+			}
+		}
+		d.pend2 = append(d.pend2, slot)
+	}
+	d.pending, d.pend2 = d.pend2, d.pending
+	return err
+}
+
+// staleMeansGone: an ESTALE answer means the kernel found another socket
+// at the tuple. For a connected TCP socket the tuple is unique, so ours is
+// gone; listeners and UDP sockets can share a tuple (SO_REUSEPORT), so the
+// answer proves nothing for them.
+func staleMeansGone(s *snapshot.Socket) bool {
+	return s.Proto == snapshot.ProtoTCP && s.State != snapshot.StateListen && s.Dst.Port() != 0
+}
+
+func (d *Differ) alloc() int32 {
+	if n := len(d.free); n > 0 {
+		slot := d.free[n-1]
+		d.free = d.free[:n-1]
+		return slot
+	}
+	d.conns = append(d.conns, conn{})
+	return int32(len(d.conns) - 1)
+}
+
+func (d *Differ) closeSlot(slot int32, now time.Time, reason string) {
+	c := &d.conns[slot]
+	d.emit(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason})
+	delete(d.byCookie, c.sock.Cookie)
+	*c = conn{pos: -1}
+	d.free = append(d.free, slot)
+}
+
+func (d *Differ) emit(ev event.Event) {
+	if !d.wanted(&ev) {
+		return
+	}
+	d.events = append(d.events, ev)
+}
+
+func (d *Differ) wanted(ev *event.Event) bool {
+	m := d.opts.States
+	if m == 0 {
+		return true
+	}
+	if m&(1<<ev.Socket.State) != 0 {
+		return true
+	}
+	return ev.Kind == event.StateChanged && m&(1<<ev.PrevState) != 0
+}

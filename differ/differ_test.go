@@ -1,0 +1,294 @@
+package differ
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+func sock(cookie uint64, st snapshot.State) snapshot.Socket {
+	return snapshot.Socket{
+		Key: snapshot.Key{
+			Proto:  snapshot.ProtoTCP,
+			Family: snapshot.FamilyIPv4,
+			Cookie: cookie,
+			Src:    netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(1000+cookie)),
+			Dst:    netip.AddrPortFrom(netip.MustParseAddr("10.0.0.2"), 80),
+		},
+		State: st,
+	}
+}
+
+func listener(cookie uint64) snapshot.Socket {
+	s := sock(cookie, snapshot.StateListen)
+	s.Dst = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	return s
+}
+
+func table(ss ...snapshot.Socket) *snapshot.Table { return &snapshot.Table{Sockets: ss} }
+
+// fakeProber answers lookups from a map; cookies not in it are unknown.
+type fakeProber struct {
+	answers map[uint64]snapshot.LookupResult
+	err     error
+	asked   int
+}
+
+func (f *fakeProber) Lookup(keys []snapshot.Key, out []snapshot.LookupResult) error {
+	f.asked += len(keys)
+	if f.err != nil {
+		return f.err
+	}
+	for i, k := range keys {
+		out[i] = f.answers[k.Cookie]
+	}
+	return nil
+}
+
+// summary renders events compactly: "appeared:1:established".
+func summary(evs []event.Event) string {
+	var b []string
+	for _, e := range evs {
+		s := fmt.Sprintf("%s:%d:%s", e.Kind, e.Socket.Cookie, e.Socket.State)
+		if e.Kind == event.StateChanged {
+			s += "<" + e.PrevState.String()
+		}
+		if e.Initial {
+			s += ":initial"
+		}
+		if e.Reason != "" {
+			s += ":" + e.Reason
+		}
+		b = append(b, s)
+	}
+	return strings.Join(b, " ")
+}
+
+func TestDiff(t *testing.T) {
+	est := snapshot.StateEstablished
+	type step struct {
+		tab    *snapshot.Table
+		prober Prober
+		want   string
+	}
+	gone := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupGone, 2: snapshot.LookupGone}}
+	alive := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupAlive, 2: snapshot.LookupAlive}}
+	stale := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupStale, 2: snapshot.LookupStale}}
+	unknown := &fakeProber{}
+	tests := []struct {
+		name  string
+		opts  Options
+		steps []step
+	}{
+		{"start-up sockets are initial, new ones are not", Options{}, []step{
+			{table(sock(1, est)), nil, "appeared:1:established:initial"},
+			{table(sock(1, est), sock(2, est)), nil, "appeared:2:established"},
+		}},
+		{"an unchanged table yields nothing", Options{}, []step{
+			{table(sock(1, est), sock(2, est)), nil, "appeared:1:established:initial appeared:2:established:initial"},
+			{table(sock(1, est), sock(2, est)), nil, ""},
+			{table(sock(2, est), sock(1, est)), nil, ""},
+		}},
+		{"state change", Options{}, []step{
+			{table(sock(1, snapshot.StateSynSent)), nil, "appeared:1:syn_sent:initial"},
+			{table(sock(1, est)), nil, "state_changed:1:established<syn_sent"},
+			{table(sock(1, snapshot.StateFinWait2)), nil, "state_changed:1:fin_wait2<established"},
+		}},
+		{"missing and confirmed gone closes at once", Options{}, []step{
+			{table(sock(1, est), sock(2, est)), gone, "appeared:1:established:initial appeared:2:established:initial"},
+			{table(sock(2, est)), gone, "closed:1:established:gone"},
+			{table(), gone, "closed:2:established:gone"},
+			{table(), gone, ""},
+		}},
+		{"missing but alive is a skipped socket: no close, no re-appear", Options{}, []step{
+			{table(sock(1, est), sock(2, est)), alive, "appeared:1:established:initial appeared:2:established:initial"},
+			{table(sock(2, est)), alive, ""},
+			{table(sock(2, est)), alive, ""},
+			{table(sock(1, est), sock(2, est)), alive, ""},
+		}},
+		{"skipped socket that changed state meanwhile", Options{}, []step{
+			{table(sock(1, est)), alive, "appeared:1:established:initial"},
+			{table(), alive, ""},
+			{table(sock(1, snapshot.StateCloseWait)), alive, "state_changed:1:close_wait<established"},
+		}},
+		{"lookups undecided: closed after MissLimit dumps", Options{MissLimit: 3}, []step{
+			{table(sock(1, est)), unknown, "appeared:1:established:initial"},
+			{table(), unknown, ""},
+			{table(), unknown, ""},
+			{table(), unknown, "closed:1:established:gone"},
+		}},
+		{"no prober: closed after MissLimit dumps", Options{MissLimit: 2}, []step{
+			{table(sock(1, est)), nil, "appeared:1:established:initial"},
+			{table(), nil, ""},
+			{table(), nil, "closed:1:established:gone"},
+		}},
+		{"a miss streak resets when the socket returns", Options{MissLimit: 2}, []step{
+			{table(sock(1, est)), nil, "appeared:1:established:initial"},
+			{table(), nil, ""},
+			{table(sock(1, est)), nil, ""},
+			{table(), nil, ""},
+			{table(sock(1, est)), nil, ""},
+		}},
+		{"a duplicate in one dump is one socket", Options{}, []step{
+			{table(sock(1, est), sock(2, est), sock(1, est)), nil, "appeared:1:established:initial appeared:2:established:initial"},
+			{table(sock(3, est), sock(3, est), sock(1, est), sock(2, est)), nil, "appeared:3:established"},
+		}},
+		{"ESTALE closes a connected TCP socket", Options{}, []step{
+			{table(sock(1, est)), stale, "appeared:1:established:initial"},
+			{table(), stale, "closed:1:established:gone"},
+		}},
+		{"ESTALE does not close a listener (SO_REUSEPORT siblings)", Options{MissLimit: 2}, []step{
+			{table(listener(1)), stale, "appeared:1:listen:initial"},
+			{table(), stale, ""},
+			{table(), stale, "closed:1:listen:gone"},
+		}},
+		{"same cookie, new tuple: old identity closes, new appears", Options{}, []step{
+			{table(sock(1, snapshot.StateClose)), nil, "appeared:1:close:initial"},
+			{table(func() snapshot.Socket { s := sock(1, est); s.Dst = netip.MustParseAddrPort("10.9.9.9:53"); return s }()), nil,
+				"closed:1:close:gone appeared:1:established"},
+		}},
+		{"state filter keeps events touching wanted states", Options{States: 1 << snapshot.StateEstablished}, []step{
+			{table(sock(1, snapshot.StateSynSent), listener(2)), gone, ""},
+			{table(sock(1, est), listener(2)), gone, "state_changed:1:established<syn_sent"},
+			{table(sock(1, snapshot.StateFinWait1)), gone, "state_changed:1:fin_wait1<established"},
+			{table(), gone, ""},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := New(tt.opts)
+			for i, st := range tt.steps {
+				evs, err := d.Diff(st.tab, t0.Add(time.Duration(i)*time.Second), st.prober)
+				if err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+				if got := summary(evs); got != st.want {
+					t.Errorf("step %d:\n got %q\nwant %q", i, got, st.want)
+				}
+			}
+		})
+	}
+}
+
+func TestDiffClosedCarriesLastRecordAndDuration(t *testing.T) {
+	d := New(Options{})
+	s := sock(7, snapshot.StateEstablished)
+	d.Diff(table(s), t0, nil)
+	s.HasInfo = true
+	s.Info = snapshot.TCPInfo{Len: 232, BytesSent: 4096, BytesReceived: 100}
+	d.Diff(table(s), t0.Add(time.Second), nil)
+	p := &fakeProber{answers: map[uint64]snapshot.LookupResult{7: snapshot.LookupGone}}
+	evs, err := d.Diff(table(), t0.Add(3*time.Second), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Kind != event.Closed {
+		t.Fatalf("events = %s", summary(evs))
+	}
+	if evs[0].Socket.Info.BytesSent != 4096 || evs[0].Socket.Info.BytesReceived != 100 {
+		t.Errorf("closed counters = %+v, want the last seen", evs[0].Socket.Info)
+	}
+	if got := evs[0].Duration(); got != 3*time.Second {
+		t.Errorf("duration = %v, want 3s", got)
+	}
+	if d.Len() != 0 {
+		t.Errorf("tracked %d sockets after the close, want 0", d.Len())
+	}
+}
+
+func TestDiffProberErrorIsReturnedAndNothingCloses(t *testing.T) {
+	d := New(Options{MissLimit: 5})
+	d.Diff(table(sock(1, snapshot.StateEstablished)), t0, nil)
+	p := &fakeProber{err: errors.New("netlink down")}
+	evs, err := d.Diff(table(), t0.Add(time.Second), p)
+	if err == nil || len(evs) != 0 {
+		t.Fatalf("err %v events %s; want the error and no events", err, summary(evs))
+	}
+	if st := d.Stats(); st.LookupErrors != 1 || st.Unconfirmed != 1 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestDiffOnlySuspectsAreLookedUp(t *testing.T) {
+	d := New(Options{})
+	var ss []snapshot.Socket
+	for i := uint64(1); i <= 100; i++ {
+		ss = append(ss, sock(i, snapshot.StateEstablished))
+	}
+	p := &fakeProber{answers: map[uint64]snapshot.LookupResult{50: snapshot.LookupGone}}
+	d.Diff(table(ss...), t0, p)
+	d.Diff(table(ss...), t0, p)
+	if p.asked != 0 {
+		t.Fatalf("steady table asked %d lookups, want 0", p.asked)
+	}
+	rest := append(append([]snapshot.Socket{}, ss[:49]...), ss[50:]...)
+	evs, _ := d.Diff(table(rest...), t0, p)
+	if p.asked != 1 || summary(evs) != "closed:50:established:gone" {
+		t.Fatalf("asked %d, events %s", p.asked, summary(evs))
+	}
+}
+
+func TestDiffSteadyStateDoesNotAllocate(t *testing.T) {
+	d := New(Options{})
+	tab := bigTable(10000)
+	d.Diff(tab, t0, nil)
+	allocs := testing.AllocsPerRun(20, func() { d.Diff(tab, t0, nil) })
+	if allocs != 0 {
+		t.Errorf("steady-state Diff allocates %.1f times per call, want 0", allocs)
+	}
+}
+
+func bigTable(n int) *snapshot.Table {
+	tab := &snapshot.Table{}
+	for i := 0; i < n; i++ {
+		s := sock(uint64(i+1), snapshot.StateEstablished)
+		s.Src = netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(i))
+		tab.Sockets = append(tab.Sockets, s)
+	}
+	return tab
+}
+
+func BenchmarkDiffSteady(b *testing.B) {
+	for _, n := range []int{1000, 100000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			d := New(Options{})
+			tab := bigTable(n)
+			d.Diff(tab, t0, nil)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				d.Diff(tab, t0, nil)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
+		})
+	}
+}
+
+// BenchmarkDiffChurn replaces 1% of the sockets each poll.
+func BenchmarkDiffChurn(b *testing.B) {
+	const n = 100000
+	d := New(Options{})
+	tab := bigTable(n)
+	p := &fakeProber{answers: map[uint64]snapshot.LookupResult{}}
+	d.Diff(tab, t0, p)
+	next := uint64(n + 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		for j := 0; j < n/100; j++ {
+			k := (int(next) * 7919) % n
+			p.answers[tab.Sockets[k].Cookie] = snapshot.LookupGone
+			tab.Sockets[k].Cookie = next
+			next++
+		}
+		d.Diff(tab, t0, p)
+	}
+}

@@ -46,6 +46,8 @@ type Conn struct {
 	// answered marks lookup replies received, per batch slot.
 	answered [lookupBatch]bool
 	timeout  time.Duration
+	// tap, when set (by tests), sees every dump datagram as received.
+	tap func([]byte)
 }
 
 // Open opens a sock_diag socket connected to the kernel.
@@ -138,6 +140,9 @@ func (c *Conn) dumpOne(t *snapshot.Table, r Request) error {
 		b, err := c.recv(deadline)
 		if err != nil {
 			return err
+		}
+		if c.tap != nil {
+			c.tap(b)
 		}
 		done, err := p.Feed(b)
 		if p.LastErr != nil {

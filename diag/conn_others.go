@@ -26,3 +26,37 @@ func (c *Conn) Dump(*snapshot.Table, []Request) error { return opErr("dump", Err
 func (c *Conn) Lookup([]snapshot.Key, []snapshot.LookupResult) error {
 	return opErr("lookup", ErrNotSupported)
 }
+
+// DefaultDestroyBuffer is the receive buffer asked for the destroy
+// subscription.
+const DefaultDestroyBuffer = 8 << 20
+
+// ErrOverrun reports lost destroy notifications.
+var ErrOverrun = errOverrun{}
+
+type errOverrun struct{}
+
+func (errOverrun) Error() string { return "sock_diag destroy: receive buffer overrun" }
+
+// Destroy is a destroy-notification subscription; unsupported here.
+type Destroy struct {
+	Buffer int
+	Forced bool
+}
+
+// OpenDestroy returns ErrNotSupported: sock_diag is Linux-only.
+func OpenDestroy([]snapshot.Proto, []snapshot.Family, int) (*Destroy, error) {
+	return nil, opErr("subscribe", ErrNotSupported)
+}
+
+// Read returns ErrNotSupported.
+func (d *Destroy) Read(*snapshot.Table) error { return opErr("destroy read", ErrNotSupported) }
+
+// Stats returns zero counts.
+func (d *Destroy) Stats() snapshot.Stats { return snapshot.Stats{} }
+
+// LastMalformed returns nil.
+func (d *Destroy) LastMalformed() error { return nil }
+
+// Close does nothing.
+func (d *Destroy) Close() error { return nil }

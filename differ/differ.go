@@ -62,6 +62,9 @@ type conn struct {
 	pos       int32 // index in Differ.order, or -1 while pending
 	misses    uint8
 	used      bool
+	// silent: its close was already reported from a destroy notification;
+	// what remains (a TIME_WAIT remnant) is tracked without events.
+	silent bool
 }
 
 // Differ tracks the socket table across polls. It is not safe for
@@ -79,6 +82,14 @@ type Differ struct {
 	started  bool
 	stats    Stats
 
+	// Destroyed sockets no poll had seen, by cookie and (for TCP, whose
+	// TIME_WAIT remnant of a never-dumped socket gets a new cookie) by
+	// tuple. A dump that raced with the destroy, or the remnant, must not
+	// make them appear again. Kept for two generations: after that no
+	// dump that started before the destroy is still to come.
+	deadCookies map[uint64]uint32
+	deadTuples  map[snapshot.Key]uint32
+
 	suspects []int32
 	keys     []snapshot.Key
 	results  []snapshot.LookupResult
@@ -90,7 +101,12 @@ func New(opts Options) *Differ {
 	if opts.MissLimit <= 0 {
 		opts.MissLimit = 3
 	}
-	return &Differ{opts: opts, byCookie: make(map[uint64]int32)}
+	return &Differ{
+		opts:        opts,
+		byCookie:    make(map[uint64]int32),
+		deadCookies: make(map[uint64]uint32),
+		deadTuples:  make(map[snapshot.Key]uint32),
+	}
 }
 
 // Stats returns the cumulative counters.
@@ -149,7 +165,7 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 			}
 			c.gen = d.gen
 			c.misses = 0
-			if c.sock.State != s.State {
+			if c.sock.State != s.State && !c.silent {
 				d.emit(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.sock.State, FirstSeen: time.Unix(0, c.firstSeen)})
 			}
 			c.sock = *s
@@ -158,11 +174,15 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 			continue
 		}
 		slot = d.alloc()
-		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true}
+		silent := d.reported(s)
+		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent}
 		d.byCookie[s.Cookie] = slot
 		d.next = append(d.next, slot)
-		d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial})
+		if !silent {
+			d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial})
+		}
 	}
+	d.expireDead()
 
 	// Suspects: tracked sockets this dump did not return. When every
 	// socket of the last dump matched, only the pending ones can be.
@@ -250,7 +270,9 @@ func (d *Differ) alloc() int32 {
 
 func (d *Differ) closeSlot(slot int32, now time.Time, reason string) {
 	c := &d.conns[slot]
-	d.emit(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason})
+	if !c.silent {
+		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason})
+	}
 	delete(d.byCookie, c.sock.Cookie)
 	*c = conn{pos: -1}
 	d.free = append(d.free, slot)
@@ -272,4 +294,80 @@ func (d *Differ) wanted(ev *event.Event) bool {
 		return true
 	}
 	return ev.Kind == event.StateChanged && m&(1<<ev.PrevState) != 0
+}
+
+// Destroyed turns the kernel's destroy notifications into events. A
+// tracked socket is reported closed at once, with its last record and the
+// final counters of the notification; it stays tracked, silently, until
+// polls no longer see it (its TIME_WAIT remnant keeps the cookie). A
+// socket no poll saw is reported as appeared and closed, both marked
+// short-lived. The slice is reused by the next call of Diff or Destroyed.
+func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
+	d.events = d.events[:0]
+	for i := range t.Sockets {
+		s := &t.Sockets[i]
+		if j, ok := d.byCookie[s.Cookie]; ok && d.conns[j].sock.Proto == s.Proto && d.conns[j].sock.Family == s.Family {
+			c := &d.conns[j]
+			if c.silent {
+				continue // a repeated notification
+			}
+			final := c.sock
+			if s.HasInfo {
+				final.Info, final.HasInfo = s.Info, true
+			}
+			if final.CgroupID == 0 {
+				final.CgroupID = s.CgroupID
+			}
+			d.emit(event.Event{Kind: event.Closed, Time: now, Socket: final, FirstSeen: time.Unix(0, c.firstSeen), Reason: event.ReasonDestroyed})
+			c.silent = true
+			continue
+		}
+		if _, dup := d.deadCookies[s.Cookie]; dup {
+			continue
+		}
+		d.deadCookies[s.Cookie] = d.gen
+		if s.Proto == snapshot.ProtoTCP {
+			d.deadTuples[tuple(s)] = d.gen
+		}
+		d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, ShortLived: true})
+		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: *s, FirstSeen: now, ShortLived: true, Reason: event.ReasonDestroyed})
+	}
+	return d.events
+}
+
+// reported says whether a socket new to the polls was already reported
+// closed from a destroy notification.
+func (d *Differ) reported(s *snapshot.Socket) bool {
+	if _, ok := d.deadCookies[s.Cookie]; ok {
+		return true
+	}
+	if s.State == snapshot.StateTimeWait {
+		if _, ok := d.deadTuples[tuple(s)]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Differ) expireDead() {
+	if len(d.deadCookies) == 0 && len(d.deadTuples) == 0 {
+		return
+	}
+	for k, g := range d.deadCookies {
+		if d.gen-g >= 2 {
+			delete(d.deadCookies, k)
+		}
+	}
+	for k, g := range d.deadTuples {
+		if d.gen-g >= 2 {
+			delete(d.deadTuples, k)
+		}
+	}
+}
+
+// tuple is a socket's key without the cookie.
+func tuple(s *snapshot.Socket) snapshot.Key {
+	k := s.Key
+	k.Cookie = 0
+	return k
 }

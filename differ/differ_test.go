@@ -292,3 +292,103 @@ func BenchmarkDiffChurn(b *testing.B) {
 		d.Diff(tab, t0, p)
 	}
 }
+
+func summaryShort(evs []event.Event) string {
+	s := summary(evs)
+	for _, e := range evs {
+		if e.ShortLived {
+			return s + " [short]"
+		}
+	}
+	return s
+}
+
+func TestDestroyed(t *testing.T) {
+	est, tw := snapshot.StateEstablished, snapshot.StateTimeWait
+	withCookie := func(s snapshot.Socket, c uint64) snapshot.Socket { s.Cookie = c; return s }
+	gone := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupGone, 2: snapshot.LookupGone, 99: snapshot.LookupGone}}
+	type step struct {
+		destroy bool
+		tab     *snapshot.Table
+		want    string
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"a tracked socket closes at the destroy; its remnant stays quiet", []step{
+			{false, table(sock(1, est)), "appeared:1:established:initial"},
+			{true, table(sock(1, snapshot.StateClose)), "closed:1:established:destroyed"},
+			{false, table(sock(1, tw)), ""},
+			{false, table(sock(1, tw)), ""},
+			{false, table(), ""},
+			{false, table(), ""},
+		}},
+		{"a socket no poll saw is appeared and closed, short-lived", []step{
+			{false, table(), ""},
+			{true, table(sock(2, snapshot.StateClose)), "appeared:2:close closed:2:close:destroyed [short]"},
+			{false, table(), ""},
+		}},
+		{"the remnant of a never-dumped socket has a new cookie: matched by tuple", []step{
+			{false, table(), ""},
+			{true, table(sock(2, snapshot.StateClose)), "appeared:2:close closed:2:close:destroyed [short]"},
+			{false, table(withCookie(sock(2, tw), 99)), ""},
+			{false, table(withCookie(sock(2, tw), 99)), ""},
+			{false, table(withCookie(sock(2, tw), 99)), ""},
+			{false, table(), ""},
+			{false, table(), ""},
+		}},
+		{"a dump that raced with the destroy does not resurrect it", []step{
+			{false, table(), ""},
+			{true, table(sock(2, snapshot.StateClose)), "appeared:2:close closed:2:close:destroyed [short]"},
+			{false, table(sock(2, est)), ""},
+			{false, table(), ""},
+		}},
+		{"a repeated notification is reported once", []step{
+			{false, table(sock(1, est)), "appeared:1:established:initial"},
+			{true, table(sock(1, snapshot.StateClose), sock(1, snapshot.StateClose)), "closed:1:established:destroyed"},
+			{true, table(sock(3, snapshot.StateClose), sock(3, snapshot.StateClose)), "appeared:3:close closed:3:close:destroyed [short]"},
+			{false, table(), ""},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := New(Options{})
+			for i, st := range tt.steps {
+				now := t0.Add(time.Duration(i) * time.Second)
+				var evs []event.Event
+				if st.destroy {
+					evs = d.Destroyed(st.tab, now)
+				} else {
+					var err error
+					if evs, err = d.Diff(st.tab, now, gone); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if got := summaryShort(evs); got != st.want {
+					t.Errorf("step %d:\n got %q\nwant %q", i, got, st.want)
+				}
+			}
+			if d.Len() != 0 {
+				t.Errorf("%d sockets still tracked at the end", d.Len())
+			}
+		})
+	}
+}
+
+func TestDestroyedCarriesFinalCounters(t *testing.T) {
+	d := New(Options{})
+	s := sock(1, snapshot.StateEstablished)
+	s.UID, s.Inode = 1000, 4242
+	d.Diff(table(s), t0, nil)
+	fin := sock(1, snapshot.StateClose)
+	fin.HasInfo, fin.Info = true, snapshot.TCPInfo{Len: 280, BytesSent: 100, BytesReceived: 7}
+	evs := d.Destroyed(table(fin), t0.Add(2*time.Second))
+	if len(evs) != 1 {
+		t.Fatalf("events %s", summary(evs))
+	}
+	e := evs[0]
+	if e.Socket.UID != 1000 || e.Socket.Inode != 4242 || e.Socket.Info.BytesSent != 100 || e.Duration() != 2*time.Second {
+		t.Errorf("closed event %+v: want the poll's uid and inode, the destroy's counters, 2s", e)
+	}
+}

@@ -52,9 +52,9 @@ func (p *DumpParser) Feed(b []byte) (done bool, err error) {
 		}
 		switch h.Type {
 		case SockDiagByFam:
-			s := p.Table.next()
+			s := p.Table.Append()
 			if err := ParseDiagMsg(payload, p.Proto, s); err != nil {
-				p.Table.drop()
+				p.Table.DropLast()
 				p.Stats.Malformed++
 				p.LastErr = err
 			}

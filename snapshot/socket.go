@@ -170,9 +170,9 @@ func (t *Table) Reset() { t.Sockets = t.Sockets[:0] }
 // Len returns the number of sockets in the table.
 func (t *Table) Len() int { return len(t.Sockets) }
 
-// next returns a zeroed slot at the end of the table, growing it when
+// Append returns a zeroed slot at the end of the table, growing it when
 // needed, so the parser fills records in place.
-func (t *Table) next() *Socket {
+func (t *Table) Append() *Socket {
 	n := len(t.Sockets)
 	if n < cap(t.Sockets) {
 		t.Sockets = t.Sockets[:n+1]
@@ -184,5 +184,5 @@ func (t *Table) next() *Socket {
 	return &t.Sockets[n]
 }
 
-// drop removes the last slot, used when a message fails to parse.
-func (t *Table) drop() { t.Sockets = t.Sockets[:len(t.Sockets)-1] }
+// DropLast removes the last slot, used when a message fails to parse.
+func (t *Table) DropLast() { t.Sockets = t.Sockets[:len(t.Sockets)-1] }

@@ -1,0 +1,213 @@
+//go:build linux
+
+package diag
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// DefaultDestroyBuffer is the receive buffer asked for the destroy
+// subscription: a burst of closes must fit while the reader catches up.
+const DefaultDestroyBuffer = 8 << 20
+
+// ErrOverrun reports that the kernel dropped destroy notifications because
+// the receive buffer was full (ENOBUFS): closes in that window may be
+// missing, so the caller must report a gap and resynchronise.
+var ErrOverrun = errors.New("sock_diag destroy: receive buffer overrun, notifications lost")
+
+// Destroy is a subscription to the kernel's socket-destroy notifications
+// (the SKNLGRP_INET*_DESTROY multicast groups of NETLINK_SOCK_DIAG).
+type Destroy struct {
+	f       *os.File
+	rc      interface{ Read(func(uintptr) bool) error }
+	buf     []byte
+	mu      sync.Mutex
+	stats   snapshot.Stats
+	lastBad error
+	// Buffer is the receive buffer size the kernel granted.
+	Buffer int
+	// Forced says whether SO_RCVBUFFORCE (CAP_NET_ADMIN) set it past
+	// net.core.rmem_max.
+	Forced bool
+}
+
+// OpenDestroy subscribes to the destroy groups of the given families and
+// protocols. bufSize is the receive buffer to ask for (0: the default).
+func OpenDestroy(protos []snapshot.Proto, fams []snapshot.Family, bufSize int) (*Destroy, error) {
+	if bufSize <= 0 {
+		bufSize = DefaultDestroyBuffer
+	}
+	var groups uint32
+	for _, p := range protos {
+		for _, f := range fams {
+			if g := destroyGroup(p, f); g != 0 {
+				groups |= 1 << (g - 1)
+			}
+		}
+	}
+	if groups == 0 {
+		return nil, opErr("subscribe", errors.New("no protocol and family to watch"))
+	}
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, opErr("subscribe", fmt.Errorf("socket: %w", err))
+	}
+	d := &Destroy{buf: make([]byte, recvBufLen)}
+	// Past rmem_max only with CAP_NET_ADMIN; otherwise take what is allowed.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bufSize); err == nil {
+		d.Forced = true
+	} else if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, bufSize); err != nil {
+		unix.Close(fd)
+		return nil, opErr("subscribe", fmt.Errorf("SO_RCVBUF: %w", err))
+	}
+	if got, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF); err == nil {
+		d.Buffer = got
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: groups}); err != nil {
+		unix.Close(fd)
+		return nil, opErr("subscribe", fmt.Errorf("bind groups %#x: %w", groups, err))
+	}
+	// Connected to the kernel: unicasts from other processes are refused.
+	// Multicasts still arrive, so the sender is checked on each datagram.
+	if err := unix.Connect(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return nil, opErr("subscribe", fmt.Errorf("connect: %w", err))
+	}
+	d.f = os.NewFile(uintptr(fd), "sock_diag-destroy")
+	rc, err := d.f.SyscallConn()
+	if err != nil {
+		d.f.Close()
+		return nil, opErr("subscribe", err)
+	}
+	d.rc = rc
+	return d, nil
+}
+
+func destroyGroup(p snapshot.Proto, f snapshot.Family) int {
+	switch {
+	case p == snapshot.ProtoTCP && f == snapshot.FamilyIPv4:
+		return snapshot.GroupTCP4Destroy
+	case p == snapshot.ProtoUDP && f == snapshot.FamilyIPv4:
+		return snapshot.GroupUDP4Destroy
+	case p == snapshot.ProtoTCP && f == snapshot.FamilyIPv6:
+		return snapshot.GroupTCP6Destroy
+	case p == snapshot.ProtoUDP && f == snapshot.FamilyIPv6:
+		return snapshot.GroupUDP6Destroy
+	}
+	return 0
+}
+
+// protoOfGroups returns the protocol of the destroy group a datagram was
+// multicast to; the message itself does not say TCP or UDP.
+func protoOfGroups(mask uint32) (snapshot.Proto, bool) {
+	switch mask {
+	case 1 << (snapshot.GroupTCP4Destroy - 1), 1 << (snapshot.GroupTCP6Destroy - 1):
+		return snapshot.ProtoTCP, true
+	case 1 << (snapshot.GroupUDP4Destroy - 1), 1 << (snapshot.GroupUDP6Destroy - 1):
+		return snapshot.ProtoUDP, true
+	}
+	return 0, false
+}
+
+// Read blocks until notifications arrive and appends the destroyed
+// sockets to t (which it does not reset). It returns ErrOverrun when the
+// kernel dropped notifications, and net.ErrClosed (wrapped) after Close.
+func (d *Destroy) Read(t *snapshot.Table) error {
+	for {
+		var n int
+		var from unix.Sockaddr
+		var rerr error
+		err := d.rc.Read(func(fd uintptr) bool {
+			n, from, rerr = unix.Recvfrom(int(fd), d.buf, unix.MSG_DONTWAIT)
+			return rerr != unix.EAGAIN
+		})
+		if err != nil {
+			return opErr("destroy read", err)
+		}
+		if rerr == unix.ENOBUFS {
+			return ErrOverrun
+		}
+		if rerr == unix.EINTR {
+			continue
+		}
+		if rerr != nil {
+			return opErr("destroy read", fmt.Errorf("recvfrom: %w", rerr))
+		}
+		sa, ok := from.(*unix.SockaddrNetlink)
+		if !ok || sa.Pid != 0 {
+			d.count(func(s *snapshot.Stats) { s.Foreign++ }, nil)
+			continue
+		}
+		proto, ok := protoOfGroups(sa.Groups)
+		if !ok {
+			d.count(func(s *snapshot.Stats) { s.Foreign++ }, nil)
+			continue
+		}
+		before := t.Len()
+		d.parse(d.buf[:n], proto, t)
+		if t.Len() > before {
+			return nil
+		}
+	}
+}
+
+func (d *Destroy) parse(b []byte, proto snapshot.Proto, t *snapshot.Table) {
+	it := snapshot.NewMsgIter(b)
+	for {
+		h, payload, ok := it.Next()
+		if !ok {
+			break
+		}
+		if h.Type != snapshot.SockDiagByFam {
+			d.count(func(s *snapshot.Stats) { s.Malformed++ }, fmt.Errorf("%w: destroy message of type %d", snapshot.ErrMalformed, h.Type))
+			continue
+		}
+		s := t.Append()
+		if err := snapshot.ParseDiagMsg(payload, proto, s); err != nil {
+			t.DropLast()
+			d.count(func(s *snapshot.Stats) { s.Malformed++ }, err)
+		}
+	}
+	if err := it.Err(); err != nil {
+		d.count(func(s *snapshot.Stats) { s.Malformed++ }, err)
+	}
+}
+
+func (d *Destroy) count(f func(*snapshot.Stats), err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f(&d.stats)
+	if err != nil {
+		d.lastBad = err
+	}
+}
+
+// Stats returns the cumulative counts of refused messages.
+func (d *Destroy) Stats() snapshot.Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats
+}
+
+// LastMalformed returns the most recent parse error.
+func (d *Destroy) LastMalformed() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastBad
+}
+
+// Close ends the subscription; a blocked Read returns. It is idempotent.
+func (d *Destroy) Close() error {
+	err := d.f.Close()
+	if errors.Is(err, os.ErrClosed) {
+		return nil
+	}
+	return err
+}

@@ -4,7 +4,14 @@
 package config
 
 import (
+	"errors"
+	"fmt"
 	"io/fs"
+	"net"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/connlogd/connlogd/snapshot"
@@ -19,7 +26,9 @@ type Config struct {
 	Interval  time.Duration
 	Protocols []snapshot.Proto  // default: tcp, udp
 	Families  []snapshot.Family // default: ipv4, ipv6
-	// States filters which states are reported; default all.
+	// States filters which states are reported. Empty (nil) means all
+	// states: Parse stores nil both when the key is absent and when it
+	// lists every state, so nil is the one spelling of "all".
 	States []snapshot.State
 	Sinks  []Sink // default: one stdout sink
 }
@@ -49,4 +58,326 @@ type Sink struct {
 	Format   string // rfc5424 (default) | rfc3164
 	Facility int    // syslog facility number; default 16 (local0)
 	Tag      string // app-name; default "connlogd"
+}
+
+// Defaults that are not the zero value.
+const (
+	DefaultInterval       = time.Second
+	MinInterval           = 10 * time.Millisecond // shorter polls would hog a CPU on a busy host
+	DefaultFileMode       = fs.FileMode(0o640)
+	DefaultSyslogNetwork  = "unix"
+	DefaultSyslogAddress  = "/dev/log" // for network unix only
+	DefaultSyslogFormat   = "rfc5424"
+	DefaultSyslogFacility = 16 // local0
+	DefaultSyslogTag      = "connlogd"
+)
+
+// Default returns the built-in configuration: a poll every second of TCP
+// and UDP over IPv4 and IPv6, every state, events on stdout.
+func Default() *Config {
+	return &Config{
+		Interval:  DefaultInterval,
+		Protocols: []snapshot.Proto{snapshot.ProtoTCP, snapshot.ProtoUDP},
+		Families:  []snapshot.Family{snapshot.FamilyIPv4, snapshot.FamilyIPv6},
+		Sinks:     []Sink{{Type: SinkStdout}},
+	}
+}
+
+// defaultSink returns a sink of type t with its type's defaults; the
+// syslog address is left empty because its default depends on the network.
+func defaultSink(t SinkType) Sink {
+	switch t {
+	case SinkFile:
+		return Sink{Type: t, Mode: DefaultFileMode}
+	case SinkSyslog:
+		return Sink{Type: t, Network: DefaultSyslogNetwork, Format: DefaultSyslogFormat,
+			Facility: DefaultSyslogFacility, Tag: DefaultSyslogTag}
+	}
+	return Sink{Type: t}
+}
+
+// StateMask returns the states to report as a mask of 1<<state. With no
+// States it is snapshot.AllStates. Listing syn_recv also sets the bit of
+// the kernel's request sockets and close that of bound-inactive sockets,
+// which dumps report under those names, so the mask also serves as a
+// sock_diag request mask.
+func (c *Config) StateMask() uint32 {
+	if len(c.States) == 0 {
+		return snapshot.AllStates
+	}
+	var m uint32
+	for _, s := range c.States {
+		m |= 1 << s
+		switch s {
+		case snapshot.StateSynRecv:
+			m |= 1 << snapshot.StateNewSynRecv
+		case snapshot.StateClose:
+			m |= 1 << snapshot.StateBoundInactive
+		}
+	}
+	return m
+}
+
+// WantsState reports whether sockets in state s are to be reported.
+func (c *Config) WantsState(s snapshot.State) bool {
+	return c.StateMask()&(1<<s) != 0
+}
+
+// Validate checks a Config built in code by the rules Parse applies. Its
+// errors carry no file or line; Parse's do.
+func (c *Config) Validate() error {
+	if err := checkInterval(c.Interval); err != nil {
+		return fmt.Errorf("interval: %w", err)
+	}
+	if len(c.Protocols) == 0 {
+		return errors.New("protocols: empty list")
+	}
+	for i, p := range c.Protocols {
+		if _, ok := parseProto(p.String()); !ok {
+			return fmt.Errorf("protocols[%d]: unknown protocol %d", i, p)
+		}
+		if j := slices.Index(c.Protocols[:i], p); j >= 0 {
+			return fmt.Errorf("protocols[%d]: %s listed twice", i, p)
+		}
+	}
+	if len(c.Families) == 0 {
+		return errors.New("families: empty list")
+	}
+	for i, f := range c.Families {
+		if _, ok := parseFamily(f.String()); !ok {
+			return fmt.Errorf("families[%d]: unknown family %d", i, f)
+		}
+		if j := slices.Index(c.Families[:i], f); j >= 0 {
+			return fmt.Errorf("families[%d]: %s listed twice", i, f)
+		}
+	}
+	for i, s := range c.States {
+		if ps, ok := snapshot.ParseState(s.String()); !ok || ps != s {
+			return fmt.Errorf("states[%d]: unknown state %d", i, s)
+		}
+		if j := slices.Index(c.States[:i], s); j >= 0 {
+			return fmt.Errorf("states[%d]: %s listed twice", i, s)
+		}
+	}
+	if len(c.Sinks) == 0 {
+		return errors.New("sinks: empty list")
+	}
+	for i := range c.Sinks {
+		if err := c.Sinks[i].validate(); err != nil {
+			return fmt.Errorf("sinks[%d]: %w", i, err)
+		}
+		if j := dupSink(c.Sinks[:i], &c.Sinks[i]); j >= 0 {
+			return fmt.Errorf("sinks[%d]: same destination as sinks[%d]", i, j)
+		}
+	}
+	return nil
+}
+
+// validate checks one sink, including that it sets no field of another
+// sink type, which would be silently ignored.
+func (s *Sink) validate() error {
+	other := *s
+	other.Line = 0
+	switch s.Type {
+	case SinkStdout:
+		other.Type = ""
+	case SinkFile:
+		if err := checkPath(s.Path); err != nil {
+			return fmt.Errorf("path: %w", err)
+		}
+		if err := checkMode(s.Mode); err != nil {
+			return fmt.Errorf("mode: %w", err)
+		}
+		other.Type, other.Path, other.Mode = "", "", 0
+	case SinkSyslog:
+		if err := checkNetwork(s.Network); err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+		if err := checkAddress(s.Network, s.Address); err != nil {
+			return fmt.Errorf("address: %w", err)
+		}
+		if err := checkFormat(s.Format); err != nil {
+			return fmt.Errorf("format: %w", err)
+		}
+		if err := checkFacility(s.Facility); err != nil {
+			return fmt.Errorf("facility: %w", err)
+		}
+		if err := checkTag(s.Tag); err != nil {
+			return fmt.Errorf("tag: %w", err)
+		}
+		other.Type, other.Network, other.Address, other.Format, other.Facility, other.Tag = "", "", "", "", 0, ""
+	default:
+		return fmt.Errorf("unknown sink type %q", s.Type)
+	}
+	if other != (Sink{}) {
+		return fmt.Errorf("sets fields that a %s sink does not use", s.Type)
+	}
+	return nil
+}
+
+// dupSink returns the index in prev of a sink writing where s writes, or
+// -1: two sinks on one destination would double or interleave events.
+func dupSink(prev []Sink, s *Sink) int {
+	for i := range prev {
+		p := &prev[i]
+		if p.Type != s.Type {
+			continue
+		}
+		switch s.Type {
+		case SinkStdout:
+			return i
+		case SinkFile:
+			if filepath.Clean(p.Path) == filepath.Clean(s.Path) {
+				return i
+			}
+		case SinkSyslog:
+			if p.Network == s.Network && p.Address == s.Address {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+func checkInterval(d time.Duration) error {
+	if d < MinInterval {
+		return fmt.Errorf("%v is shorter than the minimum %v", d, MinInterval)
+	}
+	return nil
+}
+
+func checkPath(p string) error {
+	if p == "" {
+		return errors.New("must not be empty")
+	}
+	return nil
+}
+
+func checkMode(m fs.FileMode) error {
+	if m&^fs.ModePerm != 0 {
+		return fmt.Errorf("%#o is not a permission of at most 0777", uint32(m))
+	}
+	return nil
+}
+
+func checkNetwork(n string) error {
+	switch n {
+	case "unix", "udp", "tcp":
+		return nil
+	}
+	return fmt.Errorf("unknown network %q (want unix, udp or tcp)", n)
+}
+
+// checkAddress checks the syslog address for the network: a socket path
+// for unix, host:port otherwise (a port name such as "syslog" is allowed).
+func checkAddress(network, addr string) error {
+	if addr == "" {
+		return errors.New("must not be empty")
+	}
+	if network == "unix" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			// AddrError repeats the address; say it once, quoted.
+			return fmt.Errorf("%q is not host:port: %s", addr, ae.Err)
+		}
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if host == "" || port == "" {
+		return fmt.Errorf("%q is not host:port: missing host or port", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 64); err == nil && (n == 0 || n > 65535) {
+		return fmt.Errorf("port %s is out of range 1-65535", port)
+	}
+	return nil
+}
+
+func checkFormat(f string) error {
+	switch f {
+	case "rfc5424", "rfc3164":
+		return nil
+	}
+	return fmt.Errorf("unknown format %q (want rfc5424 or rfc3164)", f)
+}
+
+func checkFacility(f int) error {
+	if f < 0 || f > 23 {
+		return fmt.Errorf("%d is out of range 0-23", f)
+	}
+	return nil
+}
+
+// checkTag applies RFC 5424's APP-NAME rule: 1 to 48 printable ASCII
+// characters, no spaces; RFC 3164 receivers accept it too.
+func checkTag(t string) error {
+	if t == "" || len(t) > 48 {
+		return fmt.Errorf("%q must be 1 to 48 characters long", t)
+	}
+	for i := 0; i < len(t); i++ {
+		if t[i] < '!' || t[i] > '~' {
+			return fmt.Errorf("%q must be printable ASCII without spaces", t)
+		}
+	}
+	return nil
+}
+
+func parseProto(s string) (snapshot.Proto, bool) {
+	switch s {
+	case "tcp":
+		return snapshot.ProtoTCP, true
+	case "udp":
+		return snapshot.ProtoUDP, true
+	}
+	return 0, false
+}
+
+func parseFamily(s string) (snapshot.Family, bool) {
+	switch s {
+	case "ipv4":
+		return snapshot.FamilyIPv4, true
+	case "ipv6":
+		return snapshot.FamilyIPv6, true
+	}
+	return 0, false
+}
+
+// parseFacility accepts a facility name or its number.
+func parseFacility(s string) (int, bool) {
+	names := [...]string{"kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news",
+		"uucp", "cron", "authpriv", "ftp"}
+	if i := slices.Index(names[:], s); i >= 0 {
+		return i, true
+	}
+	if rest, ok := strings.CutPrefix(s, "local"); ok && len(rest) == 1 && rest[0] >= '0' && rest[0] <= '7' {
+		return 16 + int(rest[0]-'0'), true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || checkFacility(n) != nil {
+		return 0, false
+	}
+	return n, true
+}
+
+// parseMode reads an octal permission written with a leading 0 or 0o, so
+// that 640 is not silently taken as decimal.
+func parseMode(s string) (fs.FileMode, error) {
+	digits, ok := strings.CutPrefix(s, "0o")
+	if !ok {
+		digits, ok = strings.CutPrefix(s, "0")
+		if ok && digits == "" {
+			digits = "0"
+		}
+	}
+	n, err := strconv.ParseUint(digits, 8, 32)
+	if !ok || err != nil {
+		return 0, fmt.Errorf("%q is not an octal permission like 0640", s)
+	}
+	m := fs.FileMode(n)
+	if err := checkMode(m); err != nil {
+		return 0, err
+	}
+	return m, nil
 }

@@ -31,6 +31,17 @@ type Config struct {
 	// lists every state, so nil is the one spelling of "all".
 	States []snapshot.State
 	Sinks  []Sink // default: one stdout sink
+	// Destroy configures the kernel's socket-destroy notifications, which
+	// log closes at once and catch connections shorter than the interval.
+	Destroy Destroy
+}
+
+// Destroy configures the destroy-notification subscription.
+type Destroy struct {
+	Enabled bool // default true
+	// Buffer is the receive buffer in bytes (default 8 MiB); beyond
+	// net.core.rmem_max it needs CAP_NET_ADMIN.
+	Buffer int
 }
 
 // SinkType names a sink kind.
@@ -70,6 +81,8 @@ const (
 	DefaultSyslogFormat   = "rfc5424"
 	DefaultSyslogFacility = 16 // local0
 	DefaultSyslogTag      = "connlogd"
+	DefaultDestroyBuffer  = 8 << 20
+	MinDestroyBuffer      = 1024 // the kernel's floor is about this; smaller asks are meaningless
 )
 
 // Default returns the built-in configuration: a poll every second of TCP
@@ -80,6 +93,7 @@ func Default() *Config {
 		Protocols: []snapshot.Proto{snapshot.ProtoTCP, snapshot.ProtoUDP},
 		Families:  []snapshot.Family{snapshot.FamilyIPv4, snapshot.FamilyIPv6},
 		Sinks:     []Sink{{Type: SinkStdout}},
+		Destroy:   Destroy{Enabled: true, Buffer: DefaultDestroyBuffer},
 	}
 }
 
@@ -126,6 +140,9 @@ func (c *Config) WantsState(s snapshot.State) bool {
 // Validate checks a Config built in code by the rules Parse applies. Its
 // errors carry no file or line; Parse's do.
 func (c *Config) Validate() error {
+	if c.Destroy.Buffer < MinDestroyBuffer || c.Destroy.Buffer > 1<<30 {
+		return fmt.Errorf("destroy.buffer: %d is not a byte count from %d to %d", c.Destroy.Buffer, MinDestroyBuffer, 1<<30)
+	}
 	if err := checkInterval(c.Interval); err != nil {
 		return fmt.Errorf("interval: %w", err)
 	}

@@ -49,6 +49,11 @@ func TestParseErrors(t *testing.T) {
 	}{
 		// The file as a whole.
 		{"empty file", "", 1, "empty configuration"},
+		{"destroy not a mapping", "destroy: 5\n", 1, "want a mapping with enabled and buffer"},
+		{"destroy unknown key", "destroy:\n  enabled: true\n  size: 5\n", 3, `unknown key "size"`},
+		{"destroy enabled not a bool", "destroy:\n  enabled: yes please\n", 2, "not true or false"},
+		{"destroy buffer too small", "destroy:\n  buffer: 10\n", 2, "not a byte count"},
+		{"destroy buffer not a number", "destroy:\n  buffer: 8MiB\n", 2, "not a byte count"},
 		{"only comments", "# nothing\n\n# here\n", 1, "empty configuration"},
 		{"only blank lines", "\n\n\n", 1, "empty configuration"},
 		{"only document start", "---\n", 1, "empty configuration"},
@@ -76,7 +81,7 @@ func TestParseErrors(t *testing.T) {
 		{"CR lines", "interval: 1s\r\rfoo: 1\r", 3, `unknown key "foo"`},
 
 		// Keys.
-		{"unknown top key", "intervall: 1s\n", 1, `unknown key "intervall" (want interval, protocols, families, states or sinks)`},
+		{"unknown top key", "intervall: 1s\n", 1, `unknown key "intervall" (want interval, protocols, families, states, sinks or destroy)`},
 		{"unknown top key later", "interval: 1s\n# c\nprotocol: [tcp]\n", 3, `unknown key "protocol"`},
 		{"merge key", "interval: 1s\n<<: {protocols: [tcp]}\n", 2, `unknown key "<<"`},
 		{"duplicate top key", "interval: 1s\nprotocols: [tcp]\ninterval: 2s\n", 3, `duplicate key "interval" (first at line 1)`},
@@ -289,6 +294,7 @@ func TestDefault(t *testing.T) {
 		Families:  []snapshot.Family{snapshot.FamilyIPv4, snapshot.FamilyIPv6},
 		States:    nil,
 		Sinks:     []Sink{{Type: SinkStdout}},
+		Destroy:   Destroy{Enabled: true, Buffer: 8 << 20},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v; want %+v", c, want)
@@ -469,5 +475,19 @@ func TestExample(t *testing.T) {
 	}
 	if got := withoutLines(c).Sinks; !reflect.DeepEqual(got, want) {
 		t.Errorf("uncommented example sinks:\ngot  %+v\nwant %+v", got, want)
+	}
+}
+
+func TestParseDestroy(t *testing.T) {
+	c, err := Parse([]byte("destroy:\n  enabled: false\n  buffer: 4096\n"), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Destroy != (Destroy{Enabled: false, Buffer: 4096}) {
+		t.Errorf("destroy = %+v", c.Destroy)
+	}
+	c, err = Parse([]byte("destroy:\n  buffer: 2048\n"), "c.yaml")
+	if err != nil || c.Destroy != (Destroy{Enabled: true, Buffer: 2048}) {
+		t.Errorf("destroy = %+v, %v; want enabled by default", c.Destroy, err)
 	}
 }

@@ -317,8 +317,10 @@ func (p *parser) config(doc *yaml.Node) (*Config, error) {
 			}
 		case "sinks":
 			c.Sinks, err = p.sinks(v)
+		case "destroy":
+			c.Destroy, err = p.destroy(v)
 		default:
-			err = p.errorf(k.Line, "", "unknown key %q (want interval, protocols, families, states or sinks)", key)
+			err = p.errorf(k.Line, "", "unknown key %q (want interval, protocols, families, states, sinks or destroy)", key)
 		}
 		return err
 	})
@@ -326,6 +328,40 @@ func (p *parser) config(doc *yaml.Node) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+func (p *parser) destroy(n *yaml.Node) (Destroy, error) {
+	d := Default().Destroy
+	if n.Kind != yaml.MappingNode {
+		return d, p.errorf(n.Line, "destroy", "want a mapping with enabled and buffer, not a %s", kindName(n))
+	}
+	err := p.fields(n, "destroy", func(key string, k, v *yaml.Node) error {
+		s, err := p.scalar(v, "destroy."+key)
+		if err != nil {
+			return err
+		}
+		switch key {
+		case "enabled":
+			switch s {
+			case "true":
+				d.Enabled = true
+			case "false":
+				d.Enabled = false
+			default:
+				return p.errorf(v.Line, "destroy.enabled", "%q is not true or false", s)
+			}
+		case "buffer":
+			b, err := strconv.Atoi(s)
+			if err != nil || b < MinDestroyBuffer || b > 1<<30 {
+				return p.errorf(v.Line, "destroy.buffer", "%q is not a byte count from %d to %d", s, MinDestroyBuffer, 1<<30)
+			}
+			d.Buffer = b
+		default:
+			return p.errorf(k.Line, "destroy", "unknown key %q (want enabled or buffer)", key)
+		}
+		return nil
+	})
+	return d, err
 }
 
 func (p *parser) interval(n *yaml.Node) (time.Duration, error) {

@@ -1,0 +1,167 @@
+package sink
+
+import (
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// tsLayout is RFC 3339 in UTC with exactly nine fractional digits. A fixed
+// width (unlike time.RFC3339Nano, which trims zeros) keeps lines sortable
+// as text and parseable by SIEM patterns that expect one shape.
+const tsLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+var encodeLayout = zapcore.TimeEncoderOfLayout(tsLayout)
+
+// encodeTime writes ts in UTC. The layout encoder appends straight into
+// zap's buffer, so the timestamp costs no allocation.
+func encodeTime(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
+	encodeLayout(t.UTC(), enc)
+}
+
+// newEncoder returns the JSON encoder of the native schema. zap writes the
+// entry's time, then its message, then the encoder's context, then the
+// entry's fields, so lines start {"ts":…,"event":…,"host":…}.
+func newEncoder(host string) zapcore.Encoder {
+	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{
+		TimeKey:    "ts",
+		MessageKey: "event",
+		// No level, logger name, caller or stack: the schema has none.
+		EncodeTime:     encodeTime,
+		EncodeDuration: zapcore.SecondsDurationEncoder,
+		LineEnding:     "\n",
+	})
+	enc.AddString("host", host)
+	return enc
+}
+
+// entry is the zap entry of an event: the kind is the message, and the
+// level carries the syslog severity (gaps are warnings).
+func entry(ev *event.Event) zapcore.Entry {
+	lvl := zapcore.InfoLevel
+	if ev.Kind == event.Gap {
+		lvl = zapcore.WarnLevel
+	}
+	t := ev.Time
+	if t.IsZero() {
+		// zap omits a zero time; ts is promised on every line.
+		t = time.Now()
+	}
+	return zapcore.Entry{Level: lvl, Time: t, Message: ev.Kind.String()}
+}
+
+// Minimum tcp_info lengths for the counters added after Linux 2.6's 104
+// bytes: a shorter attribute means the kernel does not have the field,
+// and a zero would be a lie, so the field is left out.
+const (
+	infoLenBytesRecv = 136 // tcpi_bytes_acked, tcpi_bytes_received: Linux 4.1
+	infoLenSegs      = 144 // tcpi_segs_out, tcpi_segs_in: Linux 4.2
+	infoLenBytesSent = 208 // tcpi_bytes_sent: Linux 4.19
+)
+
+// fieldBuilder turns events into zap fields. It is reused for every event
+// of a Tee, so building the fields allocates nothing.
+type fieldBuilder struct {
+	fields []zapcore.Field
+	ends   endpoints
+}
+
+// build returns the fields of ev after ts, event and host, in schema
+// order. The result is valid until the next call.
+func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
+	f := b.fields[:0]
+	if ev.Kind == event.Gap {
+		if ev.Reason != "" {
+			f = append(f, zap.String("reason", ev.Reason))
+		}
+		if ev.Count != 0 {
+			f = append(f, zap.Uint64("count", ev.Count))
+		}
+		b.fields = f
+		return f
+	}
+	s := &ev.Socket
+	f = append(f,
+		zap.String("proto", s.Proto.String()),
+		zap.String("family", s.Family.String()),
+		zap.String("state", s.State.String()),
+	)
+	if ev.Kind == event.StateChanged {
+		f = append(f, zap.String("prev_state", ev.PrevState.String()))
+	}
+	b.ends.src, b.ends.dst = s.Src, s.Dst
+	f = append(f, zap.Inline(&b.ends))
+	if s.IfIndex != 0 {
+		f = append(f, zap.Uint32("ifindex", s.IfIndex))
+	}
+	f = append(f,
+		zap.Uint64("cookie", s.Cookie),
+		zap.Uint32("uid", s.UID),
+		zap.Uint32("inode", s.Inode),
+	)
+	if s.CgroupID != 0 {
+		f = append(f, zap.Uint64("cgroup_id", s.CgroupID))
+	}
+	if ev.Initial && ev.Kind == event.Appeared {
+		f = append(f, zap.Bool("initial", true))
+	}
+	if ev.ShortLived {
+		f = append(f, zap.Bool("short_lived", true))
+	}
+	if ev.Kind == event.Closed {
+		if ev.Reason != "" {
+			f = append(f, zap.String("reason", ev.Reason))
+		}
+		f = append(f, zap.Float64("duration", ev.Duration().Seconds()))
+		if s.Proto == snapshot.ProtoTCP && s.HasInfo {
+			f = appendInfo(f, &s.Info)
+		}
+	}
+	b.fields = f
+	return f
+}
+
+func appendInfo(f []zapcore.Field, in *snapshot.TCPInfo) []zapcore.Field {
+	if in.Len >= infoLenBytesSent {
+		f = append(f, zap.Uint64("bytes_sent", in.BytesSent))
+	}
+	if in.Len >= infoLenBytesRecv {
+		f = append(f,
+			zap.Uint64("bytes_received", in.BytesReceived),
+			zap.Uint64("bytes_acked", in.BytesAcked),
+		)
+	}
+	f = append(f,
+		zap.Uint32("retransmits", in.TotalRetrans),
+		zap.Uint32("rtt_us", in.RTT),
+	)
+	if in.Len >= infoLenSegs {
+		f = append(f,
+			zap.Uint32("segs_out", in.SegsOut),
+			zap.Uint32("segs_in", in.SegsIn),
+		)
+	}
+	return f
+}
+
+// endpoints writes src_ip, src_port, dst_ip, dst_port inline. It exists
+// because zap.String(addr.String()) would allocate two strings per event:
+// here the addresses are formatted into scratch space and handed to the
+// encoder as bytes, which it copies.
+type endpoints struct {
+	src, dst netip.AddrPort
+	scratch  [64]byte // longer than any IPv6 text without zone (45)
+}
+
+func (e *endpoints) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddByteString("src_ip", e.src.Addr().WithZone("").AppendTo(e.scratch[:0]))
+	enc.AddUint16("src_port", e.src.Port())
+	enc.AddByteString("dst_ip", e.dst.Addr().WithZone("").AppendTo(e.scratch[:0]))
+	enc.AddUint16("dst_port", e.dst.Port())
+	return nil
+}

@@ -1,0 +1,240 @@
+package sink
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+var (
+	t0   = time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC)
+	tcp4 = snapshot.Socket{
+		Key: snapshot.Key{
+			Proto:  snapshot.ProtoTCP,
+			Family: snapshot.FamilyIPv4,
+			Cookie: 4097,
+			Src:    netip.MustParseAddrPort("10.0.0.5:52814"),
+			Dst:    netip.MustParseAddrPort("93.184.216.34:443"),
+		},
+		State: snapshot.StateEstablished,
+		UID:   1000,
+		Inode: 123456,
+	}
+	// A link-local IPv6 socket: ifindex set, zone must not be printed.
+	tcp6 = snapshot.Socket{
+		Key: snapshot.Key{
+			Proto:   snapshot.ProtoTCP,
+			Family:  snapshot.FamilyIPv6,
+			IfIndex: 2,
+			Cookie:  18446744073709551615, // uint64 max: no float rounding
+			Src:     netip.AddrPortFrom(netip.MustParseAddr("fe80::1%eth0"), 22),
+			Dst:     netip.MustParseAddrPort("[fe80::2]:40110"),
+		},
+		State:    snapshot.StateFinWait2,
+		UID:      0,
+		Inode:    99,
+		CgroupID: 4321,
+		HasInfo:  true,
+		Info: snapshot.TCPInfo{
+			Len: 280, RTT: 250, TotalRetrans: 3, BytesAcked: 1235,
+			BytesReceived: 5678, SegsOut: 20, SegsIn: 18, BytesSent: 1234,
+		},
+	}
+	udp6 = snapshot.Socket{
+		Key: snapshot.Key{
+			Proto:  snapshot.ProtoUDP,
+			Family: snapshot.FamilyIPv6,
+			Cookie: 77,
+			Src:    netip.MustParseAddrPort("[::ffff:10.0.0.5]:53"),
+			Dst:    netip.MustParseAddrPort("[::]:0"),
+		},
+		State: snapshot.StateClose,
+		UID:   101,
+		Inode: 555,
+	}
+)
+
+const tsText = `"ts":"2026-11-25T10:00:00.123456789Z"`
+
+func encodeLines(t testing.TB, evs ...event.Event) []string {
+	t.Helper()
+	var b bytes.Buffer
+	tee, err := NewWriter(&b, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range evs {
+		if err := tee.Write(&evs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tee.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if !strings.HasSuffix(out, "\n") {
+		t.Fatalf("output does not end in a newline: %q", out)
+	}
+	return strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+}
+
+type goldenCase struct {
+	name string
+	ev   event.Event
+	want string
+}
+
+func goldenCases() []goldenCase {
+	oldInfo := tcp6
+	oldInfo.Info = snapshot.TCPInfo{Len: 104, RTT: 900, TotalRetrans: 1, BytesAcked: 5, SegsOut: 9}
+	short := tcp4
+	short.HasInfo = true
+	short.Info = snapshot.TCPInfo{Len: 200, RTT: 40, BytesAcked: 10, BytesReceived: 20, SegsOut: 3, SegsIn: 4, BytesSent: 99}
+	changed := tcp4
+	changed.State = snapshot.StateCloseWait
+	changed.CgroupID = 7
+
+	return []goldenCase{{
+		name: "appeared initial",
+		ev:   event.Event{Kind: event.Appeared, Time: t0, Socket: tcp4, FirstSeen: t0, Initial: true},
+		want: `{` + tsText + `,"event":"appeared","host":"web-1","proto":"tcp","family":"ipv4","state":"established","src_ip":"10.0.0.5","src_port":52814,"dst_ip":"93.184.216.34","dst_port":443,"cookie":4097,"uid":1000,"inode":123456,"initial":true}`,
+	}, {
+		name: "appeared not initial",
+		ev:   event.Event{Kind: event.Appeared, Time: t0, Socket: tcp4, FirstSeen: t0},
+		want: `{` + tsText + `,"event":"appeared","host":"web-1","proto":"tcp","family":"ipv4","state":"established","src_ip":"10.0.0.5","src_port":52814,"dst_ip":"93.184.216.34","dst_port":443,"cookie":4097,"uid":1000,"inode":123456}`,
+	}, {
+		name: "state_changed",
+		ev:   event.Event{Kind: event.StateChanged, Time: t0, Socket: changed, PrevState: snapshot.StateEstablished, FirstSeen: t0.Add(-time.Minute), Initial: true},
+		want: `{` + tsText + `,"event":"state_changed","host":"web-1","proto":"tcp","family":"ipv4","state":"close_wait","prev_state":"established","src_ip":"10.0.0.5","src_port":52814,"dst_ip":"93.184.216.34","dst_port":443,"cookie":4097,"uid":1000,"inode":123456,"cgroup_id":7}`,
+	}, {
+		name: "closed tcp6 full info",
+		ev:   event.Event{Kind: event.Closed, Time: t0, Socket: tcp6, FirstSeen: t0.Add(-12500 * time.Millisecond), Reason: event.ReasonGone},
+		want: `{` + tsText + `,"event":"closed","host":"web-1","proto":"tcp","family":"ipv6","state":"fin_wait2","src_ip":"fe80::1","src_port":22,"dst_ip":"fe80::2","dst_port":40110,"ifindex":2,"cookie":18446744073709551615,"uid":0,"inode":99,"cgroup_id":4321,"reason":"gone","duration":12.5,"bytes_sent":1234,"bytes_received":5678,"bytes_acked":1235,"retransmits":3,"rtt_us":250,"segs_out":20,"segs_in":18}`,
+	}, {
+		name: "closed old kernel tcp_info",
+		ev:   event.Event{Kind: event.Closed, Time: t0, Socket: oldInfo, FirstSeen: t0.Add(-1500 * time.Microsecond), Reason: event.ReasonGone},
+		want: `{` + tsText + `,"event":"closed","host":"web-1","proto":"tcp","family":"ipv6","state":"fin_wait2","src_ip":"fe80::1","src_port":22,"dst_ip":"fe80::2","dst_port":40110,"ifindex":2,"cookie":18446744073709551615,"uid":0,"inode":99,"cgroup_id":4321,"reason":"gone","duration":0.0015,"retransmits":1,"rtt_us":900}`,
+	}, {
+		name: "closed short-lived, tcp_info without bytes_sent",
+		ev:   event.Event{Kind: event.Closed, Time: t0, Socket: short, FirstSeen: t0, ShortLived: true, Reason: event.ReasonDestroyed},
+		want: `{` + tsText + `,"event":"closed","host":"web-1","proto":"tcp","family":"ipv4","state":"established","src_ip":"10.0.0.5","src_port":52814,"dst_ip":"93.184.216.34","dst_port":443,"cookie":4097,"uid":1000,"inode":123456,"short_lived":true,"reason":"destroyed","duration":0,"bytes_received":20,"bytes_acked":10,"retransmits":0,"rtt_us":40,"segs_out":3,"segs_in":4}`,
+	}, {
+		name: "closed udp: no counters",
+		ev:   event.Event{Kind: event.Closed, Time: t0, Socket: udp6, FirstSeen: t0.Add(-2 * time.Second), Reason: event.ReasonGone},
+		want: `{` + tsText + `,"event":"closed","host":"web-1","proto":"udp","family":"ipv6","state":"close","src_ip":"::ffff:10.0.0.5","src_port":53,"dst_ip":"::","dst_port":0,"cookie":77,"uid":101,"inode":555,"reason":"gone","duration":2}`,
+	}, {
+		name: "gap",
+		ev:   event.Event{Kind: event.Gap, Time: t0, Reason: "malformed_netlink", Count: 3, Socket: tcp4},
+		want: `{` + tsText + `,"event":"gap","host":"web-1","reason":"malformed_netlink","count":3}`,
+	}, {
+		name: "gap without count",
+		ev:   event.Event{Kind: event.Gap, Time: t0, Reason: "dump_failed"},
+		want: `{` + tsText + `,"event":"gap","host":"web-1","reason":"dump_failed"}`,
+	}, {
+		name: "socket (-once)",
+		ev:   event.Event{Kind: event.Snapshot, Time: t0, Socket: udp6},
+		want: `{` + tsText + `,"event":"socket","host":"web-1","proto":"udp","family":"ipv6","state":"close","src_ip":"::ffff:10.0.0.5","src_port":53,"dst_ip":"::","dst_port":0,"cookie":77,"uid":101,"inode":555}`,
+	}}
+}
+
+func TestEncodeGolden(t *testing.T) {
+	for _, tt := range goldenCases() {
+		t.Run(tt.name, func(t *testing.T) {
+			got := encodeLines(t, tt.ev)
+			if len(got) != 1 || got[0] != tt.want {
+				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), tt.want)
+			}
+			if !json.Valid([]byte(got[0])) {
+				t.Errorf("invalid JSON: %s", got[0])
+			}
+		})
+	}
+}
+
+// TestDocsExamples keeps docs/events.md honest: every example line there
+// must be exactly what the encoder writes for one of the golden events.
+func TestDocsExamples(t *testing.T) {
+	doc, err := os.ReadFile("../docs/events.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := map[string]bool{}
+	for _, c := range goldenCases() {
+		golden[c.want] = true
+	}
+	n := 0
+	for _, l := range strings.Split(string(doc), "\n") {
+		if strings.HasPrefix(l, `{"ts":`) {
+			n++
+			if !golden[l] {
+				t.Errorf("docs/events.md example is not a golden line:\n%s", l)
+			}
+		}
+	}
+	if n < 5 {
+		t.Errorf("found %d examples in docs/events.md, want one per kind", n)
+	}
+}
+
+func TestEncodeTimestamp(t *testing.T) {
+	// Fixed width in UTC, whatever the event's zone and fraction.
+	loc := time.FixedZone("UTC+2", 2*3600)
+	lines := encodeLines(t,
+		event.Event{Kind: event.Gap, Time: time.Date(2026, 11, 25, 12, 0, 0, 0, loc)},
+		event.Event{Kind: event.Gap, Time: time.Date(2026, 11, 25, 12, 0, 0, 100, loc)},
+	)
+	for i, want := range []string{"2026-11-25T10:00:00.000000000Z", "2026-11-25T10:00:00.000000100Z"} {
+		if !strings.HasPrefix(lines[i], `{"ts":"`+want+`","event":"gap"`) {
+			t.Errorf("line %d = %s, want ts %s", i, lines[i], want)
+		}
+	}
+	// An event without a time still gets one: ts is on every line.
+	lines = encodeLines(t, event.Event{Kind: event.Gap})
+	var m map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, m["ts"].(string)); err != nil {
+		t.Errorf("ts: %v", err)
+	}
+}
+
+func TestEncodeNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
+	tee, err := NewWriter(io.Discard, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tee.Close()
+	evs := benchEvents()
+	allocs := testing.AllocsPerRun(1000, func() {
+		for i := range evs {
+			if err := tee.Write(&evs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tee.Sync()
+	})
+	if allocs > 0 {
+		t.Errorf("%v allocations per batch of %d events, want 0", allocs, len(evs))
+	}
+}
+
+func benchEvents() []event.Event {
+	return []event.Event{
+		{Kind: event.Appeared, Time: t0, Socket: tcp4, FirstSeen: t0},
+		{Kind: event.StateChanged, Time: t0, Socket: tcp4, PrevState: snapshot.StateSynSent, FirstSeen: t0},
+		{Kind: event.Closed, Time: t0, Socket: tcp6, FirstSeen: t0.Add(-time.Second), Reason: event.ReasonGone},
+		{Kind: event.Gap, Time: t0, Reason: "dump_failed"},
+	}
+}

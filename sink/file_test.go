@@ -1,0 +1,283 @@
+package sink
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/event"
+)
+
+func fileSink(t *testing.T, path string, mode fs.FileMode) *Tee {
+	t.Helper()
+	tee, err := New([]config.Sink{{Type: config.SinkFile, Path: path, Mode: mode}}, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tee.Close() })
+	return tee
+}
+
+// gapAt is a distinguishable one-line event.
+func gapAt(reason string) *event.Event {
+	return &event.Event{Kind: event.Gap, Time: t0, Reason: reason}
+}
+
+func writeAll(t *testing.T, tee *Tee, reasons ...string) {
+	t.Helper()
+	for _, r := range reasons {
+		if err := tee.Write(gapAt(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// reasonsIn returns the reason of every line of path, failing on a line
+// that is not a whole event.
+func reasonsIn(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	if b[len(b)-1] != '\n' {
+		t.Fatalf("%s ends in a partial line: %q", path, b)
+	}
+	var out []string
+	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		pre := `{` + tsText + `,"event":"gap","host":"web-1","reason":"`
+		if !strings.HasPrefix(l, pre) || !strings.HasSuffix(l, `"}`) {
+			t.Fatalf("%s: unexpected line %q", path, l)
+		}
+		out = append(out, strings.TrimSuffix(strings.TrimPrefix(l, pre), `"}`))
+	}
+	return out
+}
+
+func equal(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") }
+
+func withUmask(t *testing.T, mask int) {
+	old := syscall.Umask(mask)
+	t.Cleanup(func() { syscall.Umask(old) })
+}
+
+func TestFileModeOnCreate(t *testing.T) {
+	withUmask(t, 0o077) // would make 0640 into 0600
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		mode, want fs.FileMode
+	}{{0, 0o640}, {0o644, 0o644}, {0o600, 0o600}} {
+		path := filepath.Join(dir, tt.want.String())
+		tee := fileSink(t, path, tt.mode)
+		writeAll(t, tee, "a")
+		if err := tee.Close(); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != tt.want {
+			t.Errorf("mode %v: file has %v, want %v", tt.mode, fi.Mode().Perm(), tt.want)
+		}
+	}
+}
+
+func TestFileExistingKeepsModeAndAppends(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.json")
+	tee := fileSink(t, path, 0)
+	writeAll(t, tee, "one", "two")
+	if err := tee.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// An administrator's chmod stands across restarts.
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tee = fileSink(t, path, 0o644)
+	writeAll(t, tee, "three")
+	if got := reasonsIn(t, path); len(got) != 2 {
+		t.Errorf("lines visible before Sync: %v; want only the first two", got)
+	}
+	if err := tee.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := reasonsIn(t, path); !equal(got, []string{"one", "two", "three"}) {
+		t.Errorf("lines = %v", got)
+	}
+	fi, _ := os.Stat(path)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode of an existing file changed to %v", fi.Mode().Perm())
+	}
+}
+
+func TestFileReopenAfterRename(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.json")
+	rotated := path + ".1"
+	tee := fileSink(t, path, 0)
+	writeAll(t, tee, "a", "b")
+	if err := tee.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, rotated); err != nil {
+		t.Fatal(err)
+	}
+	// Buffered before the reopen: belongs to the old file.
+	writeAll(t, tee, "c")
+	if err := tee.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	writeAll(t, tee, "d", "e")
+	if err := tee.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := reasonsIn(t, rotated); !equal(got, []string{"a", "b", "c"}) {
+		t.Errorf("rotated file: %v", got)
+	}
+	if got := reasonsIn(t, path); !equal(got, []string{"d", "e"}) {
+		t.Errorf("new file: %v", got)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != DefaultFileMode {
+		t.Errorf("reopened file mode %v", fi.Mode().Perm())
+	}
+}
+
+func TestFileReopenFailureKeepsOldFile(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "log")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "events.json")
+	tee := fileSink(t, path, 0)
+	writeAll(t, tee, "a")
+	// The directory moves away: the path cannot be created again (even as
+	// root), but the open descriptor still works.
+	moved := filepath.Join(root, "moved")
+	if err := os.Rename(dir, moved); err != nil {
+		t.Fatal(err)
+	}
+	err := tee.Reopen()
+	if !errors.Is(err, fs.ErrNotExist) || !strings.HasPrefix(err.Error(), "sink file "+path+": reopen: ") {
+		t.Fatalf("Reopen = %v, want a not-exist error naming the sink", err)
+	}
+	writeAll(t, tee, "b")
+	if err := tee.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := reasonsIn(t, filepath.Join(moved, "events.json")); !equal(got, []string{"a", "b"}) {
+		t.Errorf("old file: %v", got)
+	}
+}
+
+func TestFileCloseIdempotent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.json")
+	tee := fileSink(t, path, 0)
+	writeAll(t, tee, "a")
+	if err := tee.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tee.Close(); err != nil {
+		t.Errorf("second Close = %v", err)
+	}
+	if err := tee.Write(gapAt("late")); !errors.Is(err, ErrClosed) {
+		t.Errorf("Write after Close = %v, want ErrClosed", err)
+	}
+	if err := tee.Sync(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Sync after Close = %v, want ErrClosed", err)
+	}
+	if got := reasonsIn(t, path); !equal(got, []string{"a"}) {
+		t.Errorf("lines = %v", got)
+	}
+}
+
+func TestFileOpenError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing", "events.json")
+	_, err := New([]config.Sink{{Type: config.SinkFile, Path: path}}, "h")
+	want := "sink file " + path + ": open: no such file or directory"
+	if err == nil || err.Error() != want || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("New = %v, want %q", err, want)
+	}
+}
+
+// flakyWriter accepts up to room bytes, then fails until room is raised.
+type flakyWriter struct {
+	got  []byte
+	room int
+}
+
+func (f *flakyWriter) Write(p []byte) (int, error) {
+	n := min(len(p), f.room)
+	f.got = append(f.got, p[:n]...)
+	f.room -= n
+	if n < len(p) {
+		return n, syscall.ENOSPC
+	}
+	return n, nil
+}
+
+// A short write leaves the rest of the cut line for the next flush: the
+// output ends up with every line whole, none twice.
+func TestLineWriterShortWrite(t *testing.T) {
+	fw := &flakyWriter{room: 10}
+	l := newStreamWriter("sink test", fw)
+	lines := []string{"first line\n", "second line\n", "third\n"}
+	for _, s := range lines[:2] {
+		if _, err := l.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := l.Sync()
+	if !errors.Is(err, syscall.ENOSPC) || !strings.HasPrefix(err.Error(), "sink test: write: ") {
+		t.Fatalf("Sync = %v", err)
+	}
+	if _, err := l.Write([]byte(lines[2])); err != nil {
+		t.Fatal(err)
+	}
+	fw.room = 1 << 20
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(fw.got), strings.Join(lines, ""); got != want {
+		t.Errorf("output %q, want %q", got, want)
+	}
+	if st := l.stats(); st.Written != 3 || st.Dropped != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// While the output fails, the backlog is bounded: beyond maxPending,
+// events are dropped and counted, and Write says so.
+func TestLineWriterBacklogBound(t *testing.T) {
+	fw := &flakyWriter{}
+	l := newStreamWriter("sink test", fw)
+	line := []byte(strings.Repeat("x", 999) + "\n")
+	var dropped int
+	for range 2 * maxPending / len(line) {
+		if _, err := l.Write(line); err != nil {
+			dropped++
+		}
+	}
+	if dropped == 0 || uint64(dropped) != l.stats().Dropped {
+		t.Errorf("dropped %d, stats %+v", dropped, l.stats())
+	}
+	if len(l.buf) > maxPending {
+		t.Errorf("backlog %d bytes, bound %d", len(l.buf), maxPending)
+	}
+	fw.room = 1 << 30
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(fw.got), "\n"); uint64(n) != l.stats().Written {
+		t.Errorf("%d lines out, %d accepted", n, l.stats().Written)
+	}
+}

@@ -313,7 +313,8 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 			}
 			final := c.sock
 			if s.HasInfo {
-				final.Info, final.HasInfo = s.Info, true
+				final.Info = finalInfo(&c.sock, &s.Info)
+				final.HasInfo = true
 			}
 			if final.CgroupID == 0 {
 				final.CgroupID = s.CgroupID
@@ -370,4 +371,28 @@ func tuple(s *snapshot.Socket) snapshot.Key {
 	k := s.Key
 	k.Cookie = 0
 	return k
+}
+
+// finalInfo combines the last polled tcp_info with the destroy message's.
+// The counters only grow during a connection, but an abortive close
+// (tcp_disconnect) zeroes them before the socket is destroyed, so each
+// cumulative counter takes the larger of the two.
+func finalInfo(last *snapshot.Socket, fin *snapshot.TCPInfo) snapshot.TCPInfo {
+	out := *fin
+	if !last.HasInfo {
+		return out
+	}
+	l := &last.Info
+	out.Len = max(out.Len, l.Len)
+	out.TotalRetrans = max(out.TotalRetrans, l.TotalRetrans)
+	out.BytesAcked = max(out.BytesAcked, l.BytesAcked)
+	out.BytesReceived = max(out.BytesReceived, l.BytesReceived)
+	out.SegsOut = max(out.SegsOut, l.SegsOut)
+	out.SegsIn = max(out.SegsIn, l.SegsIn)
+	out.BytesSent = max(out.BytesSent, l.BytesSent)
+	out.BytesRetrans = max(out.BytesRetrans, l.BytesRetrans)
+	if out.RTT == 0 {
+		out.RTT, out.RTTVar = l.RTT, l.RTTVar
+	}
+	return out
 }

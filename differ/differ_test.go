@@ -392,3 +392,17 @@ func TestDestroyedCarriesFinalCounters(t *testing.T) {
 		t.Errorf("closed event %+v: want the poll's uid and inode, the destroy's counters, 2s", e)
 	}
 }
+
+func TestDestroyedAfterAbortiveCloseKeepsPolledCounters(t *testing.T) {
+	d := New(Options{})
+	s := sock(1, snapshot.StateEstablished)
+	s.HasInfo, s.Info = true, snapshot.TCPInfo{Len: 280, BytesSent: 300, BytesAcked: 301, RTT: 50}
+	d.Diff(table(s), t0, nil)
+	// tcp_disconnect zeroed the counters before the destroy message.
+	fin := sock(1, snapshot.StateClose)
+	fin.HasInfo, fin.Info = true, snapshot.TCPInfo{Len: 280}
+	evs := d.Destroyed(table(fin), t0)
+	if len(evs) != 1 || evs[0].Socket.Info.BytesSent != 300 || evs[0].Socket.Info.RTT != 50 {
+		t.Fatalf("events %+v: want the polled counters kept", evs)
+	}
+}

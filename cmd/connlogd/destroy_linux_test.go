@@ -1,0 +1,227 @@
+//go:build linux
+
+package main
+
+import (
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/connlogd/connlogd/internal/netnstest"
+)
+
+// shortLived runs n TCP connections that send 100 bytes and close, and m
+// UDP sockets that send one datagram and close, spread over about spread,
+// and returns the client sockets' local ports.
+func shortLived(t *testing.T, ns *netnstest.NS, tcpAddr, udpAddr string, n, m, workers int, spread time.Duration) (tcpPorts, udpPorts map[int]bool) {
+	t.Helper()
+	tcpPorts, udpPorts = map[int]bool{}, map[int]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	pause := spread * time.Duration(workers) / time.Duration(n+m)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			errs <- ns.Do(func() error {
+				payload := make([]byte, 100)
+				for i := w; i < n; i += workers {
+					c, err := net.Dial("tcp4", tcpAddr)
+					if err != nil {
+						return err
+					}
+					if _, err := c.Write(payload); err != nil {
+						return err
+					}
+					mu.Lock()
+					tcpPorts[c.LocalAddr().(*net.TCPAddr).Port] = true
+					mu.Unlock()
+					time.Sleep(2 * time.Millisecond)
+					c.Close()
+					time.Sleep(pause)
+				}
+				for i := w; i < m; i += workers {
+					c, err := net.Dial("udp4", udpAddr)
+					if err != nil {
+						return err
+					}
+					if _, err := c.Write([]byte("ping")); err != nil {
+						return err
+					}
+					mu.Lock()
+					udpPorts[c.LocalAddr().(*net.UDPAddr).Port] = true
+					mu.Unlock()
+					c.Close()
+					time.Sleep(pause)
+				}
+				return nil
+			})
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tcpPorts, udpPorts
+}
+
+// servers starts a TCP server that reads until EOF and a UDP socket that
+// reads datagrams, in ns.
+func servers(t *testing.T, ns *netnstest.NS) (tcpAddr, udpAddr string) {
+	t.Helper()
+	ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	var pc net.PacketConn
+	if err := ns.Do(func() (err error) { pc, err = net.ListenPacket("udp4", "127.0.0.1:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 100)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return ln.Addr().String(), pc.LocalAddr().String()
+}
+
+// TestEveryShortConnectionIsLogged: with a 5 s poll, connections living a
+// few milliseconds are caught by the destroy notifications alone.
+func TestEveryShortConnectionIsLogged(t *testing.T) {
+	ns := netnstest.New(t)
+	tcpAddr, udpAddr := servers(t, ns)
+	d := startDaemon(t, ns, "interval: 5s")
+	d.waitFor("initial table", 5*time.Second, func(evs []ev) bool { return len(evs) >= 2 })
+	tcpPorts, udpPorts := shortLived(t, ns, tcpAddr, udpAddr, 2000, 500, 8, 3*time.Second)
+	_, tport, _ := net.SplitHostPort(tcpAddr)
+	_, uport, _ := net.SplitHostPort(udpAddr)
+	isClient := func(e ev) (string, bool) {
+		p := int(e.num("src_port"))
+		switch {
+		case e.str("proto") == "tcp" && tcpPorts[p] && e.num("dst_port") == num(tport):
+			return "tcp", true
+		case e.str("proto") == "udp" && udpPorts[p] && e.num("dst_port") == num(uport):
+			return "udp", true
+		}
+		return "", false
+	}
+	count := func(evs []ev) (closed int) {
+		for _, e := range evs {
+			if _, ok := isClient(e); ok && e.str("event") == "closed" {
+				closed++
+			}
+		}
+		return closed
+	}
+	total := len(tcpPorts) + len(udpPorts)
+	if total != 2500 {
+		t.Fatalf("%d client sockets, want 2500", total)
+	}
+	d.waitFor("every close", 10*time.Second, func(evs []ev) bool { return count(evs) >= total })
+	// Past the next poll: TIME_WAIT remnants must not appear or close again.
+	time.Sleep(6 * time.Second)
+	evs := d.events()
+	type life struct{ appeared, closed int }
+	byCookie := map[string]*life{}
+	var bytesOK, tcpClosed int
+	for _, e := range evs {
+		proto, ok := isClient(e)
+		if !ok {
+			continue
+		}
+		key := proto + " " + e.str("src_ip") + " " + strings.TrimSpace(string(mustJSON(e["cookie"])))
+		l := byCookie[key]
+		if l == nil {
+			l = &life{}
+			byCookie[key] = l
+		}
+		switch e.str("event") {
+		case "appeared":
+			l.appeared++
+		case "closed":
+			l.closed++
+			if proto == "tcp" {
+				tcpClosed++
+				if e.num("bytes_sent") >= 100 {
+					bytesOK++
+				}
+			}
+		default:
+			t.Errorf("unexpected %s for a client socket: %v", e.str("event"), e)
+		}
+	}
+	complete := 0
+	for k, l := range byCookie {
+		if l.appeared == 1 && l.closed == 1 {
+			complete++
+		} else {
+			t.Errorf("%s: %d appeared, %d closed; want 1 and 1", k, l.appeared, l.closed)
+		}
+	}
+	t.Logf("captured %d of %d client sockets; %d of %d TCP closes carry bytes_sent >= 100", complete, total, bytesOK, tcpClosed)
+	if complete*1000 < total*999 {
+		t.Errorf("captured %d of %d (< 99.9%%)", complete, total)
+	}
+	if bytesOK != tcpClosed || tcpClosed != len(tcpPorts) {
+		t.Errorf("%d TCP closes, %d with bytes_sent >= 100, want %d", tcpClosed, bytesOK, len(tcpPorts))
+	}
+}
+
+// TestOverrunReportsGapAndResyncs shrinks the notification buffer so a
+// burst overruns it: a gap event must say so, a resync must follow, and
+// no live socket may be reported closed.
+func TestOverrunReportsGapAndResyncs(t *testing.T) {
+	ns := netnstest.New(t)
+	tcpAddr, udpAddr := servers(t, ns)
+	closeLong := quietTable(t, ns, 50, 0, 0, 0)
+	defer closeLong()
+	d := startDaemon(t, ns, "interval: 1s\ndestroy:\n  buffer: 2048")
+	d.waitFor("initial table", 5*time.Second, func(evs []ev) bool { return len(evs) >= 100 })
+	live := map[string]bool{}
+	for _, e := range d.events() {
+		if e.str("event") == "appeared" && e.str("state") == "established" {
+			live[string(mustJSON(e["cookie"]))] = true
+		}
+	}
+	// Many workers, no pause: a burst.
+	shortLived(t, ns, tcpAddr, udpAddr, 3000, 0, 16, 0)
+	evs := d.waitFor("gap event", 10*time.Second, func(evs []ev) bool {
+		for _, e := range evs {
+			if e.str("event") == "gap" && e.str("reason") == "destroy_overrun" {
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(2500 * time.Millisecond)
+	evs = d.events()
+	for _, e := range evs {
+		if e.str("event") == "closed" && live[string(mustJSON(e["cookie"]))] {
+			t.Errorf("live socket reported closed: %v", e)
+		}
+	}
+	if !strings.Contains(d.logs(), "resynchronising") {
+		t.Errorf("no resync logged; stderr:\n%s", d.logs())
+	}
+	if len(live) != 100 {
+		t.Errorf("%d live established sockets, want 100", len(live))
+	}
+}

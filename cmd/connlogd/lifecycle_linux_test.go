@@ -1,0 +1,231 @@
+//go:build linux
+
+package main
+
+import (
+	"net"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/connlogd/connlogd/internal/netnstest"
+)
+
+var tsRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{1,9}Z$`)
+
+// checkCommon asserts the fields every socket event carries.
+func checkCommon(t *testing.T, e ev, proto, family, state string) {
+	t.Helper()
+	if !tsRE.MatchString(e.str("ts")) {
+		t.Errorf("ts %q is not RFC 3339 UTC with fractional seconds", e.str("ts"))
+	}
+	if e.str("proto") != proto || e.str("family") != family || e.str("state") != state {
+		t.Errorf("proto/family/state = %s/%s/%s, want %s/%s/%s", e.str("proto"), e.str("family"), e.str("state"), proto, family, state)
+	}
+	for _, k := range []string{"src_ip", "dst_ip", "host"} {
+		if e.str(k) == "" {
+			t.Errorf("%s missing or not a string in %v", k, e)
+		}
+	}
+	for _, k := range []string{"src_port", "dst_port", "cookie", "uid", "inode"} {
+		if e.num(k) < 0 {
+			t.Errorf("%s missing or not a number in %v", k, e)
+		}
+	}
+	if e.num("cookie") <= 0 {
+		t.Errorf("cookie %v, want > 0", e["cookie"])
+	}
+}
+
+func listenIn(t *testing.T, ns *netnstest.NS, network, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen(network, addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// TestListenerAppearsAndCloses runs with destroy notifications (closes
+// reported at once, reason destroyed) and without (closes found by polls
+// and confirmed by lookup, reason gone).
+func TestListenerAppearsAndCloses(t *testing.T) {
+	for _, tc := range []struct {
+		network, addr, family, ip, reason, cfg string
+	}{
+		{"tcp4", "127.0.0.1:0", "ipv4", "127.0.0.1", "destroyed", ""},
+		{"tcp6", "[::1]:0", "ipv6", "::1", "destroyed", ""},
+		{"tcp4", "127.0.0.1:0", "ipv4", "127.0.0.1", "gone", "destroy:\n  enabled: false"},
+		{"tcp6", "[::1]:0", "ipv6", "::1", "gone", "destroy:\n  enabled: false"},
+	} {
+		t.Run(tc.family+"/"+tc.reason, func(t *testing.T) {
+			ns := netnstest.New(t)
+			d := startDaemon(t, ns, tc.cfg)
+			// Let the first poll pass, so the listener is a new socket.
+			time.Sleep(400 * time.Millisecond)
+			ln := listenIn(t, ns, tc.network, tc.addr)
+			port := ln.Addr().(*net.TCPAddr).Port
+			evs := d.waitFor("listener appeared", 5*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", port)) > 0 })
+			ap := match(evs, "appeared", "tcp", port)[0]
+			checkCommon(t, ap, "tcp", tc.family, "listen")
+			if ap.str("src_ip") != tc.ip || ap.has("initial") || ap.num("inode") <= 0 {
+				t.Errorf("appeared event %v", ap)
+			}
+			ln.Close()
+			evs = d.waitFor("listener closed", 5*time.Second, func(evs []ev) bool { return len(match(evs, "closed", "tcp", port)) > 0 })
+			// Two more polls: nothing may repeat.
+			time.Sleep(500 * time.Millisecond)
+			evs = d.events()
+			if n := len(match(evs, "appeared", "tcp", port)); n != 1 {
+				t.Errorf("%d appeared events, want 1", n)
+			}
+			cl := match(evs, "closed", "tcp", port)
+			if len(cl) != 1 {
+				t.Fatalf("%d closed events, want 1:\n%s", len(cl), dump(evs))
+			}
+			checkCommon(t, cl[0], "tcp", tc.family, "listen")
+			if cl[0].num("cookie") != ap.num("cookie") || cl[0].str("reason") != tc.reason || cl[0].num("duration") <= 0 {
+				t.Errorf("closed event %v", cl[0])
+			}
+			if n := len(match(evs, "state_changed", "tcp", port)); n != 0 {
+				t.Errorf("%d state_changed events for a listener", n)
+			}
+		})
+	}
+}
+
+func TestConnectionHalfCloseAndClose(t *testing.T) {
+	ns := netnstest.New(t)
+	ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+	defer ln.Close()
+	d := startDaemon(t, ns, "")
+	time.Sleep(400 * time.Millisecond)
+	var cl *net.TCPConn
+	if err := ns.Do(func() error {
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		cl, _ = c.(*net.TCPConn)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv := svc.(*net.TCPConn)
+	defer sv.Close()
+	cport := cl.LocalAddr().(*net.TCPAddr).Port
+	sport := sv.LocalAddr().(*net.TCPAddr).Port
+	if _, err := cl.Write(make([]byte, 300)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sv.Read(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	// The server's socket is keyed by the listener's port, so find it by
+	// its peer: the client's port.
+	server := func(evs []ev, kind string) []ev {
+		var out []ev
+		for _, e := range match(evs, kind, "tcp", sport) {
+			if int(e.num("dst_port")) == cport {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	d.waitFor("both sockets appeared", 5*time.Second, func(evs []ev) bool {
+		return len(match(evs, "appeared", "tcp", cport)) > 0 && len(server(evs, "appeared")) > 0
+	})
+	if err := cl.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	stateIs := func(evs []ev, want string) bool {
+		for _, e := range evs {
+			if e.str("state") == want {
+				return true
+			}
+		}
+		return false
+	}
+	d.waitFor("half-close states", 5*time.Second, func(evs []ev) bool {
+		return stateIs(match(evs, "state_changed", "tcp", cport), "fin_wait2") && stateIs(server(evs, "state_changed"), "close_wait")
+	})
+	// An abortive close of the client (RST) takes both sockets down
+	// without a TIME_WAIT remnant.
+	cl.SetLinger(0)
+	cl.Close()
+	d.waitFor("both closed", 5*time.Second, func(evs []ev) bool {
+		return len(match(evs, "closed", "tcp", cport)) > 0 && len(server(evs, "closed")) > 0
+	})
+	time.Sleep(500 * time.Millisecond)
+	evs := d.events()
+	for _, side := range []struct {
+		name string
+		evs  func(kind string) []ev
+		st   []string
+	}{
+		{"client", func(k string) []ev { return match(evs, k, "tcp", cport) }, []string{"fin_wait1", "fin_wait2"}},
+		{"server", func(k string) []ev { return server(evs, k) }, []string{"close_wait"}},
+	} {
+		ap, cls := side.evs("appeared"), side.evs("closed")
+		if len(ap) != 1 || len(cls) != 1 {
+			t.Fatalf("%s: %d appeared, %d closed, want 1 each:\n%s", side.name, len(ap), len(cls), dump(evs))
+		}
+		checkCommon(t, ap[0], "tcp", "ipv4", "established")
+		for _, sc := range side.evs("state_changed") {
+			if !tsRE.MatchString(sc.str("ts")) || sc.str("prev_state") == "" {
+				t.Errorf("%s: state_changed %v", side.name, sc)
+			}
+		}
+		last := side.evs("state_changed")
+		if len(last) == 0 || last[len(last)-1].str("state") != side.st[len(side.st)-1] {
+			t.Errorf("%s: state changes %v, want to end in %s", side.name, dump(last), side.st[len(side.st)-1])
+		}
+		c := cls[0]
+		if c.num("cookie") != ap[0].num("cookie") || c.num("duration") <= 0 {
+			t.Errorf("%s: closed %v", side.name, c)
+		}
+	}
+	if c := match(evs, "closed", "tcp", cport)[0]; c.num("bytes_sent") < 300 {
+		t.Errorf("client closed bytes_sent = %v, want >= 300", c["bytes_sent"])
+	}
+	if c := server(evs, "closed")[0]; c.num("bytes_received") < 300 {
+		t.Errorf("server closed bytes_received = %v, want >= 300 (the kernel counts the FIN)", c["bytes_received"])
+	}
+}
+
+func TestConnectedUDPAppearsAndCloses(t *testing.T) {
+	ns := netnstest.New(t)
+	d := startDaemon(t, ns, "")
+	time.Sleep(400 * time.Millisecond)
+	var c net.Conn
+	if err := ns.Do(func() (err error) { c, err = net.Dial("udp4", "127.0.0.1:9"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	evs := d.waitFor("udp appeared", 5*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "udp", port)) > 0 })
+	ap := match(evs, "appeared", "udp", port)[0]
+	checkCommon(t, ap, "udp", "ipv4", "established")
+	if ap.num("dst_port") != 9 || ap.str("dst_ip") != "127.0.0.1" {
+		t.Errorf("appeared %v", ap)
+	}
+	c.Close()
+	d.waitFor("udp closed", 5*time.Second, func(evs []ev) bool { return len(match(evs, "closed", "udp", port)) > 0 })
+	time.Sleep(500 * time.Millisecond)
+	evs = d.events()
+	if a, cl := len(match(evs, "appeared", "udp", port)), match(evs, "closed", "udp", port); a != 1 || len(cl) != 1 || cl[0].has("bytes_sent") {
+		t.Errorf("%d appeared, %d closed (want 1 each, no TCP counters):\n%s", a, len(cl), dump(evs))
+	}
+}
+
+func TestStartupSocketsAreMarkedInitial(t *testing.T) {
+	ns := netnstest.New(t)
+	ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	d := startDaemon(t, ns, "")
+	evs := d.waitFor("initial listener", 5*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", port)) > 0 })
+	if ap := match(evs, "appeared", "tcp", port)[0]; ap["initial"] != true {
+		t.Errorf("start-up socket not marked initial: %v", ap)
+	}
+}

@@ -1,0 +1,96 @@
+// Command connlogd logs every change in the kernel's socket table (TCP
+// and UDP, IPv4 and IPv6) as one JSON event per line, read through
+// netlink sock_diag.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/connlogd/connlogd/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("connlogd", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+" when it exists, else built-in defaults)")
+	check := fl.Bool("check-config", false, "validate the configuration and exit (0: valid, 1: invalid)")
+	once := fl.Bool("once", false, "print the current socket table as JSON lines and exit")
+	showVersion := fl.Bool("version", false, "print the version and exit")
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if fl.NArg() > 0 {
+		fmt.Fprintf(stderr, "connlogd: unexpected argument %q\n", fl.Arg(0))
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "connlogd", buildVersion())
+		return 0
+	}
+	cfg, source, err := loadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "connlogd:", err)
+		return 1
+	}
+	if *check {
+		fmt.Fprintf(stdout, "%s: configuration is valid\n", source)
+		return 0
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if *once {
+		if err := runOnce(cfg, stdout); err != nil {
+			fmt.Fprintln(stderr, "connlogd:", err)
+			return 1
+		}
+		return 0
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log.Info("starting", "version", buildVersion(), "config", source, "interval", cfg.Interval)
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("exiting", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// loadConfig reads the named file, or the default path when it exists, or
+// falls back to the built-in defaults. It says which it used.
+func loadConfig(path string) (*config.Config, string, error) {
+	if path != "" {
+		cfg, err := config.Load(path)
+		return cfg, path, err
+	}
+	cfg, err := config.Load(config.DefaultPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return config.Default(), "built-in defaults", nil
+	}
+	return cfg, config.DefaultPath, err
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}

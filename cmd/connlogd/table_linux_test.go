@@ -1,0 +1,410 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/connlogd/connlogd/internal/netnstest"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// ssState maps ss's state column to the event names.
+var ssState = map[string]string{
+	"ESTAB": "established", "SYN-SENT": "syn_sent", "SYN-RECV": "syn_recv",
+	"FIN-WAIT-1": "fin_wait1", "FIN-WAIT-2": "fin_wait2", "TIME-WAIT": "time_wait",
+	"UNCONN": "close", "CLOSE-WAIT": "close_wait", "LAST-ACK": "last_ack",
+	"LISTEN": "listen", "CLOSING": "closing",
+}
+
+// ssAddr normalises ss's "addr:port" ("[::1]:80", "0.0.0.0:*", "*:80").
+func ssAddr(t *testing.T, s string) string {
+	i := strings.LastIndexByte(s, ':')
+	host, port := s[:i], s[i+1:]
+	if port == "*" {
+		port = "0"
+	}
+	host = strings.Trim(host, "[]")
+	if host == "*" {
+		host = "::"
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		t.Fatalf("ss address %q: %v", s, err)
+	}
+	p, _ := strconv.Atoi(port)
+	return netip.AddrPortFrom(a, uint16(p)).String()
+}
+
+// quietTable fills ns with a known mix of idle sockets and returns a
+// function closing them.
+func quietTable(t *testing.T, ns *netnstest.NS, pairs, timeWait, udpBound, udpConn int) func() {
+	var closers []func() error
+	err := ns.Do(func() error {
+		for _, fam := range []struct{ tcp, udp, lo string }{{"tcp4", "udp4", "127.0.0.1"}, {"tcp6", "udp6", "::1"}} {
+			ln, err := net.Listen(fam.tcp, net.JoinHostPort(fam.lo, "0"))
+			if err != nil {
+				return err
+			}
+			closers = append(closers, ln.Close)
+			accepted := make(chan net.Conn, 64)
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						close(accepted)
+						return
+					}
+					accepted <- c
+				}
+			}()
+			for i := 0; i < pairs+timeWait; i++ {
+				c, err := net.Dial(fam.tcp, ln.Addr().String())
+				if err != nil {
+					return err
+				}
+				s := <-accepted
+				if i < pairs {
+					closers = append(closers, c.Close, s.Close)
+					continue
+				}
+				c.Close() // active close: the client's side stays as TIME_WAIT
+				s.Close()
+			}
+			for i := 0; i < udpBound; i++ {
+				pc, err := net.ListenPacket(fam.udp, net.JoinHostPort(fam.lo, "0"))
+				if err != nil {
+					return err
+				}
+				closers = append(closers, pc.Close)
+			}
+			for i := 0; i < udpConn; i++ {
+				c, err := net.Dial(fam.udp, net.JoinHostPort(fam.lo, "9"))
+				if err != nil {
+					return err
+				}
+				closers = append(closers, c.Close)
+			}
+		}
+		return nil
+	})
+	closeAll := func() {
+		for _, f := range closers {
+			f()
+		}
+	}
+	if err != nil {
+		closeAll()
+		t.Fatal(err)
+	}
+	return closeAll
+}
+
+// TestOnceMatchesSS compares `connlogd -once` with `ss -tuan` over ~12k
+// sockets of every kind.
+func TestOnceMatchesSS(t *testing.T) {
+	ns := netnstest.New(t)
+	closeAll := quietTable(t, ns, 1500, 700, 1000, 500)
+	defer closeAll()
+	// Let the closing sockets settle into TIME_WAIT.
+	time.Sleep(300 * time.Millisecond)
+
+	ssOut := ns.Run(t, "ss", "-tuanH")
+	want := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(ssOut), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 {
+			t.Fatalf("ss line %q", line)
+		}
+		st, ok := ssState[f[1]]
+		if !ok {
+			t.Fatalf("ss state %q", f[1])
+		}
+		want[fmt.Sprintf("%s %s %s %s", f[0], st, ssAddr(t, f[4]), ssAddr(t, f[5]))]++
+	}
+	out, err := ns.Command(connlogdBin, "-once").Output()
+	if err != nil {
+		t.Fatalf("connlogd -once: %v", err)
+	}
+	got := map[string]int{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	lines := 0
+	for sc.Scan() {
+		lines++
+		var e struct {
+			Event, Proto, State, SrcIP, DstIP string
+			SrcPort, DstPort                   int
+		}
+		var raw map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &raw); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		e.Event, _ = raw["event"].(string)
+		e.Proto, _ = raw["proto"].(string)
+		e.State, _ = raw["state"].(string)
+		e.SrcIP, _ = raw["src_ip"].(string)
+		e.DstIP, _ = raw["dst_ip"].(string)
+		sp, _ := raw["src_port"].(float64)
+		dp, _ := raw["dst_port"].(float64)
+		if e.Event != "socket" {
+			t.Fatalf("-once line with event %q", e.Event)
+		}
+		k := fmt.Sprintf("%s %s %s %s", e.Proto, e.State,
+			netip.AddrPortFrom(netip.MustParseAddr(e.SrcIP), uint16(sp)), netip.AddrPortFrom(netip.MustParseAddr(e.DstIP), uint16(dp)))
+		got[k]++
+	}
+	total := 0
+	for _, n := range want {
+		total += n
+	}
+	if total < 11000 {
+		t.Fatalf("ss lists only %d sockets; the test setup is wrong", total)
+	}
+	var missing, extra []string
+	for k, n := range want {
+		if got[k] != n {
+			missing = append(missing, fmt.Sprintf("%s (ss %d, connlogd %d)", k, n, got[k]))
+		}
+	}
+	for k, n := range got {
+		if want[k] != n {
+			extra = append(extra, fmt.Sprintf("%s (ss %d, connlogd %d)", k, want[k], n))
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	if len(missing) > 0 || len(extra) > 0 || lines != total {
+		t.Errorf("-once printed %d lines, ss %d sockets; %d differ from ss, %d not in ss; first: %v %v",
+			lines, total, len(missing), len(extra), first(missing, 5), first(extra, 5))
+	}
+	kinds := map[string]bool{}
+	for k := range want {
+		f := strings.Fields(k)
+		kinds[f[0]+" "+f[1]] = true
+	}
+	for _, k := range []string{"tcp listen", "tcp established", "tcp time_wait", "udp close", "udp established"} {
+		if !kinds[k] {
+			t.Errorf("setup has no %s socket", k)
+		}
+	}
+}
+
+func first(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// TestLongLivedSurviveChurn runs 300 long-lived connections beside fast
+// churn in a namespace with a tiny (128-bucket) TCP hash, where dumps skip
+// and repeat sockets: no long-lived socket may be reported closed or
+// appear twice.
+func TestLongLivedSurviveChurn(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Sysctl(t, "net.ipv4.tcp_child_ehash_entries", "128")
+	ns := netnstest.New(t)
+	closeAll := quietTable(t, ns, 150, 0, 0, 0) // 150 pairs per family: 300 connections
+	defer closeAll()
+	var churnLn net.Listener
+	var longPorts map[int]bool
+	if err := ns.Do(func() (err error) {
+		churnLn, err = net.Listen("tcp4", "127.0.0.2:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer churnLn.Close()
+	// Record the long-lived sockets as the kernel lists them now.
+	longPorts = map[int]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(ns.Run(t, "ss", "-tnH", "state", "established")), "\n") {
+		f := strings.Fields(line)
+		a, _ := netip.ParseAddrPort(strings.ReplaceAll(strings.ReplaceAll(f[len(f)-2], "[", "["), "]", "]"))
+		longPorts[int(a.Port())] = true
+	}
+	if len(longPorts) < 300 {
+		t.Fatalf("%d long-lived local ports, want >= 300", len(longPorts))
+	}
+	go func() {
+		for {
+			c, err := churnLn.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	d := startDaemon(t, ns, "")
+	d.waitFor("initial table", 5*time.Second, func(evs []ev) bool { return len(evs) >= 600 })
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var made atomic.Int64
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ns.Do(func() error {
+				for !stop.Load() {
+					c, err := net.Dial("tcp4", churnLn.Addr().String())
+					if err != nil {
+						time.Sleep(time.Millisecond)
+						continue
+					}
+					// Abortive close: no TIME_WAIT pile-up.
+					c.(*net.TCPConn).SetLinger(0)
+					c.Close()
+					made.Add(1)
+				}
+				return nil
+			})
+		}()
+	}
+	time.Sleep(8 * time.Second)
+	stop.Store(true)
+	wg.Wait()
+	time.Sleep(600 * time.Millisecond)
+	evs := d.events()
+	appeared := map[string]int{}
+	for _, e := range evs {
+		local := int(e.num("src_port"))
+		peer := int(e.num("dst_port"))
+		isLong := e.str("state") != "listen" && (longPorts[local] || longPorts[peer]) &&
+			!strings.HasPrefix(e.str("src_ip"), "127.0.0.2") && !strings.HasPrefix(e.str("dst_ip"), "127.0.0.2")
+		if !isLong {
+			continue
+		}
+		switch e.str("event") {
+		case "closed", "state_changed":
+			t.Errorf("long-lived socket reported %s: %v", e.str("event"), e)
+		case "appeared":
+			appeared[fmt.Sprint(e["cookie"])]++
+		}
+	}
+	if len(appeared) != 600 {
+		t.Errorf("%d long-lived sockets appeared, want 600 (300 connections, both ends)", len(appeared))
+	}
+	for c, n := range appeared {
+		if n != 1 {
+			t.Errorf("cookie %s appeared %d times", c, n)
+		}
+	}
+	t.Logf("churn: %d short connections in 8s, %d events", made.Load(), len(evs))
+	if made.Load() < 1000 {
+		t.Errorf("only %d churn connections: the test did not stress the dump", made.Load())
+	}
+}
+
+// TestForgedNetlinkChangesNothing has another root process in the
+// daemon's namespace send forged sock_diag replies (a fake socket and a
+// fake NLMSG_DONE) to the daemon's netlink port while it polls.
+func TestForgedNetlinkChangesNothing(t *testing.T) {
+	ns := netnstest.New(t)
+	ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	d := startDaemon(t, ns, "")
+	d.waitFor("initial listener", 5*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", port)) > 0 })
+	pid := d.cmd.Process.Pid
+
+	// The daemon's netlink sockets, from /proc/net/netlink in its netns.
+	var ports []uint32
+	for _, line := range strings.Split(ns.Run(t, "cat", "/proc/net/netlink"), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 2 && f[1] == "4" {
+			p, _ := strconv.ParseUint(f[2], 10, 32)
+			if p != 0 {
+				ports = append(ports, uint32(p))
+			}
+		}
+	}
+	if len(ports) == 0 {
+		t.Fatal("no NETLINK_SOCK_DIAG socket found for the daemon")
+	}
+	t.Logf("daemon pid %d, sock_diag ports %v", pid, ports)
+
+	forged := forgedReplies(t)
+	var sent, refused int
+	deadline := time.Now().Add(3 * time.Second)
+	err := ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		for time.Now().Before(deadline) {
+			for _, p := range ports {
+				for _, m := range forged {
+					if err := unix.Sendto(fd, m, unix.MSG_DONTWAIT, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Pid: p}); err != nil {
+						refused++
+					} else {
+						sent++
+					}
+				}
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("forged messages: %d accepted by the kernel, %d refused", sent, refused)
+	time.Sleep(600 * time.Millisecond)
+	evs := d.events()
+	for _, e := range evs {
+		if e.str("event") != "appeared" || int(e.num("src_port")) != port {
+			t.Errorf("forgery changed the output: %v", e)
+		}
+	}
+	if len(evs) != 1 {
+		t.Errorf("%d events, want only the listener's appeared:\n%s", len(evs), dump(evs))
+	}
+}
+
+// forgedReplies builds a fake SOCK_DIAG_BY_FAMILY reply and a fake
+// NLMSG_DONE for a range of guessed sequence numbers.
+func forgedReplies(t *testing.T) [][]byte {
+	var out [][]byte
+	ne := binary.NativeEndian
+	for seq := uint32(0); seq < 64; seq++ {
+		var m []byte
+		m = ne.AppendUint32(m, snapshot.HeaderLen+snapshot.DiagMsgLen)
+		m = ne.AppendUint16(m, snapshot.SockDiagByFam)
+		m = ne.AppendUint16(m, snapshot.FlagMulti)
+		m = ne.AppendUint32(m, seq)
+		m = ne.AppendUint32(m, uint32(os.Getpid()))
+		body := make([]byte, snapshot.DiagMsgLen)
+		body[0], body[1] = byte(snapshot.FamilyIPv4), byte(snapshot.StateEstablished)
+		binary.BigEndian.PutUint16(body[4:], 6666)
+		copy(body[8:], []byte{10, 6, 6, 6})
+		ne.PutUint32(body[44:], 0xdead)
+		m = append(m, body...)
+		out = append(out, m)
+		var done []byte
+		done = ne.AppendUint32(done, snapshot.HeaderLen+4)
+		done = ne.AppendUint16(done, snapshot.MsgDone)
+		done = ne.AppendUint16(done, snapshot.FlagMulti)
+		done = ne.AppendUint32(done, seq)
+		done = ne.AppendUint32(done, uint32(os.Getpid()))
+		done = ne.AppendUint32(done, 0)
+		out = append(out, done)
+	}
+	return out
+}

@@ -120,7 +120,7 @@ func quietTable(t *testing.T, ns *netnstest.NS, pairs, timeWait, udpBound, udpCo
 // sockets of every kind.
 func TestOnceMatchesSS(t *testing.T) {
 	ns := netnstest.New(t)
-	closeAll := quietTable(t, ns, 1500, 700, 1000, 500)
+	closeAll := quietTable(t, ns, 1900, 700, 1000, 500)
 	defer closeAll()
 	// Let the closing sockets settle into TIME_WAIT.
 	time.Sleep(300 * time.Millisecond)
@@ -149,7 +149,7 @@ func TestOnceMatchesSS(t *testing.T) {
 		lines++
 		var e struct {
 			Event, Proto, State, SrcIP, DstIP string
-			SrcPort, DstPort                   int
+			SrcPort, DstPort                  int
 		}
 		var raw map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &raw); err != nil {

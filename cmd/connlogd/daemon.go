@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -27,6 +29,11 @@ const (
 	gapMalformed  = "malformed_netlink"
 	gapOverrun    = "destroy_overrun"
 	gapDestroy    = "destroy_failed"
+	gapSinkDrop   = "sink_dropped"
+
+	// sinkReportEvery bounds how often sink drops are reported while a
+	// sink keeps failing.
+	sinkReportEvery = 10 * time.Second
 )
 
 func hostname() string {
@@ -126,6 +133,9 @@ type daemon struct {
 
 	destroy  *diag.Destroy // nil when notifications are unavailable
 	overruns uint64
+
+	dropped      uint64 // sink drops already reported
+	dropReported time.Time
 }
 
 func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
@@ -151,12 +161,22 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	destroyed, stopDestroy := d.watchDestroy(cfg)
 	defer stopDestroy()
+	// SIGUSR1 (logrotate's postrotate) and SIGHUP reopen file sinks.
+	reopen := make(chan os.Signal, 1)
+	signal.Notify(reopen, syscall.SIGUSR1, syscall.SIGHUP)
+	defer signal.Stop(reopen)
 	// A ticker drops ticks a slow poll overran instead of queueing them.
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	d.poll(time.Now())
 	for {
 		select {
+		case sig := <-reopen:
+			if err := out.Reopen(); err != nil {
+				log.Error("reopening sinks failed; writing to the old files", "signal", sig, "err", err)
+			} else {
+				log.Info("sinks reopened", "signal", sig)
+			}
 		case <-ctx.Done():
 			log.Info("stopping", "sockets_tracked", d.differ.Len())
 			stopDestroy()
@@ -322,6 +342,14 @@ func (d *daemon) reportCounters(now time.Time) {
 		d.log.Debug("dump returned sockets twice", "count", n)
 	}
 	d.dstats = ds
+	if n := d.out.Dropped(); n > d.dropped && now.Sub(d.dropReported) >= sinkReportEvery {
+		d.log.Warn("sinks dropped events", "count", n-d.dropped, "sinks", fmt.Sprint(d.out.Stats()))
+		// The gap reaches the sinks that work; the failing one counts it
+		// among its drops.
+		d.write(&event.Event{Kind: event.Gap, Time: now, Reason: gapSinkDrop, Count: n - d.dropped})
+		d.dropped = n
+		d.dropReported = now
+	}
 }
 
 func (d *daemon) write(ev *event.Event) {

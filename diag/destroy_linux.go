@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -25,9 +26,13 @@ var ErrOverrun = errors.New("sock_diag destroy: receive buffer overrun, notifica
 // Destroy is a subscription to the kernel's socket-destroy notifications
 // (the SKNLGRP_INET*_DESTROY multicast groups of NETLINK_SOCK_DIAG).
 type Destroy struct {
-	f       *os.File
-	rc      interface{ Read(func(uintptr) bool) error }
+	f  *os.File
+	rc interface {
+		Read(func(uintptr) bool) error
+	}
 	buf     []byte
+	from    unix.RawSockaddrNetlink
+	fromLen uint32
 	mu      sync.Mutex
 	stats   snapshot.Stats
 	lastBad error
@@ -116,46 +121,64 @@ func protoOfGroups(mask uint32) (snapshot.Proto, bool) {
 	return 0, false
 }
 
-// Read blocks until notifications arrive and appends the destroyed
-// sockets to t (which it does not reset). It returns ErrOverrun when the
-// kernel dropped notifications, and net.ErrClosed (wrapped) after Close.
+// maxBatch bounds the sockets one Read returns, so a flood of closes is
+// handed over in slices while the next ones queue in the kernel.
+const maxBatch = 1024
+
+// Read blocks until notifications arrive, then appends the destroyed
+// sockets of every datagram already queued (up to maxBatch) to t, which
+// it does not reset: one wake-up and one sink flush serve a whole burst.
+// It returns ErrOverrun, possibly with sockets in t, when the kernel
+// dropped notifications, and a wrapped os.ErrClosed after Close.
 func (d *Destroy) Read(t *snapshot.Table) error {
-	for {
-		var n int
-		var from unix.Sockaddr
-		var rerr error
-		err := d.rc.Read(func(fd uintptr) bool {
-			n, from, rerr = unix.Recvfrom(int(fd), d.buf, unix.MSG_DONTWAIT)
-			return rerr != unix.EAGAIN
-		})
-		if err != nil {
-			return opErr("destroy read", err)
+	var rerr error
+	got := 0
+	err := d.rc.Read(func(fd uintptr) bool {
+		for t.Len() < maxBatch {
+			d.fromLen = unix.SizeofSockaddrNetlink
+			n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd,
+				uintptr(unsafe.Pointer(&d.buf[0])), uintptr(len(d.buf)),
+				unix.MSG_DONTWAIT|unix.MSG_TRUNC,
+				uintptr(unsafe.Pointer(&d.from)), uintptr(unsafe.Pointer(&d.fromLen)))
+			switch errno {
+			case 0:
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return got > 0 // nothing yet: wait in the poller
+			default:
+				rerr = errno
+				return true
+			}
+			got++
+			if int(n) > len(d.buf) {
+				d.count(func(s *snapshot.Stats) { s.Malformed++ },
+					fmt.Errorf("%w: destroy datagram of %d bytes truncated", snapshot.ErrMalformed, n))
+				continue
+			}
+			if d.from.Family != unix.AF_NETLINK || d.from.Pid != 0 {
+				d.count(func(s *snapshot.Stats) { s.Foreign++ }, nil)
+				continue
+			}
+			proto, ok := protoOfGroups(d.from.Groups)
+			if !ok {
+				d.count(func(s *snapshot.Stats) { s.Foreign++ }, nil)
+				continue
+			}
+			d.parse(d.buf[:n], proto, t)
 		}
-		if rerr == unix.ENOBUFS {
-			return ErrOverrun
-		}
-		if rerr == unix.EINTR {
-			continue
-		}
-		if rerr != nil {
-			return opErr("destroy read", fmt.Errorf("recvfrom: %w", rerr))
-		}
-		sa, ok := from.(*unix.SockaddrNetlink)
-		if !ok || sa.Pid != 0 {
-			d.count(func(s *snapshot.Stats) { s.Foreign++ }, nil)
-			continue
-		}
-		proto, ok := protoOfGroups(sa.Groups)
-		if !ok {
-			d.count(func(s *snapshot.Stats) { s.Foreign++ }, nil)
-			continue
-		}
-		before := t.Len()
-		d.parse(d.buf[:n], proto, t)
-		if t.Len() > before {
-			return nil
-		}
+		return true
+	})
+	if err != nil {
+		return opErr("destroy read", err)
 	}
+	switch {
+	case rerr == unix.ENOBUFS:
+		return ErrOverrun
+	case rerr != nil:
+		return opErr("destroy read", fmt.Errorf("recvfrom: %w", rerr))
+	}
+	return nil
 }
 
 func (d *Destroy) parse(b []byte, proto snapshot.Proto, t *snapshot.Table) {

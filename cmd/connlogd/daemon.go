@@ -178,7 +178,10 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 				log.Info("sinks reopened", "signal", sig)
 			}
 		case <-ctx.Done():
-			log.Info("stopping", "sockets_tracked", d.differ.Len())
+			ds := d.differ.Stats()
+			log.Info("stopping", "sockets_tracked", d.differ.Len(),
+				"dump_duplicates", ds.Duplicates, "dump_skips_confirmed_alive", ds.Skipped,
+				"lookups_undecided", ds.Unconfirmed, "destroy_overruns", d.overruns)
 			stopDestroy()
 			if err := out.Close(); err != nil {
 				return fmt.Errorf("flush sinks: %w", err)

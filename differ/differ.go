@@ -80,6 +80,7 @@ type Differ struct {
 	pend2    []int32
 	gen      uint32
 	started  bool
+	late     bool // the next Diff follows a Restore
 	stats    Stats
 
 	// Destroyed sockets no poll had seen, by cookie and (for TCP, whose
@@ -126,6 +127,8 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 	d.next = d.next[:0]
 	initial := !d.started
 	d.started = true
+	late := d.late
+	d.late = false
 	nowNs := now.UnixNano()
 	cur := 0
 	matched := 0
@@ -179,7 +182,7 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 		d.byCookie[s.Cookie] = slot
 		d.next = append(d.next, slot)
 		if !silent {
-			d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial})
+			d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial, Late: late})
 		}
 	}
 	d.expireDead()
@@ -200,12 +203,12 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 		}
 	}
 	d.order, d.next = d.next, d.order
-	err := d.confirm(now, p)
+	err := d.confirm(now, p, late)
 	return d.events, err
 }
 
 // confirm decides the fate of each suspect.
-func (d *Differ) confirm(now time.Time, p Prober) error {
+func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 	d.pend2 = d.pend2[:0]
 	if len(d.suspects) == 0 {
 		d.pending, d.pend2 = d.pend2, d.pending
@@ -231,7 +234,7 @@ func (d *Differ) confirm(now time.Time, p Prober) error {
 		c.pos = -1
 		switch res := d.results[i]; {
 		case res == snapshot.LookupGone, res == snapshot.LookupStale && staleMeansGone(&c.sock):
-			d.closeSlot(slot, now, event.ReasonGone)
+			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
 		case res == snapshot.LookupAlive:
 			d.stats.Skipped++
@@ -240,7 +243,7 @@ func (d *Differ) confirm(now time.Time, p Prober) error {
 			d.stats.Unconfirmed++
 			c.misses++
 			if int(c.misses) >= d.opts.MissLimit {
-				d.closeSlot(slot, now, event.ReasonGone)
+				d.closeSlotLate(slot, now, event.ReasonGone, late)
 				continue
 			}
 		}
@@ -269,9 +272,13 @@ func (d *Differ) alloc() int32 {
 }
 
 func (d *Differ) closeSlot(slot int32, now time.Time, reason string) {
+	d.closeSlotLate(slot, now, reason, false)
+}
+
+func (d *Differ) closeSlotLate(slot int32, now time.Time, reason string, late bool) {
 	c := &d.conns[slot]
 	if !c.silent {
-		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason})
+		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late})
 	}
 	delete(d.byCookie, c.sock.Cookie)
 	*c = conn{pos: -1}
@@ -395,4 +402,73 @@ func finalInfo(last *snapshot.Socket, fin *snapshot.TCPInfo) snapshot.TCPInfo {
 		out.RTT, out.RTTVar = l.RTT, l.RTTVar
 	}
 	return out
+}
+
+// SetStates changes the reported-states mask (0: all), for a reload. The
+// tracked table is kept, so no live socket is announced again.
+func (d *Differ) SetStates(mask uint32) { d.opts.States = mask }
+
+// Forget stops tracking, without events, every socket drop selects: used
+// when a reload stops watching a protocol or family, whose sockets will no
+// longer be dumped and must not be reported closed for that.
+func (d *Differ) Forget(drop func(*snapshot.Socket) bool) int {
+	n := 0
+	for slot := range d.conns {
+		c := &d.conns[slot]
+		if !c.used || !drop(&c.sock) {
+			continue
+		}
+		delete(d.byCookie, c.sock.Cookie)
+		*c = conn{pos: -1}
+		d.free = append(d.free, int32(slot))
+		n++
+	}
+	if n > 0 {
+		d.order = d.order[:0] // positions are stale; the next Diff rebuilds them
+		d.pending = d.pending[:0]
+		for slot := range d.conns {
+			if d.conns[slot].used {
+				d.conns[slot].pos = -1
+				d.pending = append(d.pending, int32(slot))
+			}
+		}
+	}
+	return n
+}
+
+// Tracked is a socket's record as a Differ keeps it, for persisting the
+// table across a restart.
+type Tracked struct {
+	Socket    snapshot.Socket
+	FirstSeen time.Time
+}
+
+// Export returns every socket still alive (not yet reported closed).
+func (d *Differ) Export() []Tracked {
+	out := make([]Tracked, 0, len(d.byCookie))
+	for i := range d.conns {
+		c := &d.conns[i]
+		if c.used && !c.silent {
+			out = append(out, Tracked{Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
+		}
+	}
+	return out
+}
+
+// Restore loads a table saved by a previous run before the first Diff.
+// That Diff then reports only the differences, marked Late: sockets that
+// closed or appeared while connlogd was not running. Sockets still alive
+// are not announced again.
+func (d *Differ) Restore(ts []Tracked) {
+	for _, t := range ts {
+		if _, dup := d.byCookie[t.Socket.Cookie]; dup {
+			continue
+		}
+		slot := d.alloc()
+		d.conns[slot] = conn{sock: t.Socket, firstSeen: t.FirstSeen.UnixNano(), pos: -1, used: true}
+		d.byCookie[t.Socket.Cookie] = slot
+		d.pending = append(d.pending, slot)
+	}
+	d.started = true
+	d.late = true
 }

@@ -406,3 +406,60 @@ func TestDestroyedAfterAbortiveCloseKeepsPolledCounters(t *testing.T) {
 		t.Fatalf("events %+v: want the polled counters kept", evs)
 	}
 }
+
+func TestRestoreReportsOnlyWhatChangedWhileDown(t *testing.T) {
+	est := snapshot.StateEstablished
+	first := New(Options{})
+	first.Diff(table(sock(1, est), sock(2, est), sock(3, est)), t0, nil)
+	saved := first.Export()
+	if len(saved) != 3 {
+		t.Fatalf("exported %d sockets", len(saved))
+	}
+
+	d := New(Options{})
+	d.Restore(saved)
+	p := &fakeProber{answers: map[uint64]snapshot.LookupResult{2: snapshot.LookupGone}}
+	// While down: 2 closed, 4 opened, 1 and 3 lived on (3 changed state).
+	evs, err := d.Diff(table(sock(1, est), sock(3, snapshot.StateCloseWait), sock(4, est)), t0.Add(time.Minute), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := summary(evs)
+	want := "state_changed:3:close_wait<established appeared:4:established closed:2:established:gone"
+	if got != want {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+	for _, e := range evs {
+		if late := e.Kind != event.StateChanged; e.Late != late {
+			t.Errorf("%s: late %v, want %v", e.Kind, e.Late, late)
+		}
+		if e.Kind == event.Closed && e.Duration() != time.Minute {
+			t.Errorf("closed duration %v, want the minute since first seen by the previous run", e.Duration())
+		}
+	}
+	evs, _ = d.Diff(table(sock(1, est), sock(3, snapshot.StateCloseWait), sock(4, est), sock(5, est)), t0.Add(2*time.Minute), p)
+	if summary(evs) != "appeared:5:established" || evs[0].Late || evs[0].Initial {
+		t.Errorf("after the first poll: %s late %v", summary(evs), evs[0].Late)
+	}
+}
+
+func TestForgetDropsWithoutEvents(t *testing.T) {
+	est := snapshot.StateEstablished
+	d := New(Options{})
+	u := sock(2, est)
+	u.Proto = snapshot.ProtoUDP
+	d.Diff(table(sock(1, est), u), t0, nil)
+	if n := d.Forget(func(s *snapshot.Socket) bool { return s.Proto == snapshot.ProtoUDP }); n != 1 {
+		t.Fatalf("forgot %d", n)
+	}
+	gone := &fakeProber{answers: map[uint64]snapshot.LookupResult{2: snapshot.LookupGone}}
+	evs, _ := d.Diff(table(sock(1, est)), t0, gone)
+	if len(evs) != 0 || d.Len() != 1 {
+		t.Errorf("events %s, tracked %d; want none and 1", summary(evs), d.Len())
+	}
+	d.SetStates(1 << snapshot.StateListen)
+	evs, _ = d.Diff(table(sock(1, est), sock(3, est), listener(4)), t0, gone)
+	if summary(evs) != "appeared:4:listen" {
+		t.Errorf("after SetStates: %s", summary(evs))
+	}
+}

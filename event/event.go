@@ -67,6 +67,10 @@ type Event struct {
 	// ShortLived marks sockets no poll ever saw: appeared and closed are
 	// both reported from the destroy notification.
 	ShortLived bool
+	// Late marks events found at start-up from a table saved by the
+	// previous run: the socket appeared or closed while connlogd was not
+	// running, so Time is when connlogd noticed, not when it happened.
+	Late bool
 	// Reason qualifies Closed (see the Reason constants) and Gap events.
 	Reason string
 	// Count is how many notifications a Gap may have lost (0: unknown).

@@ -110,6 +110,9 @@ func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
 	if ev.Initial && ev.Kind == event.Appeared {
 		f = append(f, zap.Bool("initial", true))
 	}
+	if ev.Late {
+		f = append(f, zap.Bool("late", true))
+	}
 	if ev.ShortLived {
 		f = append(f, zap.Bool("short_lived", true))
 	}

@@ -130,7 +130,7 @@ func (c *Conn) Dump(t *snapshot.Table, reqs []Request) error {
 
 func (c *Conn) dumpOne(t *snapshot.Table, r Request) error {
 	c.seq++
-	c.req = snapshot.AppendDumpRequest(c.req[:0], c.seq, r.Family, r.Proto, r.Ext, r.States)
+	c.req = snapshot.AppendDumpRequest(c.req[:0], c.seq, r.Family, r.Proto, r.Ext, r.States, r.Bytecode)
 	if err := c.send(); err != nil {
 		return err
 	}

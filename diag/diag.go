@@ -16,6 +16,8 @@ type Request struct {
 	Proto  snapshot.Proto
 	Ext    uint8
 	States uint32
+	// Bytecode is an optional inet_diag filter program run by the kernel.
+	Bytecode []byte
 }
 
 func (r Request) String() string { return r.Proto.String() + "/" + r.Family.String() }

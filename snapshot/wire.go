@@ -27,10 +27,11 @@ const (
 	reqV2Len   = 56 // sizeof(struct inet_diag_req_v2)
 	DiagMsgLen = 72 // sizeof(struct inet_diag_msg)
 
-	attrInfo     = 2  // INET_DIAG_INFO
-	attrProtocol = 10 // INET_DIAG_PROTOCOL
-	attrCgroupID = 21 // INET_DIAG_CGROUP_ID
-	attrTypeMask = 0x3fff
+	attrReqBytecode = 1  // INET_DIAG_REQ_BYTECODE, in requests
+	attrInfo        = 2  // INET_DIAG_INFO
+	attrProtocol    = 10 // INET_DIAG_PROTOCOL
+	attrCgroupID    = 21 // INET_DIAG_CGROUP_ID
+	attrTypeMask    = 0x3fff
 
 	// ExtInfo is the idiag_ext bit asking for INET_DIAG_INFO (tcp_info).
 	ExtInfo uint8 = 1 << (attrInfo - 1)
@@ -251,9 +252,24 @@ func parseTCPInfo(v []byte, ti *TCPInfo) {
 }
 
 // AppendDumpRequest appends a SOCK_DIAG_BY_FAMILY dump request for one
-// family and protocol.
-func AppendDumpRequest(b []byte, seq uint32, fam Family, proto Proto, ext uint8, states uint32) []byte {
-	return appendRequest(b, seq, FlagRequest|FlagDump, fam, proto, ext, states, Key{})
+// family and protocol. bytecode, when not empty, is an inet_diag filter
+// program (INET_DIAG_REQ_BYTECODE) the kernel runs on each socket, so
+// filtered-out sockets are never sent.
+func AppendDumpRequest(b []byte, seq uint32, fam Family, proto Proto, ext uint8, states uint32, bytecode []byte) []byte {
+	start := len(b)
+	b = appendRequest(b, seq, FlagRequest|FlagDump, fam, proto, ext, states, Key{})
+	if len(bytecode) == 0 {
+		return b
+	}
+	ne := binary.NativeEndian
+	b = ne.AppendUint16(b, uint16(4+len(bytecode)))
+	b = ne.AppendUint16(b, attrReqBytecode)
+	b = append(b, bytecode...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	ne.PutUint32(b[start:], uint32(len(b)-start))
+	return b
 }
 
 // AppendLookupRequest appends an exact-match request for one socket: the

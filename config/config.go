@@ -31,6 +31,9 @@ type Config struct {
 	// lists every state, so nil is the one spelling of "all".
 	States []snapshot.State
 	Sinks  []Sink // default: one stdout sink
+	// Filters selects sockets by port, address, loopback and owner
+	// (docs/filters.md). The zero value reports every socket.
+	Filters Filters
 	// Destroy configures the kernel's socket-destroy notifications, which
 	// log closes at once and catch connections shorter than the interval.
 	Destroy Destroy
@@ -186,6 +189,9 @@ func (c *Config) Validate() error {
 		if j := dupSink(c.Sinks[:i], &c.Sinks[i]); j >= 0 {
 			return fmt.Errorf("sinks[%d]: same destination as sinks[%d]", i, j)
 		}
+	}
+	if err := c.Filters.Validate(); err != nil {
+		return fmt.Errorf("filters: %w", err)
 	}
 	return nil
 }

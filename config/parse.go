@@ -319,8 +319,10 @@ func (p *parser) config(doc *yaml.Node) (*Config, error) {
 			c.Sinks, err = p.sinks(v)
 		case "destroy":
 			c.Destroy, err = p.destroy(v)
+		case "filters":
+			c.Filters, err = p.filters(v)
 		default:
-			err = p.errorf(k.Line, "", "unknown key %q (want interval, protocols, families, states, sinks or destroy)", key)
+			err = p.errorf(k.Line, "", "unknown key %q (want interval, protocols, families, states, sinks, destroy or filters)", key)
 		}
 		return err
 	})

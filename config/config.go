@@ -67,11 +67,34 @@ type Sink struct {
 	Mode fs.FileMode // default 0640
 
 	// syslog
-	Network  string // unix (default) | udp | tcp
+	Network  string // unix (default) | udp | tcp | tls
 	Address  string // default /dev/log for unix; required otherwise
 	Format   string // rfc5424 (default) | rfc3164
 	Facility int    // syslog facility number; default 16 (local0)
 	Tag      string // app-name; default "connlogd"
+	TLS      TLS    // network tls only
+	// QueueSize bounds the events a syslog sink holds while its receiver
+	// is slow or away; beyond it events are dropped and counted. 0 means
+	// DefaultQueueSize.
+	QueueSize int
+	// DrainTimeout bounds how long closing the sink waits for its queue
+	// to be delivered. 0 means DefaultDrainTimeout.
+	DrainTimeout time.Duration
+
+	// every type
+	Schema string // native (default when empty) | ecs | ocsf
+}
+
+// TLS configures a syslog sink's TLS client. The server's certificate is
+// always verified: against CAFile when set, else the system's roots.
+type TLS struct {
+	CAFile string // PEM bundle of the CAs to trust instead of the system's
+	// CertFile and KeyFile, both or neither, are the client certificate
+	// for mutual TLS.
+	CertFile, KeyFile string
+	// ServerName is the name the certificate must carry; default: the
+	// host part of the address.
+	ServerName string
 }
 
 // Defaults that are not the zero value.
@@ -85,7 +108,11 @@ const (
 	DefaultSyslogFacility = 16 // local0
 	DefaultSyslogTag      = "connlogd"
 	DefaultDestroyBuffer  = 8 << 20
-	MinDestroyBuffer      = 1024 // the kernel's floor is about this; smaller asks are meaningless
+	DefaultQueueSize      = 10000
+	MaxQueueSize          = 1 << 20 // about half a GiB of messages: more is a typo
+	DefaultDrainTimeout   = 5 * time.Second
+	MaxDrainTimeout       = 10 * time.Minute // systemd's stop timeout would kill us first
+	MinDestroyBuffer      = 1024             // the kernel's floor is about this; smaller asks are meaningless
 )
 
 // Default returns the built-in configuration: a poll every second of TCP
@@ -200,7 +227,10 @@ func (c *Config) Validate() error {
 // sink type, which would be silently ignored.
 func (s *Sink) validate() error {
 	other := *s
-	other.Line = 0
+	other.Line, other.Schema = 0, ""
+	if err := checkSchema(s.Schema); err != nil {
+		return fmt.Errorf("schema: %w", err)
+	}
 	switch s.Type {
 	case SinkStdout:
 		other.Type = ""
@@ -228,7 +258,17 @@ func (s *Sink) validate() error {
 		if err := checkTag(s.Tag); err != nil {
 			return fmt.Errorf("tag: %w", err)
 		}
+		if err := checkTLS(s.Network, &s.TLS); err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		if err := checkQueueSize(s.QueueSize); err != nil {
+			return fmt.Errorf("queue_size: %w", err)
+		}
+		if err := checkDrainTimeout(s.DrainTimeout); err != nil {
+			return fmt.Errorf("drain_timeout: %w", err)
+		}
 		other.Type, other.Network, other.Address, other.Format, other.Facility, other.Tag = "", "", "", "", 0, ""
+		other.TLS, other.QueueSize, other.DrainTimeout = TLS{}, 0, 0
 	default:
 		return fmt.Errorf("unknown sink type %q", s.Type)
 	}
@@ -285,10 +325,54 @@ func checkMode(m fs.FileMode) error {
 
 func checkNetwork(n string) error {
 	switch n {
-	case "unix", "udp", "tcp":
+	case "unix", "udp", "tcp", "tls":
 		return nil
 	}
-	return fmt.Errorf("unknown network %q (want unix, udp or tcp)", n)
+	return fmt.Errorf("unknown network %q (want unix, udp, tcp or tls)", n)
+}
+
+// Schemas.
+const (
+	SchemaNative = "native"
+	SchemaECS    = "ecs"
+	SchemaOCSF   = "ocsf"
+)
+
+// checkSchema accepts the schema names; "" is the default, native.
+func checkSchema(s string) error {
+	switch s {
+	case "", SchemaNative, SchemaECS, SchemaOCSF:
+		return nil
+	}
+	return fmt.Errorf("unknown schema %q (want native, ecs or ocsf)", s)
+}
+
+// checkTLS checks TLS settings against the network they come with.
+func checkTLS(network string, t *TLS) error {
+	if network != "tls" {
+		if *t != (TLS{}) {
+			return fmt.Errorf("set for network %s; TLS settings need network tls", network)
+		}
+		return nil
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return errors.New("cert_file and key_file go together (mutual TLS): set both or neither")
+	}
+	return nil
+}
+
+func checkQueueSize(n int) error {
+	if n < 0 || n > MaxQueueSize {
+		return fmt.Errorf("%d is not an event count from 1 to %d", n, MaxQueueSize)
+	}
+	return nil
+}
+
+func checkDrainTimeout(d time.Duration) error {
+	if d < 0 || d > MaxDrainTimeout {
+		return fmt.Errorf("%v is not a duration from 1ms to %v", d, MaxDrainTimeout)
+	}
+	return nil
 }
 
 // checkAddress checks the syslog address for the network: a socket path

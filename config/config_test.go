@@ -130,11 +130,11 @@ func TestParseErrors(t *testing.T) {
 		{"sink type twice", "sinks:\n  - type: stdout\n    type: stdout\n", 3, `sinks[0]: duplicate key "type" (first at line 2)`},
 		{"sink key twice", "sinks:\n  - type: file\n    path: /a\n    path: /b\n", 4, `sinks[0]: duplicate key "path" (first at line 3)`},
 		{"sink unknown key", "interval: 1s\nsinks:\n  - type: stdout\n  - type: syslog\n    network: udp\n    format: rfc5424\n    adress: 127.0.0.1:514\n",
-			7, `sinks[1]: unknown key "adress" (a syslog sink takes type, network, address, format, facility, tag)`},
+			7, `sinks[1]: unknown key "adress" (a syslog sink takes type, network, address, format, facility, tag, tls, queue_size, drain_timeout, schema)`},
 		{"stdout with path", "sinks:\n  - type: stdout\n    path: /x\n", 3, `sinks[0]: key "path" is for file sinks, not stdout`},
 		{"syslog with path", "sinks:\n  - type: syslog\n    path: /x\n", 3, `sinks[0]: key "path" is for file sinks, not syslog`},
 		{"file with network", "sinks:\n  - type: file\n    path: /x\n    network: udp\n", 4, `sinks[0]: key "network" is for syslog sinks, not file`},
-		{"file with unknown key", "sinks:\n  - type: file\n    path: /x\n    rotate: daily\n", 4, `sinks[0]: unknown key "rotate" (a file sink takes type, path, mode)`},
+		{"file with unknown key", "sinks:\n  - type: file\n    path: /x\n    rotate: daily\n", 4, `sinks[0]: unknown key "rotate" (a file sink takes type, path, mode, schema)`},
 
 		// file sinks.
 		{"file without path", "sinks:\n  - type: stdout\n  - type: file\n    mode: 0600\n", 3, `sinks[1]: missing key "path"`},
@@ -150,7 +150,7 @@ func TestParseErrors(t *testing.T) {
 		{"mode huge", "sinks:\n  - type: file\n    path: /x\n    mode: 077777777777777\n", 4, "sinks[0].mode: \"077777777777777\" is not an octal permission"},
 
 		// syslog sinks.
-		{"syslog unknown network", "sinks:\n  - type: syslog\n    network: udp6\n    address: h:514\n", 3, `sinks[0].network: unknown network "udp6" (want unix, udp or tcp)`},
+		{"syslog unknown network", "sinks:\n  - type: syslog\n    network: udp6\n    address: h:514\n", 3, `sinks[0].network: unknown network "udp6" (want unix, udp, tcp or tls)`},
 		{"syslog udp without address", "sinks:\n  - type: syslog\n    network: udp\n", 2, `sinks[0]: missing key "address" (network udp needs host:port)`},
 		{"syslog tcp without address", "sinks:\n  - type: stdout\n  - type: syslog\n    network: tcp\n", 3, `sinks[1]: missing key "address" (network tcp needs host:port)`},
 		{"syslog address without port", "sinks:\n  - type: syslog\n    network: udp\n    address: logs.example\n", 4, `sinks[0].address: "logs.example" is not host:port: missing port in address`},
@@ -169,6 +169,26 @@ func TestParseErrors(t *testing.T) {
 		{"syslog long tag", "sinks:\n  - type: syslog\n    tag: " + strings.Repeat("x", 49) + "\n", 3, "must be 1 to 48 characters long"},
 		{"syslog tag with space", "sinks:\n  - type: syslog\n    tag: 'conn logd'\n", 3, `sinks[0].tag: "conn logd" must be printable ASCII without spaces`},
 		{"syslog tag not ASCII", "sinks:\n  - type: syslog\n    tag: connlögd\n", 3, "must be printable ASCII"},
+
+		// Delivery, TLS and schemas.
+		{"tls without address", "sinks:\n  - type: syslog\n    network: tls\n", 2, `sinks[0]: missing key "address" (network tls needs host:port)`},
+		{"tls settings on tcp", "sinks:\n  - type: syslog\n    tls: {ca_file: /ca.pem}\n    network: tcp\n    address: h:514\n", 3, "sinks[0].tls: TLS settings need network tls, not tcp"},
+		{"tls settings on default unix", "sinks:\n  - type: syslog\n    tls:\n      ca_file: /ca.pem\n", 3, "TLS settings need network tls, not unix"},
+		{"tls not a mapping", "sinks:\n  - {type: syslog, network: tls, address: 'h:6514', tls: /ca.pem}\n", 2, "sinks[0].tls: want a mapping with ca_file, cert_file, key_file, server_name, not a single value"},
+		{"tls unknown key", "sinks:\n  - type: syslog\n    network: tls\n    address: h:6514\n    tls:\n      ca: /ca.pem\n", 6, `sinks[0].tls: unknown key "ca" (want ca_file, cert_file, key_file or server_name)`},
+		{"tls empty value", "sinks:\n  - type: syslog\n    network: tls\n    address: h:6514\n    tls:\n      ca_file: ''\n", 6, "sinks[0].tls.ca_file: must not be empty"},
+		{"tls cert without key", "sinks:\n  - type: syslog\n    network: tls\n    address: h:6514\n    tls:\n      cert_file: /c.pem\n", 6, "sinks[0].tls: cert_file without key_file"},
+		{"tls key without cert", "sinks:\n  - type: syslog\n    network: tls\n    address: h:6514\n    tls:\n      key_file: /k.pem\n", 6, "sinks[0].tls: key_file without cert_file"},
+		{"tls on a file sink", "sinks:\n  - type: file\n    path: /x\n    tls: {}\n", 4, `sinks[0]: key "tls" is for syslog sinks, not file`},
+		{"queue_size zero", "sinks:\n  - type: syslog\n    queue_size: 0\n", 3, `sinks[0].queue_size: "0" is not an event count from 1 to 1048576`},
+		{"queue_size huge", "sinks:\n  - type: syslog\n    queue_size: 2000000\n", 3, "is not an event count"},
+		{"queue_size words", "sinks:\n  - type: syslog\n    queue_size: many\n", 3, `"many" is not an event count`},
+		{"queue_size on stdout", "sinks:\n  - type: stdout\n    queue_size: 5\n", 3, `sinks[0]: key "queue_size" is for syslog sinks, not stdout`},
+		{"drain_timeout zero", "sinks:\n  - type: syslog\n    drain_timeout: 0s\n", 3, `sinks[0].drain_timeout: "0s" is not a duration from 1ms to 10m0s`},
+		{"drain_timeout unitless", "sinks:\n  - type: syslog\n    drain_timeout: 5\n", 3, `"5" is not a duration`},
+		{"drain_timeout too long", "sinks:\n  - type: syslog\n    drain_timeout: 1h\n", 3, "sinks[0].drain_timeout: 1h0m0s is not a duration from 1ms to 10m0s"},
+		{"unknown schema", "sinks:\n  - type: stdout\n    schema: cef\n", 3, `sinks[0].schema: unknown schema "cef" (want native, ecs or ocsf)`},
+		{"schema list", "sinks:\n  - type: file\n    path: /x\n    schema: [ecs]\n", 4, "sinks[0].schema: want a single value, not a list"},
 
 		// Sinks on one destination.
 		{"two stdout sinks", "sinks:\n  - type: stdout\n  - type: file\n    path: /x\n  - type: stdout\n", 5, "sinks[2]: same destination as sinks[0]"},
@@ -258,6 +278,20 @@ func TestParse(t *testing.T) {
 		}},
 		{"syslog tag quoted string tag", "sinks:\n  - {type: syslog, tag: !!str 1}\n", func(c *Config) {
 			c.Sinks = []Sink{{Type: SinkSyslog, Line: 2, Network: "unix", Address: "/dev/log", Format: "rfc5424", Facility: 16, Tag: "1"}}
+		}},
+		{"syslog tls every key", "sinks:\n  - type: syslog\n    network: tls\n    address: logs.example:6514\n    tls:\n      ca_file: /etc/ssl/ca.pem\n      cert_file: /etc/connlogd/client.pem\n      key_file: /etc/connlogd/client.key\n      server_name: syslog.example\n    queue_size: 50000\n    drain_timeout: 1500ms\n    schema: ocsf\n", func(c *Config) {
+			c.Sinks = []Sink{{Type: SinkSyslog, Line: 2, Network: "tls", Address: "logs.example:6514", Format: "rfc5424", Facility: 16, Tag: "connlogd",
+				TLS:       TLS{CAFile: "/etc/ssl/ca.pem", CertFile: "/etc/connlogd/client.pem", KeyFile: "/etc/connlogd/client.key", ServerName: "syslog.example"},
+				QueueSize: 50000, DrainTimeout: 1500 * time.Millisecond, Schema: "ocsf"}}
+		}},
+		{"syslog tls system roots", "sinks:\n  - {type: syslog, network: tls, address: 'h:6514'}\n  - {type: syslog, network: tls, address: 'h2:6514', tls: {}}\n", func(c *Config) {
+			def := Sink{Type: SinkSyslog, Network: "tls", Format: "rfc5424", Facility: 16, Tag: "connlogd"}
+			c.Sinks = []Sink{def, def}
+			c.Sinks[0].Line, c.Sinks[0].Address = 2, "h:6514"
+			c.Sinks[1].Line, c.Sinks[1].Address = 3, "h2:6514"
+		}},
+		{"schemas", "sinks:\n  - {type: stdout, schema: ecs}\n  - {type: file, path: /x, schema: native}\n", func(c *Config) {
+			c.Sinks = []Sink{{Type: SinkStdout, Line: 2, Schema: "ecs"}, {Type: SinkFile, Line: 3, Path: "/x", Mode: 0o640, Schema: "native"}}
 		}},
 		{"sinks of every type", "sinks:\n  - type: stdout\n  - type: file\n    path: a.json\n  - type: file\n    path: b.json\n  - type: syslog\n", func(c *Config) {
 			c.Sinks = []Sink{
@@ -376,6 +410,17 @@ func TestValidate(t *testing.T) {
 		{"syslog bad format", syslog(func(s *Sink) { s.Format = "" }), `sinks[0]: format: unknown format ""`},
 		{"syslog bad facility", syslog(func(s *Sink) { s.Facility = 24 }), "sinks[0]: facility: 24 is out of range 0-23"},
 		{"syslog bad tag", syslog(func(s *Sink) { s.Tag = "" }), "sinks[0]: tag:"},
+		{"syslog tls", syslog(func(s *Sink) {
+			s.Network, s.Address, s.TLS = "tls", "h:6514", TLS{CAFile: "/ca", CertFile: "/c", KeyFile: "/k"}
+		}), ""},
+		{"syslog tls half a client pair", syslog(func(s *Sink) { s.Network, s.Address, s.TLS = "tls", "h:6514", TLS{CertFile: "/c"} }), "sinks[0]: tls: cert_file and key_file go together"},
+		{"syslog tls settings on udp", syslog(func(s *Sink) { s.Network, s.Address, s.TLS = "udp", "h:514", TLS{CAFile: "/ca"} }), "sinks[0]: tls: set for network udp"},
+		{"syslog queue", syslog(func(s *Sink) { s.QueueSize, s.DrainTimeout = 1, time.Minute }), ""},
+		{"syslog negative queue", syslog(func(s *Sink) { s.QueueSize = -1 }), "sinks[0]: queue_size: -1 is not an event count"},
+		{"syslog long drain", syslog(func(s *Sink) { s.DrainTimeout = time.Hour }), "sinks[0]: drain_timeout:"},
+		{"file with a queue", func(c *Config) { c.Sinks = []Sink{{Type: SinkFile, Path: "/x", QueueSize: 5}} }, "sinks[0]: sets fields that a file sink does not use"},
+		{"stdout schema", func(c *Config) { c.Sinks = []Sink{{Type: SinkStdout, Schema: "ocsf"}} }, ""},
+		{"bad schema", func(c *Config) { c.Sinks = []Sink{{Type: SinkStdout, Schema: "cef"}} }, `sinks[0]: schema: unknown schema "cef"`},
 		{"same file twice", func(c *Config) {
 			c.Sinks = []Sink{{Type: SinkFile, Path: "/x", Mode: 0o640}, {Type: SinkStdout}, {Type: SinkFile, Path: "//x", Mode: 0o600}}
 		}, "sinks[2]: same destination as sinks[0]"},

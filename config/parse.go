@@ -407,11 +407,11 @@ func (p *parser) sinks(n *yaml.Node) ([]Sink, error) {
 func sinkKeys(t SinkType) []string {
 	switch t {
 	case SinkFile:
-		return []string{"type", "path", "mode"}
+		return []string{"type", "path", "mode", "schema"}
 	case SinkSyslog:
-		return []string{"type", "network", "address", "format", "facility", "tag"}
+		return []string{"type", "network", "address", "format", "facility", "tag", "tls", "queue_size", "drain_timeout", "schema"}
 	}
-	return []string{"type"}
+	return []string{"type", "schema"}
 }
 
 func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
@@ -445,7 +445,7 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 
 	s := defaultSink(t)
 	s.Line = n.Line
-	var pathNode, addrNode *yaml.Node
+	var pathNode, addrNode, tlsNode *yaml.Node
 	err = p.fields(n, path, func(key string, k, v *yaml.Node) error {
 		if key == "type" {
 			return nil
@@ -459,6 +459,11 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 			return p.errorf(k.Line, path, "unknown key %q (a %s sink takes %s)", key, t, strings.Join(sinkKeys(t), ", "))
 		}
 		kpath := path + "." + key
+		if key == "tls" {
+			tlsNode = k
+			s.TLS, err = p.tls(v, kpath)
+			return err
+		}
 		val, err := p.scalar(v, kpath)
 		if err != nil {
 			return err
@@ -481,6 +486,23 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 			}
 		case "tag":
 			s.Tag, err = val, checkTag(val)
+		case "schema":
+			s.Schema, err = val, checkSchema(val)
+		case "queue_size":
+			n, cerr := strconv.Atoi(val)
+			if cerr != nil || n < 1 || n > MaxQueueSize {
+				err = fmt.Errorf("%q is not an event count from 1 to %d", val, MaxQueueSize)
+			}
+			s.QueueSize = n
+		case "drain_timeout":
+			d, cerr := time.ParseDuration(val)
+			if cerr != nil || d <= 0 {
+				// 0 would read as "the default"; say what is allowed.
+				err = fmt.Errorf("%q is not a duration from 1ms to %v, like 5s", val, MaxDrainTimeout)
+			} else {
+				err = checkDrainTimeout(d)
+			}
+			s.DrainTimeout = d
 		}
 		if err != nil {
 			return p.errorf(v.Line, kpath, "%w", err)
@@ -507,6 +529,51 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 		default:
 			return Sink{}, p.errorf(n.Line, path, "missing key \"address\" (network %s needs host:port)", s.Network)
 		}
+		if tlsNode != nil && s.Network != "tls" {
+			return Sink{}, p.errorf(tlsNode.Line, path+".tls", "TLS settings need network tls, not %s", s.Network)
+		}
 	}
 	return s, nil
+}
+
+// tls parses a syslog sink's tls mapping.
+func (p *parser) tls(n *yaml.Node, path string) (TLS, error) {
+	var t TLS
+	if n.Kind != yaml.MappingNode {
+		return t, p.errorf(n.Line, path, "want a mapping with ca_file, cert_file, key_file, server_name, not a %s", kindName(n))
+	}
+	var certNode, keyNode *yaml.Node
+	err := p.fields(n, path, func(key string, k, v *yaml.Node) error {
+		kpath := path + "." + key
+		val, err := p.scalar(v, kpath)
+		if err != nil {
+			return err
+		}
+		if val == "" {
+			return p.errorf(v.Line, kpath, "must not be empty")
+		}
+		switch key {
+		case "ca_file":
+			t.CAFile = val
+		case "cert_file":
+			t.CertFile, certNode = val, v
+		case "key_file":
+			t.KeyFile, keyNode = val, v
+		case "server_name":
+			t.ServerName = val
+		default:
+			return p.errorf(k.Line, path, "unknown key %q (want ca_file, cert_file, key_file or server_name)", key)
+		}
+		return nil
+	})
+	if err != nil {
+		return t, err
+	}
+	switch {
+	case certNode != nil && keyNode == nil:
+		return t, p.errorf(certNode.Line, path, "cert_file without key_file (mutual TLS needs both)")
+	case keyNode != nil && certNode == nil:
+		return t, p.errorf(keyNode.Line, path, "key_file without cert_file (mutual TLS needs both)")
+	}
+	return t, nil
 }

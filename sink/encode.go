@@ -94,7 +94,7 @@ func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
 	if ev.Kind == event.StateChanged {
 		f = append(f, zap.String("prev_state", ev.PrevState.String()))
 	}
-	b.ends.src, b.ends.dst = s.Src, s.Dst
+	b.ends.src, b.ends.dst, b.ends.proto = s.Src, s.Dst, s.Proto
 	f = append(f, zap.Inline(&b.ends))
 	if s.IfIndex != 0 {
 		f = append(f, zap.Uint32("ifindex", s.IfIndex))
@@ -156,9 +156,12 @@ func appendInfo(f []zapcore.Field, in *snapshot.TCPInfo) []zapcore.Field {
 // because zap.String(addr.String()) would allocate two strings per event:
 // here the addresses are formatted into scratch space and handed to the
 // encoder as bytes, which it copies.
+// It also writes community_id, the flow's Community ID, when the socket
+// has a remote end.
 type endpoints struct {
 	src, dst netip.AddrPort
-	scratch  [64]byte // longer than any IPv6 text without zone (45)
+	proto    snapshot.Proto
+	scratch  [64]byte // longer than any IPv6 text without zone (45) and a Community ID (30)
 }
 
 func (e *endpoints) MarshalLogObject(enc zapcore.ObjectEncoder) error {
@@ -166,5 +169,8 @@ func (e *endpoints) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddUint16("src_port", e.src.Port())
 	enc.AddByteString("dst_ip", e.dst.Addr().WithZone("").AppendTo(e.scratch[:0]))
 	enc.AddUint16("dst_port", e.dst.Port())
+	if id, ok := appendCommunityID(e.scratch[:0], e.proto, e.src, e.dst); ok {
+		enc.AddByteString("community_id", id)
+	}
 	return nil
 }

@@ -105,27 +105,27 @@ func goldenCases() []goldenCase {
 	return []goldenCase{{
 		name: "appeared initial",
 		ev:   event.Event{Kind: event.Appeared, Time: t0, Socket: tcp4, FirstSeen: t0, Initial: true},
-		want: `{` + tsText + `,"event":"appeared","host":"web-1","proto":"tcp","family":"ipv4","state":"established","src_ip":"10.0.0.5","src_port":52814,"dst_ip":"93.184.216.34","dst_port":443,"cookie":4097,"uid":1000,"inode":123456,"initial":true}`,
+		want: `{` + tsText + `,"event":"appeared","host":"web-1","proto":"tcp","family":"ipv4","state":"established","src_ip":"10.0.0.5","src_port":52814,"dst_ip":"93.184.216.34","dst_port":443,"community_id":"1:S2MMV1wX1gP0ToX9Dr8qwK/IEhs=","cookie":4097,"uid":1000,"inode":123456,"initial":true}`,
 	}, {
 		name: "appeared not initial",
 		ev:   event.Event{Kind: event.Appeared, Time: t0, Socket: tcp4, FirstSeen: t0},
-		want: `{` + tsText + `,"event":"appeared","host":"web-1","proto":"tcp","family":"ipv4","state":"established","src_ip":"10.0.0.5","src_port":52814,"dst_ip":"93.184.216.34","dst_port":443,"cookie":4097,"uid":1000,"inode":123456}`,
+		want: `{` + tsText + `,"event":"appeared","host":"web-1","proto":"tcp","family":"ipv4","state":"established","src_ip":"10.0.0.5","src_port":52814,"dst_ip":"93.184.216.34","dst_port":443,"community_id":"1:S2MMV1wX1gP0ToX9Dr8qwK/IEhs=","cookie":4097,"uid":1000,"inode":123456}`,
 	}, {
 		name: "state_changed",
 		ev:   event.Event{Kind: event.StateChanged, Time: t0, Socket: changed, PrevState: snapshot.StateEstablished, FirstSeen: t0.Add(-time.Minute), Initial: true},
-		want: `{` + tsText + `,"event":"state_changed","host":"web-1","proto":"tcp","family":"ipv4","state":"close_wait","prev_state":"established","src_ip":"10.0.0.5","src_port":52814,"dst_ip":"93.184.216.34","dst_port":443,"cookie":4097,"uid":1000,"inode":123456,"cgroup_id":7}`,
+		want: `{` + tsText + `,"event":"state_changed","host":"web-1","proto":"tcp","family":"ipv4","state":"close_wait","prev_state":"established","src_ip":"10.0.0.5","src_port":52814,"dst_ip":"93.184.216.34","dst_port":443,"community_id":"1:S2MMV1wX1gP0ToX9Dr8qwK/IEhs=","cookie":4097,"uid":1000,"inode":123456,"cgroup_id":7}`,
 	}, {
 		name: "closed tcp6 full info",
 		ev:   event.Event{Kind: event.Closed, Time: t0, Socket: tcp6, FirstSeen: t0.Add(-12500 * time.Millisecond), Reason: event.ReasonGone},
-		want: `{` + tsText + `,"event":"closed","host":"web-1","proto":"tcp","family":"ipv6","state":"fin_wait2","src_ip":"fe80::1","src_port":22,"dst_ip":"fe80::2","dst_port":40110,"ifindex":2,"cookie":18446744073709551615,"uid":0,"inode":99,"cgroup_id":4321,"reason":"gone","duration":12.5,"bytes_sent":1234,"bytes_received":5678,"bytes_acked":1235,"retransmits":3,"rtt_us":250,"segs_out":20,"segs_in":18}`,
+		want: `{` + tsText + `,"event":"closed","host":"web-1","proto":"tcp","family":"ipv6","state":"fin_wait2","src_ip":"fe80::1","src_port":22,"dst_ip":"fe80::2","dst_port":40110,"community_id":"1:oMd5epLWQZr2ctkTbBew7u6fYvM=","ifindex":2,"cookie":18446744073709551615,"uid":0,"inode":99,"cgroup_id":4321,"reason":"gone","duration":12.5,"bytes_sent":1234,"bytes_received":5678,"bytes_acked":1235,"retransmits":3,"rtt_us":250,"segs_out":20,"segs_in":18}`,
 	}, {
 		name: "closed old kernel tcp_info",
 		ev:   event.Event{Kind: event.Closed, Time: t0, Socket: oldInfo, FirstSeen: t0.Add(-1500 * time.Microsecond), Reason: event.ReasonGone},
-		want: `{` + tsText + `,"event":"closed","host":"web-1","proto":"tcp","family":"ipv6","state":"fin_wait2","src_ip":"fe80::1","src_port":22,"dst_ip":"fe80::2","dst_port":40110,"ifindex":2,"cookie":18446744073709551615,"uid":0,"inode":99,"cgroup_id":4321,"reason":"gone","duration":0.0015,"retransmits":1,"rtt_us":900}`,
+		want: `{` + tsText + `,"event":"closed","host":"web-1","proto":"tcp","family":"ipv6","state":"fin_wait2","src_ip":"fe80::1","src_port":22,"dst_ip":"fe80::2","dst_port":40110,"community_id":"1:oMd5epLWQZr2ctkTbBew7u6fYvM=","ifindex":2,"cookie":18446744073709551615,"uid":0,"inode":99,"cgroup_id":4321,"reason":"gone","duration":0.0015,"retransmits":1,"rtt_us":900}`,
 	}, {
 		name: "closed short-lived, tcp_info without bytes_sent",
 		ev:   event.Event{Kind: event.Closed, Time: t0, Socket: short, FirstSeen: t0, ShortLived: true, Reason: event.ReasonDestroyed},
-		want: `{` + tsText + `,"event":"closed","host":"web-1","proto":"tcp","family":"ipv4","state":"established","src_ip":"10.0.0.5","src_port":52814,"dst_ip":"93.184.216.34","dst_port":443,"cookie":4097,"uid":1000,"inode":123456,"short_lived":true,"reason":"destroyed","duration":0,"bytes_received":20,"bytes_acked":10,"retransmits":0,"rtt_us":40,"segs_out":3,"segs_in":4}`,
+		want: `{` + tsText + `,"event":"closed","host":"web-1","proto":"tcp","family":"ipv4","state":"established","src_ip":"10.0.0.5","src_port":52814,"dst_ip":"93.184.216.34","dst_port":443,"community_id":"1:S2MMV1wX1gP0ToX9Dr8qwK/IEhs=","cookie":4097,"uid":1000,"inode":123456,"short_lived":true,"reason":"destroyed","duration":0,"bytes_received":20,"bytes_acked":10,"retransmits":0,"rtt_us":40,"segs_out":3,"segs_in":4}`,
 	}, {
 		name: "closed udp: no counters",
 		ev:   event.Event{Kind: event.Closed, Time: t0, Socket: udp6, FirstSeen: t0.Add(-2 * time.Second), Reason: event.ReasonGone},

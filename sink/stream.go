@@ -8,6 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"sync/atomic"
+	"syscall"
+
+	"github.com/connlogd/connlogd/event"
 )
 
 // DefaultFileMode is the mode of a file sink created without one.
@@ -112,8 +115,20 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 
 // Sync writes the buffer out. It does not fsync: lines in the page cache
 // survive a daemon crash, and an fsync per poll would cost more than the
-// poll.
+// poll. Close fsyncs.
 func (l *lineWriter) Sync() error { return l.flush() }
+
+func (l *lineWriter) write(_ *event.Event, line []byte) error {
+	_, err := l.Write(line)
+	return err
+}
+
+func (l *lineWriter) lose(err error) error {
+	l.dropped.Add(1)
+	return fmt.Errorf("%s: %w", l.name, err)
+}
+
+func (l *lineWriter) sync() error { return l.flush() }
 
 func (l *lineWriter) flush() error {
 	if len(l.buf) == 0 {
@@ -167,11 +182,16 @@ func (l *lineWriter) reopen() error {
 	return nil
 }
 
-// close flushes and, for a file, closes it. A caller's writer (stdout)
-// is left open.
+// close flushes and, for a file, fsyncs and closes it, so that a clean
+// stop leaves every event on disk. A caller's writer (stdout) is left
+// open.
 func (l *lineWriter) close() error {
 	err := l.flush()
 	if l.f != nil {
+		// EINVAL: a device or FIFO at the path, which has nothing to sync.
+		if serr := l.f.Sync(); serr != nil && !errors.Is(serr, syscall.EINVAL) && err == nil {
+			err = fmt.Errorf("%s: fsync: %w", l.name, bare(serr))
+		}
 		if cerr := l.f.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("%s: close: %w", l.name, bare(cerr))
 		}

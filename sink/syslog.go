@@ -7,12 +7,22 @@ package sink
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/event"
 )
 
 // Syslog formats.
@@ -35,7 +45,9 @@ const (
 )
 
 // syslogSink sends each event as one syslog message whose MSG is the
-// event's JSON line.
+// event's JSON line. Write only queues the message; a sender goroutine
+// delivers the queue, so a slow or absent receiver never blocks the poll
+// loop. The queue is bounded; what overflows it is dropped and counted.
 type syslogSink struct {
 	name     string
 	rfc3164  bool
@@ -43,8 +55,33 @@ type syslogSink struct {
 	tag      string
 	host     string // header HOSTNAME; "" leaves it out (rfc3164 on unix)
 	pid      string
-	tr       *transport
-	msg      []byte
+
+	q       *queue
+	errFull error // returned for every event the full queue refuses
+
+	// The sender goroutine's own.
+	tr *transport
+	b  batch
+
+	tlsConf atomic.Pointer[tls.Config]
+	tlsSpec *config.TLS // nil unless network tls
+	tlsHost string      // default server name: the address's host
+
+	drain   time.Duration
+	closing chan struct{} // closed by close: deliver the queue, then stop
+	ctx     context.Context
+	abort   context.CancelFunc // the drain time is up: stop now
+	done    chan struct{}      // the sender has returned
+	kick    chan struct{}      // Reopen: drop the connection, redial now
+	redial  atomic.Bool
+	once    sync.Once
+
+	errMu   sync.Mutex
+	lastErr error // the sender's last failure; nil once it delivers again
+
+	started     bool
+	drainTimer  *time.Timer
+	droppedOpen uint64 // drops before close began
 
 	written atomic.Uint64
 	dropped atomic.Uint64
@@ -55,9 +92,20 @@ type syslogConfig struct {
 	facility                      int
 	host                          string
 	pid                           int
+	queue                         int
+	drain                         time.Duration
+	tls                           *config.TLS
 }
 
-func newSyslogSink(c syslogConfig) *syslogSink {
+// newSyslogSink returns a sink whose sender is not started (tests look
+// at it that way); start starts it.
+func newSyslogSink(c syslogConfig) (*syslogSink, error) {
+	if c.queue <= 0 {
+		c.queue = config.DefaultQueueSize
+	}
+	if c.drain <= 0 {
+		c.drain = config.DefaultDrainTimeout
+	}
 	s := &syslogSink{
 		name:     "sink syslog " + c.network + " " + c.address,
 		rfc3164:  c.format == FormatRFC3164,
@@ -65,27 +113,205 @@ func newSyslogSink(c syslogConfig) *syslogSink {
 		tag:      c.tag,
 		host:     headerToken(c.host, 255),
 		pid:      strconv.Itoa(c.pid),
-		tr:       newTransport(c.network, c.address),
+		q:        newQueue(c.queue),
+		drain:    c.drain,
+		closing:  make(chan struct{}),
+		done:     make(chan struct{}),
+		kick:     make(chan struct{}, 1),
+		tlsSpec:  c.tls,
 	}
+	s.errFull = fmt.Errorf("%s: queue full (%d events): events dropped", s.name, c.queue)
+	s.ctx, s.abort = context.WithCancel(context.Background())
 	if s.rfc3164 && c.network == "unix" {
 		// The local socket's readers (journald, rsyslog's imuxsock) take
 		// the word after the timestamp as the tag; glibc's syslog(3) and
 		// log/syslog leave the hostname out there, and so do we.
 		s.host = ""
 	}
-	return s
+	if c.network == "tls" {
+		s.tlsHost, _, _ = net.SplitHostPort(c.address)
+		conf, err := loadTLS(c.tls, s.tlsHost)
+		if err != nil {
+			return nil, err
+		}
+		s.tlsConf.Store(conf)
+	}
+	s.tr = newTransport(c.network, c.address, s.tlsConf.Load)
+	return s, nil
 }
 
-// send frames line (JSON without newline) and delivers it.
-func (s *syslogSink) send(ent zapcore.Entry, line []byte) error {
-	s.msg = s.header(s.msg[:0], ent)
-	s.msg = append(s.msg, line...)
-	if err := s.tr.send(s.msg); err != nil {
-		s.dropped.Add(1)
-		return fmt.Errorf("%s: %w", s.name, err)
+func (s *syslogSink) start() {
+	s.started = true
+	go s.run()
+}
+
+// loadTLS reads the CA bundle and client pair. Verification cannot be
+// turned off: a private CA is what ca_file is for.
+func loadTLS(spec *config.TLS, host string) (*tls.Config, error) {
+	if spec == nil {
+		spec = &config.TLS{}
 	}
-	s.written.Add(1)
+	conf := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ServerName: spec.ServerName,
+	}
+	if conf.ServerName == "" {
+		conf.ServerName = host
+	}
+	if spec.CAFile != "" {
+		pem, err := os.ReadFile(spec.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls ca_file %s: no PEM certificate found", spec.CAFile)
+		}
+		conf.RootCAs = pool
+	}
+	if spec.CertFile != "" || spec.KeyFile != "" {
+		pair, err := tls.LoadX509KeyPair(spec.CertFile, spec.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls cert_file/key_file: %w", err)
+		}
+		conf.Certificates = []tls.Certificate{pair}
+	}
+	return conf, nil
+}
+
+// write queues one event; line is its JSON with the newline. It fails
+// only when the queue is full and the event is dropped.
+func (s *syslogSink) write(ev *event.Event, line []byte) error {
+	ent := entry(ev)
+	line = bytes.TrimSuffix(line, []byte{'\n'})
+	q := s.q
+	q.mu.Lock()
+	if q.held >= q.limit {
+		q.mu.Unlock()
+		s.dropped.Add(1)
+		return s.errFull
+	}
+	q.pend.data = s.header(q.pend.data, ent)
+	q.pend.data = append(q.pend.data, line...)
+	q.pend.ends = append(q.pend.ends, len(q.pend.data))
+	q.held++
+	q.mu.Unlock()
+	q.signal()
 	return nil
+}
+
+func (s *syslogSink) lose(err error) error {
+	s.dropped.Add(1)
+	return fmt.Errorf("%s: %w", s.name, err)
+}
+
+// sync reports the sender's state: nil while it delivers, else why it
+// cannot. It does not wait for the queue to drain.
+func (s *syslogSink) sync() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	if s.lastErr != nil {
+		return fmt.Errorf("%s: %w (%d events queued)", s.name, s.lastErr, s.q.queued())
+	}
+	return nil
+}
+
+func (s *syslogSink) setErr(err error) {
+	s.errMu.Lock()
+	s.lastErr = err
+	s.errMu.Unlock()
+}
+
+// run is the sender goroutine: it takes whatever is queued and delivers
+// it, until close; then it delivers what is left within the drain time.
+func (s *syslogSink) run() {
+	defer close(s.done)
+	for {
+		select {
+		case <-s.q.wake:
+		case <-s.kick:
+		case <-s.closing:
+		}
+		if s.q.take(&s.b) == 0 {
+			select {
+			case <-s.closing:
+				s.finish()
+				return
+			default:
+				continue
+			}
+		}
+		s.deliver()
+		if s.ctx.Err() != nil {
+			s.finish()
+			return
+		}
+	}
+}
+
+// deliver sends the taken batch, retrying after failures until it is
+// all delivered or the drain time at close is up.
+func (s *syslogSink) deliver() {
+	b := &s.b
+	for i := 0; i < b.len(); {
+		if s.ctx.Err() != nil {
+			s.discard(b.len() - i)
+			break
+		}
+		if s.redial.Swap(false) {
+			s.tr.drop(true)
+			s.tr.fails = 0
+		}
+		n, err := s.tr.send(s.ctx, b, i)
+		if n > 0 {
+			s.written.Add(uint64(n))
+			s.q.resolve(n)
+			i += n
+		}
+		if err == nil {
+			s.setErr(nil)
+			continue
+		}
+		s.setErr(err)
+		if errors.Is(err, errMsgSize) {
+			s.discard(1)
+			i++
+			continue
+		}
+		s.wait(s.tr.backoff())
+	}
+	b.reset()
+}
+
+// wait sleeps for a backoff, cut short by Reopen or the end of the drain.
+func (s *syslogSink) wait(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+	case <-s.kick:
+	case <-s.ctx.Done():
+	}
+}
+
+func (s *syslogSink) discard(n int) {
+	s.dropped.Add(uint64(n))
+	s.q.resolve(n)
+}
+
+// finish runs as the sender stops: whatever is still queued could not be
+// delivered in time and counts as dropped.
+func (s *syslogSink) finish() {
+	s.b.reset()
+	left := s.q.take(&s.b)
+	if left > 0 {
+		s.discard(left)
+	}
+	s.b.reset()
+	s.tr.drop(s.ctx.Err() == nil)
 }
 
 // header appends the message header up to MSG:
@@ -165,56 +391,63 @@ func validTag(tag string) bool {
 	return true
 }
 
+// reopen reloads the TLS files (a renewed certificate) and makes the
+// sender redial at once: after a syslog daemon restart or a DNS change,
+// not at the next failure. Bad TLS files keep the old settings.
 func (s *syslogSink) reopen() error {
-	// Drop the connection so the next send dials afresh: after a syslog
-	// daemon restart or a DNS change, not at the next failure.
-	s.tr.close()
-	s.tr.fails, s.tr.retryAt = 0, time.Time{}
-	return nil
+	var err error
+	if s.tlsSpec != nil {
+		var conf *tls.Config
+		if conf, err = loadTLS(s.tlsSpec, s.tlsHost); err == nil {
+			s.tlsConf.Store(conf)
+		} else {
+			err = fmt.Errorf("%s: reopen: %w", s.name, err)
+		}
+	}
+	s.redial.Store(true)
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return err
 }
 
+// beginClose starts the drain: the sender delivers what is queued, for
+// at most the drain time from now.
+func (s *syslogSink) beginClose() {
+	if !s.started {
+		return // Open failed before starting it: nothing was queued
+	}
+	s.once.Do(func() {
+		s.droppedOpen = s.dropped.Load()
+		close(s.closing)
+		s.drainTimer = time.AfterFunc(s.drain, s.abort)
+	})
+}
+
+// close drains the queue (bounded by the drain time) and stops the
+// sender. Events it could not deliver are counted as dropped, and the
+// error says how many.
 func (s *syslogSink) close() error {
-	if err := s.tr.close(); err != nil {
-		return fmt.Errorf("%s: close: %w", s.name, bare(err))
+	if !s.started {
+		return nil
+	}
+	s.beginClose()
+	<-s.done
+	s.drainTimer.Stop()
+	s.abort()
+	if lost := s.dropped.Load() - s.droppedOpen; lost > 0 {
+		s.errMu.Lock()
+		cause := s.lastErr
+		s.errMu.Unlock()
+		if cause == nil {
+			cause = errors.New("drain time up")
+		}
+		return fmt.Errorf("%s: close: %d events not delivered within %v: %w", s.name, lost, s.drain, cause)
 	}
 	return nil
 }
 
 func (s *syslogSink) stats() Stats {
-	return Stats{Sink: s.name, Written: s.written.Load(), Dropped: s.dropped.Load()}
+	return Stats{Sink: s.name, Written: s.written.Load(), Dropped: s.dropped.Load(), Queued: uint64(s.q.queued())}
 }
-
-// syslogCore adapts a syslogSink to zapcore.Core: it encodes the entry
-// with its encoder and sends the line.
-type syslogCore struct {
-	enc zapcore.Encoder
-	s   *syslogSink
-}
-
-func (c *syslogCore) Enabled(zapcore.Level) bool { return true }
-
-func (c *syslogCore) With(fields []zapcore.Field) zapcore.Core {
-	enc := c.enc.Clone()
-	for i := range fields {
-		fields[i].AddTo(enc)
-	}
-	return &syslogCore{enc: enc, s: c.s}
-}
-
-func (c *syslogCore) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	return ce.AddCore(ent, c)
-}
-
-func (c *syslogCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {
-	buf, err := c.enc.EncodeEntry(ent, fields)
-	if err != nil {
-		c.s.dropped.Add(1)
-		return fmt.Errorf("%s: encode: %w", c.s.name, err)
-	}
-	err = c.s.send(ent, bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}))
-	buf.Free()
-	return err
-}
-
-// Sync has nothing to flush: every message is sent by Write.
-func (c *syslogCore) Sync() error { return nil }

@@ -1,8 +1,13 @@
 // Package sink writes events to the configured outputs (stdout, files,
-// syslog) in the native schema: one JSON object per line, documented in
-// docs/events.md. Each output is a zapcore.Core; a Tee joins them.
+// syslog) in one of three schemas: native (one JSON object per line,
+// documented in docs/events.md), ECS (docs/ecs.md) or OCSF
+// (docs/ocsf.md). A Tee encodes each event once per schema in use and
+// hands the line to every sink. Syslog sinks queue it for a sender
+// goroutine (docs/delivery.md); stdout and file sinks buffer it until
+// Sync.
 //
-// The daemon's own diagnostics never go through this package.
+// The package never logs: failures are returned, and counted per sink.
+// The daemon's own diagnostics never go through it.
 package sink
 
 import (
@@ -14,8 +19,6 @@ import (
 	"os"
 	"sync"
 
-	"go.uber.org/zap/zapcore"
-
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/event"
 )
@@ -23,24 +26,44 @@ import (
 // ErrClosed is returned by a Tee's methods after Close.
 var ErrClosed = errors.New("sink: closed")
 
-// Stats are one sink's counters since it was created.
+// Stats are one sink's counters since it was created. At any moment,
+// every event handed to the sink is in exactly one of Written, Dropped
+// and Queued.
 type Stats struct {
 	// Sink names the sink as its errors do: "sink stdout",
 	// "sink file /var/log/x.json", "sink syslog tcp host:514", …
 	Sink string
-	// Written counts events the sink accepted: sent, or buffered for the
-	// next Sync.
+	// Written counts events the sink put out: for stdout and files,
+	// accepted into the buffer the next Sync writes; for syslog, written
+	// whole to the connection.
 	Written uint64
-	// Dropped counts events the sink lost: refused by a failing output,
-	// or still buffered when Close could not flush them.
+	// Dropped counts events the sink lost: refused by a full queue or a
+	// failing output, or still undelivered when Close gave up on them.
 	Dropped uint64
+	// Queued counts events a syslog sink holds for delivery.
+	Queued uint64
 }
 
-// output is what a Tee needs of a sink besides its zapcore.Core.
+// output is one sink.
 type output interface {
+	// write takes one encoded event, ending in a newline.
+	write(ev *event.Event, line []byte) error
+	// lose counts an event the sink cannot be given (it failed to
+	// encode) and returns err named after the sink.
+	lose(err error) error
+	sync() error
 	stats() Stats
 	reopen() error
 	close() error
+}
+
+// Options tell the sinks about the daemon.
+type Options struct {
+	// Host is the "host" field of every event and the syslog HOSTNAME.
+	Host string
+	// Version is connlogd's version in ECS agent.version and OCSF
+	// metadata.product.version; default: the build's module version.
+	Version string
 }
 
 // Tee writes each event to every sink. Its methods are safe for
@@ -48,80 +71,112 @@ type output interface {
 // writes), but events are meant to come from one goroutine.
 type Tee struct {
 	mu      sync.Mutex
-	core    zapcore.Core
 	outs    []output
-	builder fieldBuilder
+	schemas []schema // of each output
+	encs    [numSchemas]encoder
+	lines   [numSchemas][]byte
+	errs    [numSchemas]error
 	closed  bool
 }
 
-// New opens the configured sinks. host is the "host" field of every
-// event and the syslog HOSTNAME. Files are opened now, so a bad path
-// fails here; syslog connects at the first Write, so a receiver that is
-// down at start-up does not stop the daemon.
+// New opens the configured sinks; host is Options.Host.
 func New(specs []config.Sink, host string) (*Tee, error) {
+	return Open(specs, Options{Host: host})
+}
+
+// Open opens the configured sinks. Files are opened and TLS files read
+// now, so a bad path fails here; syslog sinks connect in the background,
+// so a receiver that is down at start-up does not stop the daemon (its
+// events wait in the queue).
+func Open(specs []config.Sink, opt Options) (*Tee, error) {
 	if len(specs) == 0 {
 		return nil, errors.New("sink: no sinks configured")
 	}
+	t, err := prepare(specs, opt)
+	if err != nil {
+		return nil, err
+	}
+	t.start()
+	return t, nil
+}
+
+// prepare opens the sinks without starting the syslog senders, so that
+// tests can adjust them first.
+func prepare(specs []config.Sink, opt Options) (*Tee, error) {
+	if opt.Version == "" {
+		opt.Version = buildVersion()
+	}
 	t := &Tee{}
-	cores := make([]zapcore.Core, 0, len(specs))
 	for i := range specs {
-		core, out, err := open(&specs[i], host)
+		out, sch, err := open(&specs[i], opt.Host)
 		if err != nil {
-			for _, o := range t.outs {
-				o.close()
-			}
+			t.closeAll()
 			return nil, err
 		}
-		cores = append(cores, core)
-		t.outs = append(t.outs, out)
+		t.add(out, sch, opt)
 	}
-	t.init(cores)
 	return t, nil
 }
 
-// NewWriter returns a Tee with a single sink writing to w (which it does
-// not close), as `connlogd -once` and tests need. It cannot fail today;
-// it returns an error like New so that it may.
+func (t *Tee) start() {
+	for _, o := range t.outs {
+		if s, ok := o.(*syslogSink); ok {
+			s.start()
+		}
+	}
+}
+
+// NewWriter returns a Tee with a single native-schema sink writing to w
+// (which it does not close), as `connlogd -once` and tests need. It
+// cannot fail today; it returns an error like New so that it may.
 func NewWriter(w io.Writer, host string) (*Tee, error) {
-	l := newStreamWriter("sink writer", w)
-	t := &Tee{outs: []output{l}}
-	t.init([]zapcore.Core{zapcore.NewCore(newEncoder(host), l, zapcore.DebugLevel)})
+	t := &Tee{}
+	t.add(newStreamWriter("sink writer", w), schemaNative, Options{Host: host, Version: buildVersion()})
 	return t, nil
 }
 
-func (t *Tee) init(cores []zapcore.Core) {
-	// NewTee returns the core itself when there is only one.
-	t.core = zapcore.NewTee(cores...)
-	t.builder.fields = make([]zapcore.Field, 0, 32)
+func (t *Tee) add(o output, s schema, opt Options) {
+	t.outs = append(t.outs, o)
+	t.schemas = append(t.schemas, s)
+	if t.encs[s] == nil {
+		t.encs[s] = newSchemaEncoder(s, opt.Host, opt.Version)
+		t.lines[s] = make([]byte, 0, 1024)
+	}
 }
 
-func open(s *config.Sink, host string) (zapcore.Core, output, error) {
+func open(s *config.Sink, host string) (output, schema, error) {
 	where := ""
 	if s.Line > 0 {
 		where = fmt.Sprintf(" (config line %d)", s.Line)
 	}
+	sch, err := parseSchema(s.Schema)
+	if err != nil {
+		return nil, 0, fmt.Errorf("sink %s%s: %w", s.Type, where, err)
+	}
 	switch s.Type {
 	case config.SinkStdout:
-		l := newStreamWriter("sink stdout", os.Stdout)
-		return zapcore.NewCore(newEncoder(host), l, zapcore.DebugLevel), l, nil
+		return newStreamWriter("sink stdout", os.Stdout), sch, nil
 	case config.SinkFile:
 		if s.Path == "" {
-			return nil, nil, fmt.Errorf("sink file%s: no path", where)
+			return nil, 0, fmt.Errorf("sink file%s: no path", where)
 		}
 		l, err := newFileWriter(s.Path, s.Mode)
 		if err != nil {
-			return nil, nil, err
+			return nil, 0, err
 		}
-		return zapcore.NewCore(newEncoder(host), l, zapcore.DebugLevel), l, nil
+		return l, sch, nil
 	case config.SinkSyslog:
 		c, err := syslogSpec(s, host)
 		if err != nil {
-			return nil, nil, fmt.Errorf("sink syslog%s: %w", where, err)
+			return nil, 0, fmt.Errorf("sink syslog%s: %w", where, err)
 		}
-		ss := newSyslogSink(c)
-		return &syslogCore{enc: newEncoder(host), s: ss}, ss, nil
+		ss, err := newSyslogSink(c)
+		if err != nil {
+			return nil, 0, fmt.Errorf("sink syslog %s %s%s: %w", c.network, c.address, where, err)
+		}
+		return ss, sch, nil
 	}
-	return nil, nil, fmt.Errorf("sink%s: unknown type %q", where, s.Type)
+	return nil, 0, fmt.Errorf("sink%s: unknown type %q", where, s.Type)
 }
 
 // syslogSpec applies defaults to a syslog sink's settings and checks them.
@@ -134,6 +189,8 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 		facility: s.Facility,
 		host:     host,
 		pid:      os.Getpid(),
+		queue:    s.QueueSize,
+		drain:    s.DrainTimeout,
 	}
 	if c.network == "" {
 		c.network = "unix"
@@ -143,7 +200,7 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 		if c.address == "" {
 			c.address = DefaultSyslogAddress
 		}
-	case "udp", "tcp":
+	case "udp", "tcp", "tls":
 		if c.address == "" {
 			return c, fmt.Errorf("network %s needs an address", c.network)
 		}
@@ -151,7 +208,15 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 			return c, fmt.Errorf("address: %w", err)
 		}
 	default:
-		return c, fmt.Errorf("unknown network %q (want unix, udp or tcp)", c.network)
+		return c, fmt.Errorf("unknown network %q (want unix, udp, tcp or tls)", c.network)
+	}
+	if c.network == "tls" {
+		c.tls = &s.TLS
+	} else if s.TLS != (config.TLS{}) {
+		return c, fmt.Errorf("tls settings need network tls, not %s", c.network)
+	}
+	if c.queue < 0 || c.drain < 0 {
+		return c, errors.New("queue_size and drain_timeout must not be negative")
 	}
 	switch c.format {
 	case "":
@@ -177,37 +242,58 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 	return c, nil
 }
 
-// Write writes ev to every sink. A non-nil error means ev was lost by at
-// least one sink (Stats says which); the others still got it. A sink
-// whose output fails does not slow the others beyond a syslog send's
-// timeout (2 s).
+// Write hands ev to every sink. It never waits for a network receiver:
+// syslog sinks queue the event. A non-nil error means ev was lost by at
+// least one sink (Stats says which); the others still got it.
 func (t *Tee) Write(ev *event.Event) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return ErrClosed
 	}
-	// Core.Write directly, not Check then CheckedEntry.Write: the latter
-	// prints errors to zap's ErrorOutput instead of returning them, and
-	// every core here accepts every level.
-	return t.core.Write(entry(ev), t.builder.build(ev))
+	for s, enc := range t.encs {
+		if enc != nil {
+			t.lines[s], t.errs[s] = enc.encode(t.lines[s][:0], ev)
+		}
+	}
+	var errs []error
+	for i, o := range t.outs {
+		var err error
+		if s := t.schemas[i]; t.errs[s] != nil {
+			err = o.lose(t.errs[s])
+		} else {
+			err = o.write(ev, t.lines[s])
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
-// Sync flushes buffered sinks; call it once per batch of events. Lines a
-// failing output did not take stay buffered (up to a bound) for the next
-// Sync.
+// Sync writes out what the stdout and file sinks buffered; call it once
+// per batch of events. Lines a failing output did not take stay buffered
+// (up to a bound) for the next Sync. For a syslog sink it does not wait:
+// it reports whether the sink's sender is failing (receiver away), while
+// its queue holds the events.
 func (t *Tee) Sync() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return ErrClosed
 	}
-	return t.core.Sync()
+	var errs []error
+	for _, o := range t.outs {
+		if err := o.sync(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Reopen reopens file sinks at their paths, for log rotation; a file that
-// cannot be reopened keeps its old descriptor. Syslog sinks drop their
-// connection and redial at the next Write.
+// cannot be reopened keeps its old descriptor. Syslog sinks reload their
+// TLS files and redial at once.
 func (t *Tee) Reopen() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -221,7 +307,10 @@ func (t *Tee) Reopen() error {
 	return errors.Join(errs...)
 }
 
-// Close flushes and closes every sink. Calling it again does nothing.
+// Close flushes and closes every sink: files are written out and
+// fsynced, syslog queues delivered within each sink's drain timeout
+// (together: the drains run at once), and what could not be delivered is
+// counted as dropped. Calling it again does nothing.
 func (t *Tee) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -229,6 +318,15 @@ func (t *Tee) Close() error {
 		return nil
 	}
 	t.closed = true
+	return t.closeAll()
+}
+
+func (t *Tee) closeAll() error {
+	for _, o := range t.outs {
+		if s, ok := o.(*syslogSink); ok {
+			s.beginClose()
+		}
+	}
 	var errs []error
 	for _, o := range t.outs {
 		errs = append(errs, o.close())

@@ -1,8 +1,11 @@
 package sink
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"syscall"
@@ -13,11 +16,17 @@ import (
 
 // Transport defaults.
 const (
-	// sendTimeout bounds one send, dial included: a stuck receiver costs
-	// the poll loop at most this much per event.
-	sendTimeout = 2 * time.Second
-	minBackoff  = 100 * time.Millisecond
-	maxBackoff  = 30 * time.Second
+	// writeTimeout bounds one write (and a dial with its TLS handshake):
+	// a receiver that stops reading is given up on after this, the
+	// connection dropped and redialed. It delays only the sender
+	// goroutine, never the poll loop.
+	writeTimeout = 10 * time.Second
+	minBackoff   = 100 * time.Millisecond
+	maxBackoff   = 30 * time.Second
+	// chunkSize is the most a stream write carries: large enough that a
+	// backlog goes out in few system calls and full TLS records, small
+	// enough that a failure leaves little in doubt.
+	chunkSize = 64 << 10
 )
 
 // framing is how messages are delimited on a connection.
@@ -26,8 +35,8 @@ type framing uint8
 const (
 	// frameDatagram: one message per datagram (udp, unixgram).
 	frameDatagram framing = iota
-	// frameOctet: RFC 6587 octet counting, "LEN SP MSG" (tcp). Unlike
-	// newline framing it cannot be broken by the message's content.
+	// frameOctet: octet counting, "LEN SP MSG" (tcp, tls; RFC 6587 3.4.1,
+	// RFC 5425 4.3). Unlike newline framing, content cannot break it.
 	frameOctet
 	// frameLF: newline-terminated, for unix stream sockets (what
 	// syslog-ng's unix-stream() and Go's log/syslog use). Our messages
@@ -35,143 +44,271 @@ const (
 	frameLF
 )
 
-// transport delivers syslog messages to one address, one message per
-// send. It owns the connection: it dials lazily, closes on any error,
-// redials on the next send and backs off while the receiver stays away.
-// It does no queueing; a bounded queue (and TLS, as another dial) can be
-// put in front of send without changing it.
+// errMsgSize marks a message the transport can never deliver (a datagram
+// over the size limit): the sender drops it instead of retrying forever.
+var errMsgSize = errors.New("message too long for a datagram")
+
+// transport delivers syslog messages to one address. It belongs to its
+// sink's sender goroutine: it dials lazily, drops the connection on any
+// error or when the receiver closes it, and backs off exponentially
+// (capped, with jitter) while the receiver stays away.
+//
+// It is written by hand rather than taken from a library: log/syslog is
+// frozen and speaks neither RFC 5424 nor octet counting nor TLS, and the
+// third-party writers are unmaintained or block the caller.
 type transport struct {
-	network string // unix | udp | tcp
+	network string // unix | udp | tcp | tls
 	address string
+	tlsConf func() *tls.Config // current TLS settings (Reopen reloads them)
 
 	timeout, minBackoff, maxBackoff time.Duration
 
 	conn    net.Conn
+	raw     net.Conn // the TCP connection under TLS; conn otherwise
 	framing framing
-	fails   int       // consecutive failed sends
-	retryAt time.Time // no dial before this
-	lastErr error
-	frame   []byte
+	// gone is closed by the reader goroutine of a stream connection when
+	// the receiver closes it or it fails; readerDone when that goroutine
+	// has returned.
+	gone, readerDone chan struct{}
+	stopAbort        func() bool
+
+	fails int // consecutive failures
+	frame []byte
+	cuts  []int // end offset of each message in frame
 }
 
-func newTransport(network, address string) *transport {
+func newTransport(network, address string, tlsConf func() *tls.Config) *transport {
 	return &transport{
 		network:    network,
 		address:    address,
-		timeout:    sendTimeout,
+		tlsConf:    tlsConf,
+		timeout:    writeTimeout,
 		minBackoff: minBackoff,
 		maxBackoff: maxBackoff,
 	}
 }
 
-// send delivers msg or returns why not; either way it returns within the
-// timeout. It retries at most once: when an idle stream connection turns
-// out to be closed by the receiver before anything is written.
-func (t *transport) send(msg []byte) error {
-	now := time.Now()
-	deadline := now.Add(t.timeout)
-	if t.conn != nil && t.framing != frameDatagram && peerClosed(t.conn) {
-		// The receiver closed the idle connection (say, it restarted).
-		// A write would still succeed into the dead socket and the
-		// message would be lost silently, so redial now instead.
-		t.close()
+// send delivers messages b[from:] in order and returns how many it
+// delivered; on error the rest are still to be sent (after backoff).
+// "Delivered" means written whole to the connection.
+func (t *transport) send(ctx context.Context, b *batch, from int) (int, error) {
+	if t.conn != nil && (t.peerGone() || (t.framing != frameDatagram && peerClosed(t.raw))) {
+		// The receiver closed the connection (say, it restarted). A
+		// write would still succeed into the dead socket and its
+		// messages would be lost silently, so redial instead.
+		t.drop(false)
 	}
 	if t.conn == nil {
-		if now.Before(t.retryAt) {
-			return fmt.Errorf("not connected, next attempt in %v: %w", t.retryAt.Sub(now).Round(time.Millisecond), t.lastErr)
-		}
-		if err := t.dial(deadline); err != nil {
-			return t.fail(now, fmt.Errorf("dial: %w", bare(err)))
+		if err := t.dial(ctx); err != nil {
+			t.fails++
+			return 0, fmt.Errorf("dial: %w", bare(err))
 		}
 	}
-	if err := t.conn.SetWriteDeadline(deadline); err != nil {
-		t.close()
-		return t.fail(now, fmt.Errorf("set deadline: %w", bare(err)))
+	var n int
+	var err error
+	if t.framing == frameDatagram {
+		n, err = t.sendDatagrams(b, from)
+	} else {
+		n, err = t.sendStream(b, from)
 	}
-	if _, err := t.conn.Write(t.framed(msg)); err != nil {
-		// After a partial write the stream's framing is lost: start over.
-		t.close()
-		return t.fail(now, fmt.Errorf("write: %w", bare(err)))
+	if err != nil {
+		if !errors.Is(err, errMsgSize) {
+			t.drop(false)
+		}
+		t.fails++
+		return n, err
 	}
 	t.fails = 0
-	return nil
+	return n, nil
 }
 
-// fail records a failed send. The first failure after a success redials
-// at the next send, so a receiver restart costs one message; repeated
-// failures back off, so a dead receiver does not cost a dial timeout per
-// event.
-func (t *transport) fail(now time.Time, err error) error {
-	t.fails++
-	t.lastErr = err
-	if t.fails > 1 {
-		d := t.maxBackoff
-		if shift := t.fails - 2; shift < 20 {
-			d = min(t.minBackoff<<shift, t.maxBackoff)
-		}
-		t.retryAt = now.Add(d)
+func (t *transport) sendDatagrams(b *batch, from int) (int, error) {
+	if err := t.conn.SetWriteDeadline(time.Now().Add(t.timeout)); err != nil {
+		return 0, fmt.Errorf("set deadline: %w", bare(err))
 	}
-	return err
+	for i := from; i < b.len(); i++ {
+		if _, err := t.conn.Write(b.msg(i)); err != nil {
+			if errors.Is(err, syscall.EMSGSIZE) {
+				return i - from, fmt.Errorf("write: %w (%d bytes)", errMsgSize, len(b.msg(i)))
+			}
+			return i - from, fmt.Errorf("write: %w", bare(err))
+		}
+	}
+	return b.len() - from, nil
 }
 
-func (t *transport) dial(deadline time.Time) error {
-	d := net.Dialer{Deadline: deadline}
+func (t *transport) sendStream(b *batch, from int) (int, error) {
+	i := from
+	for i < b.len() {
+		// Frame as many messages as fit a chunk (at least one).
+		t.frame, t.cuts = t.frame[:0], t.cuts[:0]
+		for i < b.len() && (len(t.frame) == 0 || len(t.frame)+len(b.msg(i)) <= chunkSize) {
+			t.frame = t.appendFramed(t.frame, b.msg(i))
+			t.cuts = append(t.cuts, len(t.frame))
+			i++
+		}
+		first := i - len(t.cuts)
+		if err := t.conn.SetWriteDeadline(time.Now().Add(t.timeout)); err != nil {
+			return first - from, fmt.Errorf("set deadline: %w", bare(err))
+		}
+		n, err := t.conn.Write(t.frame)
+		if err != nil {
+			// Messages written whole count as delivered; the one cut
+			// short is sent again, whole, on the next connection (the
+			// receiver discards a truncated frame when the connection
+			// closes).
+			whole := 0
+			for whole < len(t.cuts) && t.cuts[whole] <= n {
+				whole++
+			}
+			return first + whole - from, fmt.Errorf("write: %w", bare(err))
+		}
+	}
+	return i - from, nil
+}
+
+func (t *transport) appendFramed(dst, msg []byte) []byte {
+	switch t.framing {
+	case frameOctet:
+		dst = strconv.AppendInt(dst, int64(len(msg)), 10)
+		dst = append(dst, ' ')
+		return append(dst, msg...)
+	case frameLF:
+		dst = append(dst, msg...)
+		return append(dst, '\n')
+	}
+	return append(dst, msg...)
+}
+
+// backoff returns how long to wait before the next attempt. The first
+// failure after a success retries at once (a receiver restart costs no
+// delay); then the wait doubles from minBackoff up to maxBackoff, with
+// ±20% jitter so that many hosts do not redial in step.
+func (t *transport) backoff() time.Duration {
+	if t.fails <= 1 {
+		return 0
+	}
+	d := t.maxBackoff
+	if shift := t.fails - 2; shift < 30 {
+		d = min(t.minBackoff<<shift, t.maxBackoff)
+	}
+	return d - d/5 + rand.N(d*2/5+1)
+}
+
+func (t *transport) dial(ctx context.Context) error {
+	d := net.Dialer{Timeout: t.timeout}
+	var c net.Conn
+	var err error
+	f := frameOctet
 	switch t.network {
 	case "unix":
 		// /dev/log is a datagram socket on systemd and rsyslog systems; a
 		// stream socket answers the datagram dial with EPROTOTYPE.
-		c, err := d.Dial("unixgram", t.address)
+		c, err = d.DialContext(ctx, "unixgram", t.address)
+		f = frameDatagram
 		if errors.Is(err, syscall.EPROTOTYPE) {
-			c, err = d.Dial("unix", t.address)
-			t.set(c, frameLF)
-			return err
+			c, err = d.DialContext(ctx, "unix", t.address)
+			f = frameLF
 		}
-		t.set(c, frameDatagram)
-		return err
 	case "udp":
-		c, err := d.Dial("udp", t.address)
-		t.set(c, frameDatagram)
-		return err
+		c, err = d.DialContext(ctx, "udp", t.address)
+		f = frameDatagram
 	case "tcp":
-		c, err := d.Dial("tcp", t.address)
-		t.set(c, frameOctet)
+		c, err = d.DialContext(ctx, "tcp", t.address)
+	case "tls":
+		return t.dialTLS(ctx, &d)
+	default:
+		return fmt.Errorf("unknown network %q", t.network)
+	}
+	if err != nil {
 		return err
 	}
-	return fmt.Errorf("unknown network %q", t.network)
+	t.use(ctx, c, c, f)
+	return nil
 }
 
-func (t *transport) set(c net.Conn, f framing) {
-	if c != nil {
-		t.conn, t.framing = c, f
+func (t *transport) dialTLS(ctx context.Context, d *net.Dialer) error {
+	raw, err := d.DialContext(ctx, "tcp", t.address)
+	if err != nil {
+		return err
+	}
+	tc := tls.Client(raw, t.tlsConf())
+	hctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		return fmt.Errorf("tls handshake: %w", err)
+	}
+	t.use(ctx, tc, raw, frameOctet)
+	return nil
+}
+
+// use adopts a new connection. For streams a goroutine reads it: a
+// receiver never sends (beyond TLS session tickets, which tls.Conn.Read
+// consumes), so the read returns only when the receiver closes the
+// connection or it fails, and the sender learns of it before its next
+// write instead of writing into a dead socket. The abort hook unblocks a
+// write when the drain time at shutdown is up.
+func (t *transport) use(ctx context.Context, c, raw net.Conn, f framing) {
+	t.conn, t.raw, t.framing = c, raw, f
+	t.stopAbort = context.AfterFunc(ctx, func() {
+		raw.SetDeadline(time.Unix(1, 0))
+	})
+	if f == frameDatagram {
+		t.gone, t.readerDone = nil, nil
+		return
+	}
+	gone, done := make(chan struct{}), make(chan struct{})
+	t.gone, t.readerDone = gone, done
+	go func() {
+		defer close(done)
+		var buf [512]byte
+		for {
+			if _, err := c.Read(buf[:]); err != nil {
+				close(gone)
+				return
+			}
+		}
+	}()
+}
+
+func (t *transport) peerGone() bool {
+	if t.gone == nil {
+		return false
+	}
+	select {
+	case <-t.gone:
+		return true
+	default:
+		return false
 	}
 }
 
-func (t *transport) framed(msg []byte) []byte {
-	switch t.framing {
-	case frameOctet:
-		t.frame = strconv.AppendInt(t.frame[:0], int64(len(msg)), 10)
-		t.frame = append(t.frame, ' ')
-		return append(t.frame, msg...)
-	case frameLF:
-		t.frame = append(append(t.frame[:0], msg...), '\n')
-		return t.frame
-	}
-	return msg
-}
-
-// close drops the connection; the next send dials again.
-func (t *transport) close() error {
+// drop closes the connection; the next send dials again. graceful sends
+// TLS's close_notify first, which a dead connection could not take.
+func (t *transport) drop(graceful bool) error {
 	if t.conn == nil {
 		return nil
 	}
-	err := t.conn.Close()
-	t.conn = nil
+	t.stopAbort()
+	var err error
+	if graceful {
+		err = t.conn.Close()
+	} else {
+		err = t.raw.Close()
+	}
+	if t.readerDone != nil {
+		<-t.readerDone
+	}
+	t.conn, t.raw, t.gone, t.readerDone = nil, nil, nil, nil
 	return err
 }
 
-// peerClosed peeks at a stream connection without blocking. A syslog
-// receiver never sends, so end-of-file or an error means it has closed
-// the connection. rsyslog's omfwd checks its TCP connections the same way.
+// peerClosed asks the kernel whether the receiver has closed a stream
+// connection, without waiting: it sees a FIN that the reader goroutine
+// may not have been scheduled to notice yet. For TCP (TLS included) the
+// connection's state says it; for a unix stream, a receiver never sends,
+// so end-of-file or an error at a peek means it is gone.
 func peerClosed(c net.Conn) bool {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -179,18 +316,22 @@ func peerClosed(c net.Conn) bool {
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return false
+		return true
 	}
+	_, isTCP := c.(*net.TCPConn)
 	closed := false
-	rerr := rc.Read(func(fd uintptr) bool {
+	cerr := rc.Control(func(fd uintptr) {
+		if isTCP {
+			info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+			closed = err != nil || info.State != tcpEstablished
+			return
+		}
 		var b [1]byte
 		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
-		case err != nil, n == 0:
-			closed = true
-		}
-		return true // never wait for readability
+		closed = (err != nil && err != unix.EAGAIN && err != unix.EINTR) || (err == nil && n == 0)
 	})
-	return closed || rerr != nil
+	return closed || cerr != nil
 }
+
+// tcpEstablished is TCP_ESTABLISHED in tcp_info's state.
+const tcpEstablished = 1

@@ -1,0 +1,175 @@
+package sink
+
+import (
+	"strconv"
+
+	"net/netip"
+
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// ecsVersion is the Elastic Common Schema version the mapping follows
+// (docs/ecs.md).
+const ecsVersion = "8.11.0"
+
+// ecsEncoder writes events in the Elastic Common Schema; docs/ecs.md is
+// the mapping.
+type ecsEncoder struct {
+	host, version string
+	scratch       [64]byte
+}
+
+func (e *ecsEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
+	j := jsonObj{b: b}
+	j.begin()
+	j.timestamp("@timestamp", eventTime(ev))
+	j.object("ecs")
+	j.str("version", ecsVersion)
+	j.finish()
+	j.object("agent")
+	j.str("type", "connlogd")
+	j.str("version", e.version)
+	j.finish()
+	j.object("log")
+	if ev.Kind == event.Gap {
+		j.str("level", "warning")
+	} else {
+		j.str("level", "info")
+	}
+	j.finish()
+
+	j.object("event")
+	j.str("kind", "event")
+	j.strs("category", "network")
+	switch ev.Kind {
+	case event.Appeared:
+		j.strs("type", "connection", "start")
+	case event.Closed:
+		j.strs("type", "connection", "end")
+	case event.StateChanged:
+		j.strs("type", "connection", "change")
+	default: // socket (a snapshot) and gap
+		j.strs("type", "info")
+	}
+	j.str("action", ev.Kind.String())
+	j.str("module", "connlogd")
+	j.str("dataset", "connlogd.events")
+	if ev.Reason != "" && (ev.Kind == event.Closed || ev.Kind == event.Gap) {
+		j.str("reason", ev.Reason)
+	}
+	if ev.Kind == event.Closed {
+		j.int("duration", int64(ev.Duration())) // nanoseconds, as ECS wants
+		if !ev.FirstSeen.IsZero() {
+			j.timestamp("start", ev.FirstSeen)
+		}
+		j.timestamp("end", eventTime(ev))
+	}
+	j.finish()
+
+	j.object("host")
+	j.str("hostname", e.host)
+	j.str("name", e.host)
+	j.finish()
+
+	if socketKind(ev) {
+		e.socket(&j, ev)
+	}
+
+	j.object("connlogd")
+	if ev.Kind == event.Gap {
+		if ev.Count != 0 {
+			j.uint("count", ev.Count)
+		}
+	} else {
+		e.connlogdSocket(&j, ev)
+	}
+	j.finish()
+
+	j.finish()
+	return append(j.b, '\n'), nil
+}
+
+func (e *ecsEncoder) socket(j *jsonObj, ev *event.Event) {
+	s := &ev.Socket
+	info := ev.Kind == event.Closed && s.Proto == snapshot.ProtoTCP && s.HasInfo
+	j.object("source")
+	e.endpoint(j, s.Src)
+	if info && s.Info.Len >= infoLenBytesSent {
+		j.uint("bytes", s.Info.BytesSent)
+	}
+	if info && s.Info.Len >= infoLenSegs {
+		j.uint("packets", uint64(s.Info.SegsOut))
+	}
+	j.finish()
+	j.object("destination")
+	e.endpoint(j, s.Dst)
+	if info && s.Info.Len >= infoLenBytesRecv {
+		j.uint("bytes", s.Info.BytesReceived)
+	}
+	if info && s.Info.Len >= infoLenSegs {
+		j.uint("packets", uint64(s.Info.SegsIn))
+	}
+	j.finish()
+
+	j.object("network")
+	j.str("transport", s.Proto.String())
+	j.str("type", s.Family.String())
+	j.str("iana_number", ianaNumber(s.Proto))
+	if id, ok := appendCommunityID(e.scratch[:0], s.Proto, s.Src, s.Dst); ok {
+		j.strBytes("community_id", id)
+	}
+	if info && s.Info.Len >= infoLenBytesSent {
+		j.uint("bytes", s.Info.BytesSent+s.Info.BytesReceived)
+	}
+	if info && s.Info.Len >= infoLenSegs {
+		j.uint("packets", uint64(s.Info.SegsOut)+uint64(s.Info.SegsIn))
+	}
+	j.finish()
+
+	// The kernel sends no owner in destroy notifications: uid 0 there
+	// means unknown, not root.
+	if !ev.ShortLived {
+		j.object("user")
+		j.key("id")
+		j.b = append(j.b, '"')
+		j.b = strconv.AppendUint(j.b, uint64(s.UID), 10)
+		j.b = append(j.b, '"')
+		j.finish()
+	}
+}
+
+// connlogdSocket writes the socket fields ECS has no place for.
+func (e *ecsEncoder) connlogdSocket(j *jsonObj, ev *event.Event) {
+	s := &ev.Socket
+	j.str("state", s.State.String())
+	if ev.Kind == event.StateChanged {
+		j.str("prev_state", ev.PrevState.String())
+	}
+	if s.IfIndex != 0 {
+		j.uint("ifindex", uint64(s.IfIndex))
+	}
+	j.uint("cookie", s.Cookie)
+	j.uint("inode", uint64(s.Inode))
+	if s.CgroupID != 0 {
+		j.uint("cgroup_id", s.CgroupID)
+	}
+	if ev.Initial && ev.Kind == event.Appeared {
+		j.boolean("initial", true)
+	}
+	if ev.ShortLived {
+		j.boolean("short_lived", true)
+	}
+	if ev.Kind == event.Closed && s.Proto == snapshot.ProtoTCP && s.HasInfo {
+		if s.Info.Len >= infoLenBytesRecv {
+			j.uint("bytes_acked", s.Info.BytesAcked)
+		}
+		j.uint("retransmits", uint64(s.Info.TotalRetrans))
+		j.uint("rtt_us", uint64(s.Info.RTT))
+	}
+}
+
+func (e *ecsEncoder) endpoint(j *jsonObj, ap netip.AddrPort) {
+	j.strBytes("ip", ap.Addr().WithZone("").AppendTo(e.scratch[:0]))
+	j.uint("port", uint64(ap.Port()))
+}

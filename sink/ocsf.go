@@ -1,0 +1,214 @@
+package sink
+
+import (
+	"net/netip"
+	"strconv"
+
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// ocsfVersion is the OCSF schema version the mapping follows
+// (docs/ocsf.md).
+const ocsfVersion = "1.3.0"
+
+// OCSF Network Activity (class 4001) activity ids.
+const (
+	ocsfOpen    = 1
+	ocsfClose   = 2
+	ocsfTraffic = 6
+	ocsfOther   = 99
+)
+
+// ocsfEncoder writes events as OCSF Network Activity (socket events) or
+// Base Event (gaps); docs/ocsf.md is the mapping.
+type ocsfEncoder struct {
+	host, version string
+	scratch       [64]byte
+}
+
+func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
+	j := jsonObj{b: b}
+	j.begin()
+	var classUID, categoryUID, activityID int64
+	var className, categoryName, activityName string
+	if ev.Kind == event.Gap {
+		// A gap is about connlogd's own delivery, not network activity:
+		// OCSF's Base Event (class 0) carries it.
+		classUID, className, categoryUID, categoryName = 0, "Base Event", 0, "Uncategorized"
+		activityID, activityName = ocsfOther, "Gap"
+	} else {
+		classUID, className, categoryUID, categoryName = 4001, "Network Activity", 4, "Network Activity"
+		switch ev.Kind {
+		case event.Appeared:
+			activityID, activityName = ocsfOpen, "Open"
+		case event.Closed:
+			activityID, activityName = ocsfClose, "Close"
+		case event.StateChanged:
+			// OCSF has no activity for a TCP state transition; 99 with
+			// the source's own name is the schema's rule for that.
+			activityID, activityName = ocsfOther, "State Changed"
+		default: // socket: a line of connlogd -once, a report on an open socket
+			activityID, activityName = ocsfTraffic, "Traffic"
+		}
+	}
+	j.int("activity_id", activityID)
+	j.str("activity_name", activityName)
+	j.int("category_uid", categoryUID)
+	j.str("category_name", categoryName)
+	j.int("class_uid", classUID)
+	j.str("class_name", className)
+	j.int("type_uid", classUID*100+activityID)
+	j.key("type_name")
+	j.b = append(j.b, '"')
+	j.b = append(j.b, className...)
+	j.b = append(j.b, ": "...)
+	j.b = append(j.b, activityName...)
+	j.b = append(j.b, '"')
+	if ev.Kind == event.Gap {
+		j.int("severity_id", 3)
+		j.str("severity", "Medium")
+	} else {
+		j.int("severity_id", 1)
+		j.str("severity", "Informational")
+	}
+	t := eventTime(ev)
+	j.int("time", t.UnixMilli())
+
+	j.object("metadata")
+	j.str("version", ocsfVersion)
+	j.object("product")
+	j.str("name", "connlogd")
+	j.str("vendor_name", "connlogd")
+	j.str("version", o.version)
+	j.finish()
+	j.str("log_name", "connlogd")
+	j.str("event_code", ev.Kind.String())
+	j.finish()
+
+	j.object("device")
+	j.str("hostname", o.host)
+	j.int("type_id", 0) // unknown: connlogd cannot tell a server from a desktop
+	j.finish()
+
+	if ev.Kind == event.Gap {
+		j.key("message")
+		j.b = append(j.b, `"events may be missing: `...)
+		j.b = appendJSONBody(j.b, ev.Reason)
+		j.b = append(j.b, '"')
+		j.object("unmapped")
+		j.str("reason", ev.Reason)
+		if ev.Count != 0 {
+			j.uint("count", ev.Count)
+		}
+		j.finish()
+		j.finish()
+		return append(j.b, '\n'), nil
+	}
+
+	s := &ev.Socket
+	j.object("src_endpoint")
+	o.endpoint(&j, s.Src)
+	j.finish()
+	j.object("dst_endpoint")
+	o.endpoint(&j, s.Dst)
+	j.finish()
+
+	j.object("connection_info")
+	j.str("protocol_name", s.Proto.String())
+	j.int("protocol_num", int64(s.Proto))
+	if s.Family == snapshot.FamilyIPv6 {
+		j.int("protocol_ver_id", 6)
+	} else {
+		j.int("protocol_ver_id", 4)
+	}
+	// connlogd sees sockets, not who initiated them.
+	j.int("direction_id", 0)
+	j.str("direction", "Unknown")
+	if id, ok := appendCommunityID(o.scratch[:0], s.Proto, s.Src, s.Dst); ok {
+		j.strBytes("community_uid", id)
+	}
+	j.finish()
+
+	if ev.Kind == event.Closed {
+		if !ev.FirstSeen.IsZero() {
+			j.int("start_time", ev.FirstSeen.UnixMilli())
+		}
+		j.int("end_time", t.UnixMilli())
+		j.int("duration", ev.Duration().Milliseconds())
+		if s.Proto == snapshot.ProtoTCP && s.HasInfo {
+			o.traffic(&j, &s.Info)
+		}
+	}
+
+	// The kernel sends no owner in destroy notifications: uid 0 there
+	// means unknown, not root.
+	if !ev.ShortLived {
+		j.object("actor")
+		j.object("user")
+		j.key("uid")
+		j.b = append(j.b, '"')
+		j.b = strconv.AppendUint(j.b, uint64(s.UID), 10)
+		j.b = append(j.b, '"')
+		j.finish()
+		j.finish()
+	}
+
+	j.object("unmapped")
+	j.str("state", s.State.String())
+	if ev.Kind == event.StateChanged {
+		j.str("prev_state", ev.PrevState.String())
+	}
+	if s.IfIndex != 0 {
+		j.uint("ifindex", uint64(s.IfIndex))
+	}
+	j.uint("cookie", s.Cookie)
+	j.uint("inode", uint64(s.Inode))
+	if s.CgroupID != 0 {
+		j.uint("cgroup_id", s.CgroupID)
+	}
+	if ev.Initial && ev.Kind == event.Appeared {
+		j.boolean("initial", true)
+	}
+	if ev.ShortLived {
+		j.boolean("short_lived", true)
+	}
+	if ev.Kind == event.Closed && ev.Reason != "" {
+		j.str("reason", ev.Reason)
+	}
+	if ev.Kind == event.Closed && s.Proto == snapshot.ProtoTCP && s.HasInfo {
+		if s.Info.Len >= infoLenBytesRecv {
+			j.uint("bytes_acked", s.Info.BytesAcked)
+		}
+		j.uint("retransmits", uint64(s.Info.TotalRetrans))
+		j.uint("rtt_us", uint64(s.Info.RTT))
+	}
+	j.finish()
+
+	j.finish()
+	return append(j.b, '\n'), nil
+}
+
+// traffic writes the closing counters from the local end's point of view:
+// in is what the socket received, out what it sent.
+func (o *ocsfEncoder) traffic(j *jsonObj, in *snapshot.TCPInfo) {
+	j.object("traffic")
+	if in.Len >= infoLenBytesRecv {
+		j.uint("bytes_in", in.BytesReceived)
+	}
+	if in.Len >= infoLenBytesSent {
+		j.uint("bytes_out", in.BytesSent)
+		j.uint("bytes", in.BytesSent+in.BytesReceived)
+	}
+	if in.Len >= infoLenSegs {
+		j.uint("packets_in", uint64(in.SegsIn))
+		j.uint("packets_out", uint64(in.SegsOut))
+		j.uint("packets", uint64(in.SegsIn)+uint64(in.SegsOut))
+	}
+	j.finish()
+}
+
+func (o *ocsfEncoder) endpoint(j *jsonObj, ap netip.AddrPort) {
+	j.strBytes("ip", ap.Addr().WithZone("").AppendTo(o.scratch[:0]))
+	j.uint("port", uint64(ap.Port()))
+}

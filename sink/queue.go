@@ -1,0 +1,78 @@
+package sink
+
+import "sync"
+
+// batch is a run of syslog messages, unframed, stored end to end.
+type batch struct {
+	data []byte
+	ends []int // ends[i] is the end offset of message i in data
+}
+
+func (b *batch) len() int { return len(b.ends) }
+
+func (b *batch) msg(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = b.ends[i-1]
+	}
+	return b.data[start:b.ends[i]]
+}
+
+// reset empties b, giving back the memory of a backlog (an outage can
+// leave megabytes behind) but keeping the usual working size.
+func (b *batch) reset() {
+	if cap(b.data) > 1<<20 {
+		b.data, b.ends = nil, nil
+		return
+	}
+	b.data, b.ends = b.data[:0], b.ends[:0]
+}
+
+// queue is a syslog sink's bounded queue between the poll loop, which
+// must never wait on a receiver, and the sender goroutine. The producer
+// appends to pend under the lock; the sender swaps pend for its own empty
+// batch and works on it unlocked, so each side touches the lock once per
+// event or per batch, and a backlog is sent in large writes.
+type queue struct {
+	mu    sync.Mutex
+	limit int
+	pend  batch
+	// held counts the events accepted and not yet delivered or dropped:
+	// those in pend and those the sender has taken. The limit applies to
+	// it, so memory stays bounded by about two limits' worth of messages.
+	held int
+	wake chan struct{} // one token: "pend is not empty"
+}
+
+func newQueue(limit int) *queue {
+	return &queue{limit: limit, wake: make(chan struct{}, 1)}
+}
+
+func (q *queue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take swaps the pending messages into b, which must be empty, and
+// returns how many there are.
+func (q *queue) take(b *batch) int {
+	q.mu.Lock()
+	q.pend, *b = *b, q.pend
+	q.mu.Unlock()
+	return b.len()
+}
+
+// resolve records that n taken events were delivered or dropped.
+func (q *queue) resolve(n int) {
+	q.mu.Lock()
+	q.held -= n
+	q.mu.Unlock()
+}
+
+func (q *queue) queued() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.held
+}

@@ -1,0 +1,97 @@
+package sink
+
+import (
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// schema numbers the output schemas; a Tee encodes each event once per
+// schema its sinks use.
+type schema uint8
+
+const (
+	schemaNative schema = iota
+	schemaECS
+	schemaOCSF
+	numSchemas
+)
+
+func parseSchema(s string) (schema, error) {
+	switch s {
+	case "", config.SchemaNative:
+		return schemaNative, nil
+	case config.SchemaECS:
+		return schemaECS, nil
+	case config.SchemaOCSF:
+		return schemaOCSF, nil
+	}
+	return 0, fmt.Errorf("unknown schema %q (want native, ecs or ocsf)", s)
+}
+
+// encoder appends one event as a JSON object and a newline.
+type encoder interface {
+	encode(b []byte, ev *event.Event) ([]byte, error)
+}
+
+func newSchemaEncoder(s schema, host, version string) encoder {
+	switch s {
+	case schemaECS:
+		return &ecsEncoder{host: host, version: version}
+	case schemaOCSF:
+		return &ocsfEncoder{host: host, version: version}
+	}
+	return &nativeEncoder{enc: newEncoder(host), fields: fieldBuilder{fields: make([]zapcore.Field, 0, 32)}}
+}
+
+// nativeEncoder is the native schema of docs/events.md, through zap.
+type nativeEncoder struct {
+	enc    zapcore.Encoder
+	fields fieldBuilder
+}
+
+func (n *nativeEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
+	buf, err := n.enc.EncodeEntry(entry(ev), n.fields.build(ev))
+	if err != nil {
+		return b, fmt.Errorf("encode: %w", err)
+	}
+	b = append(b, buf.Bytes()...)
+	buf.Free()
+	return b, nil
+}
+
+// buildVersion is connlogd's version as the Go toolchain recorded it, for
+// the ECS and OCSF product fields when the caller gives none.
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+// socketKind reports whether ev describes a socket (not a gap).
+func socketKind(ev *event.Event) bool {
+	return ev.Kind != event.Gap
+}
+
+// ianaNumbers are the IP protocol numbers as text (ECS network.iana_number
+// is a keyword).
+func ianaNumber(p snapshot.Proto) string {
+	return strconv.Itoa(int(p))
+}
+
+// eventTime is the event's time; an event without one is stamped now, as
+// the native schema does (every line has a time).
+func eventTime(ev *event.Event) time.Time {
+	if ev.Time.IsZero() {
+		return time.Now()
+	}
+	return ev.Time
+}

@@ -1,0 +1,398 @@
+package sink
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/leodido/go-syslog/v4/rfc5424"
+
+	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/event"
+)
+
+// These tests run a real rsyslogd (Debian's rsyslog and rsyslog-gnutls)
+// as a child process with its own configuration in a temporary
+// directory, listening on a free loopback port and writing every message
+// it receives, raw, to a file.
+
+// needComponent skips a test whose outside component is missing, or
+// fails it when CI requires every component (CONNLOGD_REQUIRE_NETNS=1).
+func needComponent(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CONNLOGD_REQUIRE_NETNS") == "1" {
+		t.Fatalf("%s is required here (CONNLOGD_REQUIRE_NETNS=1): %v", what, err)
+	}
+	t.Skipf("%s unavailable: %v", what, err)
+}
+
+func rsyslogdPath(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("rsyslogd")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/rsyslogd"); serr == nil {
+			path, err = "/usr/sbin/rsyslogd", nil
+		}
+	}
+	needComponent(t, "rsyslogd (Debian package rsyslog)", err)
+	return path
+}
+
+// rsyslog is one rsyslogd configuration; start and stop run it.
+type rsyslog struct {
+	t       *testing.T
+	bin     string
+	dir     string
+	mode    string // udp, tcp, tls (server authenticated) or mtls (client certificate required)
+	port    int
+	out     string // the messages received, one per line
+	cmd     *exec.Cmd
+	waitErr chan error
+}
+
+func newRsyslog(t *testing.T, mode string, pki *testPKI) *rsyslog {
+	t.Helper()
+	r := &rsyslog{t: t, bin: rsyslogdPath(t), dir: t.TempDir(), mode: mode}
+	r.out = filepath.Join(r.dir, "received.log")
+	r.port = freePort(t, mode == "udp")
+	var input string
+	switch mode {
+	case "udp":
+		input = `module(load="imudp")
+input(type="imudp" address="127.0.0.1" port="%d" ruleset="net")`
+	case "tcp":
+		input = `module(load="imtcp")
+input(type="imtcp" address="127.0.0.1" port="%d" ruleset="net")`
+	case "tls", "mtls":
+		auth := "anon" // the client checks the server; the server asks nothing
+		if mode == "mtls" {
+			auth = "x509/certvalid" // a client certificate signed by the CA is required
+		}
+		input = fmt.Sprintf(`global(DefaultNetstreamDriver="gtls"
+  DefaultNetstreamDriverCAFile="%s"
+  DefaultNetstreamDriverCertFile="%s"
+  DefaultNetstreamDriverKeyFile="%s")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="%s")
+`, pki.caFile, pki.serverCert, pki.serverKey, auth) + `input(type="imtcp" address="127.0.0.1" port="%d" ruleset="net")`
+	}
+	conf := fmt.Sprintf(`global(workDirectory="%s" maxMessageSize="64k")
+`+input+`
+template(name="raw" type="string" string="%%rawmsg%%\n")
+# rsyslogd's own messages go to the default ruleset, which has no action.
+ruleset(name="net") {
+  action(type="omfile" file="%s" template="raw")
+}
+`, r.dir, r.port, r.out)
+	if err := os.WriteFile(filepath.Join(r.dir, "rsyslog.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T, udp bool) int {
+	t.Helper()
+	if udp {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		return pc.LocalAddr().(*net.UDPAddr).Port
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func (r *rsyslog) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
+
+func (r *rsyslog) start() {
+	t := r.t
+	t.Helper()
+	log, err := os.OpenFile(filepath.Join(r.dir, "rsyslogd.stderr"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	r.cmd = exec.Command(r.bin, "-n", "-f", filepath.Join(r.dir, "rsyslog.conf"), "-i", filepath.Join(r.dir, "rsyslogd.pid"))
+	r.cmd.Stdout, r.cmd.Stderr = log, log
+	if err := r.cmd.Start(); err != nil {
+		t.Fatalf("start rsyslogd: %v", err)
+	}
+	r.waitErr = make(chan error, 1)
+	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(r.cmd, r.waitErr)
+	t.Cleanup(r.stop)
+	// Ready when the port is bound (read from /proc, so that no probe
+	// message lands in the output).
+	for end := time.Now().Add(15 * time.Second); !portBound(r.port, r.mode == "udp"); {
+		select {
+		case err := <-r.waitErr:
+			r.cmd = nil
+			stderr, _ := os.ReadFile(filepath.Join(r.dir, "rsyslogd.stderr"))
+			t.Fatalf("rsyslogd exited at start-up (%v): %s", err, stderr)
+		default:
+		}
+		if time.Now().After(end) {
+			stderr, _ := os.ReadFile(filepath.Join(r.dir, "rsyslogd.stderr"))
+			t.Fatalf("rsyslogd did not bind port %d in 15s: %s", r.port, stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop ends rsyslogd with SIGTERM, as systemd does, and waits for it.
+func (r *rsyslog) stop() {
+	if r.cmd == nil {
+		return
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.waitErr:
+	case <-time.After(15 * time.Second):
+		r.cmd.Process.Kill()
+		<-r.waitErr
+	}
+	r.cmd = nil
+}
+
+// portBound reports whether 127.0.0.1:port is bound: listening for TCP.
+func portBound(port int, udp bool) bool {
+	file, state := "/proc/net/tcp", "0A"
+	if udp {
+		file, state = "/proc/net/udp", "07"
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return false
+	}
+	want := fmt.Sprintf("0100007F:%04X", port)
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 3 && f[1] == want && f[3] == state {
+			return true
+		}
+	}
+	return false
+}
+
+// lines returns the messages rsyslogd has written so far.
+func (r *rsyslog) lines() []string {
+	data, err := os.ReadFile(r.out)
+	if err != nil {
+		return nil
+	}
+	// A line still being written has no newline yet.
+	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
+		data = data[:i+1]
+	} else {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+}
+
+// waitLines waits until rsyslogd has written n messages (it writes each
+// batch as it ends) and returns them.
+func (r *rsyslog) waitLines(n int) []string {
+	r.t.Helper()
+	var got []string
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if got = r.lines(); len(got) >= n || time.Now().After(end) {
+			break
+		}
+	}
+	if len(got) != n {
+		r.t.Fatalf("rsyslogd wrote %d messages, want %d", len(got), n)
+	}
+	return got
+}
+
+// parseReceived parses one received message as RFC 5424 and returns it
+// with its MSG decoded.
+func parseReceived(t *testing.T, line string) (*rfc5424.SyslogMessage, map[string]any) {
+	t.Helper()
+	m, err := rfc5424.NewParser().Parse([]byte(line))
+	if err != nil {
+		t.Fatalf("not RFC 5424: %v: %q", err, line)
+	}
+	msg := m.(*rfc5424.SyslogMessage)
+	if msg.Message == nil {
+		t.Fatalf("no MSG: %q", line)
+	}
+	var body map[string]any
+	if err := json.Unmarshal([]byte(*msg.Message), &body); err != nil {
+		t.Fatalf("MSG is not JSON: %v: %q", err, *msg.Message)
+	}
+	return msg, body
+}
+
+func TestRsyslogReceives(t *testing.T) {
+	pki := newTestPKI(t)
+	for _, mode := range []string{"tls", "mtls", "tcp", "udp"} {
+		t.Run(mode, func(t *testing.T) {
+			r := newRsyslog(t, mode, pki)
+			r.start()
+			spec := config.Sink{Type: config.SinkSyslog, Network: mode, Address: r.addr()}
+			if mode == "tls" || mode == "mtls" {
+				spec.Network, spec.TLS = "tls", config.TLS{CAFile: pki.caFile}
+				if mode == "mtls" {
+					spec.TLS.CertFile, spec.TLS.KeyFile = pki.clientCert, pki.clientKey
+				}
+			}
+			tee, err := New([]config.Sink{spec}, "web-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tee.Close()
+			// Every kind, then numbered events; UDP gets fewer so that
+			// the loopback socket buffer cannot overflow.
+			evs := kindsEvents()
+			n := 500
+			if mode == "udp" {
+				n = 50
+			}
+			for i := range n {
+				evs = append(evs, *seqEvent(1000 + i))
+			}
+			for i := range evs {
+				if err := tee.Write(&evs[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tee.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if st := tee.Stats()[0]; st.Written != uint64(len(evs)) || st.Dropped != 0 {
+				t.Fatalf("stats %+v", st)
+			}
+			lines := r.waitLines(len(evs))
+			for i, l := range lines {
+				msg, body := parseReceived(t, l)
+				checkMessage(t, &msg.Base, &evs[i], DefaultTag, true)
+				if h := msg.Hostname; h == nil || *h != "web-1" {
+					t.Errorf("hostname %v", h)
+				}
+				if ev := &evs[i]; ev.Kind == event.Appeared && uint64(body["cookie"].(float64)) != ev.Socket.Cookie {
+					t.Errorf("message %d: cookie %v, want %d", i, body["cookie"], ev.Socket.Cookie)
+				}
+			}
+			t.Logf("%s: rsyslogd received %d messages, every one RFC 5424 with the event JSON as MSG", mode, len(lines))
+		})
+	}
+}
+
+// rsyslogd stops for 10 s and starts again while events flow. The sink
+// keeps accepting, reconnects on its own, and every event is either
+// received by rsyslogd or counted as dropped.
+func TestRsyslogRestart(t *testing.T) {
+	pki := newTestPKI(t)
+	for _, mode := range []string{"tls", "tcp"} {
+		t.Run(mode, func(t *testing.T) {
+			r := newRsyslog(t, mode, pki)
+			r.start()
+			spec := config.Sink{Type: config.SinkSyslog, Network: mode, Address: r.addr(),
+				// Smaller than the 10 s outage's events, so that the
+				// queue overflows and drops are counted too.
+				QueueSize: 2000}
+			if mode == "tls" {
+				spec.TLS = config.TLS{CAFile: pki.caFile}
+			}
+			tee, err := prepare([]config.Sink{spec}, Options{Host: "web-1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ss := tee.outs[0].(*syslogSink)
+			ss.tr.maxBackoff = 2 * time.Second // reconnect soon after the restart
+			tee.start()
+			defer tee.Close()
+
+			var produced, refused atomic.Int64
+			var maxWrite atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tick := time.NewTicker(2 * time.Millisecond) // about 500 events/s
+				defer tick.Stop()
+				for i := 1; ; i++ {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+					}
+					start := time.Now()
+					if err := tee.Write(seqEvent(i)); err != nil {
+						refused.Add(1)
+					}
+					if d := int64(time.Since(start)); d > maxWrite.Load() {
+						maxWrite.Store(d)
+					}
+					produced.Add(1)
+				}
+			}()
+
+			time.Sleep(2 * time.Second)
+			r.stop()
+			beforeOutage := len(r.lines())
+			time.Sleep(10 * time.Second)
+			st := tee.Stats()[0]
+			syncErr := tee.Sync()
+			r.start()
+			time.Sleep(5 * time.Second)
+			close(stop)
+			wg.Wait()
+			closeErr := tee.Close()
+			final := tee.Stats()[0]
+			r.stop()
+
+			// During the outage the sink queued (writes returned) and
+			// said why it could not deliver.
+			if st.Queued == 0 || syncErr == nil {
+				t.Errorf("during the outage: stats %+v, Sync %v; want events queued and the failure reported", st, syncErr)
+			}
+			seen := map[uint64]int{}
+			for _, l := range r.lines() {
+				_, body := parseReceived(t, l)
+				seen[uint64(body["cookie"].(float64))]++
+			}
+			dups := 0
+			for _, n := range seen {
+				dups += n - 1
+			}
+			delivered := uint64(len(seen))
+			t.Logf("%s: produced %d, delivered %d (%d before the outage), dropped %d (%d refused by the full queue), duplicates %d; written %d, queued at the end %d; longest Write %v; close: %v",
+				mode, produced.Load(), delivered, beforeOutage, final.Dropped, refused.Load(), dups, final.Written, final.Queued,
+				time.Duration(maxWrite.Load()), closeErr)
+			if delivered+final.Dropped != uint64(produced.Load()) {
+				t.Errorf("delivered %d + dropped %d != produced %d", delivered, final.Dropped, produced.Load())
+			}
+			if dups != 0 {
+				t.Errorf("%d events received twice", dups)
+			}
+			if final.Written != delivered {
+				t.Errorf("sink counted %d written, rsyslogd received %d", final.Written, delivered)
+			}
+			if final.Dropped == 0 || uint64(refused.Load()) != final.Dropped {
+				t.Errorf("dropped %d, refused %d: want the overflow (and only it) dropped", final.Dropped, refused.Load())
+			}
+		})
+	}
+}

@@ -386,3 +386,66 @@ func rawDump(t *testing.T, ns *netnstest.NS, bytecode []byte) (msgs, bytes int) 
 		}
 	}
 }
+
+// TestUDPConnectLeavesFilter pins the consequence docs/filters.md states
+// for a socket whose addresses change: a bound UDP socket matches, then
+// connect() gives it a remote address an exclude rule covers. The kernel
+// program drops it from dumps from then on, and an exact lookup of its
+// old addresses finds nothing, so the differ reports the old identity
+// closed (reason gone) and never sees the new one.
+func TestUDPConnectLeavesFilter(t *testing.T) {
+	ns := netnstest.New(t)
+	ns.Run(t, "ip", "addr", "add", "10.1.0.1/32", "dev", "lo")
+	ns.Run(t, "ip", "addr", "add", "10.2.0.1/32", "dev", "lo")
+	conn := openConn(t, ns)
+	var fd int
+	err := ns.Do(func() (err error) {
+		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrInet4{Port: 5000, Addr: [4]byte{10, 1, 0, 1}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+
+	f := mustNew(t, parse(t, "  exclude:\n    - remote_cidrs: [10.2.0.0/16]\n"))
+	bc, ok := f.Bytecode(snapshot.FamilyIPv4)
+	if !ok {
+		t.Fatal("no program")
+	}
+	plain := diag.Request{Family: snapshot.FamilyIPv4, Proto: snapshot.ProtoUDP, States: snapshot.AllStates}
+	filtered := plain
+	filtered.Bytecode = bc
+	var tab snapshot.Table
+	dump := func(r diag.Request) []snapshot.Socket {
+		t.Helper()
+		if err := conn.Dump(&tab, []diag.Request{r}); err != nil {
+			t.Fatal(err)
+		}
+		return slices.Clone(tab.Sockets)
+	}
+
+	before := dump(filtered)
+	if len(before) != 1 || !f.Match(&before[0]) {
+		t.Fatalf("bound socket: kernel-filtered dump %+v", before)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: 53, Addr: [4]byte{10, 2, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if after := dump(filtered); len(after) != 0 {
+		t.Errorf("connected socket still in the kernel-filtered dump: %+v", after)
+	}
+	all := dump(plain)
+	if len(all) != 1 || all[0].Cookie != before[0].Cookie || f.Match(&all[0]) {
+		t.Fatalf("unfiltered dump after connect: %+v; want the same socket, rejected by Match", all)
+	}
+	res := make([]snapshot.LookupResult, 1)
+	if err := conn.Lookup([]snapshot.Key{before[0].Key}, res); err != nil {
+		t.Fatal(err)
+	}
+	if res[0] != snapshot.LookupGone {
+		t.Errorf("lookup of the old addresses = %v, want gone", res[0])
+	}
+}

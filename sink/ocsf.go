@@ -162,7 +162,12 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	if s.IfIndex != 0 {
 		j.uint("ifindex", uint64(s.IfIndex))
 	}
-	j.uint("cookie", s.Cookie)
+	// A string: cookies use all 64 bits, beyond Elasticsearch's long
+	// and JavaScript's exact integers.
+	j.key("cookie")
+	j.b = append(j.b, '"')
+	j.b = strconv.AppendUint(j.b, s.Cookie, 10)
+	j.b = append(j.b, '"')
 	j.uint("inode", uint64(s.Inode))
 	if s.CgroupID != 0 {
 		j.uint("cgroup_id", s.CgroupID)

@@ -283,6 +283,11 @@ func TestBytecodeMatchesModel(t *testing.T) {
 			for range 50 {
 				s := randSock(fam)
 				match := f.Match(s)
+				// Match runs the expression specialised for the family;
+				// the general one must agree.
+				if f.local != nil && f.local.eval(s, nil, true) != match {
+					t.Fatalf("filter %d %+v, socket %v -> %v: specialised and general expressions differ", i, fs, s.Src, s.Dst)
+				}
 				kernel := !ok || run(bc, s)
 				if match {
 					accepted++

@@ -44,8 +44,11 @@ type Owner struct {
 type Filter struct {
 	full  *node // every condition; nil when there are no rules
 	local *node // full with the owner conditions widened away: Match
-	owner bool  // some rule has process or user conditions
-	progs map[snapshot.Family]program
+	// local4 and local6 are local for the sockets of one family, with
+	// what is constant for them folded: what the kernel programs do.
+	local4, local6 *node
+	owner          bool // some rule has process or user conditions
+	progs          map[snapshot.Family]program
 }
 
 type program struct {
@@ -78,22 +81,32 @@ func New(c config.Filters) (*Filter, error) {
 	f.full = simplify(and(include, not(or(excl...))))
 	f.owner = f.full.hasOwner()
 	f.local = simplify(widen(f.full, true))
-	for _, fam := range []snapshot.Family{snapshot.FamilyIPv4, snapshot.FamilyIPv6} {
-		code, ok := compile(simplify(specialize(f.local, fam)))
+	f.local4 = simplify(specialize(f.local, snapshot.FamilyIPv4))
+	f.local6 = simplify(specialize(f.local, snapshot.FamilyIPv6))
+	for fam, n := range map[snapshot.Family]*node{snapshot.FamilyIPv4: f.local4, snapshot.FamilyIPv6: f.local6} {
+		code, ok := compile(n)
 		f.progs[fam] = program{code, ok}
 	}
 	return f, nil
 }
 
 // Match reports whether s may be reported as far as its ports and
-// addresses tell. It is what the kernel program decides, and is to be
-// applied to every socket of a dump (in case the program was not sent)
-// and of a destroy notification, before the differ sees them.
+// addresses tell. It decides what the kernel program decides, so it is
+// to be applied to the sockets of destroy notifications and of dumps
+// sent without a program, before the differ sees them; on a dump that
+// carried the program it changes nothing.
 func (f *Filter) Match(s *snapshot.Socket) bool {
 	if f == nil || f.local == nil {
 		return true
 	}
-	return f.local.eval(s, nil, true)
+	n := f.local
+	switch s.Family {
+	case snapshot.FamilyIPv4:
+		n = f.local4
+	case snapshot.FamilyIPv6:
+		n = f.local6
+	}
+	return n.eval(s, nil, true)
 }
 
 // NeedsOwner reports whether some rule has process or user conditions.

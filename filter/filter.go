@@ -9,8 +9,9 @@
 //   - Bytecode: the port and address part, compiled to an inet_diag
 //     program the kernel runs during dumps, so that sockets it rejects are
 //     never sent;
-//   - Match: the same part in userspace, for every socket of a dump and of
-//     a destroy notification (the kernel does not filter those);
+//   - Match: the same part in userspace, for the sockets of destroy
+//     notifications (the kernel does not filter those) and of dumps sent
+//     without a program;
 //   - MatchOwner: everything, process and user included, for events whose
 //     owner attribution knows.
 //
@@ -128,7 +129,7 @@ func (f *Filter) MatchOwner(s *snapshot.Socket, o *Owner) bool {
 // of family fam, and whether there is one to send. The program accepts
 // exactly the sockets of that family that Match accepts. It is absent
 // when it would accept every socket, and when it would not fit a netlink
-// attribute (tens of thousands of conditions): Match still applies then.
+// attribute (a few thousand prefixes): Match must filter that dump then.
 // The slice is the caller's.
 func (f *Filter) Bytecode(fam snapshot.Family) ([]byte, bool) {
 	if f == nil {

@@ -1,9 +1,12 @@
 package sink
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,6 +70,56 @@ func BenchmarkEncodeDiscard(b *testing.B) {
 	benchTee(b, tee, benchEvents())
 }
 
+// BenchmarkFileSchemas is BenchmarkEncode's mixed events in each schema.
+func BenchmarkFileSchemas(b *testing.B) {
+	for _, sch := range []string{"native", "ecs", "ocsf"} {
+		b.Run(sch, func(b *testing.B) {
+			tee, err := New([]config.Sink{{Type: config.SinkFile, Path: filepath.Join(b.TempDir(), "events.json"), Schema: sch}}, "web-1")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tee.Close()
+			benchTee(b, tee, benchEvents())
+		})
+	}
+}
+
+// benchSyslog writes b.N events through a syslog sink and reports the
+// rate at which they are delivered: the clock stops when the sender has
+// written the last one. The producer yields while the queue is more
+// than half full, so that the figure is the sender's, not the drop rate.
+func benchSyslog(b *testing.B, spec config.Sink) {
+	spec.Type = config.SinkSyslog
+	spec.QueueSize = 1 << 16
+	tee, err := New([]config.Sink{spec}, "web-1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tee.Close()
+	ss := tee.outs[0].(*syslogSink)
+	evs := benchEvents()
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		for ss.q.queued() > spec.QueueSize/2 {
+			runtime.Gosched()
+		}
+		if err := tee.Write(&evs[i%len(evs)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for ss.written.Load()+ss.dropped.Load() < uint64(b.N) {
+		runtime.Gosched()
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if d := ss.dropped.Load(); d != 0 {
+		b.Fatalf("%d events dropped", d)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+}
+
 // BenchmarkSyslogUDP measures RFC 5424 framing and one sendto per event.
 // Nobody reads the socket; the kernel discards what overflows.
 func BenchmarkSyslogUDP(b *testing.B) {
@@ -75,10 +128,52 @@ func BenchmarkSyslogUDP(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer pc.Close()
-	tee, err := New([]config.Sink{{Type: config.SinkSyslog, Network: "udp", Address: pc.LocalAddr().String()}}, "web-1")
+	benchSyslog(b, config.Sink{Network: "udp", Address: pc.LocalAddr().String()})
+}
+
+// BenchmarkSyslogTCP and BenchmarkSyslogTLS deliver to a loopback
+// receiver that reads and discards, TLS with a P-256 certificate and
+// whatever cipher Go negotiates (AES-GCM with TLS 1.3).
+func BenchmarkSyslogTCP(b *testing.B) {
+	addr := discardServer(b, nil)
+	benchSyslog(b, config.Sink{Network: "tcp", Address: addr})
+}
+
+func BenchmarkSyslogTLS(b *testing.B) {
+	pki := newTestPKI(b)
+	addr := discardServer(b, &tls.Config{Certificates: []tls.Certificate{pki.serverPair}})
+	benchSyslog(b, config.Sink{Network: "tls", Address: addr, TLS: config.TLS{CAFile: pki.caFile}})
+}
+
+// discardServer accepts connections and reads them to the end.
+func discardServer(b *testing.B, conf *tls.Config) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer tee.Close()
-	benchTee(b, tee, benchEvents())
+	if conf != nil {
+		ln = tls.NewListener(ln, conf)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+	b.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String()
 }

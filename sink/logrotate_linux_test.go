@@ -46,7 +46,7 @@ func TestLogrotate(t *testing.T) {
 	}
 	conf := string(shipped)
 	for old, repl := range map[string]string{
-		"/var/log/connlogd/*.json": filepath.Join(dir, "*.json"),
+		"/var/log/connlogd/*.json":                                       filepath.Join(dir, "*.json"),
 		"systemctl kill --signal=USR1 --kill-whom=main connlogd.service": fmt.Sprintf("kill -USR1 %d", os.Getpid()),
 	} {
 		if !strings.Contains(conf, old) {

@@ -18,10 +18,13 @@ func (b *batch) msg(i int) []byte {
 	return b.data[start:b.ends[i]]
 }
 
-// reset empties b, giving back the memory of a backlog (an outage can
-// leave megabytes behind) but keeping the usual working size.
+// reset empties b. It keeps the memory: a sustained rate would otherwise
+// regrow the buffer every batch, and with the default queue size the
+// two batches hold at most about 12 MiB. Only a backlog beyond 16 MiB
+// (a queue_size raised far above the default) is given back, once
+// batches are small again.
 func (b *batch) reset() {
-	if cap(b.data) > 1<<20 {
+	if cap(b.data) > 16<<20 && len(b.data) < cap(b.data)/4 {
 		b.data, b.ends = nil, nil
 		return
 	}

@@ -37,6 +37,14 @@ type Config struct {
 	// Destroy configures the kernel's socket-destroy notifications, which
 	// log closes at once and catch connections shorter than the interval.
 	Destroy Destroy
+	// Namespaces says which network namespaces to watch (default host).
+	Namespaces Namespaces
+	// NamespaceRescan is how often namespaces are rediscovered.
+	NamespaceRescan time.Duration
+	// Metrics configures the Prometheus endpoint (off by default).
+	Metrics Metrics
+	// StateFile, when set, keeps the socket table across restarts.
+	StateFile string
 }
 
 // Destroy configures the destroy-notification subscription.
@@ -124,6 +132,9 @@ func Default() *Config {
 		Families:  []snapshot.Family{snapshot.FamilyIPv4, snapshot.FamilyIPv6},
 		Sinks:     []Sink{{Type: SinkStdout}},
 		Destroy:   Destroy{Enabled: true, Buffer: DefaultDestroyBuffer},
+
+		Namespaces:      Namespaces{Mode: NamespacesHost},
+		NamespaceRescan: DefaultNamespaceRescan,
 	}
 }
 

@@ -50,6 +50,13 @@ func TestParseErrors(t *testing.T) {
 		// The file as a whole.
 		{"empty file", "", 1, "empty configuration"},
 		{"destroy not a mapping", "destroy: 5\n", 1, "want a mapping with enabled and buffer"},
+		{"namespaces bad mode", "namespaces: some\n", 1, `"some" is not host, all or a list`},
+		{"namespaces relative path", "namespaces:\n  - a/b\n", 2, "neither a namespace name nor an absolute path"},
+		{"namespaces twice", "namespaces:\n  - red\n  - red\n", 3, "listed twice"},
+		{"namespace_rescan too short", "namespace_rescan: 1ms\n", 1, "not a duration of at least"},
+		{"metrics unknown key", "metrics:\n  port: 9\n", 2, `unknown key "port"`},
+		{"metrics bad listen", "metrics:\n  listen: localhost\n", 2, "not host:port"},
+		{"state_file relative", "state_file: state.json\n", 1, "not an absolute path"},
 		{"destroy unknown key", "destroy:\n  enabled: true\n  size: 5\n", 3, `unknown key "size"`},
 		{"destroy enabled not a bool", "destroy:\n  enabled: yes please\n", 2, "not true or false"},
 		{"destroy buffer too small", "destroy:\n  buffer: 10\n", 2, "not a byte count"},
@@ -81,7 +88,7 @@ func TestParseErrors(t *testing.T) {
 		{"CR lines", "interval: 1s\r\rfoo: 1\r", 3, `unknown key "foo"`},
 
 		// Keys.
-		{"unknown top key", "intervall: 1s\n", 1, `unknown key "intervall" (want interval, protocols, families, states, sinks, destroy or filters)`},
+		{"unknown top key", "intervall: 1s\n", 1, `unknown key "intervall" (want interval, protocols, families, states, sinks, destroy, filters, namespaces, namespace_rescan, metrics or state_file)`},
 		{"unknown top key later", "interval: 1s\n# c\nprotocol: [tcp]\n", 3, `unknown key "protocol"`},
 		{"merge key", "interval: 1s\n<<: {protocols: [tcp]}\n", 2, `unknown key "<<"`},
 		{"duplicate top key", "interval: 1s\nprotocols: [tcp]\ninterval: 2s\n", 3, `duplicate key "interval" (first at line 1)`},
@@ -329,6 +336,9 @@ func TestDefault(t *testing.T) {
 		States:    nil,
 		Sinks:     []Sink{{Type: SinkStdout}},
 		Destroy:   Destroy{Enabled: true, Buffer: 8 << 20},
+
+		Namespaces:      Namespaces{Mode: "host"},
+		NamespaceRescan: 5 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v; want %+v", c, want)
@@ -534,5 +544,22 @@ func TestParseDestroy(t *testing.T) {
 	c, err = Parse([]byte("destroy:\n  buffer: 2048\n"), "c.yaml")
 	if err != nil || c.Destroy != (Destroy{Enabled: true, Buffer: 2048}) {
 		t.Errorf("destroy = %+v, %v; want enabled by default", c.Destroy, err)
+	}
+}
+
+func TestParseDaemonKeys(t *testing.T) {
+	c, err := Parse([]byte("namespaces: all\nnamespace_rescan: 2s\nmetrics:\n  listen: 127.0.0.1:9477\nstate_file: /var/lib/connlogd/state.json\n"), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Namespaces.Mode != "all" || c.NamespaceRescan != 2*time.Second || c.Metrics.Listen != "127.0.0.1:9477" || c.StateFile != "/var/lib/connlogd/state.json" {
+		t.Errorf("parsed %+v", c)
+	}
+	c, err = Parse([]byte("namespaces: [host, red, /proc/1/ns/net]\n"), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Namespaces.Mode != "" || len(c.Namespaces.List) != 3 || c.Namespaces.List[1] != "red" {
+		t.Errorf("namespaces %+v", c.Namespaces)
 	}
 }

@@ -308,6 +308,9 @@ func (c *Conn) resetLocked() {
 // kernelErr turns an errno reported inside a netlink message into a
 // unix.Errno, so callers can test it with errors.Is.
 func kernelErr(err error) error {
+	if err == nil {
+		return nil // before errors.As, whose target would escape every poll
+	}
 	var ee *snapshot.ErrnoError
 	if errors.As(err, &ee) {
 		return fmt.Errorf("%s: %w", ee.Op, unix.Errno(ee.Code))

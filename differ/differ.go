@@ -123,7 +123,7 @@ func (d *Differ) Len() int { return len(d.byCookie) }
 // without it; the events are valid either way.
 func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event, error) {
 	d.gen++
-	d.events = d.events[:0]
+	d.resetEvents()
 	d.next = d.next[:0]
 	initial := !d.started
 	d.started = true
@@ -310,7 +310,7 @@ func (d *Differ) wanted(ev *event.Event) bool {
 // socket no poll saw is reported as appeared and closed, both marked
 // short-lived. The slice is reused by the next call of Diff or Destroyed.
 func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
-	d.events = d.events[:0]
+	d.resetEvents()
 	for i := range t.Sockets {
 		s := &t.Sockets[i]
 		if j, ok := d.byCookie[s.Cookie]; ok && d.conns[j].sock.Proto == s.Proto && d.conns[j].sock.Family == s.Family {
@@ -471,4 +471,36 @@ func (d *Differ) Restore(ts []Tracked) {
 	}
 	d.started = true
 	d.late = true
+}
+
+// CloseAll reports every tracked socket closed with the given reason and
+// empties the tracker: used when a whole network namespace disappears.
+func (d *Differ) CloseAll(now time.Time, reason string) []event.Event {
+	d.resetEvents()
+	for slot := range d.conns {
+		if d.conns[slot].used {
+			d.closeSlot(int32(slot), now, reason)
+		}
+	}
+	d.order = d.order[:0]
+	d.pending = d.pending[:0]
+	return d.events
+}
+
+// NotInitial makes the first Diff report sockets as plain appeared ones,
+// not as present at start-up: for a namespace found after start-up.
+func (d *Differ) NotInitial() { d.started = true }
+
+// keepEvents is the event capacity kept between calls. A burst (the
+// start-up table: one event per socket) must not pin its slice for the
+// daemon's life, so a larger one is dropped; steady polls stay allocation
+// free.
+const keepEvents = 4096
+
+func (d *Differ) resetEvents() {
+	if cap(d.events) > keepEvents {
+		d.events = nil
+		return
+	}
+	d.events = d.events[:0]
 }

@@ -463,3 +463,16 @@ func TestForgetDropsWithoutEvents(t *testing.T) {
 		t.Errorf("after SetStates: %s", summary(evs))
 	}
 }
+
+func TestCloseAll(t *testing.T) {
+	d := New(Options{})
+	d.Diff(table(sock(1, snapshot.StateEstablished), listener(2)), t0, nil)
+	evs := d.CloseAll(t0, event.ReasonNetnsGone)
+	if summary(evs) != "closed:1:established:netns_gone closed:2:listen:netns_gone" || d.Len() != 0 {
+		t.Errorf("events %s, tracked %d", summary(evs), d.Len())
+	}
+	evs, _ = d.Diff(table(), t0, nil)
+	if len(evs) != 0 {
+		t.Errorf("after CloseAll: %s", summary(evs))
+	}
+}

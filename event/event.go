@@ -47,6 +47,8 @@ const (
 	ReasonGone = "gone"
 	// ReasonDestroyed: the kernel's destroy notification reported it.
 	ReasonDestroyed = "destroyed"
+	// ReasonNetnsGone: the socket's network namespace disappeared.
+	ReasonNetnsGone = "netns_gone"
 )
 
 // Event is one line of output.
@@ -71,10 +73,23 @@ type Event struct {
 	// previous run: the socket appeared or closed while connlogd was not
 	// running, so Time is when connlogd noticed, not when it happened.
 	Late bool
+	// Direction is the socket's role: listening, accepted (inbound) or
+	// initiated here (outbound); DirectionUnknown when not decided.
+	Direction Direction
+	// Process is the process that holds the socket, and Cgroup the cgroup
+	// v2 it was created in; nil when attribution does not know them. The
+	// values are shared between events and must not be modified.
+	Process *Process
+	Cgroup  *Cgroup
 	// Reason qualifies Closed (see the Reason constants) and Gap events.
 	Reason string
 	// Count is how many notifications a Gap may have lost (0: unknown).
 	Count uint64
+	// Netns is the inode number of the socket's network namespace (for a
+	// Gap, the namespace it concerns; 0 when it concerns none), and
+	// NetnsName its /run/netns name when it has one.
+	Netns     uint64
+	NetnsName string
 }
 
 // Duration returns how long the socket was known, for Closed events.
@@ -83,4 +98,52 @@ func (e *Event) Duration() time.Duration {
 		return 0
 	}
 	return e.Time.Sub(e.FirstSeen)
+}
+
+// Direction is a socket's role in its connection, as seen from this host.
+type Direction uint8
+
+// Directions. See docs/events.md for how each is decided.
+const (
+	DirectionUnknown Direction = iota
+	// DirectionListen: a TCP listener, or a bound, unconnected UDP socket.
+	DirectionListen
+	// DirectionInbound: a connection accepted by a local listener.
+	DirectionInbound
+	// DirectionOutbound: a connection this host initiated.
+	DirectionOutbound
+)
+
+var directionNames = [...]string{
+	DirectionListen:   "listen",
+	DirectionInbound:  "inbound",
+	DirectionOutbound: "outbound",
+}
+
+// String returns the event name of d, or "" when it is unknown.
+func (d Direction) String() string {
+	if int(d) < len(directionNames) {
+		return directionNames[d]
+	}
+	return ""
+}
+
+// Process describes the process that holds a socket, as it was when the
+// socket was attributed to it.
+type Process struct {
+	PID  int
+	UID  uint32 // effective uid
+	User string // name of UID, or UID in decimal when it has none
+	Comm string // /proc/PID/comm
+	Exe  string // /proc/PID/exe; "" when unreadable (kernel thread, no privilege)
+	// Cmdline is the command line, arguments joined by spaces and
+	// truncated; "" unless configured.
+	Cmdline string
+}
+
+// Cgroup describes the cgroup v2 a socket was created in.
+type Cgroup struct {
+	Path        string // relative to the cgroup2 mount: "/system.slice/nginx.service"
+	SystemdUnit string // "nginx.service"; "" when the path holds none
+	ContainerID string // 64 hex digits; "" when the path is no container's
 }

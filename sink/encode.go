@@ -75,6 +75,12 @@ type fieldBuilder struct {
 // order. The result is valid until the next call.
 func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
 	f := b.fields[:0]
+	if ev.Netns != 0 {
+		f = append(f, zap.Uint64("netns", ev.Netns))
+		if ev.NetnsName != "" {
+			f = append(f, zap.String("netns_name", ev.NetnsName))
+		}
+	}
 	if ev.Kind == event.Gap {
 		if ev.Reason != "" {
 			f = append(f, zap.String("reason", ev.Reason))

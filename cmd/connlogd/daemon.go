@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
-	"sync"
+	"runtime/debug"
+	"sort"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -17,8 +18,8 @@ import (
 
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/diag"
-	"github.com/connlogd/connlogd/differ"
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/netns"
 	"github.com/connlogd/connlogd/sink"
 	"github.com/connlogd/connlogd/snapshot"
 )
@@ -30,6 +31,7 @@ const (
 	gapOverrun    = "destroy_overrun"
 	gapDestroy    = "destroy_failed"
 	gapSinkDrop   = "sink_dropped"
+	gapNetns      = "netns_unwatchable"
 
 	// sinkReportEvery bounds how often sink drops are reported while a
 	// sink keeps failing.
@@ -118,233 +120,337 @@ func runOnce(cfg *config.Config, stdout io.Writer) error {
 	return out.Close()
 }
 
-// daemon is the poll loop's state.
+// daemon is the poll loop's state. Everything here is touched by the
+// loop's goroutine only; destroy readers hand their batches over a channel.
 type daemon struct {
 	log     *slog.Logger
-	conn    *diag.Conn
-	reqs    []diag.Request
-	differ  *differ.Differ
+	cfg     *config.Config
+	host    string
 	out     *sink.Tee
-	tab     snapshot.Table
-	parse   snapshot.Stats // last reported parser counters
-	dstats  differ.Stats
-	failing bool // the last poll failed; report recovery once
-	sinkErr bool
+	outp    atomic.Pointer[sink.Tee] // out, for the metrics scraper
+	watches map[netns.ID]*watch
+	order   []*watch // watches in a stable order, for polling
+	batches chan destroyBatch
+	met     *metrics
+	notify  notifier
+	reqBuf  []diag.Request
 
-	destroy  *diag.Destroy // nil when notifications are unavailable
-	overruns uint64
+	nsDenied bool // entering namespaces was refused; said once
+	sinkErr  bool
 
 	dropped      uint64 // sink drops already reported
 	dropReported time.Time
 }
 
-func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	conn, err := diag.Open()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	reqs, err := usableRequests(conn, diag.Requests(cfg.Protocols, cfg.Families, true), log)
-	if err != nil {
-		return err
-	}
+func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logger) error {
 	out, err := sink.New(cfg.Sinks, hostname())
 	if err != nil {
 		return err
 	}
 	d := &daemon{
-		log:    log,
-		conn:   conn,
-		reqs:   reqs,
-		differ: differ.New(differ.Options{States: stateMask(cfg.States)}),
-		out:    out,
+		log:     log,
+		cfg:     cfg,
+		host:    hostname(),
+		out:     out,
+		watches: map[netns.ID]*watch{},
+		batches: make(chan destroyBatch),
+		notify:  newNotifier(log),
 	}
-	destroyed, stopDestroy := d.watchDestroy(cfg)
-	defer stopDestroy()
-	// SIGUSR1 (logrotate's postrotate) and SIGHUP reopen file sinks.
+	defer func() {
+		for _, w := range d.order {
+			w.close()
+		}
+	}()
+	d.outp.Store(out)
+	if d.met, err = startMetrics(cfg.Metrics.Listen, log, d.outp.Load); err != nil {
+		out.Close()
+		return err
+	}
+	defer d.met.close()
+	if err := d.rescan(time.Now()); err != nil {
+		out.Close()
+		return err
+	}
+	restored := d.restoreState()
+
 	reopen := make(chan os.Signal, 1)
-	signal.Notify(reopen, syscall.SIGUSR1, syscall.SIGHUP)
+	signal.Notify(reopen, syscall.SIGUSR1)
 	defer signal.Stop(reopen)
+	reloads, stopReload := watchConfig(cfgPath, log)
+	defer stopReload()
+
 	// A ticker drops ticks a slow poll overran instead of queueing them.
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
-	d.poll(time.Now())
+	rescan := time.NewTicker(cfg.NamespaceRescan)
+	defer rescan.Stop()
+	// The watchdog is fed from this loop, so a stuck poll stops the pings.
+	dog := time.NewTicker(d.notify.watchdogPeriod())
+	defer dog.Stop()
+
+	d.pollAll(time.Now())
+	// The first poll reports the whole table at once; hand the burst's
+	// memory back now rather than carrying it as RSS for the daemon's life.
+	debug.FreeOSMemory()
+	d.notify.ready()
+	log.Info("watching", "namespaces", len(d.order), "restored_sockets", restored)
 	for {
 		select {
+		case <-ctx.Done():
+			d.notify.stopping()
+			return d.shutdown()
+		case <-tick.C:
+			d.pollAll(time.Now())
+		case b := <-d.batches:
+			d.handleDestroy(b)
+			d.sync()
+		case <-dog.C:
+			d.notify.watchdog()
+		case <-rescan.C:
+			if d.cfg.Namespaces.Mode != config.NamespacesHost {
+				if err := d.rescan(time.Now()); err != nil {
+					log.Error("namespace rescan failed", "err", err)
+				}
+				d.sync()
+			}
 		case sig := <-reopen:
-			if err := out.Reopen(); err != nil {
+			if err := d.out.Reopen(); err != nil {
 				log.Error("reopening sinks failed; writing to the old files", "signal", sig, "err", err)
 			} else {
 				log.Info("sinks reopened", "signal", sig)
 			}
-		case <-ctx.Done():
-			ds := d.differ.Stats()
-			log.Info("stopping", "sockets_tracked", d.differ.Len(),
-				"dump_duplicates", ds.Duplicates, "dump_skips_confirmed_alive", ds.Skipped,
-				"lookups_undecided", ds.Unconfirmed, "destroy_overruns", d.overruns)
-			stopDestroy()
-			if err := out.Close(); err != nil {
-				return fmt.Errorf("flush sinks: %w", err)
-			}
-			return nil
-		case <-tick.C:
-			d.poll(time.Now())
-		case b := <-destroyed:
-			if d.handleDestroy(b) {
-				// Notifications were lost: a full dump now finds the
-				// closes among tracked sockets without waiting a tick.
-				d.poll(time.Now())
-			}
-			d.sync()
+		case r := <-reloads:
+			d.reload(r, tick, rescan)
 		}
 	}
 }
 
-// destroyBatch is what the destroy reader hands the poll loop: sockets
-// from one notification datagram, or an error.
-type destroyBatch struct {
-	tab  *snapshot.Table
-	err  error
-	free chan *snapshot.Table
+// shutdown saves the table when configured and flushes the sinks.
+func (d *daemon) shutdown() error {
+	var tracked, dups, skips, undecided, overruns uint64
+	for _, w := range d.order {
+		ds := w.differ.Stats()
+		tracked += uint64(w.differ.Len())
+		dups += ds.Duplicates
+		skips += ds.Skipped
+		undecided += ds.Unconfirmed
+		overruns += w.overruns
+	}
+	d.log.Info("stopping", "sockets_tracked", tracked,
+		"dump_duplicates", dups, "dump_skips_confirmed_alive", skips,
+		"lookups_undecided", undecided, "destroy_overruns", overruns)
+	for _, w := range d.order {
+		if w.stop != nil {
+			w.stop()
+		}
+	}
+	d.saveState()
+	if err := d.out.Close(); err != nil {
+		return fmt.Errorf("flush sinks: %w", err)
+	}
+	return nil
 }
 
-// watchDestroy subscribes to destroy notifications, so closes are logged
-// at once and connections too short for any poll are logged at all. When
-// that is impossible, polls remain the source of closes; say so once.
-func (d *daemon) watchDestroy(cfg *config.Config) (<-chan destroyBatch, func()) {
-	ch := make(chan destroyBatch)
-	if !cfg.Destroy.Enabled {
-		d.log.Info("destroy notifications disabled by configuration; closes come from polls only")
-		return ch, func() {}
+// wanted lists the namespaces the configuration asks for.
+func (d *daemon) wanted() ([]netns.NS, error) {
+	nsc := d.cfg.Namespaces
+	switch nsc.Mode {
+	case config.NamespacesHost, "":
+		if len(nsc.List) == 0 {
+			h, err := netns.Host()
+			if err != nil {
+				return nil, err
+			}
+			return []netns.NS{h}, nil
+		}
+	case config.NamespacesAll:
+		return netns.Discover()
 	}
-	sub, err := diag.OpenDestroy(cfg.Protocols, cfg.Families, cfg.Destroy.Buffer)
+	var out []netns.NS
+	for _, e := range nsc.List {
+		if e == config.NamespacesHost {
+			h, err := netns.Host()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, h)
+			continue
+		}
+		ns, err := netns.Resolve(e)
+		if err != nil {
+			continue // not there (yet): the next rescan looks again
+		}
+		out = append(out, ns)
+	}
+	return out, nil
+}
+
+// rescan opens watches for new namespaces and closes those of vanished
+// ones, reporting their sockets closed.
+func (d *daemon) rescan(now time.Time) error {
+	want, err := d.wanted()
 	if err != nil {
-		d.log.Warn("destroy notifications unavailable; closes come from polls only, and connections shorter than the interval are missed", "err", err)
-		return ch, func() {}
+		return err
 	}
-	if !sub.Forced && sub.Buffer < cfg.Destroy.Buffer {
-		d.log.Warn("destroy notification buffer smaller than asked (no CAP_NET_ADMIN, net.core.rmem_max too low); bursts of closes may overrun it",
-			"asked", cfg.Destroy.Buffer, "granted", sub.Buffer)
-	}
-	d.destroy = sub
-	free := make(chan *snapshot.Table, 4)
-	for range cap(free) {
-		free <- &snapshot.Table{}
-	}
-	quit := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			var tab *snapshot.Table
-			select {
-			case tab = <-free:
-			case <-quit:
-				return
-			}
-			tab.Reset()
-			err := sub.Read(tab)
-			if errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			select {
-			case ch <- destroyBatch{tab: tab, err: err, free: free}:
-			case <-quit:
-				return
-			}
-			if err != nil && !errors.Is(err, diag.ErrOverrun) {
-				return
-			}
+	seen := make(map[netns.ID]bool, len(want))
+	changed := false
+	for _, ns := range want {
+		seen[ns.ID] = true
+		if _, ok := d.watches[ns.ID]; ok {
+			continue
 		}
-	}()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			close(quit)
-			if err := sub.Close(); err != nil {
-				d.log.Warn("closing destroy subscription", "err", err)
+		w, err := openWatch(ns, d.cfg, d.log, d.batches)
+		if err != nil {
+			if !ns.Host && netns.IsPermission(err) {
+				if !d.nsDenied {
+					d.nsDenied = true
+					d.log.Warn("cannot enter other network namespaces (needs CAP_SYS_ADMIN); watching the host namespace only", "err", err)
+					d.write(&event.Event{Kind: event.Gap, Time: now, Reason: gapNetns})
+				}
+				continue
 			}
-			<-done
-		})
+			if ns.Host {
+				return err
+			}
+			d.log.Warn("cannot watch namespace; will retry at the next rescan", "netns", ns.String(), "err", err)
+			continue
+		}
+		d.watches[ns.ID] = w
+		changed = true
+		if len(d.order) > 0 {
+			d.log.Info("watching namespace", "netns", ns.String(), "inode", ns.ID.Ino)
+			// A namespace found after start-up: its sockets are new to us,
+			// not initial; the first poll reports them as appeared.
+			w.differ.NotInitial()
+		}
 	}
+	for id, w := range d.watches {
+		if seen[id] {
+			continue
+		}
+		d.log.Info("namespace gone", "netns", w.ns.String(), "inode", id.Ino)
+		evs := w.differ.CloseAll(now, event.ReasonNetnsGone)
+		for i := range evs {
+			w.tag(&evs[i])
+			d.write(&evs[i])
+		}
+		w.close()
+		delete(d.watches, id)
+		changed = true
+	}
+	if changed {
+		d.order = d.order[:0]
+		for _, w := range d.watches {
+			d.order = append(d.order, w)
+		}
+		sort.Slice(d.order, func(i, j int) bool { return d.order[i].ns.ID.Ino < d.order[j].ns.ID.Ino })
+		d.met.namespaces(len(d.order))
+	}
+	return nil
 }
 
-// handleDestroy logs the closes of one notification batch. It reports
-// whether notifications were lost, so the caller resynchronises.
-func (d *daemon) handleDestroy(b destroyBatch) (lost bool) {
+func (d *daemon) pollAll(now time.Time) {
+	for _, w := range d.order {
+		d.poll(w, now)
+	}
+	d.met.publishSockets(d.order)
+	d.reportSinkDrops(now)
+	d.sync()
+}
+
+func (d *daemon) poll(w *watch, now time.Time) {
+	start := time.Now()
+	d.reqBuf = w.activeRequests(d.reqBuf[:0])
+	if err := w.conn.Dump(&w.tab, d.reqBuf); err != nil {
+		// A partial table must not be diffed: every socket it lacks would
+		// become a suspect. Report the failure once per streak.
+		d.met.dumpFailed()
+		if !w.failing {
+			w.failing = true
+			d.log.Error("poll failed; retrying every interval", "netns", w.String(), "err", err)
+			ev := event.Event{Kind: event.Gap, Time: now, Reason: gapDumpFailed}
+			w.tag(&ev)
+			d.write(&ev)
+		}
+		return
+	}
+	if w.failing {
+		w.failing = false
+		d.log.Info("polling recovered", "netns", w.String())
+	}
+	evs, err := w.differ.Diff(&w.tab, now, w.conn)
+	if err != nil {
+		d.log.Warn("lookup of missing sockets failed; they stay tracked until confirmed", "netns", w.String(), "err", err)
+	}
+	for i := range evs {
+		w.tag(&evs[i])
+		d.write(&evs[i])
+	}
+	d.met.polled(w, time.Since(start))
+	d.reportCounters(w, now)
+}
+
+// handleDestroy logs the closes of one notification batch; when
+// notifications were lost it reports a gap and resynchronises that
+// namespace with a full dump at once.
+func (d *daemon) handleDestroy(b destroyBatch) {
+	w := b.w
+	if d.watches[w.ns.ID] != w {
+		return // a batch from a namespace closed meanwhile
+	}
 	now := time.Now()
 	if b.tab != nil {
-		evs := d.differ.Destroyed(b.tab, now)
+		evs := w.differ.Destroyed(b.tab, now)
 		for i := range evs {
+			w.tag(&evs[i])
 			d.write(&evs[i])
 		}
 		b.free <- b.tab
 	}
-	switch {
-	case errors.Is(b.err, diag.ErrOverrun):
-		d.overruns++
-		d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "overruns", d.overruns)
-		d.write(&event.Event{Kind: event.Gap, Time: now, Reason: gapOverrun})
-		return true
-	case b.err != nil:
-		d.log.Error("destroy notifications stopped; closes come from polls only", "err", b.err)
-		d.write(&event.Event{Kind: event.Gap, Time: now, Reason: gapDestroy})
-		return true
-	}
-	return false
-}
-
-func (d *daemon) poll(now time.Time) {
-	if err := d.conn.Dump(&d.tab, d.reqs); err != nil {
-		// A partial table must not be diffed: every socket it lacks would
-		// become a suspect. Report the failure once per streak.
-		if !d.failing {
-			d.failing = true
-			d.log.Error("poll failed; retrying every interval", "err", err)
-			d.write(&event.Event{Kind: event.Gap, Time: now, Reason: gapDumpFailed})
-			d.sync()
-		}
+	if b.err == nil {
 		return
 	}
-	if d.failing {
-		d.failing = false
-		d.log.Info("polling recovered")
+	ev := event.Event{Kind: event.Gap, Time: now}
+	w.tag(&ev)
+	if errors.Is(b.err, diag.ErrOverrun) {
+		w.overruns++
+		d.met.overrun()
+		d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "netns", w.String(), "overruns", w.overruns)
+		ev.Reason = gapOverrun
+	} else {
+		d.log.Error("destroy notifications stopped; closes come from polls only", "netns", w.String(), "err", b.err)
+		ev.Reason = gapDestroy
 	}
-	evs, err := d.differ.Diff(&d.tab, now, d.conn)
-	if err != nil {
-		d.log.Warn("lookup of missing sockets failed; they stay tracked until confirmed", "err", err)
-	}
-	for i := range evs {
-		d.write(&evs[i])
-	}
-	d.reportCounters(now)
-	d.sync()
+	d.write(&ev)
+	d.poll(w, now)
 }
 
 // reportCounters logs what the netlink layer refused since the last poll,
 // and reports malformed replies, which may hide sockets, as a gap.
-func (d *daemon) reportCounters(now time.Time) {
-	st := d.conn.Stats()
-	lastBad := d.conn.LastMalformed()
-	if d.destroy != nil {
-		st.Add(d.destroy.Stats())
-		if e := d.destroy.LastMalformed(); e != nil {
+func (d *daemon) reportCounters(w *watch, now time.Time) {
+	st := w.conn.Stats()
+	lastBad := w.conn.LastMalformed()
+	if w.destroy != nil {
+		st.Add(w.destroy.Stats())
+		if e := w.destroy.LastMalformed(); e != nil {
 			lastBad = e
 		}
 	}
-	if n := st.Malformed - d.parse.Malformed; n > 0 {
-		d.log.Warn("malformed netlink messages dropped", "count", n, "example", lastBad)
-		d.write(&event.Event{Kind: event.Gap, Time: now, Reason: gapMalformed, Count: n})
+	if n := st.Malformed - w.parse.Malformed; n > 0 {
+		d.log.Warn("malformed netlink messages dropped", "netns", w.String(), "count", n, "example", lastBad)
+		ev := event.Event{Kind: event.Gap, Time: now, Reason: gapMalformed, Count: n}
+		w.tag(&ev)
+		d.write(&ev)
 	}
-	if n := st.Foreign - d.parse.Foreign; n > 0 {
-		d.log.Warn("netlink messages not from the kernel or not for our requests dropped", "count", n)
+	if n := st.Foreign - w.parse.Foreign; n > 0 {
+		d.log.Warn("netlink messages not from the kernel or not for our requests dropped", "netns", w.String(), "count", n)
 	}
-	d.parse = st
-	ds := d.differ.Stats()
-	if n := ds.Duplicates - d.dstats.Duplicates; n > 0 {
-		d.log.Debug("dump returned sockets twice", "count", n)
-	}
-	d.dstats = ds
+	d.met.netlink(st.Malformed-w.parse.Malformed, st.Foreign-w.parse.Foreign)
+	w.parse = st
+	w.dstats = w.differ.Stats()
+}
+
+func (d *daemon) reportSinkDrops(now time.Time) {
 	if n := d.out.Dropped(); n > d.dropped && now.Sub(d.dropReported) >= sinkReportEvery {
 		d.log.Warn("sinks dropped events", "count", n-d.dropped, "sinks", fmt.Sprint(d.out.Stats()))
 		// The gap reaches the sinks that work; the failing one counts it
@@ -356,6 +462,7 @@ func (d *daemon) reportCounters(now time.Time) {
 }
 
 func (d *daemon) write(ev *event.Event) {
+	d.met.event(ev)
 	if err := d.out.Write(ev); err != nil && !d.sinkErr {
 		d.sinkErr = true
 		d.log.Error("writing events failed; counting drops", "err", err)
@@ -370,7 +477,7 @@ func (d *daemon) sync() {
 		}
 		return
 	}
-	if d.sinkErr {
+	if d.sinkErr && d.out.Dropped() == d.dropped {
 		d.sinkErr = false
 		d.log.Info("sinks recovered")
 	}

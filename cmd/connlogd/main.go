@@ -64,7 +64,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log.Info("starting", "version", buildVersion(), "config", source, "interval", cfg.Interval)
-	if err := run(ctx, cfg, log); err != nil {
+	if err := run(ctx, cfg, cfgFile(*cfgPath, source), log); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
@@ -93,4 +93,16 @@ func buildVersion() string {
 		return bi.Main.Version
 	}
 	return "(devel)"
+}
+
+// cfgFile returns the file a running daemon reloads: the one it read, or
+// none when it runs on built-in defaults.
+func cfgFile(flagPath, source string) string {
+	if flagPath != "" {
+		return flagPath
+	}
+	if source == config.DefaultPath {
+		return source
+	}
+	return ""
 }

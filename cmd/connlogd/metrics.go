@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/sink"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// metrics is the Prometheus endpoint. A nil *metrics (metrics off) is
+// valid: every method does nothing. No label is per connection, so the
+// series count stays fixed whatever the traffic.
+type metrics struct {
+	srv  *http.Server
+	done chan struct{}
+
+	events     *prometheus.CounterVec
+	pollTime   prometheus.Histogram
+	sockets    *prometheus.GaugeVec
+	netlinkErr *prometheus.CounterVec
+	overruns   prometheus.Counter
+	dumpFail   prometheus.Counter
+	reloads    *prometheus.CounterVec
+	reloadTime prometheus.Gauge
+	nsCount    prometheus.Gauge
+	out        func() *sink.Tee
+}
+
+// startMetrics serves metrics on listen; an empty listen turns them off.
+func startMetrics(listen string, log *slog.Logger, out func() *sink.Tee) (*metrics, error) {
+	if listen == "" {
+		return nil, nil
+	}
+	m := &metrics{
+		out:  out,
+		done: make(chan struct{}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "connlogd_events_total", Help: "Events written, by kind.",
+		}, []string{"kind"}),
+		pollTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "connlogd_poll_duration_seconds", Help: "Time to dump and diff one namespace's socket table.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		sockets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "connlogd_sockets", Help: "Sockets in the last poll's tables, by protocol and family.",
+		}, []string{"proto", "family"}),
+		netlinkErr: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "connlogd_netlink_dropped_messages_total", Help: "Netlink messages dropped: malformed, or foreign (not from the kernel or not for our requests).",
+		}, []string{"reason"}),
+		overruns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "connlogd_destroy_overruns_total", Help: "Times the kernel dropped destroy notifications (receive buffer full).",
+		}),
+		dumpFail: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "connlogd_dump_failures_total", Help: "Polls whose dump failed.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "connlogd_config_reloads_total", Help: "Configuration reloads, by result.",
+		}, []string{"result"}),
+		reloadTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "connlogd_config_last_reload_success_timestamp_seconds", Help: "When the configuration was last applied.",
+		}),
+		nsCount: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "connlogd_namespaces", Help: "Network namespaces watched.",
+		}),
+	}
+	m.reloadTime.SetToCurrentTime()
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "connlogd_build_info", Help: "Build information; the value is 1.",
+	}, []string{"version", "goversion"})
+	build.WithLabelValues(buildVersion(), runtime.Version()).Set(1)
+	for _, k := range []event.Kind{event.Appeared, event.StateChanged, event.Closed, event.Gap} {
+		m.events.WithLabelValues(k.String())
+	}
+	for _, r := range []string{"success", "failure"} {
+		m.reloads.WithLabelValues(r)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.events, m.pollTime, m.sockets, m.netlinkErr, m.overruns, m.dumpFail,
+		m.reloads, m.reloadTime, m.nsCount, build, sinkCollector{m})
+
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: listen %s: %w", listen, err)
+	}
+	if ap, ok := ln.Addr().(*net.TCPAddr); ok && !ap.IP.IsLoopback() {
+		log.Warn("metrics listen on a non-loopback address: anyone who reaches it sees the counters", "listen", listen)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		defer close(m.done)
+		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("metrics", "listen", ln.Addr().String())
+	return m, nil
+}
+
+func (m *metrics) close() {
+	if m == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	m.srv.Shutdown(ctx)
+	<-m.done
+}
+
+func (m *metrics) event(ev *event.Event) {
+	if m != nil {
+		m.events.WithLabelValues(ev.Kind.String()).Inc()
+	}
+}
+
+// polled records one namespace's poll and its socket counts, which
+// publishSockets sums over the namespaces.
+func (m *metrics) polled(w *watch, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.pollTime.Observe(took.Seconds())
+	var c [2][2]int
+	for i := range w.tab.Sockets {
+		s := &w.tab.Sockets[i]
+		p, f := 0, 0
+		if s.Proto == snapshot.ProtoUDP {
+			p = 1
+		}
+		if s.Family == snapshot.FamilyIPv6 {
+			f = 1
+		}
+		c[p][f]++
+	}
+	w.counts = c
+}
+
+// publishSockets sets the socket gauges from every watch's last poll.
+func (m *metrics) publishSockets(ws []*watch) {
+	if m == nil {
+		return
+	}
+	var sum [2][2]int
+	for _, w := range ws {
+		for p := range 2 {
+			for f := range 2 {
+				sum[p][f] += w.counts[p][f]
+			}
+		}
+	}
+	for p, pn := range []string{"tcp", "udp"} {
+		for f, fn := range []string{"ipv4", "ipv6"} {
+			m.sockets.WithLabelValues(pn, fn).Set(float64(sum[p][f]))
+		}
+	}
+}
+
+func (m *metrics) netlink(malformed, foreign uint64) {
+	if m != nil {
+		m.netlinkErr.WithLabelValues("malformed").Add(float64(malformed))
+		m.netlinkErr.WithLabelValues("foreign").Add(float64(foreign))
+	}
+}
+
+func (m *metrics) overrun() {
+	if m != nil {
+		m.overruns.Inc()
+	}
+}
+
+func (m *metrics) dumpFailed() {
+	if m != nil {
+		m.dumpFail.Inc()
+	}
+}
+
+func (m *metrics) reloaded(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.reloads.WithLabelValues("success").Inc()
+		m.reloadTime.SetToCurrentTime()
+		return
+	}
+	m.reloads.WithLabelValues("failure").Inc()
+}
+
+func (m *metrics) namespaces(n int) {
+	if m != nil {
+		m.nsCount.Set(float64(n))
+	}
+}
+
+// sinkCollector reads the sinks' own counters at scrape time, so they are
+// exact and survive a reload that replaces the sinks.
+type sinkCollector struct{ m *metrics }
+
+var (
+	sinkWrittenDesc = prometheus.NewDesc("connlogd_sink_events_total", "Events accepted by each sink.", []string{"sink"}, nil)
+	sinkDroppedDesc = prometheus.NewDesc("connlogd_sink_dropped_total", "Events each sink lost (output failing, queue full).", []string{"sink"}, nil)
+)
+
+func (c sinkCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- sinkWrittenDesc
+	ch <- sinkDroppedDesc
+}
+
+func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.m.out == nil {
+		return
+	}
+	for _, st := range c.m.out().Stats() {
+		ch <- prometheus.MustNewConstMetric(sinkWrittenDesc, prometheus.CounterValue, float64(st.Written), st.Sink)
+		ch <- prometheus.MustNewConstMetric(sinkDroppedDesc, prometheus.CounterValue, float64(st.Dropped), st.Sink)
+	}
+}

@@ -1,0 +1,419 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/connlogd/connlogd/internal/netnstest"
+)
+
+// startWith runs connlogd in ns on the given config file, with extra
+// environment, and stops it at cleanup.
+func startWith(t *testing.T, ns *netnstest.NS, cfgPath, out string, env ...string) *proc {
+	t.Helper()
+	d := &proc{t: t, out: out, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	d.cmd = ns.Command(connlogdBin, "-config", cfgPath)
+	d.cmd.Env = append(os.Environ(), env...)
+	d.cmd.Stderr = &lockedWriter{mu: &d.mu, w: d.stderr}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.err = d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() { d.stop() })
+	return d
+}
+
+// waitLog waits until the daemon's stderr holds n lines containing what.
+func waitLog(t *testing.T, d *proc, what string, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for strings.Count(d.logs(), what) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q (x%d) within %v; stderr:\n%s", what, n, timeout, d.logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replaceFile writes path the way editors do: a new file renamed over it.
+func replaceFile(t *testing.T, path, body string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	writeFile(t, tmp, body)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReloadKeepsTableAndRefusesBadConfig(t *testing.T) {
+	ns := netnstest.New(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	out1, out2, out3 := filepath.Join(dir, "a.json"), filepath.Join(dir, "b.json"), filepath.Join(dir, "c.json")
+	sinkCfg := func(path string) string {
+		return "interval: 200ms\nsinks:\n  - type: file\n    path: " + path + "\n"
+	}
+	writeFile(t, cfg, sinkCfg(out1))
+	ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	d := startWith(t, ns, cfg, out1)
+	d.waitFor("initial listener", 5*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", port)) > 0 })
+
+	// Replace by rename: the new sink gets events within 3 s, and the
+	// live listener is not announced again.
+	replaceFile(t, cfg, sinkCfg(out2))
+	d.out = out2
+	waitLog(t, d, "configuration reloaded", 1, 3*time.Second)
+	ln2 := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+	defer ln2.Close()
+	p2 := ln2.Addr().(*net.TCPAddr).Port
+	evs := d.waitFor("new sink receives events", 3*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", p2)) > 0 })
+	if n := len(match(evs, "appeared", "tcp", port)); n != 0 {
+		t.Errorf("live listener announced again after reload (%d times)", n)
+	}
+
+	// A broken config is refused; the daemon keeps running on the last
+	// good one.
+	replaceFile(t, cfg, "interval: 200ms\nsinks:\n  - type: file\n    path: "+out3+"\n    colour: blue\n")
+	time.Sleep(800 * time.Millisecond)
+	if !strings.Contains(d.logs(), "configuration refused") {
+		t.Errorf("bad config not reported; stderr:\n%s", d.logs())
+	}
+	ln3 := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+	defer ln3.Close()
+	p3 := ln3.Addr().(*net.TCPAddr).Port
+	d.waitFor("old sink still used after a refused config", 3*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", p3)) > 0 })
+	if _, err := os.Stat(out3); err == nil {
+		t.Error("the refused config's sink was opened")
+	}
+
+	// SIGHUP applies a further change (written in place this time).
+	writeFile(t, cfg, sinkCfg(out3))
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.out = out3
+	waitLog(t, d, "configuration reloaded", 2, 3*time.Second)
+	ln4 := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+	defer ln4.Close()
+	p4 := ln4.Addr().(*net.TCPAddr).Port
+	evs = d.waitFor("sink after SIGHUP", 3*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", p4)) > 0 })
+	for _, e := range evs {
+		if e.str("event") == "appeared" && e["initial"] == true {
+			t.Errorf("reload re-announced a socket: %v", e)
+		}
+	}
+}
+
+// notifyListener collects sd_notify datagrams.
+type notifyListener struct {
+	conn *net.UnixConn
+	mu   sync.Mutex
+	msgs []string
+	at   []time.Time
+}
+
+func listenNotify(t *testing.T) (*notifyListener, string) {
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &notifyListener{conn: c}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.msgs = append(n.msgs, string(buf[:k]))
+			n.at = append(n.at, time.Now())
+			n.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { c.Close() })
+	return n, path
+}
+
+func (n *notifyListener) count(prefix string, since time.Time) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for i, m := range n.msgs {
+		if strings.HasPrefix(m, prefix) && !n.at[i].Before(since) {
+			c++
+		}
+	}
+	return c
+}
+
+// TestSystemdNotify: READY=1 after the first poll, WATCHDOG=1 while the
+// loop runs and none while it is stuck (its file sink blocked on a full
+// pipe), STOPPING=1 on SIGTERM.
+func TestSystemdNotify(t *testing.T) {
+	ns := netnstest.New(t)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "events.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Hold the read end open, reading until told to stop.
+	rd, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var paused atomic.Bool // set while the test blocks the pipe
+	go func() {
+		buf := make([]byte, 1<<16)
+		for {
+			if paused.Load() {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			if _, err := rd.Read(buf); err != nil && err != io.EOF {
+				return
+			}
+		}
+	}()
+	cfg := filepath.Join(dir, "config.yaml")
+	writeFile(t, cfg, "interval: 100ms\nsinks:\n  - type: file\n    path: "+fifo+"\n")
+	nl, sock := listenNotify(t)
+	start := time.Now()
+	d := startWith(t, ns, cfg, "", "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000")
+	deadline := time.Now().Add(5 * time.Second)
+	for nl.count("READY=1", start) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if nl.count("READY=1", start) == 0 {
+		t.Fatalf("no READY=1; got %q; stderr:\n%s", nl.msgs, d.logs())
+	}
+	time.Sleep(time.Second)
+	if n := nl.count("WATCHDOG=1", start); n < 3 {
+		t.Fatalf("%d WATCHDOG=1 in about 1s with WatchdogSec=0.4s, want >= 3", n)
+	}
+	// Block the loop: stop reading and flood the sink with events.
+	paused.Store(true)
+	var hold []net.Listener
+	err = ns.Do(func() error {
+		for i := 0; i < 2000; i++ {
+			ln, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			hold = append(hold, ln)
+		}
+		return nil
+	})
+	defer func() {
+		for _, l := range hold {
+			l.Close()
+		}
+	}()
+	if err != nil {
+		paused.Store(false)
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // let the loop get stuck writing
+	stuck := time.Now()
+	time.Sleep(time.Second)
+	if n := nl.count("WATCHDOG=1", stuck); n != 0 {
+		t.Errorf("%d WATCHDOG=1 while the poll loop was blocked, want 0", n)
+	}
+	paused.Store(false)
+	time.Sleep(time.Second)
+	if n := nl.count("WATCHDOG=1", stuck.Add(time.Second)); n == 0 {
+		t.Errorf("no WATCHDOG=1 after the loop was unblocked")
+	}
+	d.stop()
+	if nl.count("STOPPING=1", start) != 1 {
+		t.Errorf("STOPPING=1 not sent once on SIGTERM; got %q", nl.msgs)
+	}
+}
+
+// TestRestartContinuity: stop, close some sockets, open others, start:
+// exactly the right closed and appeared events, nothing re-announced.
+func TestRestartContinuity(t *testing.T) {
+	ns := netnstest.New(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state.json")
+	cfg := filepath.Join(dir, "config.yaml")
+	out := filepath.Join(dir, "events.json")
+	writeFile(t, cfg, "interval: 200ms\nstate_file: "+state+"\nsinks:\n  - type: file\n    path: "+out+"\n")
+	keep := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+	defer keep.Close()
+	gone := listenIn(t, ns, "tcp6", "[::1]:0")
+	kp, gp := keep.Addr().(*net.TCPAddr).Port, gone.Addr().(*net.TCPAddr).Port
+	d := startWith(t, ns, cfg, out)
+	d.waitFor("both listeners", 5*time.Second, func(evs []ev) bool {
+		return len(match(evs, "appeared", "tcp", kp)) > 0 && len(match(evs, "appeared", "tcp", gp)) > 0
+	})
+	d.stop()
+	if _, err := os.Stat(state); err != nil {
+		t.Fatalf("no state file after shutdown: %v; stderr:\n%s", err, d.logs())
+	}
+	before := len(d.events())
+
+	gone.Close()
+	fresh := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+	defer fresh.Close()
+	fp := fresh.Addr().(*net.TCPAddr).Port
+
+	d2 := startWith(t, ns, cfg, out)
+	evs := d2.waitFor("late events", 5*time.Second, func(evs []ev) bool {
+		return len(match(evs[before:], "closed", "tcp", gp)) > 0 && len(match(evs[before:], "appeared", "tcp", fp)) > 0
+	})
+	time.Sleep(600 * time.Millisecond)
+	evs = d2.events()[before:]
+	if len(evs) != 2 {
+		t.Errorf("after restart %d events, want exactly 2 (one late closed, one late appeared):\n%s", len(evs), dump(evs))
+	}
+	for _, e := range evs {
+		if e["late"] != true {
+			t.Errorf("not marked late: %v", e)
+		}
+	}
+	if n := len(match(evs, "appeared", "tcp", kp)); n != 0 {
+		t.Errorf("live listener re-announced %d times", n)
+	}
+	if c := match(evs, "closed", "tcp", gp); len(c) == 1 && c[0].num("duration") <= 0 {
+		t.Errorf("late close without the duration known before the restart: %v", c[0])
+	}
+	if _, err := os.Stat(state); err == nil {
+		t.Error("state file kept after it was restored")
+	}
+}
+
+// TestCorruptStateIsIgnored: a damaged state file is reported and the
+// daemon starts afresh.
+func TestCorruptStateIsIgnored(t *testing.T) {
+	ns := netnstest.New(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state.json")
+	writeFile(t, state, "{not json")
+	cfg := filepath.Join(dir, "config.yaml")
+	out := filepath.Join(dir, "events.json")
+	writeFile(t, cfg, "interval: 200ms\nstate_file: "+state+"\nsinks:\n  - type: file\n    path: "+out+"\n")
+	ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+	defer ln.Close()
+	d := startWith(t, ns, cfg, out)
+	evs := d.waitFor("initial listener", 5*time.Second, func(evs []ev) bool { return len(evs) > 0 })
+	if evs[0]["initial"] != true || !strings.Contains(d.logs(), "corrupt") {
+		t.Errorf("first event %v; stderr:\n%s", evs[0], d.logs())
+	}
+}
+
+// TestMetrics scrapes the endpoint after known events.
+func TestMetrics(t *testing.T) {
+	ns := netnstest.New(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	out := filepath.Join(dir, "events.json")
+	// The daemon runs in ns, so its loopback listener is ns's loopback.
+	writeFile(t, cfg, "interval: 200ms\nmetrics:\n  listen: 127.0.0.1:9477\nsinks:\n  - type: file\n    path: "+out+"\n")
+	d := startWith(t, ns, cfg, out)
+	time.Sleep(500 * time.Millisecond)
+	ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+	port := ln.Addr().(*net.TCPAddr).Port
+	d.waitFor("appeared", 5*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", port)) > 0 })
+	ln.Close()
+	d.waitFor("closed", 5*time.Second, func(evs []ev) bool { return len(match(evs, "closed", "tcp", port)) > 0 })
+	// The scrape's own connection makes events too: the counters must lie
+	// between what the file held before and after it.
+	before := d.events()
+	var body string
+	err := ns.Do(func() error {
+		// Dial here, on the namespace's thread: http.Client would dial
+		// from another goroutine, in the host namespace.
+		c, err := net.Dial("tcp4", "127.0.0.1:9477")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		body = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			got[line[:i]] = line[i+1:]
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	after := d.events()
+	count := func(evs []ev, kind string) int {
+		n := 0
+		for _, e := range evs {
+			if e.str("event") == kind {
+				n++
+			}
+		}
+		return n
+	}
+	for _, k := range []string{"appeared", "closed"} {
+		v := got[`connlogd_events_total{kind="`+k+`"}`]
+		lo, hi := count(before, k), count(after, k)
+		var n int
+		if _, err := fmt.Sscan(v, &n); err != nil || n < lo || n > hi || lo == 0 {
+			t.Errorf("events_total{%s} = %q, want between %d and %d (the events written)", k, v, lo, hi)
+		}
+	}
+	for _, k := range []string{
+		`connlogd_sink_events_total{sink="sink file ` + out + `"}`,
+		`connlogd_poll_duration_seconds_count`,
+		`connlogd_namespaces`,
+		`connlogd_sockets{family="ipv4",proto="tcp"}`,
+		`connlogd_config_reloads_total{result="success"}`,
+	} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("metric %s missing; body:\n%s", k, body)
+		}
+	}
+	if got["connlogd_namespaces"] != "1" {
+		t.Errorf("namespaces = %q, want 1", got["connlogd_namespaces"])
+	}
+	for k := range got {
+		if strings.Contains(k, "cookie") || strings.Contains(k, "port=") {
+			t.Errorf("per-connection label in %s", k)
+		}
+	}
+}

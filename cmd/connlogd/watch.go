@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/diag"
+	"github.com/connlogd/connlogd/differ"
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/netns"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// watch is one network namespace's sock_diag sockets and socket table.
+type watch struct {
+	ns      netns.NS
+	conn    *diag.Conn
+	reqs    []diag.Request
+	differ  *differ.Differ
+	tab     snapshot.Table
+	destroy *diag.Destroy // nil when notifications are unavailable
+	stop    func()        // stops the destroy reader
+	// sockstat files opened inside the namespace: when they count no TCP
+	// socket, the TCP dump, which walks the whole host-wide hash table
+	// even for an empty namespace, is skipped.
+	sockstat, sockstat6 *os.File
+	statBuf             []byte
+
+	counts   [2][2]int // last poll: tcp/udp × ipv4/ipv6, for the metrics
+	failing  bool
+	parse    snapshot.Stats
+	dstats   differ.Stats
+	overruns uint64
+}
+
+// destroyBatch is what a destroy reader hands the poll loop: the sockets
+// of the notifications queued at one wake-up, and an error.
+type destroyBatch struct {
+	w    *watch
+	tab  *snapshot.Table
+	err  error
+	free chan *snapshot.Table
+}
+
+// openWatch opens the sock_diag sockets of ns. Sockets are created inside
+// the namespace and stay bound to it; nothing else needs to enter it.
+func openWatch(ns netns.NS, cfg *config.Config, log *slog.Logger, batches chan<- destroyBatch) (*watch, error) {
+	w := &watch{ns: ns, differ: differ.New(differ.Options{States: stateMask(cfg.States)}), statBuf: make([]byte, 512)}
+	var destroyErr error
+	err := netns.Do(ns, func() error {
+		c, err := diag.Open()
+		if err != nil {
+			return err
+		}
+		w.conn = c
+		if cfg.Destroy.Enabled {
+			w.destroy, destroyErr = diag.OpenDestroy(cfg.Protocols, cfg.Families, cfg.Destroy.Buffer)
+		}
+		// Bound to this namespace at open; optional, so errors only cost
+		// the optimisation.
+		w.sockstat, _ = os.Open("/proc/thread-self/net/sockstat")
+		w.sockstat6, _ = os.Open("/proc/thread-self/net/sockstat6")
+		return nil
+	})
+	if err != nil {
+		w.close()
+		return nil, err
+	}
+	reqs, err := usableRequests(w.conn, diag.Requests(cfg.Protocols, cfg.Families, true), log.With("netns", ns.String()))
+	if err != nil {
+		w.close()
+		return nil, err
+	}
+	w.reqs = reqs
+	switch {
+	case !cfg.Destroy.Enabled:
+	case destroyErr != nil:
+		log.Warn("destroy notifications unavailable; closes come from polls only, and connections shorter than the interval are missed",
+			"netns", ns.String(), "err", destroyErr)
+	default:
+		if !w.destroy.Forced && w.destroy.Buffer < cfg.Destroy.Buffer {
+			log.Warn("destroy notification buffer smaller than asked (no CAP_NET_ADMIN, net.core.rmem_max too low); bursts of closes may overrun it",
+				"netns", ns.String(), "asked", cfg.Destroy.Buffer, "granted", w.destroy.Buffer)
+		}
+		w.stop = w.readDestroy(batches)
+	}
+	return w, nil
+}
+
+// readDestroy runs the destroy reader; the returned function stops it.
+func (w *watch) readDestroy(batches chan<- destroyBatch) func() {
+	free := make(chan *snapshot.Table, 4)
+	for range cap(free) {
+		free <- &snapshot.Table{}
+	}
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	sub := w.destroy
+	go func() {
+		defer close(done)
+		for {
+			var tab *snapshot.Table
+			select {
+			case tab = <-free:
+			case <-quit:
+				return
+			}
+			tab.Reset()
+			err := sub.Read(tab)
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			select {
+			case batches <- destroyBatch{w: w, tab: tab, err: err, free: free}:
+			case <-quit:
+				return
+			}
+			if err != nil && !errors.Is(err, diag.ErrOverrun) {
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(quit)
+			sub.Close()
+			<-done
+		})
+	}
+}
+
+// close releases every socket of the namespace: an open socket would pin
+// a namespace that is otherwise gone.
+func (w *watch) close() {
+	if w.stop != nil {
+		w.stop()
+	} else if w.destroy != nil {
+		w.destroy.Close()
+	}
+	if w.conn != nil {
+		w.conn.Close()
+	}
+	for _, f := range []*os.File{w.sockstat, w.sockstat6} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// tag stamps an event with the namespace it happened in.
+func (w *watch) tag(ev *event.Event) {
+	ev.Netns = w.ns.ID.Ino
+	ev.NetnsName = w.ns.Name
+}
+
+// activeRequests returns the dumps worth making now: a TCP dump of a
+// family whose sockstat counts no socket is left out.
+func (w *watch) activeRequests(buf []diag.Request) []diag.Request {
+	in4, tw, ok4 := w.statCount(w.sockstat, "TCP:")
+	in6, _, ok6 := w.statCount(w.sockstat6, "TCP6:")
+	for _, r := range w.reqs {
+		// TIME_WAIT sockets of both families are counted together, in
+		// the TCP: line's tw.
+		if r.Proto == snapshot.ProtoTCP && ok4 && tw == 0 &&
+			((r.Family == snapshot.FamilyIPv4 && in4 == 0) || (r.Family == snapshot.FamilyIPv6 && ok6 && in6 == 0)) {
+			continue
+		}
+		buf = append(buf, r)
+	}
+	return buf
+}
+
+// statCount reads "inuse N" and "tw N" from a sockstat line. ok is false
+// when it cannot tell.
+func (w *watch) statCount(f *os.File, prefix string) (inuse, tw int, ok bool) {
+	if f == nil {
+		return 0, 0, false
+	}
+	m, err := f.ReadAt(w.statBuf, 0)
+	if m == 0 || (err != nil && m == len(w.statBuf)) {
+		return 0, 0, false
+	}
+	for _, line := range bytes.Split(w.statBuf[:m], []byte("\n")) {
+		if !bytes.HasPrefix(line, []byte(prefix)) {
+			continue
+		}
+		fields := bytes.Fields(line[len(prefix):])
+		for i := 0; i+1 < len(fields); i += 2 {
+			v, err := strconv.Atoi(string(fields[i+1]))
+			if err != nil {
+				return 0, 0, false
+			}
+			switch string(fields[i]) {
+			case "inuse":
+				inuse, ok = v, true
+			case "tw":
+				tw = v
+			}
+		}
+		return inuse, tw, ok
+	}
+	return 0, 0, false
+}
+
+func (w *watch) String() string { return w.ns.String() }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,7 +148,17 @@ func (d *proc) events() []ev {
 	}
 	defer f.Close()
 	var evs []ev
-	sc := bufio.NewScanner(f)
+	data, err := io.ReadAll(f)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	// A line still being written has no newline yet: a tailer waits for it.
+	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
+		data = data[:i+1]
+	} else {
+		data = nil
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
@@ -221,3 +232,5 @@ func mustJSON(v any) []byte {
 	}
 	return b
 }
+
+func newBuf() *bytes.Buffer { return &bytes.Buffer{} }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/connlogd/connlogd/differ"
@@ -39,10 +40,26 @@ func bootID() string {
 	return string(bytes.TrimSpace(b))
 }
 
+// statePath is the configured state file or, under systemd with
+// StateDirectory=, state.json there.
+func (d *daemon) statePath() string {
+	if d.cfg.StateFile != "" {
+		return d.cfg.StateFile
+	}
+	if dir := os.Getenv("STATE_DIRECTORY"); dir != "" && filepath.IsAbs(dir) {
+		// Several directories may be listed, colon-separated; use the first.
+		if i := strings.IndexByte(dir, ':'); i >= 0 {
+			dir = dir[:i]
+		}
+		return filepath.Join(dir, "state.json")
+	}
+	return ""
+}
+
 // saveState writes the tables, atomically, when a state file is
 // configured. Failure costs only continuity, so it is logged.
 func (d *daemon) saveState() {
-	path := d.cfg.StateFile
+	path := d.statePath()
 	if path == "" {
 		return
 	}
@@ -93,7 +110,7 @@ func writeState(path string, st *savedState) error {
 // A missing file is normal; a corrupt or stale one is ignored with a
 // warning. It returns how many sockets were restored.
 func (d *daemon) restoreState() int {
-	path := d.cfg.StateFile
+	path := d.statePath()
 	if path == "" {
 		return 0
 	}

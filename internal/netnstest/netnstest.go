@@ -55,6 +55,9 @@ func New(t testing.TB) *NS {
 	}
 	ns := &NS{Name: name, Path: "/run/netns/" + name}
 	t.Cleanup(func() {
+		if _, err := os.Stat(ns.Path); os.IsNotExist(err) {
+			return // the test deleted it itself
+		}
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
 			t.Errorf("ip netns del %s: %v: %s", name, err, out)
 		}

@@ -37,6 +37,8 @@ type Config struct {
 	// Destroy configures the kernel's socket-destroy notifications, which
 	// log closes at once and catch connections shorter than the interval.
 	Destroy Destroy
+	// Attribution says which owner fields events carry (process, cgroup).
+	Attribution Attribution
 	// Namespaces says which network namespaces to watch (default host).
 	Namespaces Namespaces
 	// NamespaceRescan is how often namespaces are rediscovered.
@@ -132,6 +134,8 @@ func Default() *Config {
 		Families:  []snapshot.Family{snapshot.FamilyIPv4, snapshot.FamilyIPv6},
 		Sinks:     []Sink{{Type: SinkStdout}},
 		Destroy:   Destroy{Enabled: true, Buffer: DefaultDestroyBuffer},
+
+		Attribution: defaultAttribution(),
 
 		Namespaces:      Namespaces{Mode: NamespacesHost},
 		NamespaceRescan: DefaultNamespaceRescan,
@@ -230,6 +234,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Filters.Validate(); err != nil {
 		return fmt.Errorf("filters: %w", err)
+	}
+	if err := c.Attribution.validate(); err != nil {
+		return fmt.Errorf("attribution.%w", err)
 	}
 	return nil
 }

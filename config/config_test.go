@@ -88,7 +88,7 @@ func TestParseErrors(t *testing.T) {
 		{"CR lines", "interval: 1s\r\rfoo: 1\r", 3, `unknown key "foo"`},
 
 		// Keys.
-		{"unknown top key", "intervall: 1s\n", 1, `unknown key "intervall" (want interval, protocols, families, states, sinks, destroy, filters, namespaces, namespace_rescan, metrics or state_file)`},
+		{"unknown top key", "intervall: 1s\n", 1, `unknown key "intervall" (want interval, protocols, families, states, sinks, destroy, filters, attribution, namespaces, namespace_rescan, metrics or state_file)`},
 		{"unknown top key later", "interval: 1s\n# c\nprotocol: [tcp]\n", 3, `unknown key "protocol"`},
 		{"merge key", "interval: 1s\n<<: {protocols: [tcp]}\n", 2, `unknown key "<<"`},
 		{"duplicate top key", "interval: 1s\nprotocols: [tcp]\ninterval: 2s\n", 3, `duplicate key "interval" (first at line 1)`},
@@ -336,6 +336,8 @@ func TestDefault(t *testing.T) {
 		States:    nil,
 		Sinks:     []Sink{{Type: SinkStdout}},
 		Destroy:   Destroy{Enabled: true, Buffer: 8 << 20},
+
+		Attribution: Attribution{Process: true, Cgroup: true, CmdlineMaxBytes: 256},
 
 		Namespaces:      Namespaces{Mode: "host"},
 		NamespaceRescan: 5 * time.Second,

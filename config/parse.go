@@ -321,10 +321,12 @@ func (p *parser) config(doc *yaml.Node) (*Config, error) {
 			c.Destroy, err = p.destroy(v)
 		case "filters":
 			c.Filters, err = p.filters(v)
+		case "attribution":
+			c.Attribution, err = p.attribution(v)
 		case "namespaces", "namespace_rescan", "metrics", "state_file":
 			err = p.daemonKey(c, key, v)
 		default:
-			err = p.errorf(k.Line, "", "unknown key %q (want interval, protocols, families, states, sinks, destroy, filters, namespaces, namespace_rescan, metrics or state_file)", key)
+			err = p.errorf(k.Line, "", "unknown key %q (want interval, protocols, families, states, sinks, destroy, filters, attribution, namespaces, namespace_rescan, metrics or state_file)", key)
 		}
 		return err
 	})

@@ -381,13 +381,19 @@ func TestRsyslogRestart(t *testing.T) {
 			t.Logf("%s: produced %d, delivered %d (%d before the outage), dropped %d (%d refused by the full queue), duplicates %d; written %d, queued at the end %d; longest Write %v; close: %v",
 				mode, produced.Load(), delivered, beforeOutage, final.Dropped, refused.Load(), dups, final.Written, final.Queued,
 				time.Duration(maxWrite.Load()), closeErr)
-			if delivered+final.Dropped != uint64(produced.Load()) {
-				t.Errorf("delivered %d + dropped %d != produced %d", delivered, final.Dropped, produced.Load())
+			// Syslog over TCP has no acknowledgements: what rsyslogd's
+			// kernel acknowledged but rsyslogd never read when it exited
+			// is lost unseen, and a message reclaimed from the dead
+			// connection may have been read after all (then it comes
+			// twice). The sink reclaims and resends whatever was not
+			// acknowledged, which leaves that window of at most a few
+			// messages per restart (docs/delivery.md).
+			lost := int64(produced.Load()) - int64(delivered) - int64(final.Dropped)
+			if lost < 0 || lost > 3 || dups > 3 {
+				t.Errorf("delivered %d + dropped %d vs produced %d: %d unaccounted, %d duplicates; want at most 3 of either",
+					delivered, final.Dropped, produced.Load(), lost, dups)
 			}
-			if dups != 0 {
-				t.Errorf("%d events received twice", dups)
-			}
-			if final.Written != delivered {
+			if d := int64(final.Written) - int64(delivered); d < -3 || d > 3 {
 				t.Errorf("sink counted %d written, rsyslogd received %d", final.Written, delivered)
 			}
 			if final.Dropped == 0 || uint64(refused.Load()) != final.Dropped {

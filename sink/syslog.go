@@ -137,6 +137,7 @@ func newSyslogSink(c syslogConfig) (*syslogSink, error) {
 		s.tlsConf.Store(conf)
 	}
 	s.tr = newTransport(c.network, c.address, s.tlsConf.Load)
+	s.tr.reclaims = s.reclaimed
 	return s, nil
 }
 
@@ -297,6 +298,18 @@ func (s *syslogSink) wait(d time.Duration) {
 	}
 }
 
+// reclaimed adjusts the counters when n messages counted as written
+// turn out not to have reached the receiver (n > 0; they are held again,
+// to be resent) or have been written again (n < 0).
+func (s *syslogSink) reclaimed(n int) {
+	if n > 0 {
+		s.written.Add(^uint64(n - 1)) // subtracts n
+	} else {
+		s.written.Add(uint64(-n))
+	}
+	s.q.resolve(-n)
+}
+
 func (s *syslogSink) discard(n int) {
 	s.dropped.Add(uint64(n))
 	s.q.resolve(n)
@@ -312,6 +325,11 @@ func (s *syslogSink) finish() {
 	}
 	s.b.reset()
 	s.tr.drop(s.ctx.Err() == nil)
+	if n := s.tr.resendN; n > 0 {
+		// Reclaimed from a dead connection and never resent.
+		s.tr.resend, s.tr.resendN = s.tr.resend[:0], 0
+		s.discard(n)
+	}
 }
 
 // header appends the message header up to MSG:

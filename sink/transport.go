@@ -27,6 +27,10 @@ const (
 	// backlog goes out in few system calls and full TLS records, small
 	// enough that a failure leaves little in doubt.
 	chunkSize = 64 << 10
+	// tlsRecord is the most a TLS chunk carries: one record's plaintext
+	// (16 KiB), so that an acknowledged byte count tells which chunks
+	// the receiver can read.
+	tlsRecord = 16 << 10
 )
 
 // framing is how messages are delimited on a connection.
@@ -75,6 +79,39 @@ type transport struct {
 	fails int // consecutive failures
 	frame []byte
 	cuts  []int // end offset of each message in frame
+
+	// Stream connections keep what they wrote until the receiver's
+	// kernel acknowledges it (tcp_info's bytes_acked against the bytes
+	// written to the TCP socket, TLS records included). When the
+	// connection dies, what was never acknowledged never reached the
+	// receiver: it is reclaimed and written first on the next
+	// connection, instead of being counted as delivered and lost.
+	counted  *countingConn
+	unacked  []byte      // framed messages written, not yet acknowledged
+	spans    []sentSpan  // their extents
+	resend   []byte      // reclaimed framed messages, for the next connection
+	resendN  int         // how many messages resend holds
+	reclaims func(n int) // tells the sink that n written messages came back
+}
+
+// sentSpan is one write's messages in unacked: bytes [off, end) hold n
+// messages, and the TCP stream had carried rawEnd bytes when it ended.
+type sentSpan struct {
+	off, end int
+	n        int
+	rawEnd   uint64
+}
+
+// countingConn counts the bytes written to a TCP connection.
+type countingConn struct {
+	net.Conn
+	n uint64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n += uint64(n)
+	return n, err
 }
 
 func newTransport(network, address string, tlsConf func() *tls.Config) *transport {
@@ -102,6 +139,16 @@ func (t *transport) send(ctx context.Context, b *batch, from int) (int, error) {
 		if err := t.dial(ctx); err != nil {
 			t.fails++
 			return 0, fmt.Errorf("dial: %w", bare(err))
+		}
+	}
+	if t.framing != frameDatagram {
+		t.trimAcked()
+		if len(t.resend) > 0 {
+			if err := t.writeResend(); err != nil {
+				t.drop(false)
+				t.fails++
+				return 0, err
+			}
 		}
 	}
 	var n int
@@ -142,7 +189,11 @@ func (t *transport) sendStream(b *batch, from int) (int, error) {
 	for i < b.len() {
 		// Frame as many messages as fit a chunk (at least one).
 		t.frame, t.cuts = t.frame[:0], t.cuts[:0]
-		for i < b.len() && (len(t.frame) == 0 || len(t.frame)+len(b.msg(i)) <= chunkSize) {
+		limit := chunkSize
+		if t.network == "tls" {
+			limit = tlsRecord
+		}
+		for i < b.len() && (len(t.frame) == 0 || len(t.frame)+len(b.msg(i)) <= limit) {
 			t.frame = t.appendFramed(t.frame, b.msg(i))
 			t.cuts = append(t.cuts, len(t.frame))
 			i++
@@ -151,7 +202,14 @@ func (t *transport) sendStream(b *batch, from int) (int, error) {
 		if err := t.conn.SetWriteDeadline(time.Now().Add(t.timeout)); err != nil {
 			return first - from, fmt.Errorf("set deadline: %w", bare(err))
 		}
+		rawStart := uint64(0)
+		if t.counted != nil {
+			rawStart = t.counted.n
+		}
 		n, err := t.conn.Write(t.frame)
+		if t.counted != nil && n > 0 {
+			t.rememberChunk(t.frame[:n], rawStart)
+		}
 		if err != nil {
 			// Messages written whole count as delivered; the one cut
 			// short is sent again, whole, on the next connection (the
@@ -215,6 +273,12 @@ func (t *transport) dial(ctx context.Context) error {
 		f = frameDatagram
 	case "tcp":
 		c, err = d.DialContext(ctx, "tcp", t.address)
+		if err == nil {
+			cc := &countingConn{Conn: c}
+			t.use(ctx, cc, c, frameOctet)
+			t.counted = cc
+			return nil
+		}
 	case "tls":
 		return t.dialTLS(ctx, &d)
 	default:
@@ -232,7 +296,12 @@ func (t *transport) dialTLS(ctx context.Context, d *net.Dialer) error {
 	if err != nil {
 		return err
 	}
-	tc := tls.Client(raw, t.tlsConf())
+	cc := &countingConn{Conn: raw}
+	conf := t.tlsConf().Clone()
+	// Full-size records from the first write: a record is then a whole
+	// chunk, so an acknowledged byte count tells which chunks arrived.
+	conf.DynamicRecordSizingDisabled = true
+	tc := tls.Client(cc, conf)
 	hctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
@@ -240,6 +309,7 @@ func (t *transport) dialTLS(ctx context.Context, d *net.Dialer) error {
 		return fmt.Errorf("tls handshake: %w", err)
 	}
 	t.use(ctx, tc, raw, frameOctet)
+	t.counted = cc
 	return nil
 }
 
@@ -284,11 +354,134 @@ func (t *transport) peerGone() bool {
 	}
 }
 
+// rememberChunk keeps a written chunk's messages until they are
+// acknowledged, each with the stream offset its last byte has: exact
+// over TCP; over TLS the chunk's end, since a record (a chunk is one)
+// can be read only whole. The message cut by a short write is kept too:
+// if it was never acknowledged it comes back and is resent whole, which
+// is what the receiver needs (it discards a truncated frame).
+func (t *transport) rememberChunk(framed []byte, rawStart uint64) {
+	prev := 0
+	for _, c := range t.cuts {
+		end := min(c, len(framed))
+		if end <= prev {
+			break
+		}
+		rawEnd := t.counted.n // TLS: the record's end
+		if t.network == "tcp" {
+			rawEnd = rawStart + uint64(end)
+		}
+		off := len(t.unacked)
+		t.unacked = append(t.unacked, framed[prev:end]...)
+		t.spans = append(t.spans, sentSpan{off: off, end: len(t.unacked), n: 1, rawEnd: rawEnd})
+		prev = end
+	}
+}
+
+// remember keeps n framed messages, written at once, until the stream
+// has been acknowledged to its current end.
+func (t *transport) remember(framed []byte, n int) {
+	off := len(t.unacked)
+	t.unacked = append(t.unacked, framed...)
+	t.spans = append(t.spans, sentSpan{off: off, end: len(t.unacked), n: n, rawEnd: t.counted.n})
+}
+
+// trimAcked forgets what the receiver's kernel has acknowledged.
+func (t *transport) trimAcked() {
+	if len(t.spans) == 0 {
+		return
+	}
+	acked, ok := bytesAcked(t.raw)
+	if !ok {
+		return
+	}
+	k := 0
+	for k < len(t.spans) && t.spans[k].rawEnd <= acked {
+		k++
+	}
+	if k == 0 {
+		return
+	}
+	cut := t.spans[k-1].end
+	t.unacked = t.unacked[:copy(t.unacked, t.unacked[cut:])]
+	t.spans = t.spans[:copy(t.spans, t.spans[k:])]
+	for i := range t.spans {
+		t.spans[i].off -= cut
+		t.spans[i].end -= cut
+	}
+}
+
+// reclaim moves what the dead connection never had acknowledged to
+// resend.
+func (t *transport) reclaim() {
+	t.trimAcked()
+	if len(t.spans) == 0 {
+		return
+	}
+	n := 0
+	for _, sp := range t.spans {
+		n += sp.n
+	}
+	t.resend = append(t.resend, t.unacked...)
+	t.resendN += n
+	t.unacked, t.spans = t.unacked[:0], t.spans[:0]
+	if t.reclaims != nil {
+		t.reclaims(n)
+	}
+}
+
+// writeResend writes the reclaimed messages first on a new connection.
+func (t *transport) writeResend() error {
+	if err := t.conn.SetWriteDeadline(time.Now().Add(t.timeout)); err != nil {
+		return fmt.Errorf("set deadline: %w", bare(err))
+	}
+	n, err := t.conn.Write(t.resend)
+	if n > 0 {
+		t.remember(t.resend[:n], t.resendN)
+	}
+	if err != nil {
+		return fmt.Errorf("write: %w", bare(err))
+	}
+	if t.reclaims != nil {
+		t.reclaims(-t.resendN)
+	}
+	t.resend, t.resendN = t.resend[:0], 0
+	return nil
+}
+
+// bytesAcked returns tcp_info's bytes_acked (Linux 4.1+) of a TCP socket.
+func bytesAcked(c net.Conn) (uint64, bool) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var acked uint64
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		var info *unix.TCPInfo
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if gerr == nil {
+			acked = info.Bytes_acked
+		}
+	}); err != nil || gerr != nil {
+		return 0, false
+	}
+	return acked, true
+}
+
 // drop closes the connection; the next send dials again. graceful sends
 // TLS's close_notify first, which a dead connection could not take.
 func (t *transport) drop(graceful bool) error {
 	if t.conn == nil {
 		return nil
+	}
+	if t.counted != nil && !graceful {
+		// A graceful close lets the kernel deliver what is in flight.
+		t.reclaim()
 	}
 	t.stopAbort()
 	var err error
@@ -300,7 +493,7 @@ func (t *transport) drop(graceful bool) error {
 	if t.readerDone != nil {
 		<-t.readerDone
 	}
-	t.conn, t.raw, t.gone, t.readerDone = nil, nil, nil, nil
+	t.conn, t.raw, t.gone, t.readerDone, t.counted = nil, nil, nil, nil, nil
 	return err
 }
 

@@ -95,3 +95,31 @@ func TestReopenOnSIGUSR1(t *testing.T) {
 }
 
 func itoa(i int) string { return strings.TrimSpace(string(mustJSON(i))) }
+
+// TestFilteredDaemon: with an include rule on local ports, only matching
+// sockets are reported, from polls and from destroy notifications alike.
+func TestFilteredDaemon(t *testing.T) {
+	ns := netnstest.New(t)
+	var keep, drop net.Listener
+	if err := ns.Do(func() (err error) {
+		if keep, err = net.Listen("tcp4", "127.0.0.1:1500"); err != nil {
+			return err
+		}
+		drop, err = net.Listen("tcp4", "127.0.0.1:2500")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer drop.Close()
+	d := startDaemon(t, ns, "filters:\n  include:\n    - local_ports: [\"1000-2000\"]\n")
+	d.waitFor("kept listener", 5*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", 1500)) > 0 })
+	keep.Close()
+	drop.Close()
+	d.waitFor("kept listener closed", 5*time.Second, func(evs []ev) bool { return len(match(evs, "closed", "tcp", 1500)) > 0 })
+	time.Sleep(500 * time.Millisecond)
+	for _, e := range d.events() {
+		if int(e.num("src_port")) != 1500 {
+			t.Errorf("filtered-out socket reported: %v", e)
+		}
+	}
+}

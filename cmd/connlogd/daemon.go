@@ -19,6 +19,7 @@ import (
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/diag"
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/filter"
 	"github.com/connlogd/connlogd/netns"
 	"github.com/connlogd/connlogd/sink"
 	"github.com/connlogd/connlogd/snapshot"
@@ -103,12 +104,16 @@ func runOnce(cfg *config.Config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	f, err := filter.New(cfg.Filters)
+	if err != nil {
+		return err
+	}
 	seen := make(map[snapshot.Key]bool, tab.Len())
 	mask := stateMask(cfg.States)
 	now := time.Now()
 	for i := range tab.Sockets {
 		s := &tab.Sockets[i]
-		if seen[s.Key] || (mask != 0 && mask&(1<<s.State) == 0) {
+		if seen[s.Key] || (mask != 0 && mask&(1<<s.State) == 0) || !f.Match(s) {
 			continue
 		}
 		seen[s.Key] = true
@@ -131,6 +136,7 @@ type daemon struct {
 	watches map[netns.ID]*watch
 	order   []*watch // watches in a stable order, for polling
 	batches chan destroyBatch
+	filter  *filter.Filter // nil: report every socket
 	met     *metrics
 	notify  notifier
 	reqBuf  []diag.Request
@@ -143,11 +149,16 @@ type daemon struct {
 }
 
 func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logger) error {
+	f, err := filter.New(cfg.Filters)
+	if err != nil {
+		return err
+	}
 	out, err := sink.New(cfg.Sinks, hostname())
 	if err != nil {
 		return err
 	}
 	d := &daemon{
+		filter:  f,
 		log:     log,
 		cfg:     cfg,
 		host:    hostname(),
@@ -299,7 +310,7 @@ func (d *daemon) rescan(now time.Time) error {
 		if _, ok := d.watches[ns.ID]; ok {
 			continue
 		}
-		w, err := openWatch(ns, d.cfg, d.log, d.batches)
+		w, err := openWatch(ns, d.cfg, d.filter, d.log, d.batches)
 		if err != nil {
 			if !ns.Host && netns.IsPermission(err) {
 				if !d.nsDenied {
@@ -378,6 +389,9 @@ func (d *daemon) poll(w *watch, now time.Time) {
 		w.failing = false
 		d.log.Info("polling recovered", "netns", w.String())
 	}
+	if !w.kernelFiltered {
+		w.keep(&w.tab)
+	}
 	evs, err := w.differ.Diff(&w.tab, now, w.conn)
 	if err != nil {
 		d.log.Warn("lookup of missing sockets failed; they stay tracked until confirmed", "netns", w.String(), "err", err)
@@ -400,6 +414,7 @@ func (d *daemon) handleDestroy(b destroyBatch) {
 	}
 	now := time.Now()
 	if b.tab != nil {
+		w.keep(b.tab) // the kernel does not filter notifications
 		evs := w.differ.Destroyed(b.tab, now)
 		for i := range evs {
 			w.tag(&evs[i])

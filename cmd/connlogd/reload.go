@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"syscall"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/filter"
 	"github.com/connlogd/connlogd/sink"
 	"github.com/connlogd/connlogd/snapshot"
 )
@@ -135,6 +137,12 @@ func (d *daemon) reload(r reloadRequest, tick, rescan *time.Ticker) {
 		d.log.Error("configuration refused; keeping the running one", "reason", r.reason, "err", err)
 		return
 	}
+	f, err := filter.New(cfg.Filters)
+	if err != nil {
+		d.met.reloaded(false)
+		d.log.Error("configuration refused; keeping the running one", "reason", r.reason, "err", err)
+		return
+	}
 	out, err := sink.New(cfg.Sinks, d.host)
 	if err != nil {
 		d.met.reloaded(false)
@@ -161,8 +169,15 @@ func (d *daemon) reload(r reloadRequest, tick, rescan *time.Ticker) {
 	if cfg.Metrics != prev.Metrics {
 		d.log.Warn("metrics settings change on restart only", "running", prev.Metrics.Listen, "configured", cfg.Metrics.Listen)
 	}
+	d.filter = f
 	for _, w := range d.order {
 		w.differ.SetStates(stateMask(cfg.States))
+		if !reflect.DeepEqual(cfg.Filters, prev.Filters) {
+			w.setFilter(f)
+			// Sockets the new filters exclude leave silently: no longer
+			// reporting them is not their close.
+			w.differ.Forget(func(s *snapshot.Socket) bool { return !f.Match(s) })
+		}
 	}
 	if !slices.Equal(cfg.Protocols, prev.Protocols) || !slices.Equal(cfg.Families, prev.Families) || cfg.Destroy != prev.Destroy {
 		for _, w := range slices.Clone(d.order) {
@@ -182,7 +197,7 @@ func (d *daemon) reload(r reloadRequest, tick, rescan *time.Ticker) {
 // destroy settings, keeping its socket table. Sockets of what is no longer
 // watched are forgotten silently: not dumping them is not their close.
 func (d *daemon) rewatch(w *watch) {
-	nw, err := openWatch(w.ns, d.cfg, d.log, d.batches)
+	nw, err := openWatch(w.ns, d.cfg, d.filter, d.log, d.batches)
 	if err != nil {
 		d.log.Error("cannot apply the new protocols or families to this namespace; keeping the old ones", "netns", w.String(), "err", err)
 		return

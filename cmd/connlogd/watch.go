@@ -13,6 +13,7 @@ import (
 	"github.com/connlogd/connlogd/diag"
 	"github.com/connlogd/connlogd/differ"
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/filter"
 	"github.com/connlogd/connlogd/netns"
 	"github.com/connlogd/connlogd/snapshot"
 )
@@ -33,6 +34,11 @@ type watch struct {
 	statBuf             []byte
 
 	counts   [2][2]int // last poll: tcp/udp × ipv4/ipv6, for the metrics
+	filter *filter.Filter
+	// kernelFiltered: every request carries the filter's program, so the
+	// dump holds only matching sockets and Match need not run on it.
+	kernelFiltered bool
+
 	failing  bool
 	parse    snapshot.Stats
 	dstats   differ.Stats
@@ -50,7 +56,7 @@ type destroyBatch struct {
 
 // openWatch opens the sock_diag sockets of ns. Sockets are created inside
 // the namespace and stay bound to it; nothing else needs to enter it.
-func openWatch(ns netns.NS, cfg *config.Config, log *slog.Logger, batches chan<- destroyBatch) (*watch, error) {
+func openWatch(ns netns.NS, cfg *config.Config, f *filter.Filter, log *slog.Logger, batches chan<- destroyBatch) (*watch, error) {
 	w := &watch{ns: ns, differ: differ.New(differ.Options{States: stateMask(cfg.States)}), statBuf: make([]byte, 512)}
 	var destroyErr error
 	err := netns.Do(ns, func() error {
@@ -72,12 +78,15 @@ func openWatch(ns netns.NS, cfg *config.Config, log *slog.Logger, batches chan<-
 		w.close()
 		return nil, err
 	}
+	// Probe without the filter program: usableRequests reads EINVAL as
+	// "cannot dump this family", which a bad program must not fake.
 	reqs, err := usableRequests(w.conn, diag.Requests(cfg.Protocols, cfg.Families, true), log.With("netns", ns.String()))
 	if err != nil {
 		w.close()
 		return nil, err
 	}
 	w.reqs = reqs
+	w.setFilter(f)
 	switch {
 	case !cfg.Destroy.Enabled:
 	case destroyErr != nil:
@@ -210,3 +219,31 @@ func (w *watch) statCount(f *os.File, prefix string) (inuse, tw int, ok bool) {
 }
 
 func (w *watch) String() string { return w.ns.String() }
+
+// setFilter attaches f's kernel program to the requests that can carry it.
+func (w *watch) setFilter(f *filter.Filter) {
+	w.filter = f
+	w.kernelFiltered = true
+	for i := range w.reqs {
+		w.reqs[i].Bytecode = nil
+		if bc, ok := f.Bytecode(w.reqs[i].Family); ok {
+			w.reqs[i].Bytecode = bc
+		} else if f != nil {
+			w.kernelFiltered = false
+		}
+	}
+}
+
+// keep drops from t, in place, the sockets the filter does not report.
+func (w *watch) keep(t *snapshot.Table) {
+	if w.filter == nil {
+		return
+	}
+	out := t.Sockets[:0]
+	for i := range t.Sockets {
+		if w.filter.Match(&t.Sockets[i]) {
+			out = append(out, t.Sockets[i])
+		}
+	}
+	t.Sockets = out
+}

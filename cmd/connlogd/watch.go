@@ -33,7 +33,7 @@ type watch struct {
 	sockstat, sockstat6 *os.File
 	statBuf             []byte
 
-	counts   [2][2]int // last poll: tcp/udp × ipv4/ipv6, for the metrics
+	counts [2][2]int // last poll: tcp/udp × ipv4/ipv6, for the metrics
 	filter *filter.Filter
 	// kernelFiltered: every request carries the filter's program, so the
 	// dump holds only matching sockets and Match need not run on it.

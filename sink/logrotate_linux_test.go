@@ -34,7 +34,7 @@ func TestLogrotate(t *testing.T) {
 	}
 	needComponent(t, "logrotate (Debian package logrotate)", err)
 	if os.Geteuid() != 0 {
-		// The shipped "create 0640 root adm" needs root to chown.
+		// logrotate gives the new file the old one's owner: a chown.
 		needComponent(t, "root", fmt.Errorf("running as uid %d", os.Geteuid()))
 	}
 

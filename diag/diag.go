@@ -2,6 +2,7 @@ package diag
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/connlogd/connlogd/snapshot"
 )
@@ -22,11 +23,35 @@ type Request struct {
 
 func (r Request) String() string { return r.Proto.String() + "/" + r.Family.String() }
 
+// Split returns r as one request per family: a FamilyAny request becomes
+// IPv4 and IPv6 ones; any other is returned alone.
+func (r Request) Split() []Request {
+	if r.Family != snapshot.FamilyAny {
+		return []Request{r}
+	}
+	v4, v6 := r, r
+	v4.Family, v6.Family = snapshot.FamilyIPv4, snapshot.FamilyIPv6
+	return []Request{v4, v6}
+}
+
 // Requests returns the dumps that cover the given protocols and families,
 // asking for tcp_info on TCP when info is true.
+//
+// TCP over both families is one request (snapshot.FamilyAny): the kernel
+// then walks its TCP hash tables once instead of twice. Split turns it
+// back into one request per family where that is needed.
 func Requests(protos []snapshot.Proto, fams []snapshot.Family, info bool) []Request {
 	var out []Request
+	both := slices.Contains(fams, snapshot.FamilyIPv4) && slices.Contains(fams, snapshot.FamilyIPv6)
 	for _, p := range protos {
+		if p == snapshot.ProtoTCP && both {
+			r := Request{Family: snapshot.FamilyAny, Proto: p, States: snapshot.AllStates}
+			if info {
+				r.Ext = snapshot.ExtInfo
+			}
+			out = append(out, r)
+			continue
+		}
 		for _, f := range fams {
 			r := Request{Family: f, Proto: p, States: snapshot.AllStates}
 			if info && p == snapshot.ProtoTCP {

@@ -51,7 +51,7 @@ func (p *DumpParser) Feed(b []byte) (done bool, err error) {
 			p.Stats.Interrupted++
 		}
 		switch h.Type {
-		case SockDiagByFam:
+		case SockDiagByFam, TCPDiagGetSock:
 			s := p.Table.Append()
 			if err := ParseDiagMsg(payload, p.Proto, s); err != nil {
 				p.Table.DropLast()

@@ -35,6 +35,8 @@ const (
 
 func (f Family) String() string {
 	switch f {
+	case FamilyAny:
+		return "any"
 	case FamilyIPv4:
 		return "ipv4"
 	case FamilyIPv6:

@@ -16,6 +16,7 @@ const (
 	MsgDone        = 3  // NLMSG_DONE
 	MsgOverrun     = 4  // NLMSG_OVERRUN
 	SockDiagByFam  = 20 // SOCK_DIAG_BY_FAMILY
+	TCPDiagGetSock = 18 // TCPDIAG_GETSOCK, the inet_diag v1 request
 	SockDestroyMsg = 21 // SOCK_DESTROY
 
 	FlagRequest  = 0x1   // NLM_F_REQUEST
@@ -256,6 +257,9 @@ func parseTCPInfo(v []byte, ti *TCPInfo) {
 // program (INET_DIAG_REQ_BYTECODE) the kernel runs on each socket, so
 // filtered-out sockets are never sent.
 func AppendDumpRequest(b []byte, seq uint32, fam Family, proto Proto, ext uint8, states uint32, bytecode []byte) []byte {
+	if fam == FamilyAny && proto == ProtoTCP {
+		return appendV1DumpRequest(b, seq, ext, states, bytecode)
+	}
 	start := len(b)
 	b = appendRequest(b, seq, FlagRequest|FlagDump, fam, proto, ext, states, Key{})
 	if len(bytecode) == 0 {
@@ -267,6 +271,41 @@ func AppendDumpRequest(b []byte, seq uint32, fam Family, proto Proto, ext uint8,
 	b = append(b, bytecode...)
 	for len(b)%4 != 0 {
 		b = append(b, 0)
+	}
+	ne.PutUint32(b[start:], uint32(len(b)-start))
+	return b
+}
+
+// FamilyAny in a TCP dump request asks for both families in one walk of
+// the kernel's TCP hash tables, through the v1 request (TCPDIAG_GETSOCK),
+// which the kernel serves with sdiag_family AF_UNSPEC. A v2 request must
+// name one family, and each walks the whole host-wide established hash,
+// even for a namespace with no socket: one walk instead of two halves the
+// dominant cost of polling a quiet namespace.
+const FamilyAny Family = 0
+
+// appendV1DumpRequest appends a TCPDIAG_GETSOCK dump (struct
+// inet_diag_req): replies come as TCPDIAG_GETSOCK messages holding the
+// same inet_diag_msg as SOCK_DIAG_BY_FAMILY replies.
+func appendV1DumpRequest(b []byte, seq uint32, ext uint8, states uint32, bytecode []byte) []byte {
+	ne := binary.NativeEndian
+	start := len(b)
+	b = ne.AppendUint32(b, 0) // length, set below
+	b = ne.AppendUint16(b, TCPDiagGetSock)
+	b = ne.AppendUint16(b, FlagRequest|FlagDump)
+	b = ne.AppendUint32(b, seq)
+	b = ne.AppendUint32(b, 0)
+	b = append(b, 0, 0, 0, ext) // family (ignored), src_len, dst_len, ext
+	b = append(b, make([]byte, 48)...)
+	b = ne.AppendUint32(b, states)
+	b = ne.AppendUint32(b, 0) // idiag_dbs
+	if len(bytecode) > 0 {
+		b = ne.AppendUint16(b, uint16(4+len(bytecode)))
+		b = ne.AppendUint16(b, attrReqBytecode)
+		b = append(b, bytecode...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
 	}
 	ne.PutUint32(b[start:], uint32(len(b)-start))
 	return b

@@ -62,11 +62,15 @@ func usableRequests(conn *diag.Conn, reqs []diag.Request, log *slog.Logger) ([]d
 	var ok []diag.Request
 	var tab snapshot.Table
 	var firstErr error
-	for _, r := range reqs {
+	for i := 0; i < len(reqs); i++ {
+		r := reqs[i]
 		err := conn.Dump(&tab, []diag.Request{r})
 		switch {
 		case err == nil:
 			ok = append(ok, r)
+		case r.Family == snapshot.FamilyAny:
+			// No v1 request here: one request per family instead.
+			reqs = append(reqs, r.Split()...)
 		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EAFNOSUPPORT), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL):
 			log.Warn("kernel cannot dump these sockets; they will not be logged", "sockets", r.String(), "err", err)
 		default:
@@ -153,7 +157,7 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 	if err != nil {
 		return err
 	}
-	out, err := sink.New(cfg.Sinks, hostname())
+	out, err := sink.Open(cfg.Sinks, sink.Options{Host: hostname(), Version: buildVersion()})
 	if err != nil {
 		return err
 	}

@@ -143,7 +143,7 @@ func (d *daemon) reload(r reloadRequest, tick, rescan *time.Ticker) {
 		d.log.Error("configuration refused; keeping the running one", "reason", r.reason, "err", err)
 		return
 	}
-	out, err := sink.New(cfg.Sinks, d.host)
+	out, err := sink.Open(cfg.Sinks, sink.Options{Host: d.host, Version: buildVersion()})
 	if err != nil {
 		d.met.reloaded(false)
 		d.log.Error("configuration refused: cannot open its sinks; keeping the running one", "reason", r.reason, "err", err)

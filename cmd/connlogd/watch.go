@@ -178,7 +178,8 @@ func (w *watch) activeRequests(buf []diag.Request) []diag.Request {
 		// TIME_WAIT sockets of both families are counted together, in
 		// the TCP: line's tw.
 		if r.Proto == snapshot.ProtoTCP && ok4 && tw == 0 &&
-			((r.Family == snapshot.FamilyIPv4 && in4 == 0) || (r.Family == snapshot.FamilyIPv6 && ok6 && in6 == 0)) {
+			((r.Family == snapshot.FamilyIPv4 && in4 == 0) || (r.Family == snapshot.FamilyIPv6 && ok6 && in6 == 0) ||
+				(r.Family == snapshot.FamilyAny && ok6 && in4 == 0 && in6 == 0)) {
 			continue
 		}
 		buf = append(buf, r)
@@ -221,17 +222,36 @@ func (w *watch) statCount(f *os.File, prefix string) (inuse, tw int, ok bool) {
 func (w *watch) String() string { return w.ns.String() }
 
 // setFilter attaches f's kernel program to the requests that can carry it.
+// A request for both families keeps one program only when both families
+// compile to the same one; otherwise it is split per family.
 func (w *watch) setFilter(f *filter.Filter) {
 	w.filter = f
 	w.kernelFiltered = true
-	for i := range w.reqs {
-		w.reqs[i].Bytecode = nil
-		if bc, ok := f.Bytecode(w.reqs[i].Family); ok {
-			w.reqs[i].Bytecode = bc
+	var reqs []diag.Request
+	for _, r := range w.reqs {
+		if r.Family == snapshot.FamilyAny && f != nil {
+			bc4, ok4 := f.Bytecode(snapshot.FamilyIPv4)
+			bc6, ok6 := f.Bytecode(snapshot.FamilyIPv6)
+			if ok4 != ok6 || !bytes.Equal(bc4, bc6) {
+				reqs = append(reqs, r.Split()...)
+				continue
+			}
+		}
+		reqs = append(reqs, r)
+	}
+	for i := range reqs {
+		fam := reqs[i].Family
+		if fam == snapshot.FamilyAny {
+			fam = snapshot.FamilyIPv4 // same program for both, checked above
+		}
+		reqs[i].Bytecode = nil
+		if bc, ok := f.Bytecode(fam); ok {
+			reqs[i].Bytecode = bc
 		} else if f != nil {
 			w.kernelFiltered = false
 		}
 	}
+	w.reqs = reqs
 }
 
 // keep drops from t, in place, the sockets the filter does not report.

@@ -145,8 +145,10 @@ type daemon struct {
 	notify  notifier
 	reqBuf  []diag.Request
 
-	nsDenied bool // entering namespaces was refused; said once
-	sinkErr  bool
+	nsDenied    bool // entering namespaces was refused; said once
+	sinkErr     bool
+	rr          int  // next non-host namespace to poll
+	roundWarned bool // the namespace budget overran; said once
 
 	dropped      uint64 // sink drops already reported
 	dropReported time.Time
@@ -364,9 +366,39 @@ func (d *daemon) rescan(now time.Time) error {
 	return nil
 }
 
+// nsBudget is the share of each interval that polling namespaces other
+// than the host's may take. A dump walks the whole host-wide TCP hash even
+// for a namespace with three sockets (milliseconds each), so at a hundred
+// namespaces polling all of them every tick would cost most of a core;
+// past the budget they are polled round-robin over several ticks. Closes
+// stay immediate through the destroy notifications; appearances and state
+// changes in those namespaces are seen up to a round later.
+const nsBudget = 5 // 1/nsBudget of the interval
+
 func (d *daemon) pollAll(now time.Time) {
+	var others []*watch
 	for _, w := range d.order {
-		d.poll(w, now)
+		if w.ns.Host {
+			d.poll(w, now)
+		} else {
+			others = append(others, w)
+		}
+	}
+	if len(others) > 0 {
+		budget := d.cfg.Interval / nsBudget
+		start := time.Now()
+		polled := 0
+		for polled < len(others) && (polled == 0 || time.Since(start) < budget) {
+			d.rr %= len(others)
+			d.poll(others[d.rr], now)
+			d.rr++
+			polled++
+		}
+		if polled < len(others) && !d.roundWarned {
+			d.roundWarned = true
+			d.log.Warn("polling every namespace takes longer than its budget; namespaces are polled in turn over several intervals (closes stay immediate)",
+				"namespaces", len(others), "per_interval", polled, "budget", budget)
+		}
 	}
 	d.met.publishSockets(d.order)
 	d.reportSinkDrops(now)

@@ -528,7 +528,9 @@ func TestExample(t *testing.T) {
 	want := []Sink{
 		{Type: SinkStdout},
 		{Type: SinkFile, Path: "/var/log/connlogd/events.json", Mode: 0o640},
-		{Type: SinkSyslog, Network: "unix", Address: "/dev/log", Format: "rfc5424", Facility: 16, Tag: "connlogd"},
+		{Type: SinkSyslog, Network: "tls", Address: "logs.example.net:6514", Format: "rfc5424", Facility: 16, Tag: "connlogd",
+			TLS:       TLS{CAFile: "/etc/connlogd/ca.pem", CertFile: "/etc/connlogd/client.pem", KeyFile: "/etc/connlogd/client.key", ServerName: "logs.example.net"},
+			QueueSize: 10000, DrainTimeout: 5 * time.Second},
 	}
 	if got := withoutLines(c).Sinks; !reflect.DeepEqual(got, want) {
 		t.Errorf("uncommented example sinks:\ngot  %+v\nwant %+v", got, want)

@@ -33,6 +33,7 @@ const (
 const (
 	benchMinimal   = "MinimalDump"
 	benchNoInfo    = "MinimalDumpNoInfo"
+	benchPerFamily = "MinimalDumpPerFamily"
 	benchPaced     = "MinimalDumpPaced"
 	benchPoll      = "Poll"
 	benchListeners = "PollListenersOnly"
@@ -186,6 +187,7 @@ func summarize(w io.Writer, res map[string][]result, d daemon) error {
 		tw.row(label, ms(stats(cpu).med), fmt.Sprintf("%.3f", r.med), fmt.Sprintf("%.3f–%.3f", r.lo, r.hi), t)
 	}
 	row("minimal dump, no tcp_info", benchNoInfo, false)
+	row("minimal dump, TCP one family per request (v2)", benchPerFamily, false)
 	row("daemon benchmark (Dump + Diff)", benchPoll, true)
 	row("  parse share (no syscalls)", benchParse, false)
 	row("  diff share (no syscalls)", benchDiff, false)

@@ -1,0 +1,341 @@
+package attribution
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os/user"
+	"strconv"
+	"sync"
+
+	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/event"
+)
+
+// Stats are cumulative counters of a Resolver's work.
+type Stats struct {
+	Scans       uint64 // resolution rounds that read /proc
+	FDTables    uint64 // descriptor tables (/proc/PID/fd) listed
+	Links       uint64 // descriptor links read
+	Attributed  uint64 // sockets attributed to a process (again after a hand-over)
+	Unknown     uint64 // sockets given up on: no readable process holds them
+	CgroupWalks uint64 // walks of the cgroup tree
+}
+
+// warning kinds, each reported once.
+const (
+	warnUnsupported = 1 << iota
+	warnPrivileges
+	warnPermission
+	warnProcList
+	warnCgroupMount
+	warnCgroupWalk
+)
+
+// Resolver holds what attribution has learned: socket inode → owner,
+// each process's socket descriptors, cgroup id → cgroup. It is shared by
+// the Trackers of every network namespace, and safe for concurrent use.
+type Resolver struct {
+	mu     sync.Mutex
+	cfg    config.Attribution
+	procfs procFS   // nil when process attribution is off or impossible
+	cgfs   cgroupFS // nil when there is no cgroup v2 hierarchy
+
+	// lookupUser returns the name of a uid; a variable for tests.
+	lookupUser func(uid uint32) (string, bool)
+	users      map[uint32]string
+
+	owners map[uint32]*owner // by socket inode, while some record refers to it
+	queue  []*owner          // owners to (re)attribute at the next resolve
+	procs  map[int32]*proc   // processes whose descriptors were read
+
+	cgroups  map[uint64]*cgroupEntry
+	cgIndex  map[uint64]string // the last walk: cgroup id → path
+	walkCall uint64            // call in which the last walk ran
+	call     uint64            // counts Refresh and Annotate calls
+
+	round      uint64 // counts resolution rounds
+	listGen    uint64 // counts process listings
+	sc         scan   // the current round's scratch
+	pidBuf     []int32
+	pidScratch []int32
+	fdBuf      []int32
+	tmpFDs     []fdEnt
+	warnings   []error
+	warned     uint32
+	stats      Stats
+}
+
+// New returns a Resolver for the configuration. Problems opening /proc or
+// finding the cgroup v2 mount are not errors: attribution then does less,
+// and Warnings says why.
+func New(cfg config.Attribution) *Resolver {
+	r := newResolver(cfg)
+	pfs, cfs, warns := openSystem(cfg)
+	r.procfs, r.cgfs = pfs, cfs
+	for _, w := range warns {
+		r.warn(w.kind, w.err)
+	}
+	return r
+}
+
+func newResolver(cfg config.Attribution) *Resolver {
+	return &Resolver{
+		cfg:        cfg,
+		lookupUser: lookupUser,
+		users:      make(map[uint32]string),
+		owners:     make(map[uint32]*owner),
+		procs:      make(map[int32]*proc),
+		cgroups:    make(map[uint64]*cgroupEntry),
+	}
+}
+
+// lookupUser asks the system's user database once per uid; the Resolver
+// caches the answer for its life.
+func lookupUser(uid uint32) (string, bool) {
+	u, err := user.LookupId(uidString(uid))
+	if err != nil {
+		return "", false
+	}
+	return u.Username, true
+}
+
+// Close releases the descriptor the Resolver keeps on /proc.
+func (r *Resolver) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.procfs == nil {
+		return nil
+	}
+	err := r.procfs.Close()
+	r.procfs = nil
+	if err != nil {
+		return fmt.Errorf("attribution close: %w", err)
+	}
+	return nil
+}
+
+// Warnings returns what limited attribution since the last call, each
+// kind of problem once for the Resolver's life: the caller logs them.
+func (r *Resolver) Warnings() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.warnings
+	r.warnings = nil
+	return w
+}
+
+// Stats returns the cumulative counters.
+func (r *Resolver) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats
+}
+
+func (r *Resolver) warn(kind uint32, err error) {
+	if r.warned&kind != 0 {
+		return
+	}
+	r.warned |= kind
+	r.warnings = append(r.warnings, err)
+}
+
+type sysWarning struct {
+	kind uint32
+	err  error
+}
+
+// ownerState says where an owner stands in attribution.
+type ownerState uint8
+
+const (
+	stWanted  ownerState = iota // to be looked for at the next resolve
+	stRetry                     // the first look missed; one more
+	stKnown                     // proc is the answer (or the last one, holder gone)
+	stUnknown                   // given up: no readable process held it
+)
+
+// owner is what is known of one socket inode.
+type owner struct {
+	inode   uint32
+	cgid    uint64 // the socket's cgroup id, for the scan's first tier
+	refs    int32  // Tracker records referring to it
+	present bool   // in its namespace's last dump with this inode: some descriptor may hold it
+	queued  bool
+	state   ownerState
+	proc    *event.Process // the answer; kept when the holder exits
+	holder  *proc          // the process proc describes, while it holds it
+
+	// scan scratch, valid in round wantRound
+	wantRound uint64
+	candRank  int8 // -1: no holder found yet; 0: in the socket's cgroup; 1: elsewhere
+	candPid   int32
+	grp       *group
+}
+
+// fdEnt is one socket descriptor of a process.
+type fdEnt struct {
+	fd    int32
+	inode uint32
+}
+
+// proc is what the Resolver knows of one process.
+type proc struct {
+	pid     int32
+	listed  uint64  // listGen of the last listing that had it
+	fds     []fdEnt // its socket descriptors at the last read, ascending
+	nfds    int     // its descriptor count then
+	read    bool    // fds were read at least once
+	denied  bool    // its descriptors are unreadable to us
+	round   uint64  // round of the last read
+	info    *event.Process
+	infoRnd uint64
+	start   uint64
+}
+
+// ownerFor returns the owner of inode, creating it (wanted) when new, and
+// takes a reference. It returns nil when process attribution is off.
+func (r *Resolver) ownerFor(inode uint32, cgid uint64) *owner {
+	if r.procfs == nil {
+		return nil
+	}
+	o := r.owners[inode]
+	if o == nil {
+		o = &owner{inode: inode, cgid: cgid, state: stWanted}
+		r.owners[inode] = o
+		r.enqueue(o)
+	}
+	o.refs++
+	o.present = true
+	return o
+}
+
+// release drops a reference; the last one forgets the inode.
+func (r *Resolver) release(o *owner) {
+	o.refs--
+	if o.refs <= 0 {
+		o.present = false
+		if r.owners[o.inode] == o {
+			delete(r.owners, o.inode)
+		}
+	}
+}
+
+func (r *Resolver) enqueue(o *owner) {
+	if !o.queued {
+		o.queued = true
+		r.queue = append(r.queue, o)
+	}
+}
+
+// lost is called when process p no longer holds inode at the descriptor
+// it did (closed, or handed to another process): if p was its owner and
+// the socket lives on, it is attributed again at the next resolve.
+func (r *Resolver) lost(p *proc, inode uint32) {
+	o := r.owners[inode]
+	if o == nil || o.holder != p {
+		return
+	}
+	o.holder = nil
+	if o.present {
+		o.state = stWanted
+		r.enqueue(o)
+	}
+}
+
+// details returns the event description of p, read again once per round
+// in which p gains sockets so that an exec shows; an unchanged process
+// keeps its pointer.
+func (r *Resolver) details(p *proc) *event.Process {
+	if p.info != nil && p.infoRnd == r.round {
+		return p.info
+	}
+	in, err := r.procfs.Info(p.pid, r.cmdlineMax())
+	if err != nil {
+		// It held the socket a moment ago and is gone: the pid is all
+		// that is known for sure, unless an earlier read said more.
+		if p.info == nil {
+			p.info = &event.Process{PID: int(p.pid)}
+		}
+		p.infoRnd = r.round
+		return p.info
+	}
+	pi := event.Process{
+		PID:  int(p.pid),
+		UID:  in.UID,
+		User: r.userName(in.UID),
+		Comm: in.Comm,
+		Exe:  in.Exe,
+	}
+	if r.cfg.Cmdline {
+		pi.Cmdline = formatCmdline(in.Cmdline, r.cfg.CmdlineMaxBytes)
+	}
+	p.infoRnd = r.round
+	p.start = in.Start
+	if p.info == nil || *p.info != pi {
+		p.info = &pi
+	}
+	return p.info
+}
+
+func (r *Resolver) cmdlineMax() int {
+	if !r.cfg.Cmdline {
+		return 0
+	}
+	return r.cfg.CmdlineMaxBytes
+}
+
+func (r *Resolver) userName(uid uint32) string {
+	if n, ok := r.users[uid]; ok {
+		return n
+	}
+	n, ok := r.lookupUser(uid)
+	if !ok {
+		n = uidString(uid)
+	}
+	r.users[uid] = n
+	return n
+}
+
+// sweep lists the running processes and forgets those that exited; the
+// sockets they owned that are still open are attributed again (a parent
+// exiting leaves its sockets to the children that share them). It
+// returns the listing, ascending.
+func (r *Resolver) sweep() ([]int32, bool) {
+	pids, err := r.procfs.Pids(r.pidBuf[:0])
+	r.pidBuf = pids
+	if err != nil {
+		r.warn(warnProcList, fmt.Errorf("attribution: list processes: %w; sockets get no process fields", err))
+		return nil, false
+	}
+	r.listGen++
+	for _, pid := range pids {
+		if p := r.procs[pid]; p != nil {
+			p.listed = r.listGen
+		}
+	}
+	for pid, p := range r.procs {
+		if p.listed == r.listGen {
+			continue
+		}
+		for _, f := range p.fds {
+			r.lost(p, f.inode)
+		}
+		delete(r.procs, pid)
+	}
+	return pids, true
+}
+
+// permissionError reports whether err is a refusal to read another
+// process's descriptors.
+func permissionError(err error) bool {
+	return errors.Is(err, fs.ErrPermission)
+}
+
+// privilegeHelp explains, in warnings, what reading other users'
+// descriptors needs.
+const privilegeHelp = "sockets of other users' processes get no process fields (reading /proc/PID/fd needs CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE)"
+
+func (r *Resolver) warnDenied(pid int32, err error) {
+	r.warn(warnPermission, fmt.Errorf("attribution: read descriptors of pid %s: %w; %s", strconv.Itoa(int(pid)), err, privilegeHelp))
+}

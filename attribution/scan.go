@@ -1,0 +1,306 @@
+package attribution
+
+import (
+	"errors"
+	"io/fs"
+	"slices"
+)
+
+// group is the first tier of a scan: the wanted sockets created in one
+// cgroup, looked for among the processes in that cgroup.
+type group struct {
+	cgid      uint64
+	path      string
+	remaining int // wanted sockets of the group with no holder in it yet
+}
+
+// scan is one resolution round's scratch, kept to reuse its storage.
+type scan struct {
+	want     map[uint32]*owner
+	wanted   []*owner
+	groups   map[uint64]*group
+	order    []*group
+	noGroup  int // wanted sockets whose cgroup is unknown
+	noCand   int // wanted sockets with no holder found yet
+	tentMax  int32
+	unscoped bool // some wanted socket has no group: the second tier reads every process
+}
+
+// resolve attributes the queued owners. It lists the processes (to notice
+// exits) on every call, and reads descriptor tables only when some socket
+// is to be attributed.
+//
+// The owner of a socket is, among the processes that hold it, the one
+// with the lowest pid in the cgroup the socket was created in, or, if
+// none there holds it, the one with the lowest pid elsewhere. Processes
+// are read in that order:
+//
+//  1. for each cgroup of a wanted socket, its processes (cgroup.procs),
+//     ascending, until each of its sockets has a holder there;
+//  2. then every other process, ascending, while some socket has no
+//     holder or might have one with a lower pid. When every wanted socket
+//     had a cgroup, a process whose descriptor count has not changed since
+//     it was last read is skipped: the socket is its creator's, which is
+//     in the cgroup, so this tier only finds sockets handed over, and the
+//     count says whether anything was.
+//
+// Reading a table reads only the links of descriptors not already known
+// to hold a live socket (see readFDs).
+func (r *Resolver) resolve() {
+	if r.procfs == nil {
+		return
+	}
+	pids, ok := r.sweep()
+	if !ok || len(r.queue) == 0 {
+		return
+	}
+	r.round++
+	sc := &r.sc
+	if sc.want == nil {
+		sc.want = make(map[uint32]*owner)
+		sc.groups = make(map[uint64]*group)
+	}
+	clear(sc.want)
+	clear(sc.groups)
+	sc.wanted, sc.order = sc.wanted[:0], sc.order[:0]
+	sc.noGroup, sc.noCand, sc.tentMax, sc.unscoped = 0, 0, 0, false
+
+	queue := r.queue
+	r.queue = nil
+	for _, o := range queue {
+		o.queued = false
+		switch {
+		case o.refs <= 0 || (o.state != stWanted && o.state != stRetry):
+			continue
+		case !o.present:
+			// Closed, or orphaned by its process, before it was found:
+			// keep what was known, if anything.
+			r.settle(o)
+			continue
+		}
+		o.wantRound, o.candRank, o.candPid, o.grp = r.round, -1, 0, nil
+		sc.want[o.inode] = o
+		sc.wanted = append(sc.wanted, o)
+		sc.noCand++
+		if o.cgid != 0 {
+			if e := r.cgroupLookup(o.cgid); e.path != "" {
+				g := sc.groups[o.cgid]
+				if g == nil {
+					g = &group{cgid: o.cgid, path: e.path}
+					sc.groups[o.cgid] = g
+					sc.order = append(sc.order, g)
+				}
+				g.remaining++
+				o.grp = g
+				continue
+			}
+		}
+		sc.unscoped = true
+	}
+	if len(sc.wanted) == 0 {
+		return
+	}
+	r.stats.Scans++
+
+	// Tier 1: the sockets' own cgroups.
+	slices.SortFunc(sc.order, func(a, b *group) int { return cmpU64(a.cgid, b.cgid) })
+	for _, g := range sc.order {
+		members, err := r.cgfs.Procs(g.path, r.fdBuf[:0])
+		r.fdBuf = members
+		if err != nil {
+			// The cgroup went away: its sockets are anyone's.
+			sc.unscoped = true
+			continue
+		}
+		slices.Sort(members)
+		// members aliases fdBuf, which readFDs uses: copy it out.
+		grpPids := append(r.tmpPids(len(members)), members...)
+		for _, pid := range grpPids {
+			if g.remaining == 0 {
+				break
+			}
+			r.readFDs(pid, g)
+		}
+	}
+	for _, o := range sc.wanted {
+		if o.candRank == 1 && o.candPid > sc.tentMax {
+			sc.tentMax = o.candPid
+		}
+	}
+
+	// Tier 2: everyone else.
+	for _, pid := range pids {
+		if sc.noCand == 0 && pid > sc.tentMax {
+			break
+		}
+		p := r.procs[pid]
+		if p != nil && (p.round == r.round || p.denied) {
+			continue
+		}
+		if !sc.unscoped && p != nil && p.read {
+			if n, ok := r.procfs.FDCount(pid); ok && n == p.nfds {
+				continue
+			}
+		}
+		r.readFDs(pid, nil)
+	}
+
+	for _, o := range sc.wanted {
+		r.settle(o)
+	}
+}
+
+// tmpPids returns scratch space for n pids that readFDs does not use.
+func (r *Resolver) tmpPids(n int) []int32 {
+	if cap(r.pidScratch) < n {
+		r.pidScratch = make([]int32, 0, n)
+	}
+	return r.pidScratch[:0]
+}
+
+// settle records the outcome of a wanted owner's round.
+func (r *Resolver) settle(o *owner) {
+	if o.wantRound == r.round && o.candRank >= 0 {
+		p := r.procs[o.candPid]
+		o.holder = p
+		o.proc = r.details(p)
+		o.state = stKnown
+		r.stats.Attributed++
+		return
+	}
+	switch {
+	case o.proc != nil:
+		// Its owner let go and nobody readable holds it now: the socket
+		// is closing, and the last owner is still the right answer.
+		o.state = stKnown
+	case o.state == stWanted && o.present:
+		// A socket accepted at the moment of the dump may not be in its
+		// process's table yet: one more look, at the next resolve.
+		o.state = stRetry
+		r.enqueue(o)
+	default:
+		o.state = stUnknown
+		r.stats.Unknown++
+	}
+}
+
+// readFDs reads process pid's descriptor table, offering the wanted
+// sockets it holds as candidates; g is the cgroup tier being read (nil in
+// the second tier).
+//
+// Only links of descriptors not known to hold a live socket are read:
+// a descriptor that held socket S at the last read and S is still in its
+// namespace's table is taken to hold S still. The descriptor could have
+// been closed and reused meanwhile only if S lived on in another
+// descriptor; a socket missed that way is looked for again in the second
+// tier or the next round, and is never attributed wrongly.
+func (r *Resolver) readFDs(pid int32, g *group) {
+	p := r.procs[pid]
+	if p == nil {
+		// Running during this round's listing, or started since and found
+		// in a cgroup.procs: either way the next listing decides.
+		p = &proc{pid: pid, listed: r.listGen}
+		r.procs[pid] = p
+	}
+	p.round = r.round
+	if p.denied {
+		return
+	}
+	dir, err := r.procfs.OpenFDs(pid)
+	if err != nil {
+		r.fdError(p, err)
+		return
+	}
+	defer dir.Close()
+	fds, err := dir.List(r.fdBuf[:0])
+	r.fdBuf = fds
+	if err != nil {
+		r.fdError(p, err)
+		return
+	}
+	r.stats.FDTables++
+	sc := &r.sc
+	out := r.tmpFDs[:0]
+	old := p.fds
+	j := 0
+	for _, fd := range fds {
+		for j < len(old) && old[j].fd < fd {
+			r.lost(p, old[j].inode)
+			j++
+		}
+		var prev uint32
+		if j < len(old) && old[j].fd == fd {
+			prev = old[j].inode
+			j++
+			if o := r.owners[prev]; o != nil && o.present && o.wantRound != r.round {
+				out = append(out, fdEnt{fd, prev})
+				continue
+			}
+		}
+		inode, sock, err := dir.Link(fd)
+		r.stats.Links++
+		if err != nil || !sock {
+			if prev != 0 {
+				r.lost(p, prev)
+			}
+			continue
+		}
+		if prev != 0 && prev != inode {
+			r.lost(p, prev)
+		}
+		out = append(out, fdEnt{fd, inode})
+		if o := sc.want[inode]; o != nil {
+			r.offer(o, pid, g)
+		}
+	}
+	for ; j < len(old); j++ {
+		r.lost(p, old[j].inode)
+	}
+	p.fds = append(p.fds[:0], out...)
+	r.tmpFDs = out
+	p.nfds = len(fds)
+	p.read = true
+}
+
+func (r *Resolver) fdError(p *proc, err error) {
+	switch {
+	case permissionError(err):
+		p.denied = true
+		r.warnDenied(p.pid, err)
+	case errors.Is(err, fs.ErrNotExist):
+		// Exited since the listing; the next sweep forgets it.
+	default:
+		// Exited in the middle of the read (ESRCH and the like).
+	}
+}
+
+// offer records pid as a holder of o, keeping the better of it and the
+// holder found so far: one in the socket's cgroup, then the lowest pid.
+func (r *Resolver) offer(o *owner, pid int32, g *group) {
+	rank := int8(1)
+	if g != nil && o.grp == g {
+		rank = 0
+	}
+	sc := &r.sc
+	switch {
+	case o.candRank < 0:
+		sc.noCand--
+	case rank < o.candRank, rank == o.candRank && pid < o.candPid:
+	default:
+		return
+	}
+	if rank == 0 && o.candRank != 0 {
+		g.remaining--
+	}
+	o.candRank, o.candPid = rank, pid
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

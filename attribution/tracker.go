@@ -1,0 +1,306 @@
+package attribution
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// keepRefreshes is how many Refreshes a socket's record outlives its last
+// dump: a socket a dump missed is reported closed by the differ up to
+// MissLimit (3) polls later, and that event must still find its owner.
+const keepRefreshes = 8
+
+// record is what a Tracker knows of one socket (one cookie).
+type record struct {
+	cookie uint64
+	cgid   uint64
+	seen   uint64 // Tracker.gen of the last dump that had it
+	absent uint64 // gen of the first dump that missed it; 0 while present
+	inode  uint32 // as last dumped; 0 once its process closed it
+	pos    int32  // index in Tracker.order, -1 while absent
+	class  class
+	dir    event.Direction
+	used   bool
+	own    *owner // nil without process attribution, or before it had an inode
+	cg     *cgroupEntry
+}
+
+// listener is a listening socket as the direction index needs it.
+type listener struct {
+	key  listenKey
+	addr netip.Addr
+}
+
+// Tracker attributes the sockets of one network namespace: it remembers
+// each socket's owner, cgroup and direction for the socket's life, so
+// that its closed event still has them when the kernel no longer does
+// (TIME_WAIT remnants and destroy notifications have no inode).
+//
+// Use one Tracker per differ: Refresh with each dump, then Annotate the
+// events of that dump's diff and of the destroy notifications in between.
+// Its methods may be called concurrently with those of other Trackers of
+// the same Resolver.
+type Tracker struct {
+	r        *Resolver
+	recs     []record
+	free     []int32
+	byCookie map[uint64]int32
+	order    []int32 // slots in the order of the last dump
+	next     []int32
+	absent   []int32 // slots missing from recent dumps, kept for a while
+	absent2  []int32
+	fresh    []freshRec // new or reclassified sockets of this Refresh
+	lst      []listener // this dump's listeners
+	prevLst  []listener // the last dump's, to skip rebuilding an unchanged index
+	index    listeners
+	gen      uint64
+}
+
+// freshRec is a record whose direction is decided once the whole dump's
+// listeners are known.
+type freshRec struct {
+	slot int32
+	sock int32 // index in the table
+}
+
+// NewTracker returns a Tracker for one network namespace.
+func (r *Resolver) NewTracker() *Tracker {
+	t := &Tracker{r: r, byCookie: make(map[uint64]int32)}
+	t.index.reset()
+	return t
+}
+
+// Len returns the number of sockets the Tracker remembers.
+func (t *Tracker) Len() int {
+	t.r.mu.Lock()
+	defer t.r.mu.Unlock()
+	return len(t.byCookie)
+}
+
+// Refresh learns the sockets of a dump of the Tracker's namespace: their
+// directions, cgroups and, for sockets whose inode is new, their owning
+// processes, reading /proc as little as it can (see the package doc). A
+// dump whose sockets are all known costs a pass over the table and one
+// listing of /proc.
+func (t *Tracker) Refresh(tab *snapshot.Table) {
+	r := t.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.call++
+	t.gen++
+	t.next, t.fresh, t.lst = t.next[:0], t.fresh[:0], t.lst[:0]
+	cur, matched := 0, 0
+	for i := range tab.Sockets {
+		s := &tab.Sockets[i]
+		cls := classOf(s)
+		if cls == classListen {
+			t.lst = append(t.lst, listener{listenKey{s.Proto, s.Family, s.Src.Port()}, s.Src.Addr().WithZone("")})
+		}
+		// Dumps come back in the same order from poll to poll: try the
+		// record that followed the last match before the map.
+		slot := int32(-1)
+		if cur < len(t.order) && t.recs[t.order[cur]].cookie == s.Cookie {
+			slot = t.order[cur]
+			cur++
+		} else if j, ok := t.byCookie[s.Cookie]; ok {
+			slot = j
+			if rc := &t.recs[j]; rc.pos >= 0 && rc.seen != t.gen {
+				cur = int(rc.pos) + 1
+			}
+		}
+		if slot < 0 {
+			slot = t.alloc()
+			t.recs[slot] = record{cookie: s.Cookie, class: cls, used: true, pos: -1}
+			t.byCookie[s.Cookie] = slot
+			t.update(&t.recs[slot], s)
+			t.fresh = append(t.fresh, freshRec{slot, int32(i)})
+		} else {
+			rc := &t.recs[slot]
+			if rc.seen == t.gen {
+				continue // a dump under churn can return a socket twice
+			}
+			if rc.pos >= 0 {
+				matched++
+			}
+			if rc.absent != 0 {
+				rc.absent = 0
+				if rc.own != nil && rc.inode != 0 {
+					rc.own.present = true
+				}
+			}
+			if s.Inode != rc.inode || s.CgroupID != rc.cgid {
+				t.update(rc, s)
+			}
+			if cls != rc.class {
+				rc.class, rc.dir = cls, event.DirectionUnknown
+				t.fresh = append(t.fresh, freshRec{slot, int32(i)})
+			}
+		}
+		rc := &t.recs[slot]
+		rc.seen = t.gen
+		rc.pos = int32(len(t.next))
+		t.next = append(t.next, slot)
+	}
+	t.sweepAbsent(matched)
+	t.order, t.next = t.next, t.order
+
+	if !slices.Equal(t.lst, t.prevLst) {
+		t.index.reset()
+		for _, l := range t.lst {
+			t.index.m[l.key] = append(t.index.m[l.key], l.addr)
+		}
+		t.lst, t.prevLst = t.prevLst, t.lst
+	}
+	for _, f := range t.fresh {
+		t.recs[f.slot].dir = t.index.direction(&tab.Sockets[f.sock])
+	}
+	r.resolve()
+}
+
+// update takes a dumped socket's inode and cgroup id into its record.
+func (t *Tracker) update(rc *record, s *snapshot.Socket) {
+	r := t.r
+	if s.CgroupID != rc.cgid {
+		rc.cgid = s.CgroupID
+		rc.cg = nil
+		if s.CgroupID != 0 {
+			rc.cg = r.cgroupLookup(s.CgroupID)
+		}
+	}
+	if s.Inode == rc.inode {
+		return
+	}
+	if s.Inode == 0 {
+		// Its process closed it (an orphan in FIN_WAIT, or the TIME_WAIT
+		// remnant): the owner learned while it was open stays.
+		if rc.own != nil {
+			rc.own.present = false
+		}
+		rc.inode = 0
+		return
+	}
+	if rc.own != nil {
+		r.release(rc.own)
+	}
+	rc.inode = s.Inode
+	rc.own = r.ownerFor(s.Inode, s.CgroupID)
+}
+
+// sweepAbsent handles the records the dump did not return: their sockets
+// are no longer in any descriptor this Tracker can vouch for, and after
+// keepRefreshes dumps without them they are forgotten.
+func (t *Tracker) sweepAbsent(matched int) {
+	if matched < len(t.order) {
+		for _, slot := range t.order {
+			if rc := &t.recs[slot]; rc.seen != t.gen {
+				rc.pos = -1
+				rc.absent = t.gen
+				if rc.own != nil {
+					rc.own.present = false
+				}
+				t.absent = append(t.absent, slot)
+			}
+		}
+	}
+	if len(t.absent) == 0 {
+		return
+	}
+	keep := t.absent2[:0]
+	for _, slot := range t.absent {
+		rc := &t.recs[slot]
+		switch {
+		case rc.absent == 0:
+			// Back in a dump.
+		case t.gen-rc.absent >= keepRefreshes:
+			t.drop(slot)
+		default:
+			keep = append(keep, slot)
+		}
+	}
+	t.absent, t.absent2 = keep, t.absent
+}
+
+func (t *Tracker) alloc() int32 {
+	if n := len(t.free); n > 0 {
+		slot := t.free[n-1]
+		t.free = t.free[:n-1]
+		return slot
+	}
+	t.recs = append(t.recs, record{})
+	return int32(len(t.recs) - 1)
+}
+
+func (t *Tracker) drop(slot int32) {
+	rc := &t.recs[slot]
+	if rc.own != nil {
+		t.r.release(rc.own)
+	}
+	delete(t.byCookie, rc.cookie)
+	*rc = record{pos: -1}
+	t.free = append(t.free, slot)
+}
+
+// Close forgets every socket of the Tracker, for a namespace that is gone.
+func (t *Tracker) Close() {
+	t.r.mu.Lock()
+	defer t.r.mu.Unlock()
+	for slot := range t.recs {
+		if t.recs[slot].used {
+			t.drop(int32(slot))
+		}
+	}
+	t.order, t.absent = t.order[:0], t.absent[:0]
+}
+
+// Annotate sets Direction, Process and Cgroup on the socket events of
+// evs, from what the Tracker learned of each socket; events of sockets it
+// never saw (connections that lived between two dumps, from destroy
+// notifications) get a direction against the last dump's listeners and
+// the cgroup their record names. Gap events are left alone. A field stays
+// unset (nil, DirectionUnknown) when it is not known or not configured.
+func (t *Tracker) Annotate(evs []event.Event) {
+	r := t.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.call++
+	for i := range evs {
+		ev := &evs[i]
+		if ev.Kind == event.Gap {
+			continue
+		}
+		s := &ev.Socket
+		var own *owner
+		var cg *cgroupEntry
+		if slot, ok := t.byCookie[s.Cookie]; ok {
+			rc := &t.recs[slot]
+			own, cg = rc.own, rc.cg
+			if rc.class == classOf(s) {
+				ev.Direction = rc.dir
+			} else {
+				// An older identity of the socket (a UDP socket's closed
+				// event before it connected).
+				ev.Direction = t.index.direction(s)
+			}
+			if s.CgroupID != rc.cgid {
+				cg = nil
+			}
+		} else {
+			ev.Direction = t.index.direction(s)
+			if s.Inode != 0 {
+				own = r.owners[s.Inode]
+			}
+		}
+		if r.cfg.Process && own != nil {
+			ev.Process = own.proc
+		}
+		if r.cfg.Cgroup && s.CgroupID != 0 {
+			if cg == nil {
+				cg = r.cgroupLookup(s.CgroupID)
+			}
+			ev.Cgroup = cg.info
+		}
+	}
+}

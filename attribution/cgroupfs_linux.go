@@ -24,16 +24,39 @@ type sysCgroupFS struct {
 
 // openCgroupFS finds the cgroup v2 mount in /proc/self/mountinfo: at
 // /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid ones.
+// `ip netns exec` and some sandboxes mount a fresh /sys without it; then
+// init's mount is used through /proc/1/root (which needs
+// CAP_SYS_PTRACE).
 func openCgroupFS() (*sysCgroupFS, error) {
-	info, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("find cgroup v2: %w", err)
+	var firstErr error
+	for _, src := range [...]struct{ mountinfo, prefix string }{
+		{"/proc/self/mountinfo", ""},
+		{"/proc/1/mountinfo", "/proc/1/root"},
+	} {
+		info, err := os.ReadFile(src.mountinfo)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		mount, root, ok := cgroup2Mount(info)
+		if !ok {
+			continue
+		}
+		mount = src.prefix + mount
+		if err := unix.Access(mount, unix.R_OK|unix.X_OK); err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%s: %w", mount, err)
+			}
+			continue
+		}
+		return &sysCgroupFS{mount: mount, root: root, dents: make([]byte, 32<<10)}, nil
 	}
-	mount, root, ok := cgroup2Mount(info)
-	if !ok {
-		return nil, errors.New("find cgroup v2: no cgroup2 file system is mounted")
+	if firstErr != nil {
+		return nil, fmt.Errorf("find cgroup v2: %w", firstErr)
 	}
-	return &sysCgroupFS{mount: mount, root: root, dents: make([]byte, 32<<10)}, nil
+	return nil, errors.New("find cgroup v2: no cgroup2 file system is mounted")
 }
 
 // global turns a path under the mount into a cgroup path.

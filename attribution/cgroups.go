@@ -51,7 +51,11 @@ func (r *Resolver) walk() {
 	r.stats.CgroupWalks++
 	idx, err := r.cgfs.Walk()
 	if err != nil {
-		r.warn(warnCgroupWalk, fmt.Errorf("attribution: read the cgroup tree: %w; sockets of new cgroups get no cgroup fields", err))
+		// Without cgroup fields configured, the tree only narrows the
+		// search for processes: failing costs time, not information.
+		if r.cfg.Cgroup {
+			r.warn(warnCgroupWalk, fmt.Errorf("attribution: read the cgroup tree: %w; sockets of new cgroups get no cgroup fields", err))
+		}
 		if r.cgIndex == nil {
 			r.cgIndex = map[uint64]string{}
 		}

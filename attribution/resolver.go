@@ -25,7 +25,8 @@ type Stats struct {
 // warning kinds, each reported once.
 const (
 	warnUnsupported = 1 << iota
-	warnPrivileges
+	// warnPermission: missing capabilities at start, or a descriptor
+	// table refused later (an LSM, hidepid): one warning for both.
 	warnPermission
 	warnProcList
 	warnCgroupMount

@@ -25,7 +25,7 @@ func openSystem(cfg config.Attribution) (procFS, cgroupFS, []sysWarning) {
 		} else {
 			pfs = p
 			if missing := missingCaps(); missing != "" {
-				warns = append(warns, sysWarning{warnPrivileges, fmt.Errorf("attribution: running without %s: %s", missing, privilegeHelp)})
+				warns = append(warns, sysWarning{warnPermission, fmt.Errorf("attribution: running without %s: %s", missing, privilegeHelp)})
 			}
 		}
 	}

@@ -193,7 +193,11 @@ func TestKernelFilter(t *testing.T) {
 			slices.Sort(want)
 
 			// Kernel-side: every request carries its family's program.
-			reqs := diag.Requests(allProtos, allFams, false)
+			// One request per family: each gets its family's program.
+			var reqs []diag.Request
+			for _, r := range diag.Requests(allProtos, allFams, false) {
+				reqs = append(reqs, r.Split()...)
+			}
 			programs := 0
 			for i := range reqs {
 				if bc, ok := f.Bytecode(reqs[i].Family); ok {

@@ -375,7 +375,35 @@ func TestForgedNetlinkChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("forged messages: %d accepted by the kernel, %d refused", sent, refused)
+	t.Logf("forged unicasts: %d accepted by the kernel, %d refused", sent, refused)
+
+	// Root may multicast to the destroy groups, and the kernel delivers
+	// that: only the daemon's own sender check stands between a forged
+	// "destroyed" message and a false close of the live listener.
+	fake := forgedDestroy(port)
+	var mcast int
+	err = ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		for i := 0; i < 50; i++ {
+			for g := uint32(1); g <= 4; g++ {
+				if err := unix.Sendto(fd, fake, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1 << (g - 1)}); err == nil {
+					mcast++
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mcast == 0 {
+		t.Fatal("the kernel refused every forged multicast: the sender check is untested")
+	}
+	t.Logf("forged destroy multicasts delivered: %d", mcast)
 	time.Sleep(600 * time.Millisecond)
 	evs := d.events()
 	for _, e := range evs {
@@ -386,6 +414,27 @@ func TestForgedNetlinkChangesNothing(t *testing.T) {
 	if len(evs) != 1 {
 		t.Errorf("%d events, want only the listener's appeared:\n%s", len(evs), dump(evs))
 	}
+	d.stop()
+	if !strings.Contains(d.logs(), "not from the kernel") {
+		t.Errorf("forged notifications not counted; stderr:\n%s", d.logs())
+	}
+}
+
+// forgedDestroy builds a destroy notification for a TCP listener on
+// 127.0.0.1:port, the shape the kernel multicasts.
+func forgedDestroy(port int) []byte {
+	ne := binary.NativeEndian
+	var m []byte
+	m = ne.AppendUint32(m, snapshot.HeaderLen+snapshot.DiagMsgLen)
+	m = ne.AppendUint16(m, snapshot.SockDiagByFam)
+	m = ne.AppendUint16(m, 0)
+	m = ne.AppendUint32(m, 0)
+	m = ne.AppendUint32(m, 0)
+	body := make([]byte, snapshot.DiagMsgLen)
+	body[0], body[1] = byte(snapshot.FamilyIPv4), byte(snapshot.StateClose)
+	binary.BigEndian.PutUint16(body[4:], uint16(port))
+	copy(body[8:], []byte{127, 0, 0, 1})
+	return append(m, body...)
 }
 
 // forgedReplies builds a fake SOCK_DIAG_BY_FAMILY reply and a fake

@@ -113,6 +113,21 @@ func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
 	if s.CgroupID != 0 {
 		f = append(f, zap.Uint64("cgroup_id", s.CgroupID))
 	}
+	if ev.Direction != event.DirectionUnknown {
+		f = append(f, zap.String("direction", ev.Direction.String()))
+	}
+	if ev.Process != nil {
+		f = appendProcess(f, ev.Process)
+	}
+	if c := ev.Cgroup; c != nil {
+		f = append(f, zap.String("cgroup", c.Path))
+		if c.SystemdUnit != "" {
+			f = append(f, zap.String("systemd_unit", c.SystemdUnit))
+		}
+		if c.ContainerID != "" {
+			f = append(f, zap.String("container_id", c.ContainerID))
+		}
+	}
 	if ev.Initial && ev.Kind == event.Appeared {
 		f = append(f, zap.Bool("initial", true))
 	}
@@ -132,6 +147,18 @@ func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
 		}
 	}
 	b.fields = f
+	return f
+}
+
+// appendProcess writes the owning process; attribution leaves a field
+// empty when it could not read it.
+func appendProcess(f []zapcore.Field, p *event.Process) []zapcore.Field {
+	f = append(f, zap.Int("pid", p.PID))
+	for _, kv := range [...]struct{ k, v string }{{"comm", p.Comm}, {"exe", p.Exe}, {"user", p.User}, {"cmdline", p.Cmdline}} {
+		if kv.v != "" {
+			f = append(f, zap.String(kv.k, kv.v))
+		}
+	}
 	return f
 }
 

@@ -101,6 +101,27 @@ func goldenCases() []goldenCase {
 	changed := tcp4
 	changed.State = snapshot.StateCloseWait
 	changed.CgroupID = 7
+	listener := snapshot.Socket{
+		Key: snapshot.Key{
+			Proto: snapshot.ProtoTCP, Family: snapshot.FamilyIPv4, Cookie: 4100,
+			Src: netip.MustParseAddrPort("0.0.0.0:80"), Dst: netip.MustParseAddrPort("0.0.0.0:0"),
+		},
+		State: snapshot.StateListen, Inode: 123460, CgroupID: 5342,
+	}
+	nginx := event.Process{PID: 812, UID: 0, User: "root", Comm: "nginx", Exe: "/usr/sbin/nginx"}
+	nginxCgroup := event.Cgroup{Path: "/system.slice/nginx.service", SystemdUnit: "nginx.service"}
+	// A connection closed from inside a container: the TIME_WAIT remnant
+	// has no inode, the owner was learned before; exe unreadable.
+	inContainer := snapshot.Socket{
+		Key: snapshot.Key{
+			Proto: snapshot.ProtoTCP, Family: snapshot.FamilyIPv4, Cookie: 4101,
+			Src: netip.MustParseAddrPort("172.17.0.2:40312"), Dst: netip.MustParseAddrPort("93.184.216.34:443"),
+		},
+		State: snapshot.StateTimeWait, UID: 1000, CgroupID: 6001,
+	}
+	const ctr = "4c01db0b339c0ab9e2fa2fe2e5b3a0d4f1e2c3b4a5968778695a4b3c2d1e0f9a"
+	curl := event.Process{PID: 4242, UID: 1000, User: "1000", Comm: "curl", Cmdline: "curl -s https://example.com/"}
+	containerCgroup := event.Cgroup{Path: "/system.slice/docker-" + ctr + ".scope", SystemdUnit: "docker-" + ctr + ".scope", ContainerID: ctr}
 
 	return []goldenCase{{
 		name: "appeared initial",
@@ -138,6 +159,14 @@ func goldenCases() []goldenCase {
 		name: "gap without count",
 		ev:   event.Event{Kind: event.Gap, Time: t0, Reason: "dump_failed"},
 		want: `{` + tsText + `,"event":"gap","host":"web-1","reason":"dump_failed"}`,
+	}, {
+		name: "appeared with owner",
+		ev:   event.Event{Kind: event.Appeared, Time: t0, Socket: listener, FirstSeen: t0, Direction: event.DirectionListen, Process: &nginx, Cgroup: &nginxCgroup},
+		want: `{` + tsText + `,"event":"appeared","host":"web-1","proto":"tcp","family":"ipv4","state":"listen","src_ip":"0.0.0.0","src_port":80,"dst_ip":"0.0.0.0","dst_port":0,"cookie":4100,"uid":0,"inode":123460,"cgroup_id":5342,"direction":"listen","pid":812,"comm":"nginx","exe":"/usr/sbin/nginx","user":"root","cgroup":"/system.slice/nginx.service","systemd_unit":"nginx.service"}`,
+	}, {
+		name: "closed with owner: container, cmdline, inode gone",
+		ev:   event.Event{Kind: event.Closed, Time: t0, Socket: inContainer, FirstSeen: t0.Add(-3 * time.Second), Reason: event.ReasonDestroyed, Direction: event.DirectionOutbound, Process: &curl, Cgroup: &containerCgroup},
+		want: `{` + tsText + `,"event":"closed","host":"web-1","proto":"tcp","family":"ipv4","state":"time_wait","src_ip":"172.17.0.2","src_port":40312,"dst_ip":"93.184.216.34","dst_port":443,"community_id":"1:Xg5qlcGs3wAbk9joGSdhxIBXqUs=","cookie":4101,"uid":1000,"inode":0,"cgroup_id":6001,"direction":"outbound","pid":4242,"comm":"curl","user":"1000","cmdline":"curl -s https://example.com/","cgroup":"/system.slice/docker-4c01db0b339c0ab9e2fa2fe2e5b3a0d4f1e2c3b4a5968778695a4b3c2d1e0f9a.scope","systemd_unit":"docker-4c01db0b339c0ab9e2fa2fe2e5b3a0d4f1e2c3b4a5968778695a4b3c2d1e0f9a.scope","container_id":"4c01db0b339c0ab9e2fa2fe2e5b3a0d4f1e2c3b4a5968778695a4b3c2d1e0f9a","reason":"destroyed","duration":3}`,
 	}, {
 		name: "socket (-once)",
 		ev:   event.Event{Kind: event.Snapshot, Time: t0, Socket: udp6},
@@ -227,6 +256,34 @@ func TestEncodeNoAllocs(t *testing.T) {
 	})
 	if allocs > 0 {
 		t.Errorf("%v allocations per batch of %d events, want 0", allocs, len(evs))
+	}
+}
+
+func TestEncodeOwnerNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
+	tee, err := NewWriter(io.Discard, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tee.Close()
+	var evs []event.Event
+	for _, c := range goldenCases() {
+		if c.ev.Process != nil {
+			evs = append(evs, c.ev)
+		}
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		for i := range evs {
+			if err := tee.Write(&evs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tee.Sync()
+	})
+	if allocs > 0 {
+		t.Errorf("%v allocations per batch of %d events with owners, want 0", allocs, len(evs))
 	}
 }
 

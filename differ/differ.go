@@ -45,6 +45,11 @@ type Options struct {
 	// States, when non-zero, is a mask (1<<state) of the states whose
 	// events are reported; the table is tracked whole either way.
 	States uint32
+	// Output, when set, receives each event as it is found, and the
+	// methods return no slice: the start-up table (one event per socket)
+	// then never exists in memory as a whole. The event is valid only
+	// during the call.
+	Output func(*event.Event)
 }
 
 // Stats are cumulative counters of the differ's work.
@@ -126,6 +131,14 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 	d.resetEvents()
 	d.next = d.next[:0]
 	initial := !d.started
+	if len(d.conns) == 0 && len(t.Sockets) > cap(d.conns) {
+		// Size the tracker from the first table instead of growing it
+		// socket by socket, which leaves garbage several times its size.
+		d.conns = make([]conn, 0, len(t.Sockets)+len(t.Sockets)/8)
+		d.byCookie = make(map[uint64]int32, len(t.Sockets)+len(t.Sockets)/8)
+		d.order = make([]int32, 0, cap(d.conns))
+		d.next = make([]int32, 0, cap(d.conns))
+	}
 	d.started = true
 	late := d.late
 	d.late = false
@@ -287,6 +300,10 @@ func (d *Differ) closeSlotLate(slot int32, now time.Time, reason string, late bo
 
 func (d *Differ) emit(ev event.Event) {
 	if !d.wanted(&ev) {
+		return
+	}
+	if d.opts.Output != nil {
+		d.opts.Output(&ev)
 		return
 	}
 	d.events = append(d.events, ev)

@@ -205,9 +205,12 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 	dog := time.NewTicker(d.notify.watchdogPeriod())
 	defer dog.Stop()
 
+	// The first poll builds every table at once: collect garbage eagerly
+	// meanwhile, so the heap does not double past the live tables, then
+	// hand the burst's memory back rather than carry it as RSS.
+	gc := debug.SetGCPercent(25)
 	d.pollAll(time.Now())
-	// The first poll reports the whole table at once; hand the burst's
-	// memory back now rather than carrying it as RSS for the daemon's life.
+	debug.SetGCPercent(gc)
 	debug.FreeOSMemory()
 	d.notify.ready()
 	log.Info("watching", "namespaces", len(d.order), "restored_sockets", restored)
@@ -316,7 +319,7 @@ func (d *daemon) rescan(now time.Time) error {
 		if _, ok := d.watches[ns.ID]; ok {
 			continue
 		}
-		w, err := openWatch(ns, d.cfg, d.filter, d.log, d.batches)
+		w, err := openWatch(ns, d.cfg, d.filter, d.log, d.batches, d.write)
 		if err != nil {
 			if !ns.Host && netns.IsPermission(err) {
 				if !d.nsDenied {

@@ -56,8 +56,14 @@ type destroyBatch struct {
 
 // openWatch opens the sock_diag sockets of ns. Sockets are created inside
 // the namespace and stay bound to it; nothing else needs to enter it.
-func openWatch(ns netns.NS, cfg *config.Config, f *filter.Filter, log *slog.Logger, batches chan<- destroyBatch) (*watch, error) {
-	w := &watch{ns: ns, differ: differ.New(differ.Options{States: stateMask(cfg.States)}), statBuf: make([]byte, 512)}
+// Its differ hands each event to emit as it is found, tagged with the
+// namespace.
+func openWatch(ns netns.NS, cfg *config.Config, f *filter.Filter, log *slog.Logger, batches chan<- destroyBatch, emit func(*event.Event)) (*watch, error) {
+	w := &watch{ns: ns, statBuf: make([]byte, 512)}
+	w.differ = differ.New(differ.Options{States: stateMask(cfg.States), Output: func(ev *event.Event) {
+		w.tag(ev)
+		emit(ev)
+	}})
 	var destroyErr error
 	err := netns.Do(ns, func() error {
 		c, err := diag.Open()

@@ -136,7 +136,8 @@ func (c *sysCgroupFS) Procs(path string, dst []int32) ([]int32, error) {
 		return dst, fmt.Errorf("read cgroup.procs: %w", err)
 	}
 	for line := range bytes.SplitSeq(data, []byte("\n")) {
-		if pid, ok := atoi32(line); ok {
+		// Processes outside our pid namespace are listed as 0.
+		if pid, ok := atoi32(line); ok && pid > 0 {
 			dst = append(dst, pid)
 		}
 	}

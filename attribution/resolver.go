@@ -61,6 +61,7 @@ type Resolver struct {
 	pidBuf     []int32
 	pidScratch []int32
 	fdBuf      []int32
+	linked     []uint32
 	tmpFDs     []fdEnt
 	warnings   []error
 	warned     uint32

@@ -200,9 +200,15 @@ func TestDescriptorReuse(t *testing.T) {
 	p := f.add(10, "client", "/", 500)
 	tr := newFakeResolver(defaultCfg, f).NewTracker()
 	tr.Refresh(tableOf(estab(1, 500, 1)))
-	// The socket at descriptor 3 closed; a new one took descriptor 3.
+	// The socket at descriptor 3 closed; a new one took descriptor 3. The
+	// count did not change: the first look skips the process, the second
+	// reads it.
 	p.fds[3] = 501
 	s := estab(2, 501, 1)
+	tr.Refresh(tableOf(s))
+	if ev := annotated(tr, event.Appeared, s); ev.Process != nil {
+		t.Errorf("first look found %+v in a process whose count did not change", ev.Process)
+	}
 	tr.Refresh(tableOf(s))
 	if got := pidOf(annotated(tr, event.Appeared, s)); got != 10 {
 		t.Errorf("owner of the socket at a reused descriptor: %d; want 10", got)
@@ -221,6 +227,10 @@ func TestExitLeavesSocketToChild(t *testing.T) {
 		t.Fatalf("shared listener's owner %d; want the lower pid, 10", got)
 	}
 	delete(f.procs, 10)
+	tr.Refresh(tab) // notices the exit
+	if got := pidOf(annotated(tr, event.StateChanged, ln)); got != 10 {
+		t.Errorf("right after the exit, owner %d; want still 10 until the next dump says the socket lives on", got)
+	}
 	tr.Refresh(tab)
 	ev := annotated(tr, event.StateChanged, ln)
 	if pidOf(ev) != 11 || ev.Process.Comm != "child" {
@@ -238,14 +248,19 @@ func TestHandOverToAnotherProcess(t *testing.T) {
 	if got := pidOf(annotated(tr, event.Appeared, conn)); got != 10 {
 		t.Fatalf("owner %d; want 10", got)
 	}
-	// The acceptor passes the connection to the worker and closes its
-	// descriptor; a new socket makes connlogd read the tables again.
+	// The acceptor passes the connection to the worker, closes its
+	// descriptor and accepts another: its count is unchanged.
 	delete(p.fds, 3)
 	q.fds[7] = 500
 	p.fds[4] = 501
-	tab := tableOf(conn, estab(2, 501, 1))
-	tr.Refresh(tab) // notices the acceptor let go
-	tr.Refresh(tab) // attributes it again
+	next := estab(2, 501, 1)
+	tab := tableOf(conn, next)
+	tr.Refresh(tab) // first look for the new socket: the acceptor is skipped
+	tr.Refresh(tab) // second look: reads the acceptor, finds it let go
+	if got := pidOf(annotated(tr, event.Appeared, next)); got != 10 {
+		t.Errorf("new connection's owner %d; want 10", got)
+	}
+	tr.Refresh(tab) // attributes the handed-over one again
 	if got := pidOf(annotated(tr, event.StateChanged, conn)); got != 20 {
 		t.Errorf("owner after the hand-over %d; want 20", got)
 	}
@@ -360,7 +375,7 @@ func TestExecShowsInNewSockets(t *testing.T) {
 	}
 }
 
-func TestSecondTierCountFilter(t *testing.T) {
+func TestCountFilter(t *testing.T) {
 	f := newFakeFS()
 	f.cgroups[10], f.cgroups[11] = "/a.service", "/b.service"
 	f.add(5, "creator", "/a.service")
@@ -378,15 +393,18 @@ func TestSecondTierCountFilter(t *testing.T) {
 		t.Errorf("handed-over socket's owner %d; want 30", got)
 	}
 
-	// One closed and one received: same count, not read again. The socket
-	// stays unknown (never wrong).
+	// One closed and one received: same count, so the first look skips
+	// it; the second finds it.
 	delete(q.fds, 3)
 	q.fds[3] = 800
 	u := estab(3, 800, 10)
 	tr.Refresh(tableOf(s, u))
-	tr.Refresh(tableOf(s, u))
 	if ev := annotated(tr, event.Appeared, u); ev.Process != nil {
-		t.Errorf("owner %+v; the count did not change, so none was expected", ev.Process)
+		t.Errorf("first look: owner %+v; the count did not change, so none was expected", ev.Process)
+	}
+	tr.Refresh(tableOf(s, u))
+	if got := pidOf(annotated(tr, event.Appeared, u)); got != 30 {
+		t.Errorf("second look: owner %d; want 30", got)
 	}
 }
 
@@ -508,5 +526,28 @@ func TestDuplicateInDump(t *testing.T) {
 	tr.Refresh(tableOf(s))
 	if tr.Len() != 1 || r.owners[500].refs != 1 {
 		t.Errorf("%d records, %d refs; want 1, 1", tr.Len(), r.owners[500].refs)
+	}
+}
+
+func TestFirstLookReadsOnlyChangedProcesses(t *testing.T) {
+	f := newFakeFS()
+	for pid := int32(10); pid < 20; pid++ {
+		f.add(pid, "p", "/", uint32(pid)*100)
+	}
+	tr := newFakeResolver(defaultCfg, f).NewTracker()
+	var socks []snapshot.Socket
+	for pid := uint64(10); pid < 20; pid++ {
+		socks = append(socks, estab(pid, uint32(pid)*100, 1))
+	}
+	tr.Refresh(tableOf(socks...))
+	tables := f.tables
+	f.procs[17].fds[9] = 5000
+	s := estab(99, 5000, 1)
+	tr.Refresh(tableOf(append(socks, s)...))
+	if n := f.tables - tables; n != 1 {
+		t.Errorf("read %d tables for one new socket; want 1, the process whose count changed", n)
+	}
+	if got := pidOf(annotated(tr, event.Appeared, s)); got != 17 {
+		t.Errorf("owner %d; want 17", got)
 	}
 }

@@ -16,14 +16,12 @@ type group struct {
 
 // scan is one resolution round's scratch, kept to reuse its storage.
 type scan struct {
-	want     map[uint32]*owner
-	wanted   []*owner
+	wanted   []*owner // the owners looked for; each has wantRound == the round
 	groups   map[uint64]*group
 	order    []*group
-	noGroup  int // wanted sockets whose cgroup is unknown
 	noCand   int // wanted sockets with no holder found yet
 	tentMax  int32
-	unscoped bool // some wanted socket has no group: the second tier reads every process
+	thorough bool // some wanted socket is on its second look: read every process
 }
 
 // resolve attributes the queued owners. It lists the processes (to notice
@@ -38,11 +36,15 @@ type scan struct {
 //  1. for each cgroup of a wanted socket, its processes (cgroup.procs),
 //     ascending, until each of its sockets has a holder there;
 //  2. then every other process, ascending, while some socket has no
-//     holder or might have one with a lower pid. When every wanted socket
-//     had a cgroup, a process whose descriptor count has not changed since
-//     it was last read is skipped: the socket is its creator's, which is
-//     in the cgroup, so this tier only finds sockets handed over, and the
-//     count says whether anything was.
+//     holder or might have one with a lower pid.
+//
+// On a socket's first look, a process read before whose descriptor count
+// (Linux 6.2+) has not changed since is skipped: holding a new socket
+// takes a descriptor more, unless the process closed one meanwhile. The
+// second look, at the next Refresh, reads every process, so such a
+// socket, if it still exists, gets its owner one poll late. Without the
+// skip, a single new connection on a host where every process is in one
+// cgroup would cost a listing of every descriptor table.
 //
 // Reading a table reads only the links of descriptors not already known
 // to hold a live socket (see readFDs).
@@ -50,23 +52,28 @@ func (r *Resolver) resolve() {
 	if r.procfs == nil {
 		return
 	}
+	// The queue is taken before the sweep: sockets whose owner exited are
+	// queued by it for the next round, by which time the next dump says
+	// whether they outlived their owner (most close with it).
+	queue := r.queue
+	r.queue = nil
 	pids, ok := r.sweep()
-	if !ok || len(r.queue) == 0 {
+	if !ok {
+		r.queue = append(r.queue, queue...)
+		return
+	}
+	if len(queue) == 0 {
 		return
 	}
 	r.round++
 	sc := &r.sc
-	if sc.want == nil {
-		sc.want = make(map[uint32]*owner)
+	if sc.groups == nil {
 		sc.groups = make(map[uint64]*group)
 	}
-	clear(sc.want)
 	clear(sc.groups)
 	sc.wanted, sc.order = sc.wanted[:0], sc.order[:0]
-	sc.noGroup, sc.noCand, sc.tentMax, sc.unscoped = 0, 0, 0, false
+	sc.noCand, sc.tentMax, sc.thorough = 0, 0, false
 
-	queue := r.queue
-	r.queue = nil
 	for _, o := range queue {
 		o.queued = false
 		switch {
@@ -78,8 +85,12 @@ func (r *Resolver) resolve() {
 			r.settle(o)
 			continue
 		}
+		if o.state == stRetry || o.proc != nil {
+			// A second look, or a socket whose owner let go of it: the
+			// processes that hold it had it before, their counts unchanged.
+			sc.thorough = true
+		}
 		o.wantRound, o.candRank, o.candPid, o.grp = r.round, -1, 0, nil
-		sc.want[o.inode] = o
 		sc.wanted = append(sc.wanted, o)
 		sc.noCand++
 		if o.cgid != 0 {
@@ -92,10 +103,8 @@ func (r *Resolver) resolve() {
 				}
 				g.remaining++
 				o.grp = g
-				continue
 			}
 		}
-		sc.unscoped = true
 	}
 	if len(sc.wanted) == 0 {
 		return
@@ -108,9 +117,7 @@ func (r *Resolver) resolve() {
 		members, err := r.cgfs.Procs(g.path, r.fdBuf[:0])
 		r.fdBuf = members
 		if err != nil {
-			// The cgroup went away: its sockets are anyone's.
-			sc.unscoped = true
-			continue
+			continue // the cgroup went away: its sockets are anyone's
 		}
 		slices.Sort(members)
 		// members aliases fdBuf, which readFDs uses: copy it out.
@@ -119,7 +126,9 @@ func (r *Resolver) resolve() {
 			if g.remaining == 0 {
 				break
 			}
-			r.readFDs(pid, g)
+			if !r.skip(pid) {
+				r.readFDs(pid, g)
+			}
 		}
 	}
 	for _, o := range sc.wanted {
@@ -133,21 +142,34 @@ func (r *Resolver) resolve() {
 		if sc.noCand == 0 && pid > sc.tentMax {
 			break
 		}
-		p := r.procs[pid]
-		if p != nil && (p.round == r.round || p.denied) {
-			continue
+		if !r.skip(pid) {
+			r.readFDs(pid, nil)
 		}
-		if !sc.unscoped && p != nil && p.read {
-			if n, ok := r.procfs.FDCount(pid); ok && n == p.nfds {
-				continue
-			}
-		}
-		r.readFDs(pid, nil)
 	}
 
 	for _, o := range sc.wanted {
 		r.settle(o)
 	}
+}
+
+// skip reports whether process pid is not to be read now: it is
+// unreadable, was read (or skipped) already this round, or this is a
+// first look and its descriptor count is what it was when last read.
+func (r *Resolver) skip(pid int32) bool {
+	p := r.procs[pid]
+	switch {
+	case p == nil:
+		return false
+	case p.denied || p.round == r.round:
+		return true
+	case r.sc.thorough || !p.read:
+		return false
+	}
+	if n, ok := r.procfs.FDCount(pid); ok && n == p.nfds {
+		p.round = r.round
+		return true
+	}
+	return false
 }
 
 // tmpPids returns scratch space for n pids that readFDs does not use.
@@ -219,8 +241,8 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 		return
 	}
 	r.stats.FDTables++
-	sc := &r.sc
 	out := r.tmpFDs[:0]
+	linked := r.linked[:0] // socket inodes whose links were read
 	old := p.fds
 	j := 0
 	for _, fd := range fds {
@@ -249,13 +271,20 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 			r.lost(p, prev)
 		}
 		out = append(out, fdEnt{fd, inode})
-		if o := sc.want[inode]; o != nil {
-			r.offer(o, pid, g)
-		}
+		linked = append(linked, inode)
 	}
 	for ; j < len(old); j++ {
 		r.lost(p, old[j].inode)
 	}
+	// The sockets read are matched after the reads, in one tight loop:
+	// each readlink runs enough kernel code to evict the owners map from
+	// the cache, and a lookup after each would miss every time.
+	for _, inode := range linked {
+		if o := r.owners[inode]; o != nil && o.wantRound == r.round {
+			r.offer(o, pid, g)
+		}
+	}
+	r.linked = linked
 	p.fds = append(p.fds[:0], out...)
 	r.tmpFDs = out
 	p.nfds = len(fds)

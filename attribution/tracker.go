@@ -57,6 +57,8 @@ type Tracker struct {
 	prevLst  []listener // the last dump's, to skip rebuilding an unchanged index
 	index    listeners
 	gen      uint64
+	lastCgid uint64 // the last cgroup looked up, and its entry
+	lastCg   *cgroupEntry
 }
 
 // freshRec is a record whose direction is decided once the whole dump's
@@ -92,6 +94,7 @@ func (t *Tracker) Refresh(tab *snapshot.Table) {
 	r.call++
 	t.gen++
 	t.next, t.fresh, t.lst = t.next[:0], t.fresh[:0], t.lst[:0]
+	t.reserve(tab.Len())
 	cur, matched := 0, 0
 	for i := range tab.Sockets {
 		s := &tab.Sockets[i]
@@ -160,6 +163,29 @@ func (t *Tracker) Refresh(tab *snapshot.Table) {
 	r.resolve()
 }
 
+// reserve sizes the Tracker's storage for a table of n sockets when it
+// is far too small, as on the first Refresh: growing a 100k-entry map and
+// slice step by step costs a good part of a first pass.
+func (t *Tracker) reserve(n int) {
+	if len(t.byCookie) >= n/2 {
+		return
+	}
+	if cap(t.recs) < n {
+		recs := make([]record, len(t.recs), n)
+		copy(recs, t.recs)
+		t.recs = recs
+	}
+	if len(t.byCookie) == 0 {
+		t.byCookie = make(map[uint64]int32, n)
+	}
+	if cap(t.next) < n {
+		t.next = make([]int32, 0, n)
+	}
+	if r := t.r; r.procfs != nil && len(r.owners) == 0 {
+		r.owners = make(map[uint32]*owner, n)
+	}
+}
+
 // update takes a dumped socket's inode and cgroup id into its record.
 func (t *Tracker) update(rc *record, s *snapshot.Socket) {
 	r := t.r
@@ -167,7 +193,11 @@ func (t *Tracker) update(rc *record, s *snapshot.Socket) {
 		rc.cgid = s.CgroupID
 		rc.cg = nil
 		if s.CgroupID != 0 {
-			rc.cg = r.cgroupLookup(s.CgroupID)
+			// Neighbours in a dump mostly share a cgroup.
+			if s.CgroupID != t.lastCgid {
+				t.lastCgid, t.lastCg = s.CgroupID, r.cgroupLookup(s.CgroupID)
+			}
+			rc.cg = t.lastCg
 		}
 	}
 	if s.Inode == rc.inode {

@@ -30,6 +30,9 @@
 //
 //   - processes are read in the order of the owner rule (see resolve), and
 //     the search stops when every wanted socket has its owner;
+//   - on a socket's first look, a process whose descriptor count has not
+//     changed since it was last read is skipped (one stat instead of a
+//     listing); the second look, one Refresh later, reads every process;
 //   - of a process read before, only the links of descriptors not known to
 //     hold a live socket are read again: a server with 10,000 connections
 //     that accepted one costs a listing of its descriptor table and one

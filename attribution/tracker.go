@@ -297,40 +297,54 @@ func (t *Tracker) Annotate(evs []event.Event) {
 	defer r.mu.Unlock()
 	r.call++
 	for i := range evs {
-		ev := &evs[i]
-		if ev.Kind == event.Gap {
-			continue
-		}
-		s := &ev.Socket
-		var own *owner
-		var cg *cgroupEntry
-		if slot, ok := t.byCookie[s.Cookie]; ok {
-			rc := &t.recs[slot]
-			own, cg = rc.own, rc.cg
-			if rc.class == classOf(s) {
-				ev.Direction = rc.dir
-			} else {
-				// An older identity of the socket (a UDP socket's closed
-				// event before it connected).
-				ev.Direction = t.index.direction(s)
-			}
-			if s.CgroupID != rc.cgid {
-				cg = nil
-			}
+		t.annotate(&evs[i])
+	}
+}
+
+// AnnotateEvent is Annotate for one event, for callers that receive
+// events one at a time (differ.Options.Output).
+func (t *Tracker) AnnotateEvent(ev *event.Event) {
+	r := t.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.call++
+	t.annotate(ev)
+}
+
+func (t *Tracker) annotate(ev *event.Event) {
+	r := t.r
+	if ev.Kind == event.Gap {
+		return
+	}
+	s := &ev.Socket
+	var own *owner
+	var cg *cgroupEntry
+	if slot, ok := t.byCookie[s.Cookie]; ok {
+		rc := &t.recs[slot]
+		own, cg = rc.own, rc.cg
+		if rc.class == classOf(s) {
+			ev.Direction = rc.dir
 		} else {
+			// An older identity of the socket (a UDP socket's closed
+			// event before it connected).
 			ev.Direction = t.index.direction(s)
-			if s.Inode != 0 {
-				own = r.owners[s.Inode]
-			}
 		}
-		if r.cfg.Process && own != nil {
-			ev.Process = own.proc
+		if s.CgroupID != rc.cgid {
+			cg = nil
 		}
-		if r.cfg.Cgroup && s.CgroupID != 0 {
-			if cg == nil {
-				cg = r.cgroupLookup(s.CgroupID)
-			}
-			ev.Cgroup = cg.info
+	} else {
+		ev.Direction = t.index.direction(s)
+		if s.Inode != 0 {
+			own = r.owners[s.Inode]
 		}
+	}
+	if r.cfg.Process && own != nil {
+		ev.Process = own.proc
+	}
+	if r.cfg.Cgroup && s.CgroupID != 0 {
+		if cg == nil {
+			cg = r.cgroupLookup(s.CgroupID)
+		}
+		ev.Cgroup = cg.info
 	}
 }

@@ -521,3 +521,7 @@ func (d *Differ) resetEvents() {
 	}
 	d.events = d.events[:0]
 }
+
+// SetOutput changes Options.Output, for a caller that moves the Differ to
+// a new owner.
+func (d *Differ) SetOutput(fn func(*event.Event)) { d.opts.Output = fn }

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/connlogd/connlogd/attribution"
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/diag"
 	"github.com/connlogd/connlogd/event"
@@ -141,6 +142,7 @@ type daemon struct {
 	order   []*watch // watches in a stable order, for polling
 	batches chan destroyBatch
 	filter  *filter.Filter // nil: report every socket
+	owners  *attribution.Resolver
 	met     *metrics
 	notify  notifier
 	reqBuf  []diag.Request
@@ -178,6 +180,8 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 			w.close()
 		}
 	}()
+	d.owners = attribution.New(cfg.Attribution)
+	defer d.owners.Close()
 	d.outp.Store(out)
 	if d.met, err = startMetrics(cfg.Metrics.Listen, log, d.outp.Load); err != nil {
 		out.Close()
@@ -319,7 +323,7 @@ func (d *daemon) rescan(now time.Time) error {
 		if _, ok := d.watches[ns.ID]; ok {
 			continue
 		}
-		w, err := openWatch(ns, d.cfg, d.filter, d.log, d.batches, d.write)
+		w, err := openWatch(ns, d.cfg, d.filter, d.owners, d.log, d.batches, d.write)
 		if err != nil {
 			if !ns.Host && netns.IsPermission(err) {
 				if !d.nsDenied {
@@ -431,6 +435,8 @@ func (d *daemon) poll(w *watch, now time.Time) {
 	if !w.kernelFiltered {
 		w.keep(&w.tab)
 	}
+	w.owners.Refresh(&w.tab)
+	d.ownerWarnings()
 	evs, err := w.differ.Diff(&w.tab, now, w.conn)
 	if err != nil {
 		d.log.Warn("lookup of missing sockets failed; they stay tracked until confirmed", "netns", w.String(), "err", err)
@@ -502,6 +508,14 @@ func (d *daemon) reportCounters(w *watch, now time.Time) {
 	d.met.netlink(st.Malformed-w.parse.Malformed, st.Foreign-w.parse.Foreign)
 	w.parse = st
 	w.dstats = w.differ.Stats()
+}
+
+// ownerWarnings logs what attribution could not do (missing privileges,
+// no cgroup v2), each kind once: it reports each only once itself.
+func (d *daemon) ownerWarnings() {
+	for _, w := range d.owners.Warnings() {
+		d.log.Warn("owner attribution degraded", "err", w)
+	}
 }
 
 func (d *daemon) reportSinkDrops(now time.Time) {

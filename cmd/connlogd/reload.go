@@ -166,6 +166,9 @@ func (d *daemon) reload(r reloadRequest, tick, rescan *time.Ticker) {
 	if cfg.NamespaceRescan != prev.NamespaceRescan {
 		rescan.Reset(cfg.NamespaceRescan)
 	}
+	if cfg.Attribution != prev.Attribution {
+		d.log.Warn("attribution settings change on restart only")
+	}
 	if cfg.Metrics != prev.Metrics {
 		d.log.Warn("metrics settings change on restart only", "running", prev.Metrics.Listen, "configured", cfg.Metrics.Listen)
 	}
@@ -197,13 +200,17 @@ func (d *daemon) reload(r reloadRequest, tick, rescan *time.Ticker) {
 // destroy settings, keeping its socket table. Sockets of what is no longer
 // watched are forgotten silently: not dumping them is not their close.
 func (d *daemon) rewatch(w *watch) {
-	nw, err := openWatch(w.ns, d.cfg, d.filter, d.log, d.batches, d.write)
+	nw, err := openWatch(w.ns, d.cfg, d.filter, d.owners, d.log, d.batches, d.write)
 	if err != nil {
 		d.log.Error("cannot apply the new protocols or families to this namespace; keeping the old ones", "netns", w.String(), "err", err)
 		return
 	}
+	// Keep what the old watch learned: the table and the owners.
+	nw.owners.Close()
+	nw.owners, w.owners = w.owners, nil
 	w.close()
 	nw.differ = w.differ
+	nw.differ.SetOutput(nw.output)
 	protos, fams := d.cfg.Protocols, d.cfg.Families
 	if n := nw.differ.Forget(func(s *snapshot.Socket) bool {
 		return !slices.Contains(protos, s.Proto) || !slices.Contains(fams, s.Family)

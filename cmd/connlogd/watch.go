@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/connlogd/connlogd/attribution"
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/diag"
 	"github.com/connlogd/connlogd/differ"
@@ -35,6 +36,11 @@ type watch struct {
 
 	counts [2][2]int // last poll: tcp/udp × ipv4/ipv6, for the metrics
 	filter *filter.Filter
+	// owners attributes the namespace's sockets to processes and cgroups.
+	owners *attribution.Tracker
+	// output tags, annotates and filters each event of the differ, then
+	// writes it.
+	output func(*event.Event)
 	// kernelFiltered: every request carries the filter's program, so the
 	// dump holds only matching sockets and Match need not run on it.
 	kernelFiltered bool
@@ -58,12 +64,17 @@ type destroyBatch struct {
 // the namespace and stay bound to it; nothing else needs to enter it.
 // Its differ hands each event to emit as it is found, tagged with the
 // namespace.
-func openWatch(ns netns.NS, cfg *config.Config, f *filter.Filter, log *slog.Logger, batches chan<- destroyBatch, emit func(*event.Event)) (*watch, error) {
-	w := &watch{ns: ns, statBuf: make([]byte, 512)}
-	w.differ = differ.New(differ.Options{States: stateMask(cfg.States), Output: func(ev *event.Event) {
+func openWatch(ns netns.NS, cfg *config.Config, f *filter.Filter, res *attribution.Resolver, log *slog.Logger, batches chan<- destroyBatch, emit func(*event.Event)) (*watch, error) {
+	w := &watch{ns: ns, statBuf: make([]byte, 512), owners: res.NewTracker()}
+	w.output = func(ev *event.Event) {
 		w.tag(ev)
+		w.owners.AnnotateEvent(ev)
+		if w.filter.NeedsOwner() && !w.filter.MatchOwner(&ev.Socket, ownerOf(ev)) {
+			return
+		}
 		emit(ev)
-	}})
+	}
+	w.differ = differ.New(differ.Options{States: stateMask(cfg.States), Output: w.output})
 	var destroyErr error
 	err := netns.Do(ns, func() error {
 		c, err := diag.Open()
@@ -154,6 +165,9 @@ func (w *watch) readDestroy(batches chan<- destroyBatch) func() {
 // close releases every socket of the namespace: an open socket would pin
 // a namespace that is otherwise gone.
 func (w *watch) close() {
+	if w.owners != nil {
+		w.owners.Close()
+	}
 	if w.stop != nil {
 		w.stop()
 	} else if w.destroy != nil {
@@ -272,4 +286,13 @@ func (w *watch) keep(t *snapshot.Table) {
 		}
 	}
 	t.Sockets = out
+}
+
+// ownerOf is what the filter's process and user rules see of an event's
+// owner; nil when attribution does not know it.
+func ownerOf(ev *event.Event) *filter.Owner {
+	if ev.Process == nil {
+		return nil
+	}
+	return &filter.Owner{Process: ev.Process.Comm, User: ev.Process.User, UID: ev.Process.UID, HasUID: true}
 }

@@ -46,9 +46,13 @@ type Resolver struct {
 	lookupUser func(uid uint32) (string, bool)
 	users      map[uint32]string
 
-	owners map[uint32]*owner // by socket inode, while some record refers to it
-	queue  []*owner          // owners to (re)attribute at the next resolve
-	procs  map[int32]*proc   // processes whose descriptors were read
+	// Owners live in one table and are referred to by index: a pointer
+	// per socket would give every garbage collection 100k objects to chase.
+	owners    map[uint32]ownerID // by socket inode, while some record refers to it
+	ownerTab  []owner            // [0] is unused: ownerID 0 is none
+	ownerFree []ownerID
+	queue     []ownerID       // owners to (re)attribute at the next resolve
+	procs     map[int32]*proc // processes whose descriptors were read
 
 	cgroups  map[uint64]*cgroupEntry
 	cgIndex  map[uint64]string // the last walk: cgroup id → path
@@ -86,7 +90,8 @@ func newResolver(cfg config.Attribution) *Resolver {
 		cfg:        cfg,
 		lookupUser: lookupUser,
 		users:      make(map[uint32]string),
-		owners:     make(map[uint32]*owner),
+		owners:     make(map[uint32]ownerID),
+		ownerTab:   make([]owner, 1),
 		procs:      make(map[int32]*proc),
 		cgroups:    make(map[uint64]*cgroupEntry),
 	}
@@ -157,22 +162,25 @@ const (
 	stUnknown                   // given up: no readable process held it
 )
 
+// ownerID indexes Resolver.ownerTab; 0 is none.
+type ownerID int32
+
 // owner is what is known of one socket inode.
 type owner struct {
 	inode   uint32
-	cgid    uint64 // the socket's cgroup id, for the scan's first tier
-	refs    int32  // Tracker records referring to it
-	present bool   // in its namespace's last dump with this inode: some descriptor may hold it
-	queued  bool
-	state   ownerState
+	refs    int32          // Tracker records referring to it
+	cgid    uint64         // the socket's cgroup id, for the scan's first tier
 	proc    *event.Process // the answer; kept when the holder exits
-	holder  *proc          // the process proc describes, while it holds it
+	holder  int32          // pid of the process proc describes, while it holds it
+	state   ownerState
+	present bool // in its namespace's last dump with this inode: some descriptor may hold it
+	queued  bool
 
 	// scan scratch, valid in round wantRound
 	wantRound uint64
-	candRank  int8 // -1: no holder found yet; 0: in the socket's cgroup; 1: elsewhere
 	candPid   int32
-	grp       *group
+	grp       int32 // 1 + index in scan.order of the socket's cgroup tier; 0 for none
+	candRank  int8  // -1: no holder found yet; 0: in the socket's cgroup; 1: elsewhere
 }
 
 // fdEnt is one socket descriptor of a process.
@@ -195,38 +203,61 @@ type proc struct {
 	start   uint64
 }
 
+// owner returns the owner at id. The pointer is valid until the next
+// ownerFor, which may grow the table.
+func (r *Resolver) owner(id ownerID) *owner { return &r.ownerTab[id] }
+
 // ownerFor returns the owner of inode, creating it (wanted) when new, and
-// takes a reference. It returns nil when process attribution is off.
-func (r *Resolver) ownerFor(inode uint32, cgid uint64) *owner {
+// takes a reference. It returns 0 when process attribution is off.
+func (r *Resolver) ownerFor(inode uint32, cgid uint64) ownerID {
 	if r.procfs == nil {
-		return nil
+		return 0
 	}
-	o := r.owners[inode]
-	if o == nil {
-		o = &owner{inode: inode, cgid: cgid, state: stWanted}
-		r.owners[inode] = o
-		r.enqueue(o)
+	id := r.owners[inode]
+	if id == 0 {
+		if n := len(r.ownerFree); n > 0 {
+			id = r.ownerFree[n-1]
+			r.ownerFree = r.ownerFree[:n-1]
+		} else {
+			id = ownerID(len(r.ownerTab))
+			r.ownerTab = append(r.ownerTab, owner{})
+		}
+		*r.owner(id) = owner{inode: inode, cgid: cgid, state: stWanted}
+		r.owners[inode] = id
+		r.enqueue(id)
 	}
+	o := r.owner(id)
 	o.refs++
 	o.present = true
-	return o
+	return id
 }
 
-// release drops a reference; the last one forgets the inode.
-func (r *Resolver) release(o *owner) {
+// release drops a reference; the last one forgets the inode. The slot is
+// reused once no queue holds it.
+func (r *Resolver) release(id ownerID) {
+	o := r.owner(id)
 	o.refs--
-	if o.refs <= 0 {
-		o.present = false
-		if r.owners[o.inode] == o {
-			delete(r.owners, o.inode)
-		}
+	if o.refs > 0 {
+		return
+	}
+	o.present = false
+	if r.owners[o.inode] == id {
+		delete(r.owners, o.inode)
+	}
+	if !o.queued {
+		r.free(id)
 	}
 }
 
-func (r *Resolver) enqueue(o *owner) {
-	if !o.queued {
+func (r *Resolver) free(id ownerID) {
+	*r.owner(id) = owner{}
+	r.ownerFree = append(r.ownerFree, id)
+}
+
+func (r *Resolver) enqueue(id ownerID) {
+	if o := r.owner(id); !o.queued {
 		o.queued = true
-		r.queue = append(r.queue, o)
+		r.queue = append(r.queue, id)
 	}
 }
 
@@ -234,14 +265,18 @@ func (r *Resolver) enqueue(o *owner) {
 // it did (closed, or handed to another process): if p was its owner and
 // the socket lives on, it is attributed again at the next resolve.
 func (r *Resolver) lost(p *proc, inode uint32) {
-	o := r.owners[inode]
-	if o == nil || o.holder != p {
+	id := r.owners[inode]
+	if id == 0 {
 		return
 	}
-	o.holder = nil
+	o := r.owner(id)
+	if o.holder != p.pid {
+		return
+	}
+	o.holder = 0
 	if o.present {
 		o.state = stWanted
-		r.enqueue(o)
+		r.enqueue(id)
 	}
 }
 

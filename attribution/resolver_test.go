@@ -524,8 +524,8 @@ func TestDuplicateInDump(t *testing.T) {
 	s := estab(1, 500, 1)
 	tr.Refresh(tableOf(s, s))
 	tr.Refresh(tableOf(s))
-	if tr.Len() != 1 || r.owners[500].refs != 1 {
-		t.Errorf("%d records, %d refs; want 1, 1", tr.Len(), r.owners[500].refs)
+	if tr.Len() != 1 || r.owner(r.owners[500]).refs != 1 {
+		t.Errorf("%d records, %d refs; want 1, 1", tr.Len(), r.owner(r.owners[500]).refs)
 	}
 }
 
@@ -549,5 +549,30 @@ func TestFirstLookReadsOnlyChangedProcesses(t *testing.T) {
 	}
 	if got := pidOf(annotated(tr, event.Appeared, s)); got != 17 {
 		t.Errorf("owner %d; want 17", got)
+	}
+}
+
+func TestOwnerSlotsReused(t *testing.T) {
+	f := newFakeFS()
+	p := f.add(10, "a", "/", 600)
+	r := newFakeResolver(defaultCfg, f)
+	tr := r.NewTracker()
+	tr.Refresh(tableOf(estab(1, 500, 1))) // nobody holds 500: queued for a second look
+	tr.Close()                            // released while queued
+	tr = r.NewTracker()
+	a := estab(2, 600, 1)
+	tr.Refresh(tableOf(a))
+	if got := pidOf(annotated(tr, event.Appeared, a)); got != 10 {
+		t.Fatalf("owner %d; want 10", got)
+	}
+	slots := len(r.ownerTab)
+	p.fds[9] = 700
+	b := estab(3, 700, 1)
+	tr.Refresh(tableOf(a, b))
+	if len(r.ownerTab) != slots {
+		t.Errorf("owner table grew from %d to %d; the freed slot was not reused", slots, len(r.ownerTab))
+	}
+	if pidOf(annotated(tr, event.Appeared, a)) != 10 || pidOf(annotated(tr, event.Appeared, b)) != 10 {
+		t.Errorf("owners after reuse: %d, %d; want 10, 10", pidOf(annotated(tr, event.Appeared, a)), pidOf(annotated(tr, event.Appeared, b)))
 	}
 }

@@ -6,17 +6,23 @@ import (
 	"slices"
 )
 
+// maxWantMap is the most wanted sockets indexed in a map of their own.
+const maxWantMap = 4096
+
 // group is the first tier of a scan: the wanted sockets created in one
 // cgroup, looked for among the processes in that cgroup.
 type group struct {
 	cgid      uint64
 	path      string
-	remaining int // wanted sockets of the group with no holder in it yet
+	idx       int32 // in scan.order
+	remaining int   // wanted sockets of the group with no holder in it yet
 }
 
 // scan is one resolution round's scratch, kept to reuse its storage.
 type scan struct {
-	wanted   []*owner // the owners looked for; each has wantRound == the round
+	wanted   []ownerID          // the owners looked for; each has wantRound == the round
+	want     map[uint32]ownerID // wanted by inode when few, else nil
+	wantMap  map[uint32]ownerID // want's storage
 	groups   map[uint64]*group
 	order    []*group
 	noCand   int // wanted sockets with no holder found yet
@@ -74,15 +80,19 @@ func (r *Resolver) resolve() {
 	sc.wanted, sc.order = sc.wanted[:0], sc.order[:0]
 	sc.noCand, sc.tentMax, sc.thorough = 0, 0, false
 
-	for _, o := range queue {
+	for _, id := range queue {
+		o := r.owner(id)
 		o.queued = false
 		switch {
-		case o.refs <= 0 || (o.state != stWanted && o.state != stRetry):
+		case o.refs <= 0:
+			r.free(id) // released while queued
+			continue
+		case o.state != stWanted && o.state != stRetry:
 			continue
 		case !o.present:
 			// Closed, or orphaned by its process, before it was found:
 			// keep what was known, if anything.
-			r.settle(o)
+			r.settle(id)
 			continue
 		}
 		if o.state == stRetry || o.proc != nil {
@@ -90,19 +100,19 @@ func (r *Resolver) resolve() {
 			// processes that hold it had it before, their counts unchanged.
 			sc.thorough = true
 		}
-		o.wantRound, o.candRank, o.candPid, o.grp = r.round, -1, 0, nil
-		sc.wanted = append(sc.wanted, o)
+		o.wantRound, o.candRank, o.candPid, o.grp = r.round, -1, 0, 0
+		sc.wanted = append(sc.wanted, id)
 		sc.noCand++
 		if o.cgid != 0 {
 			if e := r.cgroupLookup(o.cgid); e.path != "" {
 				g := sc.groups[o.cgid]
 				if g == nil {
-					g = &group{cgid: o.cgid, path: e.path}
+					g = &group{cgid: o.cgid, path: e.path, idx: int32(len(sc.order))}
 					sc.groups[o.cgid] = g
 					sc.order = append(sc.order, g)
 				}
 				g.remaining++
-				o.grp = g
+				o.grp = g.idx + 1
 			}
 		}
 	}
@@ -110,9 +120,24 @@ func (r *Resolver) resolve() {
 		return
 	}
 	r.stats.Scans++
+	// The cached descriptors of skipped processes are checked against the
+	// wanted sockets: a small map of them stays in the cache, the owners
+	// map does not. A first pass, with everything wanted and nothing
+	// cached, does without.
+	sc.want = nil
+	if len(sc.wanted) <= maxWantMap {
+		if sc.wantMap == nil {
+			sc.wantMap = make(map[uint32]ownerID)
+		}
+		clear(sc.wantMap)
+		for _, id := range sc.wanted {
+			sc.wantMap[r.owner(id).inode] = id
+		}
+		sc.want = sc.wantMap
+	}
 
-	// Tier 1: the sockets' own cgroups.
-	slices.SortFunc(sc.order, func(a, b *group) int { return cmpU64(a.cgid, b.cgid) })
+	// Tier 1: the sockets' own cgroups. Their order does not matter: a
+	// holder found in another socket's cgroup only ranks second.
 	for _, g := range sc.order {
 		members, err := r.cgfs.Procs(g.path, r.fdBuf[:0])
 		r.fdBuf = members
@@ -126,13 +151,13 @@ func (r *Resolver) resolve() {
 			if g.remaining == 0 {
 				break
 			}
-			if !r.skip(pid) {
+			if !r.skip(pid, g) {
 				r.readFDs(pid, g)
 			}
 		}
 	}
-	for _, o := range sc.wanted {
-		if o.candRank == 1 && o.candPid > sc.tentMax {
+	for _, id := range sc.wanted {
+		if o := r.owner(id); o.candRank == 1 && o.candPid > sc.tentMax {
 			sc.tentMax = o.candPid
 		}
 	}
@@ -142,20 +167,24 @@ func (r *Resolver) resolve() {
 		if sc.noCand == 0 && pid > sc.tentMax {
 			break
 		}
-		if !r.skip(pid) {
+		if !r.skip(pid, nil) {
 			r.readFDs(pid, nil)
 		}
 	}
 
-	for _, o := range sc.wanted {
-		r.settle(o)
+	for _, id := range sc.wanted {
+		r.settle(id)
 	}
 }
 
 // skip reports whether process pid is not to be read now: it is
 // unreadable, was read (or skipped) already this round, or this is a
-// first look and its descriptor count is what it was when last read.
-func (r *Resolver) skip(pid int32) bool {
+// first look and its descriptor count is what it was when last read. A
+// process skipped for its count may still hold a wanted socket it had
+// when last read (created before it was bound or connected, so before
+// any dump had it): its cached descriptors are checked, and a hit is
+// confirmed by reading that one link.
+func (r *Resolver) skip(pid int32, g *group) bool {
 	p := r.procs[pid]
 	switch {
 	case p == nil:
@@ -165,11 +194,47 @@ func (r *Resolver) skip(pid int32) bool {
 	case r.sc.thorough || !p.read:
 		return false
 	}
-	if n, ok := r.procfs.FDCount(pid); ok && n == p.nfds {
-		p.round = r.round
-		return true
+	n, ok := r.procfs.FDCount(pid)
+	if !ok || n != p.nfds {
+		return false
 	}
-	return false
+	p.round = r.round
+	for _, f := range p.fds {
+		if id := r.wanted(f.inode); id != 0 {
+			r.confirm(p, f, id, g)
+		}
+	}
+	return true
+}
+
+// wanted returns the owner of inode if it is looked for this round.
+func (r *Resolver) wanted(inode uint32) ownerID {
+	var id ownerID
+	if r.sc.want != nil {
+		id = r.sc.want[inode]
+	} else {
+		id = r.owners[inode]
+	}
+	if id != 0 && r.owner(id).wantRound == r.round {
+		return id
+	}
+	return 0
+}
+
+// confirm reads the link of one cached descriptor of p and offers p as a
+// holder of the owner id if it still holds that socket.
+func (r *Resolver) confirm(p *proc, f fdEnt, id ownerID, g *group) {
+	dir, err := r.procfs.OpenFDs(p.pid)
+	if err != nil {
+		r.fdError(p, err)
+		return
+	}
+	inode, sock, err := dir.Link(f.fd)
+	dir.Close()
+	r.stats.Links++
+	if err == nil && sock && inode == f.inode {
+		r.offer(r.owner(id), p.pid, g)
+	}
 }
 
 // tmpPids returns scratch space for n pids that readFDs does not use.
@@ -181,11 +246,11 @@ func (r *Resolver) tmpPids(n int) []int32 {
 }
 
 // settle records the outcome of a wanted owner's round.
-func (r *Resolver) settle(o *owner) {
+func (r *Resolver) settle(id ownerID) {
+	o := r.owner(id)
 	if o.wantRound == r.round && o.candRank >= 0 {
-		p := r.procs[o.candPid]
-		o.holder = p
-		o.proc = r.details(p)
+		o.holder = o.candPid
+		o.proc = r.details(r.procs[o.candPid])
 		o.state = stKnown
 		r.stats.Attributed++
 		return
@@ -199,7 +264,7 @@ func (r *Resolver) settle(o *owner) {
 		// A socket accepted at the moment of the dump may not be in its
 		// process's table yet: one more look, at the next resolve.
 		o.state = stRetry
-		r.enqueue(o)
+		r.enqueue(id)
 	default:
 		o.state = stUnknown
 		r.stats.Unknown++
@@ -254,7 +319,7 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 		if j < len(old) && old[j].fd == fd {
 			prev = old[j].inode
 			j++
-			if o := r.owners[prev]; o != nil && o.present && o.wantRound != r.round {
+			if id := r.owners[prev]; id != 0 && r.owner(id).present && r.owner(id).wantRound != r.round {
 				out = append(out, fdEnt{fd, prev})
 				continue
 			}
@@ -280,8 +345,8 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 	// each readlink runs enough kernel code to evict the owners map from
 	// the cache, and a lookup after each would miss every time.
 	for _, inode := range linked {
-		if o := r.owners[inode]; o != nil && o.wantRound == r.round {
-			r.offer(o, pid, g)
+		if id := r.wanted(inode); id != 0 {
+			r.offer(r.owner(id), pid, g)
 		}
 	}
 	r.linked = linked
@@ -307,7 +372,7 @@ func (r *Resolver) fdError(p *proc, err error) {
 // holder found so far: one in the socket's cgroup, then the lowest pid.
 func (r *Resolver) offer(o *owner, pid int32, g *group) {
 	rank := int8(1)
-	if g != nil && o.grp == g {
+	if g != nil && o.grp == g.idx+1 {
 		rank = 0
 	}
 	sc := &r.sc
@@ -322,14 +387,4 @@ func (r *Resolver) offer(o *owner, pid int32, g *group) {
 		g.remaining--
 	}
 	o.candRank, o.candPid = rank, pid
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -24,7 +24,7 @@ type record struct {
 	class  class
 	dir    event.Direction
 	used   bool
-	own    *owner // nil without process attribution, or before it had an inode
+	own    ownerID // 0 without process attribution, or before it had an inode
 	cg     *cgroupEntry
 }
 
@@ -130,8 +130,8 @@ func (t *Tracker) Refresh(tab *snapshot.Table) {
 			}
 			if rc.absent != 0 {
 				rc.absent = 0
-				if rc.own != nil && rc.inode != 0 {
-					rc.own.present = true
+				if rc.own != 0 && rc.inode != 0 {
+					r.owner(rc.own).present = true
 				}
 			}
 			if s.Inode != rc.inode || s.CgroupID != rc.cgid {
@@ -182,7 +182,12 @@ func (t *Tracker) reserve(n int) {
 		t.next = make([]int32, 0, n)
 	}
 	if r := t.r; r.procfs != nil && len(r.owners) == 0 {
-		r.owners = make(map[uint32]*owner, n)
+		r.owners = make(map[uint32]ownerID, n)
+		if cap(r.ownerTab) < n+1 {
+			tab := make([]owner, len(r.ownerTab), n+1)
+			copy(tab, r.ownerTab)
+			r.ownerTab = tab
+		}
 	}
 }
 
@@ -206,13 +211,13 @@ func (t *Tracker) update(rc *record, s *snapshot.Socket) {
 	if s.Inode == 0 {
 		// Its process closed it (an orphan in FIN_WAIT, or the TIME_WAIT
 		// remnant): the owner learned while it was open stays.
-		if rc.own != nil {
-			rc.own.present = false
+		if rc.own != 0 {
+			r.owner(rc.own).present = false
 		}
 		rc.inode = 0
 		return
 	}
-	if rc.own != nil {
+	if rc.own != 0 {
 		r.release(rc.own)
 	}
 	rc.inode = s.Inode
@@ -228,8 +233,8 @@ func (t *Tracker) sweepAbsent(matched int) {
 			if rc := &t.recs[slot]; rc.seen != t.gen {
 				rc.pos = -1
 				rc.absent = t.gen
-				if rc.own != nil {
-					rc.own.present = false
+				if rc.own != 0 {
+					t.r.owner(rc.own).present = false
 				}
 				t.absent = append(t.absent, slot)
 			}
@@ -265,7 +270,7 @@ func (t *Tracker) alloc() int32 {
 
 func (t *Tracker) drop(slot int32) {
 	rc := &t.recs[slot]
-	if rc.own != nil {
+	if rc.own != 0 {
 		t.r.release(rc.own)
 	}
 	delete(t.byCookie, rc.cookie)
@@ -317,7 +322,7 @@ func (t *Tracker) annotate(ev *event.Event) {
 		return
 	}
 	s := &ev.Socket
-	var own *owner
+	var own ownerID
 	var cg *cgroupEntry
 	if slot, ok := t.byCookie[s.Cookie]; ok {
 		rc := &t.recs[slot]
@@ -338,8 +343,8 @@ func (t *Tracker) annotate(ev *event.Event) {
 			own = r.owners[s.Inode]
 		}
 	}
-	if r.cfg.Process && own != nil {
-		ev.Process = own.proc
+	if r.cfg.Process && own != 0 {
+		ev.Process = r.owner(own).proc
 	}
 	if r.cfg.Cgroup && s.CgroupID != 0 {
 		if cg == nil {

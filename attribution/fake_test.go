@@ -16,7 +16,6 @@ type fakeProc struct {
 	comm    string
 	exe     string
 	uid     uint32
-	start   uint64
 	cmdline string
 	cgroup  string
 	denied  bool
@@ -40,7 +39,7 @@ func newFakeFS() *fakeFS {
 // add starts a process in cgroup path holding the given sockets at
 // descriptors 3, 4, … after three non-socket ones (0, 1, 2).
 func (f *fakeFS) add(pid int32, comm, cgroup string, inodes ...uint32) *fakeProc {
-	p := &fakeProc{fds: map[int32]uint32{0: 0, 1: 0, 2: 0}, comm: comm, exe: "/usr/bin/" + comm, cgroup: cgroup, start: uint64(pid) * 100}
+	p := &fakeProc{fds: map[int32]uint32{0: 0, 1: 0, 2: 0}, comm: comm, exe: "/usr/bin/" + comm, cgroup: cgroup}
 	for i, ino := range inodes {
 		p.fds[int32(3+i)] = ino
 	}
@@ -78,7 +77,7 @@ func (f *fakeFS) Info(pid int32, cmdlineMax int) (procInfo, error) {
 	if p == nil {
 		return procInfo{}, fmt.Errorf("open /proc/%d/stat: %w", pid, fs.ErrNotExist)
 	}
-	in := procInfo{Comm: p.comm, Exe: p.exe, UID: p.uid, Start: p.start}
+	in := procInfo{Comm: p.comm, Exe: p.exe, UID: p.uid}
 	if cmdlineMax > 0 {
 		in.Cmdline = []byte(p.cmdline)
 		if len(in.Cmdline) > cmdlineMax+8 {

@@ -192,22 +192,8 @@ func (d *sysFDDir) Close() error {
 
 func (p *sysProcFS) Info(pid int32, cmdlineMax int) (procInfo, error) {
 	var in procInfo
-	b, err := p.readFile(pid, "stat", p.fileBuf)
+	b, err := p.readFile(pid, "comm", p.fileBuf)
 	if err != nil {
-		return in, err
-	}
-	// comm is in parentheses and may hold any byte but NUL: fields resume
-	// after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return in, fmt.Errorf("/proc/%d/stat: no command field", pid)
-	}
-	fields := bytes.Fields(b[i+1:])
-	// fields[0] is field 3 (state); starttime is field 22.
-	if len(fields) > 19 {
-		in.Start, _ = strconv.ParseUint(string(fields[19]), 10, 64)
-	}
-	if b, err = p.readFile(pid, "comm", p.fileBuf); err != nil {
 		return in, err
 	}
 	in.Comm = string(bytes.TrimSuffix(b, []byte("\n")))

@@ -200,7 +200,6 @@ type proc struct {
 	round   uint64  // round of the last read
 	info    *event.Process
 	infoRnd uint64
-	start   uint64
 }
 
 // owner returns the owner at id. The pointer is valid until the next
@@ -308,7 +307,6 @@ func (r *Resolver) details(p *proc) *event.Process {
 		pi.Cmdline = formatCmdline(in.Cmdline, r.cfg.CmdlineMaxBytes)
 	}
 	p.infoRnd = r.round
-	p.start = in.Start
 	if p.info == nil || *p.info != pi {
 		p.info = &pi
 	}

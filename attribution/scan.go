@@ -262,7 +262,9 @@ func (r *Resolver) settle(id ownerID) {
 		o.state = stKnown
 	case o.state == stWanted && o.present:
 		// A socket accepted at the moment of the dump may not be in its
-		// process's table yet: one more look, at the next resolve.
+		// process's table yet, or its process was skipped for an
+		// unchanged count: one more look, reading every process, at the
+		// next resolve.
 		o.state = stRetry
 		r.enqueue(id)
 	default:

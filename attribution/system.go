@@ -41,7 +41,6 @@ type procInfo struct {
 	Comm    string
 	Exe     string // "" when unreadable
 	UID     uint32 // effective
-	Start   uint64 // start time in clock ticks after boot, to tell reused pids apart
 	Cmdline []byte // raw /proc/PID/cmdline prefix
 }
 

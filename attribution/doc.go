@@ -17,6 +17,10 @@
 //	tr.Annotate(d.Destroyed(batch, now))
 //	for _, w := range r.Warnings() { log.Warn(w.Error()) } // each once
 //
+// AnnotateEvent does the same for events handed over one at a time (a
+// differ with an Output function). Close a Tracker when its namespace is
+// gone, after annotating the namespace's last events.
+//
 // The package never logs: problems (missing privileges, no cgroup v2
 // mount) are Warnings, each kind once. Nothing it does is fatal: without
 // /proc or privileges the owner fields are simply absent.

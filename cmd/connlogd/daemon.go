@@ -113,6 +113,14 @@ func runOnce(cfg *config.Config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	owners := attribution.New(cfg.Attribution)
+	defer owners.Close()
+	tr := owners.NewTracker()
+	defer tr.Close()
+	tr.Refresh(&tab)
+	for _, w := range owners.Warnings() {
+		fmt.Fprintln(os.Stderr, "connlogd: owner attribution degraded:", w)
+	}
 	seen := make(map[snapshot.Key]bool, tab.Len())
 	mask := stateMask(cfg.States)
 	now := time.Now()
@@ -123,6 +131,10 @@ func runOnce(cfg *config.Config, stdout io.Writer) error {
 		}
 		seen[s.Key] = true
 		ev := event.Event{Kind: event.Snapshot, Time: now, Socket: *s}
+		tr.AnnotateEvent(&ev)
+		if f.NeedsOwner() && !f.MatchOwner(s, ownerOf(&ev)) {
+			continue
+		}
 		if err := out.Write(&ev); err != nil {
 			return err
 		}

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 
 	"github.com/connlogd/connlogd/attribution"
@@ -207,8 +206,8 @@ func (w *watch) activeRequests(buf []diag.Request) []diag.Request {
 	return buf
 }
 
-// statCount reads "inuse N" and "tw N" from a sockstat line. ok is false
-// when it cannot tell.
+// statCount reads a sockstat line's counts. ok is false when it cannot
+// tell.
 func (w *watch) statCount(f *os.File, prefix string) (inuse, tw int, ok bool) {
 	if f == nil {
 		return 0, 0, false
@@ -217,26 +216,7 @@ func (w *watch) statCount(f *os.File, prefix string) (inuse, tw int, ok bool) {
 	if m == 0 || (err != nil && m == len(w.statBuf)) {
 		return 0, 0, false
 	}
-	for _, line := range bytes.Split(w.statBuf[:m], []byte("\n")) {
-		if !bytes.HasPrefix(line, []byte(prefix)) {
-			continue
-		}
-		fields := bytes.Fields(line[len(prefix):])
-		for i := 0; i+1 < len(fields); i += 2 {
-			v, err := strconv.Atoi(string(fields[i+1]))
-			if err != nil {
-				return 0, 0, false
-			}
-			switch string(fields[i]) {
-			case "inuse":
-				inuse, ok = v, true
-			case "tw":
-				tw = v
-			}
-		}
-		return inuse, tw, ok
-	}
-	return 0, 0, false
+	return netns.ParseSockstat(w.statBuf[:m], prefix)
 }
 
 func (w *watch) String() string { return w.ns.String() }

@@ -49,9 +49,6 @@ func OpenDestroy([]snapshot.Proto, []snapshot.Family, int) (*Destroy, error) {
 	return nil, opErr("subscribe", ErrNotSupported)
 }
 
-// Read returns ErrNotSupported.
-func (d *Destroy) Read(*snapshot.Table) error { return opErr("destroy read", ErrNotSupported) }
-
 // Stats returns zero counts.
 func (d *Destroy) Stats() snapshot.Stats { return snapshot.Stats{} }
 
@@ -60,3 +57,11 @@ func (d *Destroy) LastMalformed() error { return nil }
 
 // Close does nothing.
 func (d *Destroy) Close() error { return nil }
+
+// Drain returns ErrNotSupported.
+func (d *Destroy) Drain(*snapshot.Table) (bool, error) {
+	return false, opErr("destroy read", ErrNotSupported)
+}
+
+// WaitReadable returns ErrNotSupported.
+func (d *Destroy) WaitReadable() error { return opErr("destroy wait", ErrNotSupported) }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -31,8 +32,11 @@ type Destroy struct {
 		Read(func(uintptr) bool) error
 	}
 	buf     []byte
+	fd      int // the socket, read directly by Drain
 	from    unix.RawSockaddrNetlink
 	fromLen uint32
+	// overrun keeps an ENOBUFS that WaitReadable consumed for the reader.
+	overrun atomic.Bool
 	mu      sync.Mutex
 	stats   snapshot.Stats
 	lastBad error
@@ -85,6 +89,7 @@ func OpenDestroy(protos []snapshot.Proto, fams []snapshot.Family, bufSize int) (
 		unix.Close(fd)
 		return nil, opErr("subscribe", fmt.Errorf("connect: %w", err))
 	}
+	d.fd = fd
 	d.f = os.NewFile(uintptr(fd), "sock_diag-destroy")
 	rc, err := d.f.SyscallConn()
 	if err != nil {
@@ -125,55 +130,79 @@ func protoOfGroups(mask uint32) (snapshot.Proto, bool) {
 // handed over in slices while the next ones queue in the kernel.
 const maxBatch = 1024
 
-// Read blocks until notifications arrive, then appends the destroyed
-// sockets of every datagram already queued (up to maxBatch) to t, which
-// it does not reset: one wake-up and one sink flush serve a whole burst.
-// It returns ErrOverrun, possibly with sockets in t, when the kernel
-// dropped notifications, and a wrapped os.ErrClosed after Close.
-func (d *Destroy) Read(t *snapshot.Table) error {
-	var rerr error
-	got := 0
+// Drain appends to t (which it does not reset) the destroyed sockets of
+// the notifications queued now, up to maxBatch, and returns at once. full
+// says t reached maxBatch, so more may be queued: callers that must see
+// every notification queued before some moment (the end of a dump) drain
+// until full is false. It returns ErrOverrun, possibly with sockets in t,
+// when the kernel dropped notifications. One goroutine drains, and may
+// close; another may wait in WaitReadable meanwhile.
+func (d *Destroy) Drain(t *snapshot.Table) (full bool, err error) {
+	err = d.read(t)
+	return t.Len() >= maxBatch, err
+}
+
+// WaitReadable blocks until a notification (or an overrun) is queued,
+// without taking it, so that one goroutine can wait while another owns
+// the reads. It returns a wrapped os.ErrClosed after Close.
+func (d *Destroy) WaitReadable() error {
+	var peek [1]byte
 	err := d.rc.Read(func(fd uintptr) bool {
-		for t.Len() < maxBatch {
-			d.fromLen = unix.SizeofSockaddrNetlink
-			n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd,
-				uintptr(unsafe.Pointer(&d.buf[0])), uintptr(len(d.buf)),
-				unix.MSG_DONTWAIT|unix.MSG_TRUNC,
-				uintptr(unsafe.Pointer(&d.from)), uintptr(unsafe.Pointer(&d.fromLen)))
-			switch errno {
-			case 0:
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return got > 0 // nothing yet: wait in the poller
-			default:
-				rerr = errno
-				return true
-			}
-			got++
-			if int(n) > len(d.buf) {
-				d.count(func(s *snapshot.Stats) { s.Malformed++ },
-					fmt.Errorf("%w: destroy datagram of %d bytes truncated", snapshot.ErrMalformed, n))
-				continue
-			}
-			if d.from.Family != unix.AF_NETLINK || d.from.Pid != 0 {
-				d.count(func(s *snapshot.Stats) { s.Foreign++ }, nil)
-				continue
-			}
-			proto, ok := protoOfGroups(d.from.Groups)
-			if !ok {
-				d.count(func(s *snapshot.Stats) { s.Foreign++ }, nil)
-				continue
-			}
-			d.parse(d.buf[:n], proto, t)
+		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peek[0])), 1,
+			unix.MSG_DONTWAIT|unix.MSG_PEEK, 0, 0)
+		switch errno {
+		case unix.EAGAIN, unix.EINTR:
+			return false
+		case unix.ENOBUFS:
+			// Reading the error clears it: keep it for the next read.
+			d.overrun.Store(true)
 		}
 		return true
 	})
 	if err != nil {
-		return opErr("destroy read", err)
+		return opErr("destroy wait", err)
+	}
+	return nil
+}
+
+// read reads the non-blocking socket directly, not through the runtime
+// poller: WaitReadable holds the poller's read side while it waits.
+func (d *Destroy) read(t *snapshot.Table) error {
+	var rerr error
+	for t.Len() < maxBatch {
+		d.fromLen = unix.SizeofSockaddrNetlink
+		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(d.fd),
+			uintptr(unsafe.Pointer(&d.buf[0])), uintptr(len(d.buf)),
+			unix.MSG_DONTWAIT|unix.MSG_TRUNC,
+			uintptr(unsafe.Pointer(&d.from)), uintptr(unsafe.Pointer(&d.fromLen)))
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno == unix.EAGAIN {
+			break
+		}
+		if errno != 0 {
+			rerr = errno
+			break
+		}
+		if int(n) > len(d.buf) {
+			d.count(func(s *snapshot.Stats) { s.Malformed++ },
+				fmt.Errorf("%w: destroy datagram of %d bytes truncated", snapshot.ErrMalformed, n))
+			continue
+		}
+		if d.from.Family != unix.AF_NETLINK || d.from.Pid != 0 {
+			d.count(func(s *snapshot.Stats) { s.Foreign++ }, nil)
+			continue
+		}
+		proto, ok := protoOfGroups(d.from.Groups)
+		if !ok {
+			d.count(func(s *snapshot.Stats) { s.Foreign++ }, nil)
+			continue
+		}
+		d.parse(d.buf[:n], proto, t)
 	}
 	switch {
-	case rerr == unix.ENOBUFS:
+	case rerr == unix.ENOBUFS || d.overrun.Swap(false):
 		return ErrOverrun
 	case rerr != nil:
 		return opErr("destroy read", fmt.Errorf("recvfrom: %w", rerr))

@@ -143,7 +143,7 @@ func runOnce(cfg *config.Config, stdout io.Writer) error {
 }
 
 // daemon is the poll loop's state. Everything here is touched by the
-// loop's goroutine only; destroy readers hand their batches over a channel.
+// loop's goroutine only; destroy waiters only tell it when to read.
 type daemon struct {
 	log     *slog.Logger
 	cfg     *config.Config
@@ -151,8 +151,8 @@ type daemon struct {
 	out     *sink.Tee
 	outp    atomic.Pointer[sink.Tee] // out, for the metrics scraper
 	watches map[netns.ID]*watch
-	order   []*watch // watches in a stable order, for polling
-	batches chan destroyBatch
+	order   []*watch       // watches in a stable order, for polling
+	ready   chan *watch    // a namespace has destroy notifications queued
 	filter  *filter.Filter // nil: report every socket
 	owners  *attribution.Resolver
 	met     *metrics
@@ -184,7 +184,7 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 		host:    hostname(),
 		out:     out,
 		watches: map[netns.ID]*watch{},
-		batches: make(chan destroyBatch),
+		ready:   make(chan *watch),
 		notify:  newNotifier(log),
 	}
 	defer func() {
@@ -237,9 +237,17 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 			return d.shutdown()
 		case <-tick.C:
 			d.pollAll(time.Now())
-		case b := <-d.batches:
-			d.handleDestroy(b)
-			d.sync()
+		case w := <-d.ready:
+			if d.watches[w.ns.ID] == w {
+				if d.drainDestroy(w, time.Now()) {
+					d.poll(w, time.Now()) // resynchronise at once
+				}
+				d.sync()
+			}
+			select {
+			case w.drained <- struct{}{}:
+			default:
+			}
 		case <-dog.C:
 			d.notify.watchdog()
 		case <-rescan.C:
@@ -335,7 +343,7 @@ func (d *daemon) rescan(now time.Time) error {
 		if _, ok := d.watches[ns.ID]; ok {
 			continue
 		}
-		w, err := openWatch(ns, d.cfg, d.filter, d.owners, d.log, d.batches, d.write)
+		w, err := openWatch(ns, d.cfg, d.filter, d.owners, d.log, d.ready, d.write)
 		if err != nil {
 			if !ns.Host && netns.IsPermission(err) {
 				if !d.nsDenied {
@@ -447,6 +455,9 @@ func (d *daemon) poll(w *watch, now time.Time) {
 	if !w.kernelFiltered {
 		w.keep(&w.tab)
 	}
+	// Notifications queued while the dump ran go first: the dump may hold
+	// the TIME_WAIT remnant of a connection they report.
+	resync := d.drainDestroy(w, now)
 	w.owners.Refresh(&w.tab)
 	d.ownerWarnings()
 	evs, err := w.differ.Diff(&w.tab, now, w.conn)
@@ -459,42 +470,51 @@ func (d *daemon) poll(w *watch, now time.Time) {
 	}
 	d.met.polled(w, time.Since(start))
 	d.reportCounters(w, now)
+	if resync && !w.failing && !w.resyncing {
+		// The dump predates the lost notifications. Once: under a flood
+		// that overruns again, the next tick resynchronises again.
+		w.resyncing = true
+		d.poll(w, time.Now())
+		w.resyncing = false
+	}
 }
 
-// handleDestroy logs the closes of one notification batch; when
-// notifications were lost it reports a gap and resynchronises that
-// namespace with a full dump at once.
-func (d *daemon) handleDestroy(b destroyBatch) {
-	w := b.w
-	if d.watches[w.ns.ID] != w {
-		return // a batch from a namespace closed meanwhile
-	}
-	now := time.Now()
-	if b.tab != nil {
-		w.keep(b.tab) // the kernel does not filter notifications
-		evs := w.differ.Destroyed(b.tab, now)
-		for i := range evs {
-			w.tag(&evs[i])
-			d.write(&evs[i])
+// drainDestroy logs the closes of every destroy notification queued in
+// w's subscription. It reports whether notifications were lost, after
+// reporting the gap: the caller then resynchronises with a fresh dump.
+func (d *daemon) drainDestroy(w *watch, now time.Time) (lost bool) {
+	for w.destroy != nil {
+		w.dtab.Reset()
+		full, err := w.destroy.Drain(&w.dtab)
+		w.keep(&w.dtab) // the kernel does not filter notifications
+		w.differ.Destroyed(&w.dtab, now)
+		if err != nil {
+			ev := event.Event{Kind: event.Gap, Time: now}
+			w.tag(&ev)
+			if errors.Is(err, diag.ErrOverrun) {
+				w.overruns++
+				d.met.overrun()
+				d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "netns", w.String(), "overruns", w.overruns)
+				ev.Reason = gapOverrun
+				d.write(&ev)
+				lost = true
+				continue
+			}
+			d.log.Error("destroy notifications stopped; closes come from polls only", "netns", w.String(), "err", err)
+			ev.Reason = gapDestroy
+			d.write(&ev)
+			if w.stop != nil {
+				w.stop()
+				w.stop = nil
+			}
+			w.destroy = nil
+			return true
 		}
-		b.free <- b.tab
+		if !full {
+			break
+		}
 	}
-	if b.err == nil {
-		return
-	}
-	ev := event.Event{Kind: event.Gap, Time: now}
-	w.tag(&ev)
-	if errors.Is(b.err, diag.ErrOverrun) {
-		w.overruns++
-		d.met.overrun()
-		d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "netns", w.String(), "overruns", w.overruns)
-		ev.Reason = gapOverrun
-	} else {
-		d.log.Error("destroy notifications stopped; closes come from polls only", "netns", w.String(), "err", b.err)
-		ev.Reason = gapDestroy
-	}
-	d.write(&ev)
-	d.poll(w, now)
+	return lost
 }
 
 // reportCounters logs what the netlink layer refused since the last poll,

@@ -200,7 +200,7 @@ func (d *daemon) reload(r reloadRequest, tick, rescan *time.Ticker) {
 // destroy settings, keeping its socket table. Sockets of what is no longer
 // watched are forgotten silently: not dumping them is not their close.
 func (d *daemon) rewatch(w *watch) {
-	nw, err := openWatch(w.ns, d.cfg, d.filter, d.owners, d.log, d.batches, d.write)
+	nw, err := openWatch(w.ns, d.cfg, d.filter, d.owners, d.log, d.ready, d.write)
 	if err != nil {
 		d.log.Error("cannot apply the new protocols or families to this namespace; keeping the old ones", "netns", w.String(), "err", err)
 		return

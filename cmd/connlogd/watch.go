@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 
@@ -44,26 +42,23 @@ type watch struct {
 	// dump holds only matching sockets and Match need not run on it.
 	kernelFiltered bool
 
+	// drained tells the destroy waiter that the loop has read what it
+	// signalled; dtab holds one drained batch.
+	drained   chan struct{}
+	dtab      snapshot.Table
+	resyncing bool
+
 	failing  bool
 	parse    snapshot.Stats
 	dstats   differ.Stats
 	overruns uint64
 }
 
-// destroyBatch is what a destroy reader hands the poll loop: the sockets
-// of the notifications queued at one wake-up, and an error.
-type destroyBatch struct {
-	w    *watch
-	tab  *snapshot.Table
-	err  error
-	free chan *snapshot.Table
-}
-
 // openWatch opens the sock_diag sockets of ns. Sockets are created inside
 // the namespace and stay bound to it; nothing else needs to enter it.
 // Its differ hands each event to emit as it is found, tagged with the
 // namespace.
-func openWatch(ns netns.NS, cfg *config.Config, f *filter.Filter, res *attribution.Resolver, log *slog.Logger, batches chan<- destroyBatch, emit func(*event.Event)) (*watch, error) {
+func openWatch(ns netns.NS, cfg *config.Config, f *filter.Filter, res *attribution.Resolver, log *slog.Logger, ready chan<- *watch, emit func(*event.Event)) (*watch, error) {
 	w := &watch{ns: ns, statBuf: make([]byte, 512), owners: res.NewTracker()}
 	w.output = func(ev *event.Event) {
 		w.tag(ev)
@@ -113,40 +108,36 @@ func openWatch(ns netns.NS, cfg *config.Config, f *filter.Filter, res *attributi
 			log.Warn("destroy notification buffer smaller than asked (no CAP_NET_ADMIN, net.core.rmem_max too low); bursts of closes may overrun it",
 				"netns", ns.String(), "asked", cfg.Destroy.Buffer, "granted", w.destroy.Buffer)
 		}
-		w.stop = w.readDestroy(batches)
+		w.stop = w.waitDestroy(ready)
 	}
 	return w, nil
 }
 
-// readDestroy runs the destroy reader; the returned function stops it.
-func (w *watch) readDestroy(batches chan<- destroyBatch) func() {
-	free := make(chan *snapshot.Table, 4)
-	for range cap(free) {
-		free <- &snapshot.Table{}
-	}
+// waitDestroy runs a goroutine that waits for destroy notifications and
+// tells the poll loop, which does every read itself: only then can a poll
+// take, before diffing a dump, every notification queued while the dump
+// ran, so that the TIME_WAIT remnant of a connection it reports as
+// short-lived is known for what it is. The goroutine waits again only
+// once the loop has drained. The returned function stops it.
+func (w *watch) waitDestroy(ready chan<- *watch) func() {
+	w.drained = make(chan struct{}, 1)
 	quit := make(chan struct{})
 	done := make(chan struct{})
 	sub := w.destroy
 	go func() {
 		defer close(done)
 		for {
-			var tab *snapshot.Table
+			if err := sub.WaitReadable(); err != nil {
+				return // closed; any other error shows in the loop's next read
+			}
 			select {
-			case tab = <-free:
+			case ready <- w:
 			case <-quit:
 				return
 			}
-			tab.Reset()
-			err := sub.Read(tab)
-			if errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
-				return
-			}
 			select {
-			case batches <- destroyBatch{w: w, tab: tab, err: err, free: free}:
+			case <-w.drained:
 			case <-quit:
-				return
-			}
-			if err != nil && !errors.Is(err, diag.ErrOverrun) {
 				return
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"syscall"
@@ -157,7 +158,12 @@ type daemon struct {
 	owners  *attribution.Resolver
 	met     *metrics
 	notify  notifier
-	reqBuf  []diag.Request
+
+	dumpReq  chan dumpJob // to the dump worker
+	dumpDone chan dumpJob // from it
+	inflight *watch       // being dumped
+	queue    []*watch     // to dump in this round
+	roundNow time.Time    // the round's event time
 
 	nsDenied    bool // entering namespaces was refused; said once
 	sinkErr     bool
@@ -185,7 +191,10 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 		out:     out,
 		watches: map[netns.ID]*watch{},
 		ready:   make(chan *watch),
-		notify:  newNotifier(log),
+
+		dumpReq:  make(chan dumpJob, 1),
+		dumpDone: make(chan dumpJob, 1),
+		notify:   newNotifier(log),
 	}
 	defer func() {
 		for _, w := range d.order {
@@ -224,8 +233,11 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 	// The first poll builds every table at once: collect garbage eagerly
 	// meanwhile, so the heap does not double past the live tables, then
 	// hand the burst's memory back rather than carry it as RSS.
+	go d.dumper()
+	defer close(d.dumpReq)
 	gc := debug.SetGCPercent(25)
-	d.pollAll(time.Now())
+	d.startRound(time.Now())
+	d.finishRounds()
 	debug.SetGCPercent(gc)
 	debug.FreeOSMemory()
 	d.notify.ready()
@@ -234,13 +246,17 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 		select {
 		case <-ctx.Done():
 			d.notify.stopping()
+			d.queue = nil
+			d.finishRounds() // finish the cycle under way
 			return d.shutdown()
 		case <-tick.C:
-			d.pollAll(time.Now())
+			d.startRound(time.Now())
+		case j := <-d.dumpDone:
+			d.dumped(j)
 		case w := <-d.ready:
 			if d.watches[w.ns.ID] == w {
 				if d.drainDestroy(w, time.Now()) {
-					d.poll(w, time.Now()) // resynchronise at once
+					d.resync(w)
 				}
 				d.sync()
 			}
@@ -402,22 +418,50 @@ func (d *daemon) rescan(now time.Time) error {
 // changes in those namespaces are seen up to a round later.
 const nsBudget = 5 // 1/nsBudget of the interval
 
-func (d *daemon) pollAll(now time.Time) {
+// dumpJob is one namespace's dump, run by the dump worker so that the
+// loop keeps logging destroy notifications while the kernel walks its
+// tables (100 ms and more for a large table): a close then waits for the
+// loop only as long as a diff takes, not a dump.
+type dumpJob struct {
+	w          *watch
+	now, start time.Time
+	err        error
+}
+
+// dumper runs dumps one at a time; the loop starts the next one when it
+// has the result of the last.
+func (d *daemon) dumper() {
+	for j := range d.dumpReq {
+		j.err = j.w.conn.Dump(&j.w.tab, j.w.reqsNow)
+		d.dumpDone <- j
+	}
+}
+
+// startRound queues this tick's polls: the host's namespace, and other
+// namespaces round-robin within their budget, judged by what each one's
+// last poll cost. A round still running when the next tick comes is not
+// doubled: the tick is skipped, as a slow poll skips ticks.
+func (d *daemon) startRound(now time.Time) {
+	if d.inflight != nil || len(d.queue) > 0 {
+		return
+	}
 	var others []*watch
 	for _, w := range d.order {
 		if w.ns.Host {
-			d.poll(w, now)
+			d.queue = append(d.queue, w)
 		} else {
 			others = append(others, w)
 		}
 	}
 	if len(others) > 0 {
 		budget := d.cfg.Interval / nsBudget
-		start := time.Now()
+		var spent time.Duration
 		polled := 0
-		for polled < len(others) && (polled == 0 || time.Since(start) < budget) {
+		for polled < len(others) && (polled == 0 || spent < budget) {
 			d.rr %= len(others)
-			d.poll(others[d.rr], now)
+			w := others[d.rr]
+			d.queue = append(d.queue, w)
+			spent += w.lastCost
 			d.rr++
 			polled++
 		}
@@ -427,15 +471,62 @@ func (d *daemon) pollAll(now time.Time) {
 				"namespaces", len(others), "per_interval", polled, "budget", budget)
 		}
 	}
-	d.met.publishSockets(d.order)
-	d.reportSinkDrops(now)
-	d.sync()
+	d.roundNow = now
+	d.nextDump()
 }
 
-func (d *daemon) poll(w *watch, now time.Time) {
-	start := time.Now()
-	d.reqBuf = w.activeRequests(d.reqBuf[:0])
-	if err := w.conn.Dump(&w.tab, d.reqBuf); err != nil {
+// resync polls w as soon as the worker is free, ahead of the round.
+func (d *daemon) resync(w *watch) {
+	if w == d.inflight || slices.Contains(d.queue, w) {
+		return
+	}
+	d.queue = append([]*watch{w}, d.queue...)
+	d.roundNow = time.Now()
+	d.nextDump()
+}
+
+// nextDump hands the next queued namespace to the worker; when the round
+// is over, it publishes and flushes.
+func (d *daemon) nextDump() {
+	for d.inflight == nil && len(d.queue) > 0 {
+		w := d.queue[0]
+		d.queue = d.queue[1:]
+		if d.watches[w.ns.ID] != w {
+			continue // closed meanwhile
+		}
+		w.reqsNow = w.activeRequests(w.reqsNow[:0])
+		d.inflight = w
+		d.dumpReq <- dumpJob{w: w, now: d.roundNow, start: time.Now()}
+		return
+	}
+	if d.inflight == nil {
+		d.met.publishSockets(d.order)
+		d.reportSinkDrops(time.Now())
+		d.sync()
+	}
+}
+
+// dumped takes a finished dump and starts the next.
+func (d *daemon) dumped(j dumpJob) {
+	d.inflight = nil
+	if d.watches[j.w.ns.ID] == j.w {
+		d.finishPoll(j)
+	}
+	d.nextDump()
+}
+
+// finishRounds waits for the dumps in flight and queued, for the first
+// poll and for shutdown.
+func (d *daemon) finishRounds() {
+	for d.inflight != nil {
+		d.dumped(<-d.dumpDone)
+	}
+}
+
+func (d *daemon) finishPoll(j dumpJob) {
+	w, now := j.w, j.now
+	w.lastCost = time.Since(j.start)
+	if err := j.err; err != nil {
 		// A partial table must not be diffed: every socket it lacks would
 		// become a suspect. Report the failure once per streak.
 		d.met.dumpFailed()
@@ -457,25 +548,16 @@ func (d *daemon) poll(w *watch, now time.Time) {
 	}
 	// Notifications queued while the dump ran go first: the dump may hold
 	// the TIME_WAIT remnant of a connection they report.
-	resync := d.drainDestroy(w, now)
+	lost := d.drainDestroy(w, now)
 	w.owners.Refresh(&w.tab)
 	d.ownerWarnings()
-	evs, err := w.differ.Diff(&w.tab, now, w.conn)
-	if err != nil {
+	if _, err := w.differ.Diff(&w.tab, now, w.conn); err != nil {
 		d.log.Warn("lookup of missing sockets failed; they stay tracked until confirmed", "netns", w.String(), "err", err)
 	}
-	for i := range evs {
-		w.tag(&evs[i])
-		d.write(&evs[i])
-	}
-	d.met.polled(w, time.Since(start))
+	d.met.polled(w, w.lastCost)
 	d.reportCounters(w, now)
-	if resync && !w.failing && !w.resyncing {
-		// The dump predates the lost notifications. Once: under a flood
-		// that overruns again, the next tick resynchronises again.
-		w.resyncing = true
-		d.poll(w, time.Now())
-		w.resyncing = false
+	if lost {
+		d.resync(w) // the dump predates the lost notifications
 	}
 }
 

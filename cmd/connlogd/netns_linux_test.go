@@ -3,13 +3,19 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/connlogd/connlogd/internal/netnstest"
 )
@@ -23,13 +29,62 @@ func nsInode(t *testing.T, ns *netnstest.NS) float64 {
 	return float64(st.Ino)
 }
 
-func fdCount(t *testing.T, pid int) int {
+// daemonSocketsIn returns the inodes of the netlink sockets that both
+// live in the namespace ns refers to and are open in process pid.
+func daemonSocketsIn(t *testing.T, pid int, ns *os.File) []uint64 {
 	t.Helper()
+	held := map[uint64]bool{}
 	ents, err := os.ReadDir("/proc/" + itoa(pid) + "/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	for _, e := range ents {
+		link, err := os.Readlink("/proc/" + itoa(pid) + "/fd/" + e.Name())
+		if err != nil {
+			continue
+		}
+		var ino uint64
+		if _, err := fmt.Sscanf(link, "socket:[%d]", &ino); err == nil {
+			held[ino] = true
+		}
+	}
+	var table []byte
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // left locked if anything fails: the thread is discarded
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		table, err = os.ReadFile("/proc/thread-self/net/netlink")
+		if err2 := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err2 != nil {
+			errc <- err2
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	var out []uint64
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		ino, _ := strconv.ParseUint(f[len(f)-1], 10, 64)
+		if held[ino] {
+			out = append(out, ino)
+		}
+	}
+	return out
 }
 
 func inNetns(evs []ev, kind string, port int, ino float64) []ev {
@@ -72,8 +127,6 @@ func TestAllNamespaces(t *testing.T) {
 	if e := inNetns(evs, "appeared", portA, inoA)[0]; e.str("netns_name") != nsA.Name {
 		t.Errorf("netns_name %q, want %q", e.str("netns_name"), nsA.Name)
 	}
-	time.Sleep(time.Second) // settle: every namespace of the machine found
-	fdsBefore := fdCount(t, d.cmd.Process.Pid)
 
 	nsB := netnstest.New(t)
 	inoB := nsInode(t, nsB)
@@ -85,8 +138,15 @@ func TestAllNamespaces(t *testing.T) {
 	if apB["initial"] == true || apB.str("netns_name") != nsB.Name {
 		t.Errorf("appeared in the new namespace: %v", apB)
 	}
-	if n := fdCount(t, d.cmd.Process.Pid); n <= fdsBefore {
-		t.Errorf("daemon fds %d with the new namespace watched, %d before: expected more", n, fdsBefore)
+	// Keep a handle on nsB to look inside it after its deletion: which of
+	// its netlink sockets are the daemon's?
+	nsFile, err := os.Open(nsB.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsFile.Close()
+	if n := len(daemonSocketsIn(t, d.cmd.Process.Pid, nsFile)); n == 0 {
+		t.Fatal("no daemon netlink socket found in the new namespace: the leak check below would prove nothing")
 	}
 
 	// Delete nsB while its listener lives (held by this test process, so
@@ -99,8 +159,8 @@ func TestAllNamespaces(t *testing.T) {
 		t.Errorf("closed in the deleted namespace: %v", c)
 	}
 	time.Sleep(time.Second)
-	if n := fdCount(t, d.cmd.Process.Pid); n != fdsBefore {
-		t.Errorf("daemon fds %d after the namespace went, %d before it came: descriptors leaked", n, fdsBefore)
+	if left := daemonSocketsIn(t, d.cmd.Process.Pid, nsFile); len(left) != 0 {
+		t.Errorf("the daemon still holds %d netlink sockets in the deleted namespace (inodes %v)", len(left), left)
 	}
 	// The first namespace is untouched.
 	if n := len(inNetns(d.events(), "closed", portA, inoA)); n != 0 {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/connlogd/connlogd/attribution"
 	"github.com/connlogd/connlogd/config"
@@ -44,9 +45,12 @@ type watch struct {
 
 	// drained tells the destroy waiter that the loop has read what it
 	// signalled; dtab holds one drained batch.
-	drained   chan struct{}
-	dtab      snapshot.Table
-	resyncing bool
+	drained chan struct{}
+	dtab    snapshot.Table
+	// reqsNow are the requests of the dump in flight; lastCost what the
+	// last poll took, for the namespace budget.
+	reqsNow  []diag.Request
+	lastCost time.Duration
 
 	failing  bool
 	parse    snapshot.Stats

@@ -17,12 +17,13 @@
 # ADDRS (4 server addresses 127.0.0.1..N), LINGER0=1 (clients close with
 # SO_LINGER 0: RST, no TIME_WAIT), GEN_NICE (run the generator at this
 # niceness, e.g. 19, so the daemon gets the CPU it asks for), QUIET_WAIT
-# (300: seconds to wait for an idle machine before each pass),
-# SKIP_LATENCY=1, SKIP_CHURN=1, KEEP=1 (keep the event
-# and record files), CONNLOGD_REV (build connlogd from this commit, e.g.
-# HEAD, instead of the working tree, which may be mid-edit), CONNLOGD (a
-# daemon binary to use as is). Results stay in a directory under /tmp,
-# printed at the end.
+# (300: seconds to wait for an idle machine before each pass), METRICS=1
+# (serve the daemon's metrics in the namespace and report the polls'
+# durations; recent versions only), SKIP_LATENCY=1, SKIP_CHURN=1, KEEP=1
+# (keep the event and record files), CONNLOGD_REV (build connlogd from
+# this commit, e.g. HEAD, instead of the working tree, which may be
+# mid-edit), CONNLOGD (a daemon binary to use as is). Results stay in a
+# directory under /tmp, printed at the end.
 set -euo pipefail
 
 LAT_RATE=${LAT_RATE:-1000}
@@ -96,25 +97,35 @@ cpu_ticks() {
 	echo $((f[11] + f[12]))
 }
 
-# busy_ticks: the whole machine's non-idle ticks, to show how loaded it was.
+# busy_ticks: the whole machine's non-idle ticks, all ticks, and softirq
+# ticks (loopback packets are processed there), to show how loaded it was.
 busy_ticks() {
 	local user nice sys idle iowait irq softirq steal
 	read -r _ user nice sys idle iowait irq softirq steal _ </proc/stat
-	echo $((user + nice + sys + irq + softirq + steal)) $((user + nice + sys + idle + iowait + irq + softirq + steal))
+	echo $((user + nice + sys + irq + softirq + steal)) $((user + nice + sys + idle + iowait + irq + softirq + steal)) "$softirq"
 }
 
 now() { date +%s.%N; }
 
 # proc_ticks: "PID COMM TICKS" for every task on the machine, to name what
-# else used the CPU during a pass. The command name may hold spaces and
-# parentheses; the fields after its last ')' are fixed.
+# else used the CPU during a pass. (Reaped children are not counted: a
+# child's whole life lands in its parent at once.) The command name may
+# hold spaces and parentheses; the fields after its last ')' are fixed.
+# Tasks vanish while cat reads them: not an error.
 proc_ticks() {
-	cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{
 		i = index($0, "("); j = length($0); while (substr($0, j, 1) != ")") j--
 		comm = substr($0, i + 1, j - i - 1); gsub(/ /, "_", comm)
 		split(substr($0, j + 2), f, " ")
 		print $1, comm, f[12] + f[13]
 	}'
+}
+
+# metrics NAME: the daemon's Prometheus samples whose name starts with
+# NAME (METRICS=1 only; empty otherwise).
+metrics() {
+	[[ ${METRICS:-} == 1 ]] || return 0
+	ip netns exec "$NS" curl -s --max-time 5 "http://$METRICS_ADDR/metrics" | grep "^$1" || true
 }
 
 # wait_quiet: on a shared machine, wait (up to QUIET_WAIT s) for a 5 s
@@ -126,7 +137,7 @@ wait_quiet() {
 		b0=$(busy_ticks)
 		sleep 5
 		b1=$(busy_ticks)
-		if echo "$b0 $b1" | awk '{ exit !(($3 - $1) * 10 < ($4 - $2)) }'; then
+		if echo "$b0 $b1" | awk '{ exit !(($4 - $1) * 10 < ($5 - $2)) }'; then
 			return 0
 		fi
 	done
@@ -172,6 +183,12 @@ sinks:
   - type: file
     path: $WORK/events.jsonl
 CFG
+# Metrics give the poll durations, which hold notifications back; the key
+# exists only in recent versions of the configuration.
+METRICS_ADDR=127.0.0.1:9477
+if [[ ${METRICS:-} == 1 ]]; then
+	printf 'metrics:\n  listen: %s\n' "$METRICS_ADDR" >>"$WORK/config.yaml"
+fi
 ip netns exec "$NS" "$BIN" -config "$WORK/config.yaml" 2>"$WORK/daemon.log" &
 DAEMON_PID=$!
 # ip netns exec execs the daemon in place: the PID is connlogd's.
@@ -188,6 +205,9 @@ sleep 2
 	echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), kernel $(uname -r), $(go version | cut -d' ' -f3)"
 	echo "connlogd: $daemon_src"
 	echo "generator niceness: ${GEN_NICE:-0}"
+	# Past tcp_max_tw_buckets the kernel drops TIME_WAIT sockets: fewer
+	# remnants to dump and to confuse with new sockets.
+	echo "namespace: $(ip netns exec "$NS" sysctl net.ipv4.tcp_max_tw_buckets net.ipv4.tcp_ehash_entries | tr '\n' ' ')"
 } >"$WORK/summary.txt"
 
 # Idle cost, for reference: a near-empty table polled every second.
@@ -207,6 +227,7 @@ pass() {
 	local c0 c1 c2 t0 t1 b0 b1
 	wait_quiet
 	proc_ticks >"$WORK/$name.procs0"
+	metrics connlogd_poll_duration_seconds >"$WORK/$name.metrics0"
 	b0=$(busy_ticks)
 	c0=$(cpu_ticks "$DAEMON_PID")
 	t0=$(now)
@@ -218,6 +239,9 @@ pass() {
 	t1=$(now)
 	b1=$(busy_ticks)
 	proc_ticks >"$WORK/$name.procs1"
+	metrics connlogd_poll_duration_seconds >"$WORK/$name.metrics1"
+	local sockets
+	sockets=$(metrics connlogd_sockets | awk '{ n += $2 } END { print n + 0 }')
 	sleep "$SETTLE"
 	c2=$(cpu_ticks "$DAEMON_PID")
 	cat "$WORK/$name.gen" >&2
@@ -230,22 +254,36 @@ pass() {
 		ip netns exec "$NS" nstat -asz TcpExtTCPTimeWaitOverflow | awk 'NR > 1 && $1 ~ /^TcpExt/ { print "kernel: " $1 " (cumulative) " $2 }'
 		local gen
 		gen=$(sed -n 's/.* cpu_pct=\([0-9]*\) .*/\1/p' "$WORK/$name.gen")
-		# Whatever is neither daemon nor generator: other users of the
-		# machine, and kernel threads (the destroy broadcasts run in
-		# kworkers).
+		# Whatever is neither daemon, generator nor softirq: kernel
+		# threads (the destroy broadcasts run in kworkers) and other
+		# users of the machine, which make a pass unreliable.
 		echo "$b0 $b1" | awk -v n="$(nproc)" -v gen="$gen" -v c="$((c1 - c0))" -v tck="$TCK" -v t0="$t0" -v t1="$t1" '{
-			busy = 100 * n * ($3 - $1) / ($4 - $2); d = 100 * c / tck / (t1 - t0)
-			printf "machine busy: %.0f%% of %d CPUs; neither daemon nor generator: %.0f%% of one core\n", busy / n, n, busy - d - gen
+			busy = 100 * n * ($4 - $1) / ($5 - $2); d = 100 * c / tck / (t1 - t0); si = 100 * n * ($6 - $3) / ($5 - $2)
+			printf "machine busy: %.0f%% of %d CPUs; softirq %.0f%% of one core; neither daemon, generator nor softirq: %.0f%% of one core%s\n",
+				busy / n, n, si, busy - d - gen - si, (busy - d - gen - si > 25 ? " (other work competed: rerun when the machine is quiet)" : "")
 		}'
-		# Tasks that lived through the whole pass only: short ones (test
-		# binaries of other users) are missed, so this is a lower bound.
+		# Tasks alive through the whole pass (so not the generator):
+		# short-lived ones are missed, the "neither" figure above is not.
 		awk -v me="$DAEMON_PID" '
 			NR == FNR { before[$1] = $3; next }
 			($1 in before) && $1 != me && $3 > before[$1] { use[$2] += $3 - before[$1] }
 			END { for (c in use) print use[c], c }' "$WORK/$name.procs0" "$WORK/$name.procs1" |
 			sort -rn | head -6 | awk -v tck="$TCK" -v t0="$t0" -v t1="$t1" '
 			{ out = out sprintf(" %s %.0f%%", $2, 100 * $1 / tck / (t1 - t0)) }
-			END { print "other tasks, % of one core (tasks alive through the pass only):" out }'
+			END { print "busiest other tasks, % of one core:" out }'
+		if [[ ${METRICS:-} == 1 ]]; then
+			# Polls during the pass: count, mean, and the histogram's
+			# bucket holding the slowest.
+			awk -v socks="$sockets" '
+				NR == FNR { before[$1] = $2; next }
+				{ d[$1] = $2 - before[$1] }
+				/_bucket/ && d[$1] > prev { slow = $1; sub(/.*le="/, "", slow); sub(/".*/, "", slow) }
+				/_bucket/ { prev = d[$1] }
+				END {
+					n = d["connlogd_poll_duration_seconds_count"]; s = d["connlogd_poll_duration_seconds_sum"]
+					if (n > 0) printf "polls: %d, mean %.0f ms, slowest <= %s s; %d sockets in the last poll\n", n, 1000 * s / n, slow, socks
+				}' "$WORK/$name.metrics0" "$WORK/$name.metrics1"
+		fi
 		awk -v c01="$((c1 - c0))" -v c02="$((c2 - c0))" -v tck="$TCK" -v t0="$t0" -v t1="$t1" -v n="$made" -v s="$SETTLE" 'BEGIN {
 			printf "daemon CPU: %.1f%% of one core during the pass; %.2f s in all (to %d s after), %.1f ms per 1000 connections\n",
 				100 * c01 / tck / (t1 - t0), c02 / tck, s, 1000 * c02 / tck / n * 1000

@@ -68,12 +68,15 @@ type record struct {
 
 // life is what the events say of one cookie.
 type life struct {
-	tuple                      tuple
-	cookie                     uint64
-	appeared, closed, changed  int
-	first, closedAt            int64 // ts of the first event and of the first closed
-	firstState, closeReason    string
-	shortLived, initial, other bool
+	tuple                     tuple
+	cookie                    uint64
+	appeared, closed, changed int
+	first, closedAt           int64 // ts of the first event and of the first closed
+	firstState, closeReason   string
+	shortLived                bool
+	// zeroed: reported with local address 0.0.0.0 and peer port 0, as
+	// the kernel leaves a socket closed abortively (SO_LINGER 0).
+	zeroed bool
 }
 
 // remnant says whether l is a TIME_WAIT remnant the daemon took for a
@@ -99,7 +102,6 @@ type rawEvent struct {
 	Reason     string `json:"reason"`
 	Count      uint64 `json:"count"`
 	ShortLived bool   `json:"short_lived"`
-	Initial    bool   `json:"initial"`
 }
 
 type gap struct {
@@ -114,18 +116,19 @@ func main() {
 	port := flag.Int("port", 65100, "the generator's server port")
 	daemonLog := flag.String("daemon-log", "", "connlogd's stderr, to report its warnings (optional)")
 	settle := flag.Duration("settle", 10*time.Second, "gaps up to this long after the last close count against the run")
+	slack := flag.Duration("slack", time.Second, "how much earlier than its close(2) a destroyed socket's closed event may be stamped and still match it")
 	flag.Parse()
 	if *events == "" || *records == "" {
 		fmt.Fprintln(os.Stderr, "usage: analyze -events FILE -records FILE [-port N] [-daemon-log FILE]")
 		os.Exit(2)
 	}
-	if err := run(*events, *records, uint16(*port), *daemonLog, *settle); err != nil {
+	if err := run(*events, *records, uint16(*port), *daemonLog, *settle, *slack); err != nil {
 		fmt.Fprintln(os.Stderr, "analyze:", err)
 		os.Exit(1)
 	}
 }
 
-func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle time.Duration) error {
+func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle, slack time.Duration) error {
 	byTuple, nrec, err := readRecords(recordsPath)
 	if err != nil {
 		return err
@@ -158,9 +161,21 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle t
 		}
 		groups[g] = append(groups[g], l)
 	}
+	// The records by the tuple an abortive close leaves (see readEvents).
+	byZeroed := map[tuple][]*record{}
+	for t, rs := range byTuple {
+		z := tuple{src: netip.IPv4Unspecified(), sport: t.sport, dst: t.dst}
+		byZeroed[z] = append(byZeroed[z], rs...)
+	}
+	for _, rs := range byZeroed {
+		slices.SortFunc(rs, func(a, b *record) int { return cmp.Compare(a.connect, b.connect) })
+	}
 	var unmatchedClient, unmatchedServer, early int
 	for g, ls := range groups {
 		rs := byTuple[g.key]
+		if len(rs) == 0 && !g.server {
+			rs = byZeroed[g.key]
+		}
 		if len(rs) == 0 {
 			if g.server {
 				unmatchedServer += len(ls)
@@ -169,16 +184,17 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle t
 			}
 			continue
 		}
-		early += assign(rs, ls, g.server)
+		early += assign(rs, ls, g.server, int64(slack))
 	}
 
 	var (
 		captured, missing, dup, partial      int
 		srvCaptured, srvMissing, srvDup      int
 		lat, latStart, latDestroyed, latGone []int64
-		closesReported                       int
+		closesReported, stamped              int
+		stampedMax                           int64
 		phases                               [11][]int64 // latency by time since the last poll tick, 100 ms buckets
-		shortLived, polled, remnant          int
+		shortLived, polled, remnant, zeroed  int
 		examplesMissing, examplesDup, exPart []string
 	)
 	for t, rs := range byTuple {
@@ -205,6 +221,10 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle t
 			}
 			if nOwn == 1 && own.closed > 0 {
 				closesReported++
+				if own.closedAt < r.closeStart {
+					stamped++
+					stampedMax = max(stampedMax, r.closeStart-own.closedAt)
+				}
 				d := own.closedAt - r.closeEnd
 				lat = append(lat, d)
 				latStart = append(latStart, own.closedAt-r.closeStart)
@@ -236,6 +256,9 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle t
 				continue
 			}
 			captured++
+			if l.zeroed {
+				zeroed++
+			}
 			switch {
 			case l.shortLived:
 				shortLived++
@@ -254,15 +277,19 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle t
 	fmt.Printf("  short_lived       %d (both events from the destroy notification)\n", shortLived)
 	fmt.Printf("  seen by a poll    %d (alive, then closed by a notification or a poll)\n", polled)
 	fmt.Printf("  remnant only      %d (own notification lost; a poll found the TIME_WAIT remnant)\n", remnant)
+	if zeroed > 0 {
+		fmt.Printf("  tuple zeroed      %d (abortive close: reported with src 0.0.0.0 and dst_port 0)\n", zeroed)
+	}
 	fmt.Printf("own close reported  %d (%.4f%%): by the socket's own cookie, not a remnant's\n", closesReported, 100*float64(closesReported)/float64(nrec))
 	fmt.Printf("missing             %d (no event at all)\n", missing)
 	fmt.Printf("incomplete          %d (one cookie, not exactly 1 appeared + 1 closed)\n", partial)
 	fmt.Printf("duplicated          %d (more than one cookie)\n", dup)
 	fmt.Printf("unmatched cookies   %d client, %d server-side (tuple never recorded)\n", unmatchedClient, unmatchedServer)
 	if early > 0 {
-		fmt.Printf("early closes        %d (destroyed before any close(2) of the tuple: clocks or records are wrong)\n", early)
+		fmt.Printf("unplaceable closes  %d (destroyed long before any close(2) of the tuple: clocks or records are wrong)\n", early)
 	}
 	fmt.Printf("server side         %d of %d captured, %d missing, %d duplicated\n", srvCaptured, nrec, srvMissing, srvDup)
+	fmt.Printf("stamped early       %d (closed ts before close(2) was called, by up to %.3f ms)\n", stamped, ms(stampedMax))
 	printLatency("latency (own closed ts - close(2) return)", lat)
 	printLatency("  from close(2) call instead", latStart)
 	if len(latGone) > 0 {
@@ -313,13 +340,15 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle t
 // kernel destroys a tuple's sockets one after the other and the daemon
 // handles their notifications in order, so the k-th such cookie belongs
 // to a record no earlier than the (k-1)-th's, whose close(2) started
-// before the event. Among those assignments the one with the least total
-// delay wins; records left over are sockets whose notification was lost.
-// Matching each cookie alone to the last close before it would go wrong
-// when the daemon lags more than the time between two uses of the tuple.
-// Other cookies (seen by polls only) go to the record whose lifetime is
-// nearest to their first event.
-func assign(rs []*record, ls []*life, server bool) (early int) {
+// before the event (or at most slack after it: a daemon may stamp an
+// event with an earlier time, such as its poll's). Among those
+// assignments the one with the least total |delay| wins; records left
+// over are sockets whose notification was lost. Matching each cookie
+// alone to the last close before it would go wrong when the daemon lags
+// more than the time between two uses of the tuple. Other cookies (seen
+// by polls only) go to the record whose lifetime is nearest to their
+// first event.
+func assign(rs []*record, ls []*life, server bool, slack int64) (early int) {
 	add := func(r *record, l *life) {
 		if server {
 			r.server = append(r.server, l)
@@ -355,10 +384,11 @@ func assign(rs []*record, ls []*life, server bool) (early int) {
 			if i > 0 && j > 0 && cost[i-1][j-1] < best {
 				best, bestJ = cost[i-1][j-1], j-1
 			}
-			if best == inf || rs[j].closeStart > ds[i].closedAt {
+			d := ds[i].closedAt - rs[j].closeStart
+			if best == inf || d < -slack {
 				continue
 			}
-			cost[i][j], from[i][j] = best+ds[i].closedAt-rs[j].closeStart, bestJ
+			cost[i][j], from[i][j] = best+max(d, -d), bestJ
 		}
 	}
 	end := -1
@@ -371,7 +401,7 @@ func assign(rs []*record, ls []*life, server bool) (early int) {
 		// No ordered assignment: some cookie came before any close it
 		// could report. Fall back to each cookie's last close before it.
 		for _, l := range ds {
-			i := sort.Search(m, func(i int) bool { return rs[i].closeStart > l.closedAt })
+			i := sort.Search(m, func(i int) bool { return rs[i].closeStart > l.closedAt+slack })
 			if i == 0 {
 				early++
 				i = 1
@@ -465,6 +495,7 @@ func readEvents(path string, port uint16) (*eventLog, error) {
 	// test picks the few kinds of line that matter first.
 	dstPat := []byte(fmt.Sprintf(`"dst_port":%d,`, port))
 	srcPat := []byte(fmt.Sprintf(`"src_port":%d,`, port))
+	zeroPat, zeroPortPat := []byte(`"src_ip":"0.0.0.0"`), []byte(`"dst_port":0,`)
 	gapPat := []byte(`"event":"gap"`)
 	kindPat := []byte(`"event":"`)
 	pollPats := [][]byte{[]byte(`"event":"state_changed"`), []byte(`"reason":"gone"`)}
@@ -507,7 +538,8 @@ func readEvents(path string, port uint16) (*eventLog, error) {
 			}
 		}
 		isGap := bytes.Contains(b, gapPat)
-		if !isGap && !bytes.Contains(b, dstPat) && !bytes.Contains(b, srcPat) {
+		maybeZeroed := bytes.Contains(b, zeroPat) && bytes.Contains(b, zeroPortPat)
+		if !isGap && !maybeZeroed && !bytes.Contains(b, dstPat) && !bytes.Contains(b, srcPat) {
 			continue
 		}
 		var e rawEvent
@@ -523,8 +555,12 @@ func readEvents(path string, port uint16) (*eventLog, error) {
 			el.gaps = append(el.gaps, gap{at, e.Reason, e.Count})
 			continue
 		}
-		if e.Proto != "tcp" || (e.DstPort != port && e.SrcPort != port) || (e.SrcPort == port && e.DstPort == 0) {
-			continue // another protocol, or the listener
+		// tcp_disconnect(), which an abortive close runs before the socket
+		// is destroyed, clears the local address and the peer port: such
+		// a client socket is known by its local port and peer address.
+		zeroed := e.SrcIP == "0.0.0.0" && e.DstPort == 0 && e.SrcPort != 0 && e.SrcPort != port
+		if e.Proto != "tcp" || (e.DstPort != port && e.SrcPort != port && !zeroed) || (e.SrcPort == port && e.DstPort == 0) {
+			continue // another protocol, another server, or the listener
 		}
 		var t tuple
 		t.sport, t.dport = e.SrcPort, e.DstPort
@@ -540,7 +576,7 @@ func readEvents(path string, port uint16) (*eventLog, error) {
 			el.lives[e.Cookie] = l
 		}
 		l.shortLived = l.shortLived || e.ShortLived
-		l.initial = l.initial || e.Initial
+		l.zeroed = l.zeroed || zeroed
 		switch e.Event {
 		case "appeared":
 			l.appeared++
@@ -551,8 +587,6 @@ func readEvents(path string, port uint16) (*eventLog, error) {
 			l.closed++
 		case "state_changed":
 			l.changed++
-		default:
-			l.other = true
 		}
 	}
 	slices.Sort(el.ticks)

@@ -476,12 +476,19 @@ func (d *daemon) startRound(now time.Time) {
 }
 
 // resync polls w as soon as the worker is free, ahead of the round.
+//
+// At most once an interval per namespace: under a flood that overruns
+// the buffer again and again, resyncs must not starve the other
+// namespaces, nor keep the first round from ever ending.
 func (d *daemon) resync(w *watch) {
-	if w == d.inflight || slices.Contains(d.queue, w) {
+	if w == d.inflight || slices.Contains(d.queue, w) || time.Since(w.lastResync) < d.cfg.Interval {
 		return
 	}
-	d.queue = append([]*watch{w}, d.queue...)
-	d.roundNow = time.Now()
+	w.lastResync = time.Now()
+	d.queue = append(d.queue, w)
+	if d.inflight == nil && len(d.queue) == 1 {
+		d.roundNow = time.Now()
+	}
 	d.nextDump()
 }
 
@@ -565,7 +572,12 @@ func (d *daemon) finishPoll(j dumpJob) {
 // w's subscription. It reports whether notifications were lost, after
 // reporting the gap: the caller then resynchronises with a fresh dump.
 func (d *daemon) drainDestroy(w *watch, now time.Time) (lost bool) {
-	for w.destroy != nil {
+	// Bounded: under a flood the queue refills as fast as it drains, and
+	// the loop must get back to its other work; the waiter signals again.
+	for range maxDrainBatches {
+		if w.destroy == nil {
+			break
+		}
 		w.dtab.Reset()
 		full, err := w.destroy.Drain(&w.dtab)
 		w.keep(&w.dtab) // the kernel does not filter notifications
@@ -598,6 +610,9 @@ func (d *daemon) drainDestroy(w *watch, now time.Time) (lost bool) {
 	}
 	return lost
 }
+
+// maxDrainBatches bounds one drain: 16 batches of up to 1,024 sockets.
+const maxDrainBatches = 16
 
 // reportCounters logs what the netlink layer refused since the last poll,
 // and reports malformed replies, which may hide sockets, as a gap.

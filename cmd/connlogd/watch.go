@@ -49,8 +49,9 @@ type watch struct {
 	dtab    snapshot.Table
 	// reqsNow are the requests of the dump in flight; lastCost what the
 	// last poll took, for the namespace budget.
-	reqsNow  []diag.Request
-	lastCost time.Duration
+	reqsNow    []diag.Request
+	lastCost   time.Duration
+	lastResync time.Time
 
 	failing  bool
 	parse    snapshot.Stats

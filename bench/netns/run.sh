@@ -61,7 +61,7 @@ WORK=$(mktemp -d /tmp/connlogd-nsbench-run.XXXXXX)
 DAEMON_PID=
 BASE_PID=
 FILL_PID=
-LOAD_PID=
+LOAD_PIDS=()
 LOAD_NS=
 CREATED=() # namespaces this run created and has not deleted
 
@@ -101,9 +101,9 @@ cleanup() {
 	if [[ -n $FILL_PID ]]; then
 		stop_pid "$FILL_PID"
 	fi
-	if [[ -n $LOAD_PID ]]; then
-		stop_pid "$LOAD_PID"
-	fi
+	for pid in "${LOAD_PIDS[@]}"; do
+		stop_pid "$pid"
+	done
 	if [[ -n $LOAD_NS ]]; then
 		CREATED+=("$LOAD_NS")
 	fi
@@ -210,16 +210,24 @@ if ((LOAD > 0)); then
 	create_ns 0 "$PREFIX-load"
 	LOAD_NS=$PREFIX-load
 	CREATED=()
-	: >"$WORK/load.out"
-	"$WORK/nsfill" -pairs "$(((LOAD + 1) / 2))" "$LOAD_NS" >"$WORK/load.out" 2>&1 &
-	LOAD_PID=$!
-	for ((i = 0; i < 600; i++)); do
-		grep -q '^ready' "$WORK/load.out" && break
-		kill -0 "$LOAD_PID" 2>/dev/null || die "the load did not start: $(cat "$WORK/load.out")"
-		sleep 0.1
+	# Processes of at most 9000 connections: the open-file limit may not
+	# be raised past 20000 here.
+	procs=$(((LOAD + 17999) / 18000))
+	for ((p = 0; p < procs; p++)); do
+		: >"$WORK/load-$p.out"
+		"$WORK/nsfill" -pairs "$(((LOAD / procs + 1) / 2))" "$LOAD_NS" >"$WORK/load-$p.out" 2>&1 &
+		LOAD_PIDS+=($!)
 	done
-	grep -q '^ready' "$WORK/load.out" || die "the load did not get ready in 60 s"
-	echo "# load: $(cat "$WORK/load.out") (namespaces, sockets) in $LOAD_NS; host now: $(host_load) TCP sockets with TIME_WAIT" |
+	for ((p = 0; p < procs; p++)); do
+		for ((i = 0; i < 600; i++)); do
+			grep -q '^ready' "$WORK/load-$p.out" && break
+			kill -0 "${LOAD_PIDS[p]}" 2>/dev/null || die "the load did not start: $(cat "$WORK/load-$p.out")"
+			sleep 0.1
+		done
+		grep -q '^ready' "$WORK/load-$p.out" || die "the load did not get ready in 60 s"
+	done
+	cat "$WORK"/load-*.out >"$WORK/load.out"
+	echo "# load: $(awk '{ n += $3 } END { print n }' "$WORK/load.out") sockets in $LOAD_NS ($procs processes); host now: $(host_load) TCP sockets with TIME_WAIT" |
 		tee -a "$WORK/header.txt" >&2
 fi
 

@@ -208,6 +208,11 @@ sleep 2
 	# Past tcp_max_tw_buckets the kernel drops TIME_WAIT sockets: fewer
 	# remnants to dump and to confuse with new sockets.
 	echo "namespace: $(ip netns exec "$NS" sysctl net.ipv4.tcp_max_tw_buckets net.ipv4.tcp_ehash_entries | tr '\n' ' ')"
+	# The host's net.ipv4.tcp_child_ehash_entries, when set, gives a new
+	# namespace a hash of its own, and half as many TIME_WAIT buckets.
+	if (($(ip netns exec "$NS" sysctl -n net.ipv4.tcp_max_tw_buckets) < 65536)); then
+		echo "WARNING: few TIME_WAIT buckets (net.ipv4.tcp_child_ehash_entries on the host?): not comparable with other runs"
+	fi
 } >"$WORK/summary.txt"
 
 # Idle cost, for reference: a near-empty table polled every second.

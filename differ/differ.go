@@ -366,7 +366,9 @@ func (d *Differ) reported(s *snapshot.Socket) bool {
 	if _, ok := d.deadCookies[s.Cookie]; ok {
 		return true
 	}
-	if s.State == snapshot.StateTimeWait {
+	// A TIME_WAIT remnant shows as time_wait, or as fin_wait2 while the
+	// kernel's timewait socket is in that substate.
+	if s.State == snapshot.StateTimeWait || s.State == snapshot.StateFinWait2 {
 		if _, ok := d.deadTuples[tuple(s)]; ok {
 			return true
 		}

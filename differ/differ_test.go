@@ -338,6 +338,12 @@ func TestDestroyed(t *testing.T) {
 			{false, table(), ""},
 			{false, table(), ""},
 		}},
+		{"a remnant in the fin_wait2 substate is recognised too", []step{
+			{false, table(), ""},
+			{true, table(sock(2, snapshot.StateClose)), "appeared:2:close closed:2:close:destroyed [short]"},
+			{false, table(withCookie(sock(2, snapshot.StateFinWait2), 99)), ""},
+			{false, table(), ""},
+		}},
 		{"a dump that raced with the destroy does not resurrect it", []step{
 			{false, table(), ""},
 			{true, table(sock(2, snapshot.StateClose)), "appeared:2:close closed:2:close:destroyed [short]"},

@@ -555,7 +555,7 @@ func (d *daemon) finishPoll(j dumpJob) {
 	}
 	// Notifications queued while the dump ran go first: the dump may hold
 	// the TIME_WAIT remnant of a connection they report.
-	lost := d.drainDestroy(w, now)
+	lost := d.drainDestroy(w, time.Now()) // stamped when read, not with the poll's time
 	w.owners.Refresh(&w.tab)
 	d.ownerWarnings()
 	if _, err := w.differ.Diff(&w.tab, now, w.conn); err != nil {

@@ -70,6 +70,9 @@ type conn struct {
 	// silent: its close was already reported from a destroy notification;
 	// what remains (a TIME_WAIT remnant) is tracked without events.
 	silent bool
+	// held: a TIME_WAIT socket no poll had seen, not announced yet (see
+	// Diff).
+	held bool
 }
 
 // Differ tracks the socket table across polls. It is not safe for
@@ -95,6 +98,8 @@ type Differ struct {
 	// dump that started before the destroy is still to come.
 	deadCookies map[uint64]uint32
 	deadTuples  map[snapshot.Key]uint32
+	// heldTuples indexes the held sockets by tuple.
+	heldTuples map[snapshot.Key]int32
 
 	suspects []int32
 	keys     []snapshot.Key
@@ -112,6 +117,7 @@ func New(opts Options) *Differ {
 		byCookie:    make(map[uint64]int32),
 		deadCookies: make(map[uint64]uint32),
 		deadTuples:  make(map[snapshot.Key]uint32),
+		heldTuples:  make(map[snapshot.Key]int32),
 	}
 }
 
@@ -181,7 +187,10 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 			}
 			c.gen = d.gen
 			c.misses = 0
-			if c.sock.State != s.State && !c.silent {
+			if c.held {
+				d.unhold(slot)
+				d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
+			} else if c.sock.State != s.State && !c.silent {
 				d.emit(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.sock.State, FirstSeen: time.Unix(0, c.firstSeen)})
 			}
 			c.sock = *s
@@ -191,10 +200,18 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 		}
 		slot = d.alloc()
 		silent := d.reported(s)
-		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent}
+		// A TIME_WAIT socket no poll has seen is most likely the remnant
+		// of a connection whose destroy notification the kernel has not
+		// sent yet (it sends them from a work queue, late under load),
+		// under a new cookie. It is held back one poll: a notification for
+		// its tuple meanwhile makes it silent; otherwise it is announced.
+		held := !silent && !initial && !late && isRemnantState(s.State)
+		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held}
 		d.byCookie[s.Cookie] = slot
 		d.next = append(d.next, slot)
-		if !silent {
+		if held {
+			d.heldTuples[tuple(s)] = slot
+		} else if !silent {
 			d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial, Late: late})
 		}
 	}
@@ -290,6 +307,10 @@ func (d *Differ) closeSlot(slot int32, now time.Time, reason string) {
 
 func (d *Differ) closeSlotLate(slot int32, now time.Time, reason string, late bool) {
 	c := &d.conns[slot]
+	if c.held {
+		d.unhold(slot)
+		d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
+	}
 	if !c.silent {
 		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late})
 	}
@@ -349,6 +370,11 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 		}
 		if _, dup := d.deadCookies[s.Cookie]; dup {
 			continue
+		}
+		if j, ok := d.heldTuples[tuple(s)]; ok && s.Proto == snapshot.ProtoTCP {
+			// The held remnant was this connection's: never announce it.
+			d.unhold(j)
+			d.conns[j].silent = true
 		}
 		d.deadCookies[s.Cookie] = d.gen
 		if s.Proto == snapshot.ProtoTCP {
@@ -436,6 +462,9 @@ func (d *Differ) Forget(drop func(*snapshot.Socket) bool) int {
 		c := &d.conns[slot]
 		if !c.used || !drop(&c.sock) {
 			continue
+		}
+		if c.held {
+			d.unhold(int32(slot))
 		}
 		delete(d.byCookie, c.sock.Cookie)
 		*c = conn{pos: -1}
@@ -527,3 +556,18 @@ func (d *Differ) resetEvents() {
 // SetOutput changes Options.Output, for a caller that moves the Differ to
 // a new owner.
 func (d *Differ) SetOutput(fn func(*event.Event)) { d.opts.Output = fn }
+
+// isRemnantState says whether a socket in state st may be a TIME_WAIT
+// remnant: the kernel's timewait sockets show as time_wait, or as
+// fin_wait2 in that substate.
+func isRemnantState(st snapshot.State) bool {
+	return st == snapshot.StateTimeWait || st == snapshot.StateFinWait2
+}
+
+func (d *Differ) unhold(slot int32) {
+	c := &d.conns[slot]
+	c.held = false
+	if j, ok := d.heldTuples[tuple(&c.sock)]; ok && j == slot {
+		delete(d.heldTuples, tuple(&c.sock))
+	}
+}

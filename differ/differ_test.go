@@ -306,7 +306,7 @@ func summaryShort(evs []event.Event) string {
 func TestDestroyed(t *testing.T) {
 	est, tw := snapshot.StateEstablished, snapshot.StateTimeWait
 	withCookie := func(s snapshot.Socket, c uint64) snapshot.Socket { s.Cookie = c; return s }
-	gone := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupGone, 2: snapshot.LookupGone, 99: snapshot.LookupGone}}
+	gone := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupGone, 2: snapshot.LookupGone, 5: snapshot.LookupGone, 99: snapshot.LookupGone}}
 	type step struct {
 		destroy bool
 		tab     *snapshot.Table
@@ -337,6 +337,28 @@ func TestDestroyed(t *testing.T) {
 			{false, table(withCookie(sock(2, tw), 99)), ""},
 			{false, table(), ""},
 			{false, table(), ""},
+		}},
+		{"a remnant dumped before its late notification is held, then silenced", []step{
+			{false, table(), ""},
+			{false, table(withCookie(sock(2, tw), 99)), ""},
+			{true, table(sock(2, snapshot.StateClose)), "appeared:2:close closed:2:close:destroyed [short]"},
+			{false, table(withCookie(sock(2, tw), 99)), ""},
+			{false, table(), ""},
+		}},
+		{"a TIME_WAIT socket no notification claims is announced one poll late", []step{
+			{false, table(), ""},
+			{false, table(sock(5, tw)), ""},
+			{false, table(sock(5, tw)), "appeared:5:time_wait"},
+			{false, table(), "closed:5:time_wait:gone"},
+		}},
+		{"a held socket gone by the next poll: appeared, then closed", []step{
+			{false, table(), ""},
+			{false, table(sock(5, tw)), ""},
+			{false, table(), "appeared:5:time_wait closed:5:time_wait:gone"},
+		}},
+		{"TIME_WAIT sockets at start-up are announced at once", []step{
+			{false, table(sock(5, tw)), "appeared:5:time_wait:initial"},
+			{false, table(), "closed:5:time_wait:gone"},
 		}},
 		{"a remnant in the fin_wait2 substate is recognised too", []step{
 			{false, table(), ""},

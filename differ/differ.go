@@ -15,7 +15,9 @@
 // Prober looks it up by exact match, and it is reported closed only when
 // the kernel says it no longer exists (ENOENT, or ESTALE for a connected
 // TCP socket whose tuple another socket now owns). When the lookup cannot
-// answer, the socket must be missing from MissLimit consecutive dumps.
+// answer, or cannot see the socket (a TCP socket in state close is in no
+// hash it searches), the socket must be missing from MissLimit
+// consecutive dumps.
 //
 // # Cost
 //
@@ -263,7 +265,7 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 		c := &d.conns[slot]
 		c.pos = -1
 		switch res := d.results[i]; {
-		case res == snapshot.LookupGone, res == snapshot.LookupStale && staleMeansGone(&c.sock):
+		case res == snapshot.LookupGone && goneMeansGone(&c.sock), res == snapshot.LookupStale && staleMeansGone(&c.sock):
 			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
 		case res == snapshot.LookupAlive:
@@ -281,6 +283,14 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 	}
 	d.pending, d.pend2 = d.pend2, d.pending
 	return err
+}
+
+// goneMeansGone: an ENOENT answer comes from the kernel's established and
+// listening hashes. A TCP socket in state close (bound, never listening or
+// connected, or closed but still open) is in neither, only in the bind
+// hash that dumps walk, so the answer proves nothing for it.
+func goneMeansGone(s *snapshot.Socket) bool {
+	return s.Proto != snapshot.ProtoTCP || s.State != snapshot.StateClose
 }
 
 // staleMeansGone: an ESTALE answer means the kernel found another socket

@@ -145,6 +145,17 @@ func TestDiff(t *testing.T) {
 			{table(sock(1, est)), stale, "appeared:1:established:initial"},
 			{table(), stale, "closed:1:established:gone"},
 		}},
+		{"ENOENT does not close a bound-only TCP socket (no hash the lookup searches)", Options{MissLimit: 2}, []step{
+			{table(sock(1, snapshot.StateClose), sock(2, est)), gone, "appeared:1:close:initial appeared:2:established:initial"},
+			{table(), gone, "closed:2:established:gone"},
+			{table(sock(1, snapshot.StateClose)), gone, ""},
+			{table(), gone, ""},
+			{table(), gone, "closed:1:close:gone"},
+		}},
+		{"ENOENT closes an unconnected UDP socket (state close, hashed)", Options{MissLimit: 5}, []step{
+			{table(func() snapshot.Socket { s := sock(1, snapshot.StateClose); s.Proto = snapshot.ProtoUDP; return s }()), gone, "appeared:1:close:initial"},
+			{table(), gone, "closed:1:close:gone"},
+		}},
 		{"ESTALE does not close a listener (SO_REUSEPORT siblings)", Options{MissLimit: 2}, []step{
 			{table(listener(1)), stale, "appeared:1:listen:initial"},
 			{table(), stale, ""},

@@ -29,3 +29,26 @@ func TestParseSockstat(t *testing.T) {
 		})
 	}
 }
+
+func TestParseSockstatUsed(t *testing.T) {
+	tests := []struct {
+		name, text string
+		used       int
+		ok         bool
+	}{
+		{"first line", "sockets: used 12\nTCP: inuse 3\n", 12, true},
+		{"zero", "sockets: used 0\n", 0, true},
+		{"missing", "TCP: inuse 3\n", 0, false},
+		{"other key", "sockets: free 3\n", 0, false},
+		{"malformed", "sockets: used x\n", 0, false},
+		{"truncated", "sockets: used", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			used, ok := ParseSockstatUsed([]byte(tt.text))
+			if used != tt.used || ok != tt.ok {
+				t.Errorf("got %d %v, want %d %v", used, ok, tt.used, tt.ok)
+			}
+		})
+	}
+}

@@ -561,6 +561,7 @@ func (d *daemon) finishPoll(j dumpJob) {
 	if _, err := w.differ.Diff(&w.tab, now, w.conn); err != nil {
 		d.log.Warn("lookup of missing sockets failed; they stay tracked until confirmed", "netns", w.String(), "err", err)
 	}
+	w.count()
 	d.met.polled(w, w.lastCost)
 	d.reportCounters(w, now)
 	if lost {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/connlogd/connlogd/internal/netnstest"
 )
 
@@ -227,5 +229,69 @@ func TestStartupSocketsAreMarkedInitial(t *testing.T) {
 	evs := d.waitFor("initial listener", 5*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", port)) > 0 })
 	if ap := match(evs, "appeared", "tcp", port)[0]; ap["initial"] != true {
 		t.Errorf("start-up socket not marked initial: %v", ap)
+	}
+}
+
+// TestBoundSocketSurvivesLastListener: a TCP socket that is only bound
+// sits in no hash the kernel's exact lookup searches and is not counted
+// by sockstat's "TCP: inuse", yet dumps return it (state close). When
+// the namespace's last hashed TCP socket goes, neither the sockstat skip
+// nor a lookup answering ENOENT may turn it into a close.
+func TestBoundSocketSurvivesLastListener(t *testing.T) {
+	for _, tc := range []struct{ name, cfg, reason string }{
+		{"destroy", "", "destroyed"},
+		{"poll", "destroy:\n  enabled: false", "gone"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := netnstest.New(t)
+			var fd int
+			if err := ns.Do(func() (err error) {
+				if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+					return err
+				}
+				return unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			closed := false
+			defer func() {
+				if !closed {
+					unix.Close(fd)
+				}
+			}()
+			sa, err := unix.Getsockname(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bport := sa.(*unix.SockaddrInet4).Port
+			ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+			lport := ln.Addr().(*net.TCPAddr).Port
+			d := startDaemon(t, ns, tc.cfg)
+			d.waitFor("bound socket and listener", 5*time.Second, func(evs []ev) bool {
+				return len(match(evs, "appeared", "tcp", bport)) > 0 && len(match(evs, "appeared", "tcp", lport)) > 0
+			})
+			ln.Close()
+			d.waitFor("listener closed", 5*time.Second, countOf(nil, "closed", "tcp", lport))
+			// Ten polls with the bound socket the namespace's only TCP one.
+			time.Sleep(2 * time.Second)
+			ln2 := listenIn(t, ns, "tcp4", "127.0.0.1:0")
+			defer ln2.Close()
+			l2port := ln2.Addr().(*net.TCPAddr).Port
+			d.waitFor("second listener", 5*time.Second, countOf(nil, "appeared", "tcp", l2port))
+			time.Sleep(time.Second)
+			evs := d.events()
+			if cl := match(evs, "closed", "tcp", bport); len(cl) != 0 {
+				t.Fatalf("live bound socket reported closed:\n%s", dump(evs))
+			}
+			if ap := match(evs, "appeared", "tcp", bport); len(ap) != 1 || ap[0].str("state") != "close" {
+				t.Fatalf("bound socket: want one appeared in state close:\n%s", dump(evs))
+			}
+			closed = true
+			unix.Close(fd)
+			evs = d.waitFor("bound socket closed", 5*time.Second, countOf(nil, "closed", "tcp", bport))
+			if cl := match(evs, "closed", "tcp", bport); len(cl) != 1 || cl[0].str("reason") != tc.reason {
+				t.Errorf("bound socket's close: want one, reason %s:\n%s", tc.reason, dump(evs))
+			}
+		})
 	}
 }

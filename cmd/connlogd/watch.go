@@ -30,9 +30,12 @@ type watch struct {
 	// socket, the TCP dump, which walks the whole host-wide hash table
 	// even for an empty namespace, is skipped.
 	sockstat, sockstat6 *os.File
-	statBuf             []byte
+	statBuf, statBuf6   []byte
+	// used is the namespace's "sockets: used" count at the last poll.
+	used   int
+	usedOK bool
 
-	counts [2][2]int // last poll: tcp/udp × ipv4/ipv6, for the metrics
+	counts [2][2]int // last poll: tcp/udp × ipv4/ipv6, for the skip and the metrics
 	filter *filter.Filter
 	// owners attributes the namespace's sockets to processes and cgroups.
 	owners *attribution.Tracker
@@ -64,7 +67,7 @@ type watch struct {
 // Its differ hands each event to emit as it is found, tagged with the
 // namespace.
 func openWatch(ns netns.NS, cfg *config.Config, f *filter.Filter, res *attribution.Resolver, log *slog.Logger, ready chan<- *watch, emit func(*event.Event)) (*watch, error) {
-	w := &watch{ns: ns, statBuf: make([]byte, 512), owners: res.NewTracker()}
+	w := &watch{ns: ns, statBuf: make([]byte, 512), statBuf6: make([]byte, 512), owners: res.NewTracker()}
 	w.output = func(ev *event.Event) {
 		w.tag(ev)
 		w.owners.AnnotateEvent(ev)
@@ -184,17 +187,29 @@ func (w *watch) tag(ev *event.Event) {
 	ev.NetnsName = w.ns.Name
 }
 
-// activeRequests returns the dumps worth making now: a TCP dump of a
-// family whose sockstat counts no socket is left out.
+// activeRequests returns the dumps worth making now. A TCP dump walks the
+// host-wide hash even for an empty namespace, so it is left out when
+// nothing of the family could be in it: sockstat counts no hashed TCP
+// socket of the family and no TIME_WAIT remnant, the last dump found
+// none, and the namespace's socket count ("sockets: used") has not moved
+// since the last poll. The last two matter because a socket that is only
+// bound is in no count of the TCP line, yet dumps return it: without
+// them its namespace's last listener going would make it look closed.
 func (w *watch) activeRequests(buf []diag.Request) []diag.Request {
-	in4, tw, ok4 := w.statCount(w.sockstat, "TCP:")
-	in6, _, ok6 := w.statCount(w.sockstat6, "TCP6:")
+	b4 := w.readStat(w.sockstat, w.statBuf)
+	in4, tw, ok4 := netns.ParseSockstat(b4, "TCP:")
+	used, okUsed := netns.ParseSockstatUsed(b4)
+	quiet := okUsed && w.usedOK && used == w.used
+	w.used, w.usedOK = used, okUsed
+	in6, _, ok6 := netns.ParseSockstat(w.readStat(w.sockstat6, w.statBuf6), "TCP6:")
+	empty4 := ok4 && in4 == 0 && w.counts[0][0] == 0
+	empty6 := ok6 && in6 == 0 && w.counts[0][1] == 0
 	for _, r := range w.reqs {
 		// TIME_WAIT sockets of both families are counted together, in
 		// the TCP: line's tw.
-		if r.Proto == snapshot.ProtoTCP && ok4 && tw == 0 &&
-			((r.Family == snapshot.FamilyIPv4 && in4 == 0) || (r.Family == snapshot.FamilyIPv6 && ok6 && in6 == 0) ||
-				(r.Family == snapshot.FamilyAny && ok6 && in4 == 0 && in6 == 0)) {
+		if r.Proto == snapshot.ProtoTCP && quiet && ok4 && tw == 0 &&
+			((r.Family == snapshot.FamilyIPv4 && empty4) || (r.Family == snapshot.FamilyIPv6 && empty6) ||
+				(r.Family == snapshot.FamilyAny && empty4 && empty6)) {
 			continue
 		}
 		buf = append(buf, r)
@@ -202,17 +217,34 @@ func (w *watch) activeRequests(buf []diag.Request) []diag.Request {
 	return buf
 }
 
-// statCount reads a sockstat line's counts. ok is false when it cannot
-// tell.
-func (w *watch) statCount(f *os.File, prefix string) (inuse, tw int, ok bool) {
+// readStat reads a sockstat file into buf; nil when it cannot.
+func (w *watch) readStat(f *os.File, buf []byte) []byte {
 	if f == nil {
-		return 0, 0, false
+		return nil
 	}
-	m, err := f.ReadAt(w.statBuf, 0)
-	if m == 0 || (err != nil && m == len(w.statBuf)) {
-		return 0, 0, false
+	m, err := f.ReadAt(buf, 0)
+	if m == 0 || (err != nil && m == len(buf)) {
+		return nil
 	}
-	return netns.ParseSockstat(w.statBuf[:m], prefix)
+	return buf[:m]
+}
+
+// count records how many sockets of each protocol and family the last
+// table holds, after filtering: the differ tracks only those.
+func (w *watch) count() {
+	var c [2][2]int
+	for i := range w.tab.Sockets {
+		s := &w.tab.Sockets[i]
+		p, f := 0, 0
+		if s.Proto == snapshot.ProtoUDP {
+			p = 1
+		}
+		if s.Family == snapshot.FamilyIPv6 {
+			f = 1
+		}
+		c[p][f]++
+	}
+	w.counts = c
 }
 
 func (w *watch) String() string { return w.ns.String() }

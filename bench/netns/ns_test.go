@@ -3,7 +3,6 @@
 package nsbench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/connlogd/connlogd/diag"
+	"github.com/connlogd/connlogd/netns"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
@@ -490,26 +490,7 @@ func (f *fixture) statCount(fh *os.File, prefix string) (inuse, tw int, ok bool)
 	if m == 0 || (err != nil && m == len(f.statBuf)) {
 		return 0, 0, false
 	}
-	for _, line := range bytes.Split(f.statBuf[:m], []byte("\n")) {
-		if !bytes.HasPrefix(line, []byte(prefix)) {
-			continue
-		}
-		fields := bytes.Fields(line[len(prefix):])
-		for i := 0; i+1 < len(fields); i += 2 {
-			v, err := strconv.Atoi(string(fields[i+1]))
-			if err != nil {
-				return 0, 0, false
-			}
-			switch string(fields[i]) {
-			case "inuse":
-				inuse, ok = v, true
-			case "tw":
-				tw = v
-			}
-		}
-		return inuse, tw, ok
-	}
-	return 0, 0, false
+	return netns.ParseSockstat(f.statBuf[:m], prefix)
 }
 
 // processCPU returns the user+system CPU time of the whole process. It

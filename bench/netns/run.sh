@@ -412,9 +412,10 @@ run_daemon() {
 	[[ -n $addr ]] || die "no metrics address in $dlog"
 	# Warm-up. The first poll of a namespace logs its sockets. Past the
 	# budget, namespaces are polled in turn, per_interval a second (the
-	# warning, logged before the "watching" line), so every one has been
-	# polled ceil((watched-1)/per_interval) s after the first poll. Wait for
-	# that, and for each namespace of ours to have logged its sockets.
+	# warning, when logged before the "watching" line), so every one has
+	# been polled ceil((watched-1)/per_interval) s after the first poll.
+	# Wait for that, and for each namespace of ours to have logged its
+	# sockets.
 	local per warm t_watch now
 	per=$(sed -n 's/.* per_interval=\([0-9]*\).*/\1/p' "$dlog" | head -1)
 	warm=2
@@ -470,6 +471,8 @@ run_daemon() {
 	BASE_PID=
 	local seen warns errors
 	seen=$(count_seen "$events")
+	# The warning may come after the first poll too.
+	per=$(sed -n 's/.* per_interval=\([0-9]*\).*/\1/p' "$dlog" | head -1)
 	warns=$(grep -c 'level=WARN' "$dlog" || true)
 	errors=$(grep -c 'level=ERROR' "$dlog" || true)
 	rm -f "$events" "$WORK/base-events-$tag.jsonl"

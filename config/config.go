@@ -77,7 +77,7 @@ type Sink struct {
 	Mode fs.FileMode // default 0640
 
 	// syslog
-	Network  string // unix (default) | udp | tcp | tls
+	Network  string // unix (default) | udp | tcp | tls | relp
 	Address  string // default /dev/log for unix; required otherwise
 	Format   string // rfc5424 (default) | rfc3164
 	Facility int    // syslog facility number; default 16 (local0)
@@ -343,10 +343,10 @@ func checkMode(m fs.FileMode) error {
 
 func checkNetwork(n string) error {
 	switch n {
-	case "unix", "udp", "tcp", "tls":
+	case "unix", "udp", "tcp", "tls", "relp":
 		return nil
 	}
-	return fmt.Errorf("unknown network %q (want unix, udp, tcp or tls)", n)
+	return fmt.Errorf("unknown network %q (want unix, udp, tcp, tls or relp)", n)
 }
 
 // Schemas.

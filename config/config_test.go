@@ -157,7 +157,7 @@ func TestParseErrors(t *testing.T) {
 		{"mode huge", "sinks:\n  - type: file\n    path: /x\n    mode: 077777777777777\n", 4, "sinks[0].mode: \"077777777777777\" is not an octal permission"},
 
 		// syslog sinks.
-		{"syslog unknown network", "sinks:\n  - type: syslog\n    network: udp6\n    address: h:514\n", 3, `sinks[0].network: unknown network "udp6" (want unix, udp, tcp or tls)`},
+		{"syslog unknown network", "sinks:\n  - type: syslog\n    network: udp6\n    address: h:514\n", 3, `sinks[0].network: unknown network "udp6" (want unix, udp, tcp, tls or relp)`},
 		{"syslog udp without address", "sinks:\n  - type: syslog\n    network: udp\n", 2, `sinks[0]: missing key "address" (network udp needs host:port)`},
 		{"syslog tcp without address", "sinks:\n  - type: stdout\n  - type: syslog\n    network: tcp\n", 3, `sinks[1]: missing key "address" (network tcp needs host:port)`},
 		{"syslog address without port", "sinks:\n  - type: syslog\n    network: udp\n    address: logs.example\n", 4, `sinks[0].address: "logs.example" is not host:port: missing port in address`},

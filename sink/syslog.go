@@ -138,6 +138,7 @@ func newSyslogSink(c syslogConfig) (*syslogSink, error) {
 	}
 	s.tr = newTransport(c.network, c.address, s.tlsConf.Load)
 	s.tr.reclaims = s.reclaimed
+	s.tr.refusals = s.refused
 	return s, nil
 }
 
@@ -232,8 +233,9 @@ func (s *syslogSink) run() {
 		case <-s.q.wake:
 		case <-s.kick:
 		case <-s.closing:
+		case <-s.tr.lost():
 		}
-		if s.q.take(&s.b) == 0 {
+		if s.q.take(&s.b) == 0 && !s.tr.owes() {
 			select {
 			case <-s.closing:
 				s.finish()
@@ -254,10 +256,12 @@ func (s *syslogSink) run() {
 // all delivered or the drain time at close is up.
 func (s *syslogSink) deliver() {
 	b := &s.b
-	for i := 0; i < b.len(); {
+	// Beyond the batch, messages a dead connection gave back are owed:
+	// they go out now, not when the next event comes.
+	for i := 0; i < b.len() || s.tr.owes(); {
 		if s.ctx.Err() != nil {
 			s.discard(b.len() - i)
-			break
+			break // finish counts what resend holds
 		}
 		if s.redial.Swap(false) {
 			s.tr.drop(true)
@@ -310,6 +314,14 @@ func (s *syslogSink) reclaimed(n int) {
 	s.q.resolve(-n)
 }
 
+// refused moves n messages counted as written to dropped: the receiver
+// answered them with a refusal.
+func (s *syslogSink) refused(n int, err error) {
+	s.written.Add(^uint64(n - 1))
+	s.dropped.Add(uint64(n))
+	s.setErr(err)
+}
+
 func (s *syslogSink) discard(n int) {
 	s.dropped.Add(uint64(n))
 	s.q.resolve(n)
@@ -325,9 +337,9 @@ func (s *syslogSink) finish() {
 	}
 	s.b.reset()
 	s.tr.drop(s.ctx.Err() == nil)
-	if n := s.tr.resendN; n > 0 {
+	if n := s.tr.resend.len(); n > 0 {
 		// Reclaimed from a dead connection and never resent.
-		s.tr.resend, s.tr.resendN = s.tr.resend[:0], 0
+		s.tr.resend.reset()
 		s.discard(n)
 	}
 }
@@ -460,6 +472,9 @@ func (s *syslogSink) close() error {
 		s.errMu.Unlock()
 		if cause == nil {
 			cause = errors.New("drain time up")
+		}
+		if errors.Is(cause, errRefused) {
+			return fmt.Errorf("%s: close: %d events not delivered: %w", s.name, lost, cause)
 		}
 		return fmt.Errorf("%s: close: %d events not delivered within %v: %w", s.name, lost, s.drain, cause)
 	}

@@ -664,7 +664,7 @@ func TestSyslogConfigErrors(t *testing.T) {
 		{config.Sink{Type: config.SinkSyslog, Network: "tcp"}, "sink syslog: network tcp needs an address"},
 		{config.Sink{Type: config.SinkSyslog, Network: "tls"}, "sink syslog: network tls needs an address"},
 		{config.Sink{Type: config.SinkSyslog, Network: "udp", Address: "host"}, "sink syslog: address: address host: missing port in address"},
-		{config.Sink{Type: config.SinkSyslog, Network: "sctp", Line: 9}, `sink syslog (config line 9): unknown network "sctp" (want unix, udp, tcp or tls)`},
+		{config.Sink{Type: config.SinkSyslog, Network: "sctp", Line: 9}, `sink syslog (config line 9): unknown network "sctp" (want unix, udp, tcp, tls or relp)`},
 		{config.Sink{Type: config.SinkSyslog, Network: "tcp", Address: "h:1", TLS: config.TLS{CAFile: "x"}}, "sink syslog: tls settings need network tls, not tcp"},
 		{config.Sink{Type: config.SinkSyslog, Format: "json"}, `sink syslog: unknown format "json" (want rfc5424 or rfc3164)`},
 		{config.Sink{Type: config.SinkSyslog, Tag: "a b"}, `sink syslog: tag "a b": want 1 to 48 printable ASCII characters without spaces, brackets or colons`},

@@ -200,7 +200,7 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 		if c.address == "" {
 			c.address = DefaultSyslogAddress
 		}
-	case "udp", "tcp", "tls":
+	case "udp", "tcp", "tls", "relp":
 		if c.address == "" {
 			return c, fmt.Errorf("network %s needs an address", c.network)
 		}
@@ -208,7 +208,7 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 			return c, fmt.Errorf("address: %w", err)
 		}
 	default:
-		return c, fmt.Errorf("unknown network %q (want unix, udp, tcp or tls)", c.network)
+		return c, fmt.Errorf("unknown network %q (want unix, udp, tcp, tls or relp)", c.network)
 	}
 	if c.network == "tls" {
 		c.tls = &s.TLS

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,6 +49,9 @@ const (
 	// syslog-ng's unix-stream() and Go's log/syslog use). Our messages
 	// are JSON, which escapes newlines, so this is safe.
 	frameLF
+	// frameRELP: RELP syslog frames (relp), each answered by the
+	// receiver.
+	frameRELP
 )
 
 // errMsgSize marks a message the transport can never deliver (a datagram
@@ -61,7 +67,7 @@ var errMsgSize = errors.New("message too long for a datagram")
 // frozen and speaks neither RFC 5424 nor octet counting nor TLS, and the
 // third-party writers are unmaintained or block the caller.
 type transport struct {
-	network string // unix | udp | tcp | tls
+	network string // unix | udp | tcp | tls | relp
 	address string
 	tlsConf func() *tls.Config // current TLS settings (Reopen reloads them)
 
@@ -78,7 +84,9 @@ type transport struct {
 
 	fails int // consecutive failures
 	frame []byte
-	cuts  []int // end offset of each message in frame
+	cuts  []int    // end offset of each message in frame
+	msgs  []int    // start offset of each message's MSG in frame
+	seqs  []uint64 // RELP: each message's transaction
 
 	// Stream connections keep what they wrote until the receiver's
 	// kernel acknowledges it (tcp_info's bytes_acked against the bytes
@@ -86,20 +94,42 @@ type transport struct {
 	// connection dies, what was never acknowledged never reached the
 	// receiver: it is reclaimed and written first on the next
 	// connection, instead of being counted as delivered and lost.
+	//
+	// Over RELP the receiver answers each message once it holds it in
+	// its queue, which closes the window TCP leaves (acknowledged by the
+	// receiver's kernel, never read by the receiver): the same
+	// bookkeeping then counts transactions instead of bytes.
 	counted  *countingConn
 	unacked  []byte      // framed messages written, not yet acknowledged
-	spans    []sentSpan  // their extents
-	resend   []byte      // reclaimed framed messages, for the next connection
-	resendN  int         // how many messages resend holds
+	spans    []sentSpan  // one per message
+	resend   batch       // reclaimed messages, unframed, for the next connection
+	spare    batch       // scratch for reclaim
 	reclaims func(n int) // tells the sink that n written messages came back
+	// refusals tells the sink that the receiver refused n written
+	// messages (RELP), err the last refusal.
+	refusals func(n int, err error)
+
+	// RELP: relpSeq is the connection's last command (open is 1) and
+	// relpAcked the last one answered, set by the reader goroutine, which
+	// signals ackSig; goneErr says why the reader stopped (read only
+	// after gone is closed).
+	relpSeq   atomic.Uint64
+	relpAcked atomic.Uint64
+	ackSig    chan struct{}
+	br        *bufio.Reader
+	goneErr   error
+	refMu     sync.Mutex
+	refused   []uint64 // refused transactions, not yet taken by trimAcked
+	refErr    error
 }
 
-// sentSpan is one write's messages in unacked: bytes [off, end) hold n
-// messages, and the TCP stream had carried rawEnd bytes when it ended.
+// sentSpan is one message in unacked: bytes [off, end) are its frame,
+// [msgOff, end-trailer) the message; rawEnd is the stream offset of its
+// last byte (TCP), of its TLS record's end, or its RELP transaction.
 type sentSpan struct {
-	off, end int
-	n        int
-	rawEnd   uint64
+	off, end       int
+	msgOff, msgEnd int
+	rawEnd         uint64
 }
 
 // countingConn counts the bytes written to a TCP connection.
@@ -143,7 +173,7 @@ func (t *transport) send(ctx context.Context, b *batch, from int) (int, error) {
 	}
 	if t.framing != frameDatagram {
 		t.trimAcked()
-		if len(t.resend) > 0 {
+		if t.resend.len() > 0 {
 			if err := t.writeResend(); err != nil {
 				t.drop(false)
 				t.fails++
@@ -187,15 +217,25 @@ func (t *transport) sendDatagrams(b *batch, from int) (int, error) {
 func (t *transport) sendStream(b *batch, from int) (int, error) {
 	i := from
 	for i < b.len() {
-		// Frame as many messages as fit a chunk (at least one).
-		t.frame, t.cuts = t.frame[:0], t.cuts[:0]
+		// Frame as many messages as fit a chunk (at least one), and over
+		// RELP the window.
+		room := b.len()
+		if t.framing == frameRELP {
+			var err error
+			if room, err = t.relpRoom(); err != nil {
+				return i - from, err
+			}
+		}
+		t.frame, t.cuts, t.msgs, t.seqs = t.frame[:0], t.cuts[:0], t.msgs[:0], t.seqs[:0]
 		limit := chunkSize
 		if t.network == "tls" {
 			limit = tlsRecord
 		}
-		for i < b.len() && (len(t.frame) == 0 || len(t.frame)+len(b.msg(i)) <= limit) {
-			t.frame = t.appendFramed(t.frame, b.msg(i))
+		for i < b.len() && len(t.cuts) < room && (len(t.frame) == 0 || len(t.frame)+len(b.msg(i)) <= limit) {
+			var start int
+			t.frame, start = t.appendFramed(t.frame, b.msg(i))
 			t.cuts = append(t.cuts, len(t.frame))
+			t.msgs = append(t.msgs, start)
 			i++
 		}
 		first := i - len(t.cuts)
@@ -207,7 +247,7 @@ func (t *transport) sendStream(b *batch, from int) (int, error) {
 			rawStart = t.counted.n
 		}
 		n, err := t.conn.Write(t.frame)
-		if t.counted != nil && n > 0 {
+		if t.tracked() && n > 0 {
 			t.rememberChunk(t.frame[:n], rawStart)
 		}
 		if err != nil {
@@ -225,17 +265,53 @@ func (t *transport) sendStream(b *batch, from int) (int, error) {
 	return i - from, nil
 }
 
-func (t *transport) appendFramed(dst, msg []byte) []byte {
+// appendFramed appends msg framed for the connection and returns where
+// the message starts.
+func (t *transport) appendFramed(dst, msg []byte) ([]byte, int) {
 	switch t.framing {
 	case frameOctet:
 		dst = strconv.AppendInt(dst, int64(len(msg)), 10)
 		dst = append(dst, ' ')
-		return append(dst, msg...)
 	case frameLF:
+		start := len(dst)
 		dst = append(dst, msg...)
-		return append(dst, '\n')
+		return append(dst, '\n'), start
+	case frameRELP:
+		seq := t.relpSeq.Add(1)
+		t.seqs = append(t.seqs, seq)
+		return appendRELP(dst, relpWire(seq), "syslog", msg)
 	}
-	return append(dst, msg...)
+	start := len(dst)
+	return append(dst, msg...), start
+}
+
+// lost returns a channel closed when the connection ends while it holds
+// messages not yet acknowledged (nil otherwise): the sender wakes then to
+// resend them.
+func (t *transport) lost() <-chan struct{} {
+	if len(t.spans) == 0 {
+		return nil
+	}
+	return t.gone
+}
+
+// owes reports whether messages already taken from the queue wait to be
+// sent again: reclaimed ones, or unacknowledged ones on a connection that
+// has ended.
+func (t *transport) owes() bool {
+	return t.resend.len() > 0 || (len(t.spans) > 0 && t.peerGone())
+}
+
+// tracked reports whether the connection keeps what it wrote until it
+// is acknowledged: TCP and TLS (by bytes), RELP (by answers).
+func (t *transport) tracked() bool { return t.counted != nil || t.framing == frameRELP }
+
+// trailer is how many bytes the framing puts after a message.
+func (t *transport) trailer() int {
+	if t.framing == frameLF || t.framing == frameRELP {
+		return 1
+	}
+	return 0
 }
 
 // backoff returns how long to wait before the next attempt. The first
@@ -281,6 +357,16 @@ func (t *transport) dial(ctx context.Context) error {
 		}
 	case "tls":
 		return t.dialTLS(ctx, &d)
+	case "relp":
+		c, err = d.DialContext(ctx, "tcp", t.address)
+		if err == nil {
+			if err = t.relpOpen(c); err != nil {
+				c.Close()
+				return err
+			}
+			t.use(ctx, c, c, frameRELP)
+			return nil
+		}
 	default:
 		return fmt.Errorf("unknown network %q", t.network)
 	}
@@ -330,6 +416,11 @@ func (t *transport) use(ctx context.Context, c, raw net.Conn, f framing) {
 	}
 	gone, done := make(chan struct{}), make(chan struct{})
 	t.gone, t.readerDone = gone, done
+	if f == frameRELP {
+		t.ackSig = make(chan struct{}, 1)
+		go t.relpRead(t.br, gone, done, t.ackSig)
+		return
+	}
 	go func() {
 		defer close(done)
 		var buf [512]byte
@@ -354,44 +445,47 @@ func (t *transport) peerGone() bool {
 	}
 }
 
-// rememberChunk keeps a written chunk's messages until they are
+// rememberChunk keeps a written chunk's whole messages until they are
 // acknowledged, each with the stream offset its last byte has: exact
 // over TCP; over TLS the chunk's end, since a record (a chunk is one)
-// can be read only whole. The message cut by a short write is kept too:
-// if it was never acknowledged it comes back and is resent whole, which
-// is what the receiver needs (it discards a truncated frame).
+// can be read only whole; over RELP its transaction. A message cut by a
+// short write is not kept: the caller still holds it and sends it whole
+// on the next connection, and the receiver discards the truncated frame.
 func (t *transport) rememberChunk(framed []byte, rawStart uint64) {
 	prev := 0
-	for _, c := range t.cuts {
-		end := min(c, len(framed))
-		if end <= prev {
+	for k, c := range t.cuts {
+		if c > len(framed) {
 			break
 		}
-		rawEnd := t.counted.n // TLS: the record's end
-		if t.network == "tcp" {
-			rawEnd = rawStart + uint64(end)
+		var rawEnd uint64
+		switch {
+		case t.framing == frameRELP:
+			rawEnd = t.seqs[k]
+		case t.network == "tcp":
+			rawEnd = rawStart + uint64(c)
+		default:
+			rawEnd = t.counted.n // TLS: the record's end
 		}
 		off := len(t.unacked)
-		t.unacked = append(t.unacked, framed[prev:end]...)
-		t.spans = append(t.spans, sentSpan{off: off, end: len(t.unacked), n: 1, rawEnd: rawEnd})
-		prev = end
+		t.unacked = append(t.unacked, framed[prev:c]...)
+		t.spans = append(t.spans, sentSpan{off: off, end: len(t.unacked),
+			msgOff: off + t.msgs[k] - prev, msgEnd: len(t.unacked) - t.trailer(), rawEnd: rawEnd})
+		prev = c
 	}
 }
 
-// remember keeps n framed messages, written at once, until the stream
-// has been acknowledged to its current end.
-func (t *transport) remember(framed []byte, n int) {
-	off := len(t.unacked)
-	t.unacked = append(t.unacked, framed...)
-	t.spans = append(t.spans, sentSpan{off: off, end: len(t.unacked), n: n, rawEnd: t.counted.n})
-}
-
-// trimAcked forgets what the receiver's kernel has acknowledged.
+// trimAcked forgets what the receiver has acknowledged: its kernel over
+// TCP, the receiver itself over RELP.
 func (t *transport) trimAcked() {
 	if len(t.spans) == 0 {
 		return
 	}
-	acked, ok := bytesAcked(t.raw)
+	acked, ok := t.relpAcked.Load(), true
+	if t.framing != frameRELP {
+		acked, ok = bytesAcked(t.raw)
+	} else if n, err := t.relpRefused(acked); n > 0 && t.refusals != nil {
+		t.refusals(n, err)
+	}
 	if !ok {
 		return
 	}
@@ -406,24 +500,30 @@ func (t *transport) trimAcked() {
 	t.unacked = t.unacked[:copy(t.unacked, t.unacked[cut:])]
 	t.spans = t.spans[:copy(t.spans, t.spans[k:])]
 	for i := range t.spans {
-		t.spans[i].off -= cut
-		t.spans[i].end -= cut
+		sp := &t.spans[i]
+		sp.off, sp.end, sp.msgOff, sp.msgEnd = sp.off-cut, sp.end-cut, sp.msgOff-cut, sp.msgEnd-cut
 	}
 }
 
-// reclaim moves what the dead connection never had acknowledged to
-// resend.
+// reclaim moves the messages the dead connection never had acknowledged
+// to resend, unframed (the next connection frames them anew: RELP
+// numbers its transactions per connection), ahead of any still there.
 func (t *transport) reclaim() {
 	t.trimAcked()
-	if len(t.spans) == 0 {
+	n := len(t.spans)
+	if n == 0 {
 		return
 	}
-	n := 0
+	t.spare.reset()
 	for _, sp := range t.spans {
-		n += sp.n
+		t.spare.data = append(t.spare.data, t.unacked[sp.msgOff:sp.msgEnd]...)
+		t.spare.ends = append(t.spare.ends, len(t.spare.data))
 	}
-	t.resend = append(t.resend, t.unacked...)
-	t.resendN += n
+	for i := range t.resend.len() {
+		t.spare.data = append(t.spare.data, t.resend.msg(i)...)
+		t.spare.ends = append(t.spare.ends, len(t.spare.data))
+	}
+	t.resend, t.spare = t.spare, t.resend
 	t.unacked, t.spans = t.unacked[:0], t.spans[:0]
 	if t.reclaims != nil {
 		t.reclaims(n)
@@ -431,21 +531,23 @@ func (t *transport) reclaim() {
 }
 
 // writeResend writes the reclaimed messages first on a new connection.
+// Those written are counted again and kept until acknowledged, like any
+// other; the rest stay for the next connection.
 func (t *transport) writeResend() error {
-	if err := t.conn.SetWriteDeadline(time.Now().Add(t.timeout)); err != nil {
-		return fmt.Errorf("set deadline: %w", bare(err))
-	}
-	n, err := t.conn.Write(t.resend)
-	if n > 0 {
-		t.remember(t.resend[:n], t.resendN)
+	n, err := t.sendStream(&t.resend, 0)
+	if n > 0 && t.reclaims != nil {
+		t.reclaims(-n)
 	}
 	if err != nil {
-		return fmt.Errorf("write: %w", bare(err))
+		t.spare.reset()
+		for i := n; i < t.resend.len(); i++ {
+			t.spare.data = append(t.spare.data, t.resend.msg(i)...)
+			t.spare.ends = append(t.spare.ends, len(t.spare.data))
+		}
+		t.resend, t.spare = t.spare, t.resend
+		return err
 	}
-	if t.reclaims != nil {
-		t.reclaims(-t.resendN)
-	}
-	t.resend, t.resendN = t.resend[:0], 0
+	t.resend.reset()
 	return nil
 }
 
@@ -479,7 +581,20 @@ func (t *transport) drop(graceful bool) error {
 	if t.conn == nil {
 		return nil
 	}
-	if t.counted != nil && !graceful {
+	relp := t.framing == frameRELP
+	if relp && graceful {
+		// The answers still due say what the receiver holds.
+		if t.relpWait(t.relpSeq.Load()) != nil {
+			graceful = false
+		} else {
+			t.relpClose()
+		}
+	}
+	if relp && !graceful {
+		t.relpLinger()
+	}
+	if t.tracked() && !graceful && !relp {
+		// While the socket is open: tcp_info says what was acknowledged.
 		// A graceful close lets the kernel deliver what is in flight.
 		t.reclaim()
 	}
@@ -493,7 +608,12 @@ func (t *transport) drop(graceful bool) error {
 	if t.readerDone != nil {
 		<-t.readerDone
 	}
-	t.conn, t.raw, t.gone, t.readerDone, t.counted = nil, nil, nil, nil, nil
+	if relp && !graceful {
+		t.reclaim() // once the reader has taken every answer that came
+	}
+	// Reclaimed, or delivered by the graceful close.
+	t.unacked, t.spans = t.unacked[:0], t.spans[:0]
+	t.conn, t.raw, t.gone, t.readerDone, t.counted, t.br = nil, nil, nil, nil, nil, nil
 	return err
 }
 

@@ -176,7 +176,8 @@ func (s *relpServer) serve(n int, c net.Conn) {
 				return
 			case "refuse":
 				fmt.Fprintf(c, "%d rsp 13 500 try later\n", f.txnr)
-			default:
+			case "silent": // takes it, never answers
+			default: // "": answer it
 				s.mu.Lock()
 				s.got = append(s.got, cookie)
 				s.mu.Unlock()
@@ -196,39 +197,25 @@ func (s *relpServer) received() []uint64 {
 // in order; a message the receiver refuses is counted as dropped, the
 // rest go on. The counters end exact.
 func TestRELPResendsUnanswered(t *testing.T) {
+	type at struct{ conn, cookie uint64 } // conn 0: any connection
 	for _, tt := range []struct {
 		name    string
-		answer  func(conn int, cookie uint64) string
+		script  map[at]string // what the receiver does instead of answering
 		conns   int
 		refused uint64 // the cookie refused, 0 for none
 	}{
-		{"receiver goes away mid-stream", func(conn int, c uint64) string {
-			if conn == 1 && c == 40 {
-				return "close"
-			}
-			return "ok"
-		}, 2, 0},
-		{"receiver goes away twice", func(conn int, c uint64) string {
-			if (conn == 1 && c == 10) || (conn == 2 && c == 60) {
-				return "close"
-			}
-			return "ok"
-		}, 3, 0},
-		{"receiver resets the connection: every message at least once", func(conn int, c uint64) string {
-			if conn == 1 && c == 40 {
-				return "reset"
-			}
-			return "ok"
-		}, 2, 0},
-		{"receiver refuses a message", func(conn int, c uint64) string {
-			if c == 17 {
-				return "refuse"
-			}
-			return "ok"
-		}, 1, 17},
+		{"receiver goes away mid-stream", map[at]string{{1, 40}: "close"}, 2, 0},
+		{"receiver goes away twice", map[at]string{{1, 10}: "close", {2, 60}: "close"}, 3, 0},
+		{"receiver resets the connection: every message at least once", map[at]string{{1, 40}: "reset"}, 2, 0},
+		{"receiver refuses a message", map[at]string{{0, 17}: "refuse"}, 1, 17},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := startRELP(t, tt.answer)
+			srv := startRELP(t, func(conn int, cookie uint64) string {
+				if a, ok := tt.script[at{uint64(conn), cookie}]; ok {
+					return a
+				}
+				return tt.script[at{0, cookie}]
+			})
 			tee, _ := syslogTee(t, config.Sink{Network: "relp", Address: srv.ln.Addr().String()}, func(s *syslogSink) {
 				s.tr.minBackoff, s.tr.maxBackoff = 5*time.Millisecond, 20*time.Millisecond
 			})
@@ -296,33 +283,8 @@ func TestRELPResendsUnanswered(t *testing.T) {
 // unanswered messages as dropped when the drain time is up, not as
 // written.
 func TestRELPUnansweredIsNotWritten(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					f, _, err := readRELP(br, nil)
-					if err != nil {
-						return
-					}
-					if f.cmd == "open" {
-						fmt.Fprintf(c, "%d rsp 6 200 OK\n", f.txnr)
-					}
-				}
-			}()
-		}
-	}()
-	tee, err := prepare([]config.Sink{{Type: config.SinkSyslog, Network: "relp", Address: ln.Addr().String(),
+	srv := startRELP(t, func(int, uint64) string { return "silent" })
+	tee, err := prepare([]config.Sink{{Type: config.SinkSyslog, Network: "relp", Address: srv.ln.Addr().String(),
 		DrainTimeout: 300 * time.Millisecond}}, Options{Host: "web-1"})
 	if err != nil {
 		t.Fatal(err)

@@ -1,9 +1,8 @@
 package sink
 
 import (
-	"strconv"
-
 	"net/netip"
+	"strconv"
 
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/snapshot"
@@ -77,6 +76,14 @@ func (e *ecsEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	}
 
 	j.object("connlogd")
+	// ECS has no network namespace field (host.pid_ns_ino is the pid
+	// namespace's); gaps carry the namespace they concern too.
+	if ev.Netns != 0 {
+		j.uint("netns", ev.Netns)
+		if ev.NetnsName != "" {
+			j.str("netns_name", ev.NetnsName)
+		}
+	}
 	if ev.Kind == event.Gap {
 		if ev.Count != 0 {
 			j.uint("count", ev.Count)
@@ -116,6 +123,9 @@ func (e *ecsEncoder) socket(j *jsonObj, ev *event.Event) {
 	j.str("transport", s.Proto.String())
 	j.str("type", s.Family.String())
 	j.str("iana_number", ianaNumber(s.Proto))
+	if d := ecsDirection(ev.Direction); d != "" {
+		j.str("direction", d)
+	}
 	if id, ok := appendCommunityID(e.scratch[:0], s.Proto, s.Src, s.Dst); ok {
 		j.strBytes("community_id", id)
 	}
@@ -137,6 +147,57 @@ func (e *ecsEncoder) socket(j *jsonObj, ev *event.Event) {
 		j.b = append(j.b, '"')
 		j.finish()
 	}
+
+	if ev.Process != nil {
+		e.process(j, ev.Process)
+	}
+	if c := ev.Cgroup; c != nil && c.ContainerID != "" {
+		j.object("container")
+		j.str("id", c.ContainerID)
+		j.finish()
+	}
+}
+
+// ecsDirection is network.direction for d. connlogd watches one host, so
+// ECS wants the host's point of view: "ingress" and "egress", not the
+// perimeter's "inbound" and "outbound". A listener carries no traffic
+// and so has no direction; it is left out, as an undecided one is
+// (connlogd.direction keeps "listen").
+func ecsDirection(d event.Direction) string {
+	switch d {
+	case event.DirectionInbound:
+		return "ingress"
+	case event.DirectionOutbound:
+		return "egress"
+	}
+	return ""
+}
+
+// process writes the owning process; attribution leaves a field empty
+// when it could not read it, and the field is then left out. The user is
+// the process's effective one, which ECS puts in process.user.
+func (e *ecsEncoder) process(j *jsonObj, p *event.Process) {
+	j.object("process")
+	j.int("pid", int64(p.PID))
+	if p.Comm != "" {
+		j.str("name", p.Comm)
+	}
+	if p.Exe != "" {
+		j.str("executable", p.Exe)
+	}
+	if p.Cmdline != "" {
+		j.str("command_line", p.Cmdline)
+	}
+	j.object("user")
+	j.key("id")
+	j.b = append(j.b, '"')
+	j.b = strconv.AppendUint(j.b, uint64(p.UID), 10)
+	j.b = append(j.b, '"')
+	if p.User != "" {
+		j.str("name", p.User)
+	}
+	j.finish()
+	j.finish()
 }
 
 // connlogdSocket writes the socket fields ECS has no place for.
@@ -159,8 +220,22 @@ func (e *ecsEncoder) connlogdSocket(j *jsonObj, ev *event.Event) {
 	if s.CgroupID != 0 {
 		j.uint("cgroup_id", s.CgroupID)
 	}
+	if ev.Direction != event.DirectionUnknown {
+		j.str("direction", ev.Direction.String())
+	}
+	// ECS has no cgroup or systemd unit field; the container id is in
+	// container.id.
+	if c := ev.Cgroup; c != nil {
+		j.str("cgroup", c.Path)
+		if c.SystemdUnit != "" {
+			j.str("systemd_unit", c.SystemdUnit)
+		}
+	}
 	if ev.Initial && ev.Kind == event.Appeared {
 		j.boolean("initial", true)
+	}
+	if ev.Late {
+		j.boolean("late", true)
 	}
 	if ev.ShortLived {
 		j.boolean("short_lived", true)

@@ -3,6 +3,7 @@ package sink
 import (
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/snapshot"
@@ -97,6 +98,7 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 		j.b = appendJSONBody(j.b, ev.Reason)
 		j.b = append(j.b, '"')
 		j.object("unmapped")
+		o.netns(&j, ev)
 		j.str("reason", ev.Reason)
 		if ev.Count != 0 {
 			j.uint("count", ev.Count)
@@ -109,6 +111,16 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	s := &ev.Socket
 	j.object("src_endpoint")
 	o.endpoint(&j, s.Src)
+	// The container the socket was created in: the local end is the
+	// container's. Network Activity has no top-level container (the
+	// container profile applies to endpoints and processes), and the
+	// process may be unknown while the cgroup is not (short-lived
+	// connections).
+	if c := ev.Cgroup; c != nil && c.ContainerID != "" {
+		j.object("container")
+		j.str("uid", c.ContainerID)
+		j.finish()
+	}
 	j.finish()
 	j.object("dst_endpoint")
 	o.endpoint(&j, s.Dst)
@@ -122,9 +134,10 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	} else {
 		j.int("protocol_ver_id", 4)
 	}
-	// connlogd sees sockets, not who initiated them.
-	j.int("direction_id", 0)
-	j.str("direction", "Unknown")
+	// direction_id is required: an undecided direction is 0, Unknown.
+	dirID, dir := ocsfDirection(ev.Direction)
+	j.int("direction_id", dirID)
+	j.str("direction", dir)
 	if id, ok := appendCommunityID(o.scratch[:0], s.Proto, s.Src, s.Dst); ok {
 		j.strBytes("community_uid", id)
 	}
@@ -143,18 +156,24 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 
 	// The kernel sends no owner in destroy notifications: uid 0 there
 	// means unknown, not root.
-	if !ev.ShortLived {
+	if !ev.ShortLived || ev.Process != nil {
 		j.object("actor")
-		j.object("user")
-		j.key("uid")
-		j.b = append(j.b, '"')
-		j.b = strconv.AppendUint(j.b, uint64(s.UID), 10)
-		j.b = append(j.b, '"')
-		j.finish()
+		if !ev.ShortLived {
+			j.object("user")
+			j.key("uid")
+			j.b = append(j.b, '"')
+			j.b = strconv.AppendUint(j.b, uint64(s.UID), 10)
+			j.b = append(j.b, '"')
+			j.finish()
+		}
+		if ev.Process != nil {
+			o.process(&j, ev.Process)
+		}
 		j.finish()
 	}
 
 	j.object("unmapped")
+	o.netns(&j, ev)
 	j.str("state", s.State.String())
 	if ev.Kind == event.StateChanged {
 		j.str("prev_state", ev.PrevState.String())
@@ -172,8 +191,17 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	if s.CgroupID != 0 {
 		j.uint("cgroup_id", s.CgroupID)
 	}
+	if c := ev.Cgroup; c != nil {
+		j.str("cgroup", c.Path)
+		if c.SystemdUnit != "" {
+			j.str("systemd_unit", c.SystemdUnit)
+		}
+	}
 	if ev.Initial && ev.Kind == event.Appeared {
 		j.boolean("initial", true)
+	}
+	if ev.Late {
+		j.boolean("late", true)
 	}
 	if ev.ShortLived {
 		j.boolean("short_lived", true)
@@ -192,6 +220,66 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 
 	j.finish()
 	return append(j.b, '\n'), nil
+}
+
+// ocsfDirection is connection_info's direction_id and direction for d,
+// from this host's point of view. A listener initiates nothing and
+// accepts nothing yet: OCSF has no value for it, so it is 99 (Other) with
+// the source's own name, as OCSF prescribes for 99.
+func ocsfDirection(d event.Direction) (int64, string) {
+	switch d {
+	case event.DirectionInbound:
+		return 1, "Inbound"
+	case event.DirectionOutbound:
+		return 2, "Outbound"
+	case event.DirectionListen:
+		return 99, "Listen"
+	}
+	return 0, "Unknown"
+}
+
+// process writes actor.process, the process holding the socket;
+// attribution leaves a field empty when it could not read it, and the
+// field is then left out. The user is the process's effective one.
+func (o *ocsfEncoder) process(j *jsonObj, p *event.Process) {
+	j.object("process")
+	j.int("pid", int64(p.PID))
+	if p.Comm != "" {
+		j.str("name", p.Comm)
+	}
+	if p.Exe != "" {
+		// The File object requires name and type_id; /proc/PID/exe
+		// points at a regular file (1).
+		j.object("file")
+		j.str("name", p.Exe[strings.LastIndexByte(p.Exe, '/')+1:])
+		j.str("path", p.Exe)
+		j.int("type_id", 1)
+		j.finish()
+	}
+	if p.Cmdline != "" {
+		j.str("cmd_line", p.Cmdline)
+	}
+	j.object("user")
+	j.key("uid")
+	j.b = append(j.b, '"')
+	j.b = strconv.AppendUint(j.b, uint64(p.UID), 10)
+	j.b = append(j.b, '"')
+	if p.User != "" {
+		j.str("name", p.User)
+	}
+	j.finish()
+	j.finish()
+}
+
+// netns writes the network namespace, for which OCSF has no attribute,
+// under unmapped.
+func (o *ocsfEncoder) netns(j *jsonObj, ev *event.Event) {
+	if ev.Netns != 0 {
+		j.uint("netns", ev.Netns)
+		if ev.NetnsName != "" {
+			j.str("netns_name", ev.NetnsName)
+		}
+	}
 }
 
 // traffic writes the closing counters from the local end's point of view:

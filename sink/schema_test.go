@@ -6,12 +6,14 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
 )
 
 // encodeSchema writes evs through a Tee with one sink of schema s and
@@ -112,6 +114,72 @@ func (d doc) absent(paths ...string) {
 	}
 }
 
+func (d doc) boolean(path string) bool {
+	d.t.Helper()
+	v, ok := d.get(path)
+	b, isBool := v.(bool)
+	if !ok || !isBool {
+		d.t.Errorf("%s: %v (%T), want a boolean", path, v, v)
+	}
+	return b
+}
+
+// fields are expected values by dotted path: a string or an int64 is a
+// JSON string or integer of that exact value, a bool a JSON boolean,
+// missing{} an absent field, and keys the exact member names of an
+// object.
+type fields map[string]any
+
+type missing struct{}
+
+type keys []string
+
+func (d doc) expect(want fields) {
+	d.t.Helper()
+	paths := make([]string, 0, len(want))
+	for p := range want {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		switch w := want[p].(type) {
+		case string:
+			if got := d.str(p); got != w {
+				d.t.Errorf("%s = %q, want %q", p, got, w)
+			}
+		case int64:
+			if got := d.num(p); got != w {
+				d.t.Errorf("%s = %d, want %d", p, got, w)
+			}
+		case bool:
+			if got := d.boolean(p); got != w {
+				d.t.Errorf("%s = %v, want %v", p, got, w)
+			}
+		case missing:
+			d.absent(p)
+		case keys:
+			v, _ := d.get(p)
+			obj, ok := v.(map[string]any)
+			if !ok {
+				d.t.Errorf("%s: %v (%T), want an object", p, v, v)
+				continue
+			}
+			var got []string
+			for k := range obj {
+				got = append(got, k)
+			}
+			sort.Strings(got)
+			wk := append([]string(nil), w...)
+			sort.Strings(wk)
+			if strings.Join(got, ",") != strings.Join(wk, ",") {
+				d.t.Errorf("%s has members %v, want %v", p, got, wk)
+			}
+		default:
+			d.t.Fatalf("%s: bad expectation %T", p, w)
+		}
+	}
+}
+
 func (d doc) ip(path string) netip.Addr {
 	d.t.Helper()
 	a, err := netip.ParseAddr(d.str(path))
@@ -145,10 +213,16 @@ func TestECS(t *testing.T) {
 			if d.str("event.action") != ev.Kind.String() || d.str("host.hostname") != "web-1" || d.str("host.name") != "web-1" {
 				t.Error("event.action, host")
 			}
-			// Owner attribution is not in event.Event (yet): no process.
-			d.absent("process")
+			if p := ev.Process; p == nil {
+				d.absent("process")
+			} else if d.num("process.pid") != int64(p.PID) || d.str("process.user.id") != strconv.FormatUint(uint64(p.UID), 10) {
+				t.Error("process.pid, process.user.id")
+			}
+			if ev.Netns != 0 && d.num("connlogd.netns") != int64(ev.Netns) {
+				t.Error("connlogd.netns")
+			}
 			if ev.Kind == event.Gap {
-				d.absent("source", "destination", "network", "user")
+				d.absent("source", "destination", "network", "user", "container")
 				if d.str("event.reason") != ev.Reason || d.str("log.level") != "warning" {
 					t.Error("gap reason, log.level")
 				}
@@ -172,8 +246,14 @@ func TestECS(t *testing.T) {
 			}
 			if ev.ShortLived {
 				d.absent("user")
-			} else if d.str("user.id") != "1000" && d.str("user.id") != "0" && d.str("user.id") != "101" {
+			} else if d.str("user.id") != strconv.FormatUint(uint64(s.UID), 10) {
 				t.Errorf("user.id %s", d.str("user.id"))
+			}
+			wantDir := map[event.Direction]string{event.DirectionInbound: "ingress", event.DirectionOutbound: "egress"}[ev.Direction]
+			if wantDir == "" {
+				d.absent("network.direction")
+			} else if d.str("network.direction") != wantDir {
+				t.Errorf("network.direction %s, want %s", d.str("network.direction"), wantDir)
 			}
 			if d.str("connlogd.state") != s.State.String() || d.str("connlogd.cookie") != strconv.FormatUint(s.Cookie, 10) {
 				t.Error("connlogd.state, connlogd.cookie")
@@ -194,6 +274,135 @@ func TestECS(t *testing.T) {
 			} else {
 				d.absent("event.duration", "source.bytes", "destination.bytes")
 			}
+		})
+	}
+
+	inboundCgroup := "/system.slice/docker-" + attrCtr + ".scope"
+	for _, tt := range []struct {
+		name string
+		ev   event.Event
+		want fields
+	}{{
+		name: "inbound, owner in a container, named netns",
+		ev:   attrInbound(),
+		want: fields{
+			"process":               keys{"pid", "name", "executable", "command_line", "user"},
+			"process.pid":           int64(5150),
+			"process.name":          "gunicorn",
+			"process.executable":    "/usr/bin/python3.11",
+			"process.command_line":  `/usr/bin/python3.11 /usr/local/bin/gunicorn -b "0.0.0.0:8080" app:app`,
+			"process.user":          keys{"id", "name"},
+			"process.user.id":       "33",
+			"process.user.name":     "www-data",
+			"user":                  keys{"id"},
+			"user.id":               "33",
+			"network.direction":     "ingress",
+			"container":             keys{"id"},
+			"container.id":          attrCtr,
+			"connlogd.direction":    "inbound",
+			"connlogd.cgroup":       inboundCgroup,
+			"connlogd.systemd_unit": "docker-" + attrCtr + ".scope",
+			"connlogd.netns":        int64(4026532449),
+			"connlogd.netns_name":   "web",
+			"connlogd.container_id": missing{},
+			"connlogd.late":         missing{},
+			"source.ip":             "172.17.0.2",
+			"destination.ip":        "192.0.2.10",
+		},
+	}, {
+		name: "nothing known: no direction, owner, cgroup or netns",
+		ev:   event.Event{Kind: event.Appeared, Time: t0, Socket: tcp4, FirstSeen: t0},
+		want: fields{
+			"process":               missing{},
+			"container":             missing{},
+			"user.id":               "1000",
+			"network":               keys{"transport", "type", "iana_number", "community_id"},
+			"connlogd":              keys{"state", "cookie", "inode"},
+			"connlogd.direction":    missing{},
+			"connlogd.netns":        missing{},
+			"connlogd.netns_name":   missing{},
+			"connlogd.cgroup":       missing{},
+			"connlogd.systemd_unit": missing{},
+		},
+	}, {
+		name: "listener: no network.direction, exe replaced, unnamed netns, late",
+		ev:   attrListen(),
+		want: fields{
+			"network.direction":     missing{},
+			"connlogd.direction":    "listen",
+			"process":               keys{"pid", "name", "executable", "user"},
+			"process.pid":           int64(701),
+			"process.name":          "sshd",
+			"process.executable":    "/usr/sbin/sshd (deleted)",
+			"process.user.id":       "0",
+			"process.user.name":     "root",
+			"user.id":               "0",
+			"container":             missing{},
+			"connlogd.cgroup":       "/system.slice/ssh.service",
+			"connlogd.systemd_unit": "ssh.service",
+			"connlogd.netns":        int64(4026531840),
+			"connlogd.netns_name":   missing{},
+			"connlogd.late":         true,
+			"connlogd.initial":      missing{},
+		},
+	}, {
+		name: "outbound, owner without exe or cmdline, no cgroup",
+		ev:   attrPartial(),
+		want: fields{
+			"network.direction":   "egress",
+			"connlogd.direction":  "outbound",
+			"process":             keys{"pid", "name", "user"},
+			"process.pid":         int64(4243),
+			"process.name":        "curl",
+			"process.user":        keys{"id", "name"},
+			"process.user.id":     "1000",
+			"process.user.name":   "1000",
+			"container":           missing{},
+			"connlogd.cgroup":     missing{},
+			"connlogd.netns":      missing{},
+			"connlogd.prev_state": "established",
+		},
+	}, {
+		name: "short-lived in a container: cgroup without process or unit",
+		ev:   attrShort(),
+		want: fields{
+			"process":               missing{},
+			"user":                  missing{},
+			"container.id":          attrCtr2,
+			"network.direction":     "egress",
+			"connlogd.direction":    "outbound",
+			"connlogd.cgroup":       "/kubepods/besteffort/pod5f1c0e2a-8d0b-4c7e-9a51-3f2d1b6e7c90/" + attrCtr2,
+			"connlogd.systemd_unit": missing{},
+			"connlogd.short_lived":  true,
+			"connlogd.netns":        int64(4026532449),
+			"connlogd.netns_name":   "web",
+		},
+	}, {
+		name: "gap in a namespace",
+		ev:   attrGap(),
+		want: fields{
+			"connlogd":            keys{"netns", "netns_name"},
+			"connlogd.netns":      int64(4026532449),
+			"connlogd.netns_name": "web",
+			"event.reason":        "destroy_overrun",
+			"process":             missing{},
+			"container":           missing{},
+			"network":             missing{},
+		},
+	}, {
+		name: "gap without namespace",
+		ev:   event.Event{Kind: event.Gap, Time: t0, Reason: "malformed_netlink", Count: 3},
+		want: fields{
+			"connlogd":       keys{"count"},
+			"connlogd.count": int64(3),
+		},
+	}} {
+		t.Run("attribution/"+tt.name, func(t *testing.T) {
+			lines := encodeSchema(t, schemaECS, tt.ev)
+			if len(lines) != 1 {
+				t.Fatalf("%d lines", len(lines))
+			}
+			decode(t, lines[0]).expect(tt.want)
 		})
 	}
 }
@@ -220,7 +429,14 @@ func TestOCSF(t *testing.T) {
 			}
 			d.str("activity_name")
 			d.str("type_name")
-			d.absent("actor.process")
+			if p := ev.Process; p == nil {
+				d.absent("actor.process")
+			} else if d.num("actor.process.pid") != int64(p.PID) || d.str("actor.process.user.uid") != strconv.FormatUint(uint64(p.UID), 10) {
+				t.Error("actor.process.pid, actor.process.user.uid")
+			}
+			if ev.Netns != 0 && d.num("unmapped.netns") != int64(ev.Netns) {
+				t.Error("unmapped.netns")
+			}
 			if ev.Kind == event.Gap {
 				if class != 0 || cat != 0 || act != 99 || d.num("severity_id") != 3 || d.str("unmapped.reason") != ev.Reason {
 					t.Errorf("gap: class %d category %d activity %d", class, cat, act)
@@ -237,8 +453,9 @@ func TestOCSF(t *testing.T) {
 				d.ip("dst_endpoint.ip") != s.Dst.Addr() || d.num("dst_endpoint.port") != int64(s.Dst.Port()) {
 				t.Error("endpoints")
 			}
+			wantDir := map[event.Direction]int64{event.DirectionListen: 99, event.DirectionInbound: 1, event.DirectionOutbound: 2}[ev.Direction]
 			if d.str("connection_info.protocol_name") != s.Proto.String() || d.num("connection_info.protocol_num") != int64(s.Proto) ||
-				d.num("connection_info.direction_id") != 0 {
+				d.num("connection_info.direction_id") != wantDir {
 				t.Error("connection_info")
 			}
 			wantVer := map[string]int64{"ipv4": 4, "ipv6": 6}[s.Family.String()]
@@ -253,9 +470,9 @@ func TestOCSF(t *testing.T) {
 				d.absent("connection_info.community_uid")
 			}
 			if ev.ShortLived {
-				d.absent("actor")
-			} else {
-				d.str("actor.user.uid")
+				d.absent("actor.user")
+			} else if d.str("actor.user.uid") != strconv.FormatUint(uint64(s.UID), 10) {
+				t.Error("actor.user.uid")
 			}
 			if d.str("unmapped.state") != s.State.String() || d.str("unmapped.cookie") != strconv.FormatUint(s.Cookie, 10) {
 				t.Error("unmapped")
@@ -273,20 +490,237 @@ func TestOCSF(t *testing.T) {
 			}
 		})
 	}
+
+	inboundCgroup := "/system.slice/docker-" + attrCtr + ".scope"
+	for _, tt := range []struct {
+		name string
+		ev   event.Event
+		want fields
+	}{{
+		name: "inbound, owner in a container, named netns",
+		ev:   attrInbound(),
+		want: fields{
+			"connection_info.direction_id": int64(1),
+			"connection_info.direction":    "Inbound",
+			"actor":                        keys{"user", "process"},
+			"actor.user":                   keys{"uid"},
+			"actor.user.uid":               "33",
+			"actor.process":                keys{"pid", "name", "file", "cmd_line", "user"},
+			"actor.process.pid":            int64(5150),
+			"actor.process.name":           "gunicorn",
+			"actor.process.file":           keys{"name", "path", "type_id"},
+			"actor.process.file.name":      "python3.11",
+			"actor.process.file.path":      "/usr/bin/python3.11",
+			"actor.process.file.type_id":   int64(1),
+			"actor.process.cmd_line":       `/usr/bin/python3.11 /usr/local/bin/gunicorn -b "0.0.0.0:8080" app:app`,
+			"actor.process.user":           keys{"uid", "name"},
+			"actor.process.user.uid":       "33",
+			"actor.process.user.name":      "www-data",
+			"src_endpoint":                 keys{"ip", "port", "container"},
+			"src_endpoint.container":       keys{"uid"},
+			"src_endpoint.container.uid":   attrCtr,
+			"dst_endpoint.container":       missing{},
+			"container":                    missing{},
+			"unmapped.netns":               int64(4026532449),
+			"unmapped.netns_name":          "web",
+			"unmapped.cgroup":              inboundCgroup,
+			"unmapped.systemd_unit":        "docker-" + attrCtr + ".scope",
+			"unmapped.container_id":        missing{},
+			"unmapped.direction":           missing{},
+			"unmapped.late":                missing{},
+		},
+	}, {
+		name: "nothing known: no direction, owner, cgroup or netns",
+		ev:   event.Event{Kind: event.Appeared, Time: t0, Socket: tcp4, FirstSeen: t0},
+		want: fields{
+			// direction_id is required: unknown is written, as 0.
+			"connection_info.direction_id": int64(0),
+			"connection_info.direction":    "Unknown",
+			"actor":                        keys{"user"},
+			"actor.user.uid":               "1000",
+			"src_endpoint":                 keys{"ip", "port"},
+			"unmapped":                     keys{"state", "cookie", "inode"},
+		},
+	}, {
+		name: "listener: direction Other, exe replaced, unnamed netns, late",
+		ev:   attrListen(),
+		want: fields{
+			"connection_info.direction_id": int64(99),
+			"connection_info.direction":    "Listen",
+			"actor.user.uid":               "0",
+			"actor.process":                keys{"pid", "name", "file", "user"},
+			"actor.process.pid":            int64(701),
+			"actor.process.name":           "sshd",
+			"actor.process.file.name":      "sshd (deleted)",
+			"actor.process.file.path":      "/usr/sbin/sshd (deleted)",
+			"actor.process.file.type_id":   int64(1),
+			"actor.process.user.uid":       "0",
+			"actor.process.user.name":      "root",
+			"src_endpoint.container":       missing{},
+			"unmapped.cgroup":              "/system.slice/ssh.service",
+			"unmapped.systemd_unit":        "ssh.service",
+			"unmapped.netns":               int64(4026531840),
+			"unmapped.netns_name":          missing{},
+			"unmapped.late":                true,
+		},
+	}, {
+		name: "outbound, owner without exe or cmdline, no cgroup",
+		ev:   attrPartial(),
+		want: fields{
+			"connection_info.direction_id": int64(2),
+			"connection_info.direction":    "Outbound",
+			"actor.process":                keys{"pid", "name", "user"},
+			"actor.process.pid":            int64(4243),
+			"actor.process.name":           "curl",
+			"actor.process.user":           keys{"uid", "name"},
+			"actor.process.user.uid":       "1000",
+			"actor.process.user.name":      "1000",
+			"src_endpoint.container":       missing{},
+			"unmapped.cgroup":              missing{},
+			"unmapped.systemd_unit":        missing{},
+			"unmapped.netns":               missing{},
+		},
+	}, {
+		name: "short-lived in a container: cgroup without process or unit",
+		ev:   attrShort(),
+		want: fields{
+			"actor":                        missing{},
+			"connection_info.direction_id": int64(2),
+			"src_endpoint.container.uid":   attrCtr2,
+			"unmapped.cgroup":              "/kubepods/besteffort/pod5f1c0e2a-8d0b-4c7e-9a51-3f2d1b6e7c90/" + attrCtr2,
+			"unmapped.systemd_unit":        missing{},
+			"unmapped.short_lived":         true,
+			"unmapped.netns":               int64(4026532449),
+			"unmapped.netns_name":          "web",
+		},
+	}, {
+		name: "short-lived with an owner: actor.process without actor.user",
+		ev: func() event.Event {
+			ev := attrShort()
+			p := event.Process{PID: 4244, UID: 1000, User: "alice", Comm: "wget"}
+			ev.Process = &p
+			return ev
+		}(),
+		want: fields{
+			"actor":                   keys{"process"},
+			"actor.process.pid":       int64(4244),
+			"actor.process.user.name": "alice",
+		},
+	}, {
+		name: "gap in a namespace",
+		ev:   attrGap(),
+		want: fields{
+			"unmapped":            keys{"netns", "netns_name", "reason"},
+			"unmapped.netns":      int64(4026532449),
+			"unmapped.netns_name": "web",
+			"unmapped.reason":     "destroy_overrun",
+			"actor":               missing{},
+			"connection_info":     missing{},
+		},
+	}, {
+		name: "gap without namespace",
+		ev:   event.Event{Kind: event.Gap, Time: t0, Reason: "malformed_netlink", Count: 3},
+		want: fields{
+			"unmapped":       keys{"reason", "count"},
+			"unmapped.count": int64(3),
+		},
+	}} {
+		t.Run("attribution/"+tt.name, func(t *testing.T) {
+			lines := encodeSchema(t, schemaOCSF, tt.ev)
+			if len(lines) != 1 {
+				t.Fatalf("%d lines", len(lines))
+			}
+			decode(t, lines[0]).expect(tt.want)
+		})
+	}
 }
 
-// schemaEvents are the golden events: every kind, both protocols and
-// families, a short-lived close.
+// Attribution test data: container ids, a connection accepted by a
+// process in a container, in a named network namespace.
+const (
+	attrCtr  = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	attrCtr2 = "1b4f0e9851971998e732078544c96b36c3d01cedf7caa332359d6f1d83567014"
+)
+
+func attrInbound() event.Event {
+	sock := snapshot.Socket{
+		Key: snapshot.Key{
+			Proto: snapshot.ProtoTCP, Family: snapshot.FamilyIPv4, Cookie: 4102,
+			Src: netip.MustParseAddrPort("172.17.0.2:8080"), Dst: netip.MustParseAddrPort("192.0.2.10:51234"),
+		},
+		State: snapshot.StateEstablished, UID: 33, Inode: 31337, CgroupID: 6002,
+	}
+	p := event.Process{PID: 5150, UID: 33, User: "www-data", Comm: "gunicorn", Exe: "/usr/bin/python3.11",
+		Cmdline: `/usr/bin/python3.11 /usr/local/bin/gunicorn -b "0.0.0.0:8080" app:app`}
+	c := event.Cgroup{Path: "/system.slice/docker-" + attrCtr + ".scope", SystemdUnit: "docker-" + attrCtr + ".scope", ContainerID: attrCtr}
+	return event.Event{Kind: event.Appeared, Time: t0, Socket: sock, FirstSeen: t0,
+		Direction: event.DirectionInbound, Process: &p, Cgroup: &c, Netns: 4026532449, NetnsName: "web"}
+}
+
+// attrListen is a listener found at start-up from the saved table, whose
+// executable was replaced since the daemon started.
+func attrListen() event.Event {
+	sock := snapshot.Socket{
+		Key: snapshot.Key{
+			Proto: snapshot.ProtoTCP, Family: snapshot.FamilyIPv4, Cookie: 4099,
+			Src: netip.MustParseAddrPort("0.0.0.0:22"), Dst: netip.MustParseAddrPort("0.0.0.0:0"),
+		},
+		State: snapshot.StateListen, Inode: 20480, CgroupID: 5100,
+	}
+	p := event.Process{PID: 701, UID: 0, User: "root", Comm: "sshd", Exe: "/usr/sbin/sshd (deleted)"}
+	c := event.Cgroup{Path: "/system.slice/ssh.service", SystemdUnit: "ssh.service"}
+	return event.Event{Kind: event.Appeared, Time: t0, Socket: sock, FirstSeen: t0, Late: true,
+		Direction: event.DirectionListen, Process: &p, Cgroup: &c, Netns: 4026531840}
+}
+
+// attrPartial's owner has no readable exe and no command line, and its
+// cgroup is unknown.
+func attrPartial() event.Event {
+	sock := tcp4
+	sock.State = snapshot.StateCloseWait
+	p := event.Process{PID: 4243, UID: 1000, User: "1000", Comm: "curl"}
+	return event.Event{Kind: event.StateChanged, Time: t0, Socket: sock, PrevState: snapshot.StateEstablished,
+		FirstSeen: t0.Add(-time.Minute), Direction: event.DirectionOutbound, Process: &p}
+}
+
+// attrShort is a short-lived connection from a container under the
+// cgroupfs driver: cgroup known, no owner (inode and uid are 0).
+func attrShort() event.Event {
+	sock := snapshot.Socket{
+		Key: snapshot.Key{
+			Proto: snapshot.ProtoTCP, Family: snapshot.FamilyIPv4, Cookie: 4103,
+			Src: netip.MustParseAddrPort("10.244.1.7:38022"), Dst: netip.MustParseAddrPort("10.96.0.10:53"),
+		},
+		State: snapshot.StateEstablished, CgroupID: 6003,
+	}
+	c := event.Cgroup{Path: "/kubepods/besteffort/pod5f1c0e2a-8d0b-4c7e-9a51-3f2d1b6e7c90/" + attrCtr2, ContainerID: attrCtr2}
+	return event.Event{Kind: event.Closed, Time: t0, Socket: sock, FirstSeen: t0, ShortLived: true, Reason: event.ReasonDestroyed,
+		Direction: event.DirectionOutbound, Cgroup: &c, Netns: 4026532449, NetnsName: "web"}
+}
+
+func attrGap() event.Event {
+	return event.Event{Kind: event.Gap, Time: t0, Reason: "destroy_overrun", Netns: 4026532449, NetnsName: "web"}
+}
+
+// attributionEvents are the events above, for the docs' examples and the
+// allocation test.
+func attributionEvents() []event.Event {
+	return []event.Event{attrInbound(), attrListen(), attrPartial(), attrShort(), attrGap()}
+}
+
+// schemaEvents are the golden events (every kind, both protocols and
+// families, a short-lived close, owners) and the attribution events
+// (directions, owners, cgroups, namespaces).
 func schemaEvents() []event.Event {
 	var evs []event.Event
 	for _, c := range goldenCases() {
 		evs = append(evs, c.ev)
 	}
-	return evs
+	return append(evs, attributionEvents()...)
 }
 
 // TestSchemaDocsExamples keeps docs/ecs.md and docs/ocsf.md honest: each
-// example there is what the encoder writes for a golden event (with
+// example there is what the encoder writes for one of schemaEvents (with
 // version 1.2.3).
 func TestSchemaDocsExamples(t *testing.T) {
 	for _, tt := range []struct {
@@ -339,7 +773,7 @@ func TestSchemaNoAllocs(t *testing.T) {
 	for _, s := range []schema{schemaECS, schemaOCSF} {
 		tee := &Tee{}
 		tee.add(newStreamWriter("sink test", io.Discard), s, Options{Host: "web-1", Version: "1"})
-		evs := benchEvents()
+		evs := append(benchEvents(), attributionEvents()...)
 		allocs := testing.AllocsPerRun(1000, func() {
 			for i := range evs {
 				if err := tee.Write(&evs[i]); err != nil {

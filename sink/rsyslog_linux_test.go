@@ -100,13 +100,7 @@ module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.
 `+input+`
 template(name="raw" type="string" string="%%rawmsg%%\n")
 # rsyslogd's own messages go to the default ruleset, which has no action.
-# The net ruleset's queue is direct: the receiving thread writes each
-# message to the file before it answers it, so that what rsyslogd
-# acknowledges over RELP is in the file. With the default in-memory main
-# queue, a stop loses or repeats a message now and then (answered but
-# still queued; written but not yet answered): rsyslogd's trade-off, made
-# on the receiving side (docs/delivery.md).
-ruleset(name="net" queue.type="Direct") {
+ruleset(name="net") {
   action(type="omfile" file="%s" template="raw")
 }
 `, r.dir, r.port, r.out)

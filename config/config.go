@@ -77,7 +77,7 @@ type Sink struct {
 	Mode fs.FileMode // default 0640
 
 	// syslog
-	Network  string // unix (default) | udp | tcp | tls | relp
+	Network  string // unix (default) | udp | tcp | tls | relp | relp-tls
 	Address  string // default /dev/log for unix; required otherwise
 	Format   string // rfc5424 (default) | rfc3164
 	Facility int    // syslog facility number; default 16 (local0)
@@ -343,10 +343,10 @@ func checkMode(m fs.FileMode) error {
 
 func checkNetwork(n string) error {
 	switch n {
-	case "unix", "udp", "tcp", "tls", "relp":
+	case "unix", "udp", "tcp", "tls", "relp", "relp-tls":
 		return nil
 	}
-	return fmt.Errorf("unknown network %q (want unix, udp, tcp, tls or relp)", n)
+	return fmt.Errorf("unknown network %q (want unix, udp, tcp, tls, relp or relp-tls)", n)
 }
 
 // Schemas.
@@ -367,9 +367,9 @@ func checkSchema(s string) error {
 
 // checkTLS checks TLS settings against the network they come with.
 func checkTLS(network string, t *TLS) error {
-	if network != "tls" {
+	if network != "tls" && network != "relp-tls" {
 		if *t != (TLS{}) {
-			return fmt.Errorf("set for network %s; TLS settings need network tls", network)
+			return fmt.Errorf("set for network %s; TLS settings need network tls or relp-tls", network)
 		}
 		return nil
 	}

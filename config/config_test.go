@@ -157,7 +157,7 @@ func TestParseErrors(t *testing.T) {
 		{"mode huge", "sinks:\n  - type: file\n    path: /x\n    mode: 077777777777777\n", 4, "sinks[0].mode: \"077777777777777\" is not an octal permission"},
 
 		// syslog sinks.
-		{"syslog unknown network", "sinks:\n  - type: syslog\n    network: udp6\n    address: h:514\n", 3, `sinks[0].network: unknown network "udp6" (want unix, udp, tcp, tls or relp)`},
+		{"syslog unknown network", "sinks:\n  - type: syslog\n    network: udp6\n    address: h:514\n", 3, `sinks[0].network: unknown network "udp6" (want unix, udp, tcp, tls, relp or relp-tls)`},
 		{"syslog udp without address", "sinks:\n  - type: syslog\n    network: udp\n", 2, `sinks[0]: missing key "address" (network udp needs host:port)`},
 		{"syslog tcp without address", "sinks:\n  - type: stdout\n  - type: syslog\n    network: tcp\n", 3, `sinks[1]: missing key "address" (network tcp needs host:port)`},
 		{"syslog address without port", "sinks:\n  - type: syslog\n    network: udp\n    address: logs.example\n", 4, `sinks[0].address: "logs.example" is not host:port: missing port in address`},
@@ -179,8 +179,8 @@ func TestParseErrors(t *testing.T) {
 
 		// Delivery, TLS and schemas.
 		{"tls without address", "sinks:\n  - type: syslog\n    network: tls\n", 2, `sinks[0]: missing key "address" (network tls needs host:port)`},
-		{"tls settings on tcp", "sinks:\n  - type: syslog\n    tls: {ca_file: /ca.pem}\n    network: tcp\n    address: h:514\n", 3, "sinks[0].tls: TLS settings need network tls, not tcp"},
-		{"tls settings on default unix", "sinks:\n  - type: syslog\n    tls:\n      ca_file: /ca.pem\n", 3, "TLS settings need network tls, not unix"},
+		{"tls settings on tcp", "sinks:\n  - type: syslog\n    tls: {ca_file: /ca.pem}\n    network: tcp\n    address: h:514\n", 3, "sinks[0].tls: TLS settings need network tls or relp-tls, not tcp"},
+		{"tls settings on default unix", "sinks:\n  - type: syslog\n    tls:\n      ca_file: /ca.pem\n", 3, "TLS settings need network tls or relp-tls, not unix"},
 		{"tls not a mapping", "sinks:\n  - {type: syslog, network: tls, address: 'h:6514', tls: /ca.pem}\n", 2, "sinks[0].tls: want a mapping with ca_file, cert_file, key_file, server_name, not a single value"},
 		{"tls unknown key", "sinks:\n  - type: syslog\n    network: tls\n    address: h:6514\n    tls:\n      ca: /ca.pem\n", 6, `sinks[0].tls: unknown key "ca" (want ca_file, cert_file, key_file or server_name)`},
 		{"tls empty value", "sinks:\n  - type: syslog\n    network: tls\n    address: h:6514\n    tls:\n      ca_file: ''\n", 6, "sinks[0].tls.ca_file: must not be empty"},

@@ -533,8 +533,8 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 		default:
 			return Sink{}, p.errorf(n.Line, path, "missing key \"address\" (network %s needs host:port)", s.Network)
 		}
-		if tlsNode != nil && s.Network != "tls" {
-			return Sink{}, p.errorf(tlsNode.Line, path+".tls", "TLS settings need network tls, not %s", s.Network)
+		if tlsNode != nil && s.Network != "tls" && s.Network != "relp-tls" {
+			return Sink{}, p.errorf(tlsNode.Line, path+".tls", "TLS settings need network tls or relp-tls, not %s", s.Network)
 		}
 	}
 	return s, nil

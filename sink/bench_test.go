@@ -1,11 +1,13 @@
 package sink
 
 import (
+	"bufio"
 	"crypto/tls"
 	"io"
 	"net"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -112,6 +114,10 @@ func benchSyslog(b *testing.B, spec config.Sink) {
 	for ss.written.Load()+ss.dropped.Load() < uint64(b.N) {
 		runtime.Gosched()
 	}
+	// RELP: until the receiver has answered the last.
+	for ss.tr.relpAcked.Load() < ss.tr.relpSeq.Load() {
+		runtime.Gosched()
+	}
 	elapsed := time.Since(start)
 	b.StopTimer()
 	if d := ss.dropped.Load(); d != 0 {
@@ -143,6 +149,58 @@ func BenchmarkSyslogTLS(b *testing.B) {
 	pki := newTestPKI(b)
 	addr := discardServer(b, &tls.Config{Certificates: []tls.Certificate{pki.serverPair}})
 	benchSyslog(b, config.Sink{Network: "tls", Address: addr, TLS: config.TLS{CAFile: pki.caFile}})
+}
+
+// RELP on loopback, plain and over TLS, to a receiver that answers every
+// message (in batches, as librelp does when frames arrive together).
+func BenchmarkSyslogRELP(b *testing.B) {
+	benchSyslog(b, config.Sink{Network: "relp", Address: relpAnswerServer(b, nil)})
+}
+
+func BenchmarkSyslogRELPTLS(b *testing.B) {
+	pki := newTestPKI(b)
+	addr := relpAnswerServer(b, &tls.Config{Certificates: []tls.Certificate{pki.serverPair}})
+	benchSyslog(b, config.Sink{Network: "relp-tls", Address: addr, TLS: config.TLS{CAFile: pki.caFile}})
+}
+
+// relpAnswerServer accepts RELP sessions and answers every command 200.
+func relpAnswerServer(b *testing.B, conf *tls.Config) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if conf != nil {
+		ln = tls.NewListener(ln, conf)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br, bw := bufio.NewReaderSize(c, 64<<10), bufio.NewWriter(c)
+				var buf, out []byte
+				for {
+					var f relpFrame
+					if f, buf, err = readRELP(br, buf); err != nil {
+						return
+					}
+					out = strconv.AppendUint(out[:0], f.txnr, 10)
+					out = append(out, " rsp 6 200 OK\n"...)
+					bw.Write(out)
+					if br.Buffered() == 0 {
+						if bw.Flush() != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // discardServer accepts connections and reads them to the end.

@@ -69,28 +69,33 @@ type relpFrame struct {
 }
 
 // readRELP reads one frame, checking every field's syntax and the
-// trailer.
+// trailer. It allocates nothing for the commands it knows.
 func readRELP(r *bufio.Reader, buf []byte) (relpFrame, []byte, error) {
 	var f relpFrame
-	txnr, err := readToken(r, 9)
+	var tok [32]byte
+	n, err := readToken(r, tok[:9])
 	if err != nil {
 		return f, buf, err
 	}
-	if f.txnr, err = strconv.ParseUint(txnr, 10, 64); err != nil {
-		return f, buf, fmt.Errorf("%w: bad transaction number %q", errRELP, txnr)
+	for _, c := range tok[:n] {
+		if c < '0' || c > '9' {
+			return f, buf, fmt.Errorf("%w: bad transaction number %q", errRELP, string(tok[:n]))
+		}
+		f.txnr = f.txnr*10 + uint64(c-'0')
 	}
-	if f.cmd, err = readToken(r, 32); err != nil {
-		return f, buf, err
+	if n, err = readToken(r, tok[:]); err != nil {
+		return f, buf, unexpectedEOF(err)
 	}
+	f.cmd = relpCommand(tok[:n])
 	// DATALEN ends with SP (data follows) or LF (no data).
-	var n int
+	var size int
 	for digits := 0; ; digits++ {
 		c, err := r.ReadByte()
 		if err != nil {
 			return f, buf, unexpectedEOF(err)
 		}
 		if c == ' ' || c == '\n' {
-			if digits == 0 || (c == '\n' && n != 0) {
+			if digits == 0 || (c == '\n' && size != 0) {
 				return f, buf, fmt.Errorf("%w: bad data length in %s frame", errRELP, f.cmd)
 			}
 			if c == '\n' {
@@ -101,47 +106,58 @@ func readRELP(r *bufio.Reader, buf []byte) (relpFrame, []byte, error) {
 		if c < '0' || c > '9' || digits >= 9 {
 			return f, buf, fmt.Errorf("%w: bad data length in %s frame", errRELP, f.cmd)
 		}
-		n = n*10 + int(c-'0')
+		size = size*10 + int(c-'0')
 	}
-	if n > relpMaxData {
-		return f, buf, fmt.Errorf("%w: %s frame of %d bytes", errRELP, f.cmd, n)
+	if size > relpMaxData {
+		return f, buf, fmt.Errorf("%w: %s frame of %d bytes", errRELP, f.cmd, size)
 	}
-	if cap(buf) < n+1 {
-		buf = make([]byte, n+1)
+	if cap(buf) < size+1 {
+		buf = make([]byte, size+1)
 	}
-	buf = buf[:n+1]
+	buf = buf[:size+1]
 	if _, err := io.ReadFull(r, buf); err != nil {
 		return f, buf, unexpectedEOF(err)
 	}
-	if buf[n] != '\n' {
+	if buf[size] != '\n' {
 		return f, buf, fmt.Errorf("%w: %s frame without its trailer", errRELP, f.cmd)
 	}
-	f.data = buf[:n]
+	f.data = buf[:size]
 	return f, buf, nil
 }
 
-// readToken reads up to max non-space bytes ended by one SP.
-func readToken(r *bufio.Reader, max int) (string, error) {
-	var b [32]byte
+// relpCommand returns the command's name, a constant for those RELP
+// defines.
+func relpCommand(b []byte) string {
+	for _, c := range [...]string{"rsp", "syslog", "open", "close", "serverclose"} {
+		if string(b) == c {
+			return c
+		}
+	}
+	return string(b)
+}
+
+// readToken reads into tok up to len(tok) non-space bytes ended by one SP
+// and returns how many.
+func readToken(r *bufio.Reader, tok []byte) (int, error) {
 	n := 0
 	for {
 		c, err := r.ReadByte()
 		if err != nil {
 			if n == 0 && err == io.EOF {
-				return "", io.EOF // between frames: a clean close
+				return 0, io.EOF // between frames: a clean close
 			}
-			return "", unexpectedEOF(err)
+			return 0, unexpectedEOF(err)
 		}
 		if c == ' ' {
 			if n == 0 {
-				return "", fmt.Errorf("%w: empty header field", errRELP)
+				return 0, fmt.Errorf("%w: empty header field", errRELP)
 			}
-			return string(b[:n]), nil
+			return n, nil
 		}
-		if c < 33 || c > 126 || n >= max {
-			return "", fmt.Errorf("%w: bad header field", errRELP)
+		if c < 33 || c > 126 || n >= len(tok) {
+			return 0, fmt.Errorf("%w: bad header field", errRELP)
 		}
-		b[n] = c
+		tok[n] = c
 		n++
 	}
 }
@@ -153,15 +169,21 @@ func unexpectedEOF(err error) error {
 	return err
 }
 
-// relpStatus returns an answer's status code and text ("200", "OK").
-func relpStatus(data []byte) (code int, text string) {
+// relpStatus returns an answer's status code and text ("200", "OK"); 0
+// and the whole line when it has no code.
+func relpStatus(data []byte) (code int, text []byte) {
 	line, _, _ := bytes.Cut(data, []byte{'\n'})
 	c, t, _ := bytes.Cut(line, []byte{' '})
-	code, err := strconv.Atoi(string(c))
-	if err != nil || len(c) != 3 {
-		return 0, string(line)
+	if len(c) != 3 {
+		return 0, line
 	}
-	return code, string(t)
+	for _, d := range c {
+		if d < '0' || d > '9' {
+			return 0, line
+		}
+		code = code*10 + int(d-'0')
+	}
+	return code, t
 }
 
 // relpAnswer checks that f answers the command seq of the connection. A
@@ -302,15 +324,21 @@ func (t *transport) relpWait(seq uint64) error {
 // relpAwait waits for the next answer, the connection's end, or the
 // timeout.
 func (t *transport) relpAwait() error {
-	tm := time.NewTimer(t.timeout)
-	defer tm.Stop()
+	// One timer for the connection's life: a busy sender waits here for
+	// every window.
+	if t.ackTimer == nil {
+		t.ackTimer = time.NewTimer(t.timeout)
+	} else {
+		t.ackTimer.Reset(t.timeout)
+	}
+	defer t.ackTimer.Stop()
 	select {
 	case <-t.ackSig:
 		t.trimAcked()
 		return nil
 	case <-t.gone:
 		return t.goneErr
-	case <-tm.C:
+	case <-t.ackTimer.C:
 		return fmt.Errorf("%w: no answer within %v", errRELP, t.timeout)
 	}
 }

@@ -29,6 +29,7 @@ func TestReadRELP(t *testing.T) {
 		{name: "data holding newlines", in: "1 rsp 22 200 OK\nrelp_version=0\n\n", txnr: 1, cmd: "rsp", data: "200 OK\nrelp_version=0\n"},
 		{name: "clean end between frames", in: "", wantEOF: true},
 		{name: "cut in the header", in: "12 rs", wantUnexpEO: true},
+		{name: "cut after the transaction number", in: "12 ", wantUnexpEO: true},
 		{name: "cut in the data", in: "1 rsp 6 200", wantUnexpEO: true},
 		{name: "no trailer", in: "1 rsp 6 200 OKX", wantErr: "without its trailer"},
 		{name: "length and data disagree", in: "1 rsp 2\n", wantErr: "bad data length"},

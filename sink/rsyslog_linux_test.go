@@ -58,7 +58,7 @@ type rsyslog struct {
 	t       *testing.T
 	bin     string
 	dir     string
-	mode    string // udp, tcp, relp, tls (server authenticated) or mtls (client certificate required)
+	mode    string // udp, tcp, relp, relp-tls, tls (server authenticated) or mtls (client certificate required)
 	port    int
 	out     string // the messages received, one per line
 	cmd     *exec.Cmd
@@ -84,6 +84,15 @@ input(type="imtcp" address="127.0.0.1" port="%d" ruleset="net")`
 		}
 		input = `module(load="imrelp")
 input(type="imrelp" address="127.0.0.1" port="%d" ruleset="net")`
+	case "relp-tls":
+		if m, _ := filepath.Glob("/usr/lib/*/rsyslog/imrelp.so"); len(m) == 0 {
+			needComponent(t, "rsyslog's imrelp (Debian package rsyslog-relp)", errors.New("no imrelp.so"))
+		}
+		// librelp checks the client's certificate against the CA
+		// (certvalid): RELP over TLS is mutual.
+		input = fmt.Sprintf(`module(load="imrelp")
+input(type="imrelp" address="127.0.0.1" port="%%d" ruleset="net" tls="on"
+  tls.caCert="%s" tls.myCert="%s" tls.myPrivKey="%s" tls.authMode="certvalid")`, pki.caFile, pki.serverCert, pki.serverKey)
 	case "tls", "mtls":
 		auth := "anon" // the client checks the server; the server asks nothing
 		if mode == "mtls" {
@@ -252,16 +261,19 @@ func parseReceived(t *testing.T, line string) (*rfc5424.SyslogMessage, map[strin
 
 func TestRsyslogReceives(t *testing.T) {
 	pki := newTestPKI(t)
-	for _, mode := range []string{"tls", "mtls", "tcp", "relp", "udp"} {
+	for _, mode := range []string{"tls", "mtls", "tcp", "relp", "relp-tls", "udp"} {
 		t.Run(mode, func(t *testing.T) {
 			r := newRsyslog(t, mode, pki)
 			r.start()
 			spec := config.Sink{Type: config.SinkSyslog, Network: mode, Address: r.addr()}
-			if mode == "tls" || mode == "mtls" {
-				spec.Network, spec.TLS = "tls", config.TLS{CAFile: pki.caFile}
-				if mode == "mtls" {
-					spec.TLS.CertFile, spec.TLS.KeyFile = pki.clientCert, pki.clientKey
-				}
+			switch mode {
+			case "tls":
+				spec.TLS = config.TLS{CAFile: pki.caFile}
+			case "mtls":
+				spec.Network = "tls"
+				fallthrough
+			case "relp-tls":
+				spec.TLS = config.TLS{CAFile: pki.caFile, CertFile: pki.clientCert, KeyFile: pki.clientKey}
 			}
 			tee, err := New([]config.Sink{spec}, "web-1")
 			if err != nil {
@@ -312,7 +324,7 @@ func TestRsyslogReceives(t *testing.T) {
 // read.
 func TestRsyslogRestart(t *testing.T) {
 	pki := newTestPKI(t)
-	for _, mode := range []string{"relp", "tls", "tcp"} {
+	for _, mode := range []string{"relp", "relp-tls", "tls", "tcp"} {
 		t.Run(mode, func(t *testing.T) {
 			r := newRsyslog(t, mode, pki)
 			r.start()
@@ -320,8 +332,11 @@ func TestRsyslogRestart(t *testing.T) {
 				// Smaller than the 10 s outage's events, so that the
 				// queue overflows and drops are counted too.
 				QueueSize: 2000}
-			if mode == "tls" {
+			switch mode {
+			case "tls":
 				spec.TLS = config.TLS{CAFile: pki.caFile}
+			case "relp-tls":
+				spec.TLS = config.TLS{CAFile: pki.caFile, CertFile: pki.clientCert, KeyFile: pki.clientKey}
 			}
 			tee, err := prepare([]config.Sink{spec}, Options{Host: "web-1"})
 			if err != nil {
@@ -417,10 +432,10 @@ func TestRsyslogRestart(t *testing.T) {
 			if len(missing) > 0 {
 				t.Logf("%s: unaccounted events (the outage began after event %d): %v", mode, stopped, missing)
 			}
-			if mode == "relp" {
+			if strings.HasPrefix(mode, "relp") {
 				if lost != 0 || dups != 0 || final.Written != delivered {
-					t.Errorf("relp: delivered %d + dropped %d vs produced %d: %d unaccounted, %d duplicates, sink counted %d written; want exact",
-						delivered, final.Dropped, produced.Load(), lost, dups, final.Written)
+					t.Errorf("%s: delivered %d + dropped %d vs produced %d: %d unaccounted, %d duplicates, sink counted %d written; want exact",
+						mode, delivered, final.Dropped, produced.Load(), lost, dups, final.Written)
 				}
 			} else if lost < 0 || lost > 3 || dups > 3 {
 				t.Errorf("delivered %d + dropped %d vs produced %d: %d unaccounted, %d duplicates; want at most 3 of either",

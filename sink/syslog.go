@@ -128,7 +128,7 @@ func newSyslogSink(c syslogConfig) (*syslogSink, error) {
 		// log/syslog leave the hostname out there, and so do we.
 		s.host = ""
 	}
-	if c.network == "tls" {
+	if c.tls != nil {
 		s.tlsHost, _, _ = net.SplitHostPort(c.address)
 		conf, err := loadTLS(c.tls, s.tlsHost)
 		if err != nil {

@@ -200,7 +200,7 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 		if c.address == "" {
 			c.address = DefaultSyslogAddress
 		}
-	case "udp", "tcp", "tls", "relp":
+	case "udp", "tcp", "tls", "relp", "relp-tls":
 		if c.address == "" {
 			return c, fmt.Errorf("network %s needs an address", c.network)
 		}
@@ -208,12 +208,12 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 			return c, fmt.Errorf("address: %w", err)
 		}
 	default:
-		return c, fmt.Errorf("unknown network %q (want unix, udp, tcp, tls or relp)", c.network)
+		return c, fmt.Errorf("unknown network %q (want unix, udp, tcp, tls, relp or relp-tls)", c.network)
 	}
-	if c.network == "tls" {
+	if c.network == "tls" || c.network == "relp-tls" {
 		c.tls = &s.TLS
 	} else if s.TLS != (config.TLS{}) {
-		return c, fmt.Errorf("tls settings need network tls, not %s", c.network)
+		return c, fmt.Errorf("tls settings need network tls or relp-tls, not %s", c.network)
 	}
 	if c.queue < 0 || c.drain < 0 {
 		return c, errors.New("queue_size and drain_timeout must not be negative")

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -67,7 +68,7 @@ var errMsgSize = errors.New("message too long for a datagram")
 // frozen and speaks neither RFC 5424 nor octet counting nor TLS, and the
 // third-party writers are unmaintained or block the caller.
 type transport struct {
-	network string // unix | udp | tcp | tls | relp
+	network string // unix | udp | tcp | tls | relp | relp-tls
 	address string
 	tlsConf func() *tls.Config // current TLS settings (Reopen reloads them)
 
@@ -100,6 +101,7 @@ type transport struct {
 	// receiver's kernel, never read by the receiver): the same
 	// bookkeeping then counts transactions instead of bytes.
 	counted  *countingConn
+	probe    *tcpProbe   // tcp_info of raw, when it is TCP
 	unacked  []byte      // framed messages written, not yet acknowledged
 	spans    []sentSpan  // one per message
 	resend   batch       // reclaimed messages, unframed, for the next connection
@@ -116,6 +118,7 @@ type transport struct {
 	relpSeq   atomic.Uint64
 	relpAcked atomic.Uint64
 	ackSig    chan struct{}
+	ackTimer  *time.Timer
 	br        *bufio.Reader
 	goneErr   error
 	refMu     sync.Mutex
@@ -159,7 +162,7 @@ func newTransport(network, address string, tlsConf func() *tls.Config) *transpor
 // delivered; on error the rest are still to be sent (after backoff).
 // "Delivered" means written whole to the connection.
 func (t *transport) send(ctx context.Context, b *batch, from int) (int, error) {
-	if t.conn != nil && (t.peerGone() || (t.framing != frameDatagram && peerClosed(t.raw))) {
+	if t.conn != nil && (t.peerGone() || (t.framing != frameDatagram && t.peerClosed())) {
 		// The receiver closed the connection (say, it restarted). A
 		// write would still succeed into the dead socket and its
 		// messages would be lost silently, so redial instead.
@@ -356,17 +359,28 @@ func (t *transport) dial(ctx context.Context) error {
 			return nil
 		}
 	case "tls":
-		return t.dialTLS(ctx, &d)
-	case "relp":
-		c, err = d.DialContext(ctx, "tcp", t.address)
-		if err == nil {
-			if err = t.relpOpen(c); err != nil {
-				c.Close()
-				return err
-			}
-			t.use(ctx, c, c, frameRELP)
-			return nil
+		tc, raw, cc, err := t.dialTLS(ctx, &d)
+		if err != nil {
+			return err
 		}
+		t.use(ctx, tc, raw, frameOctet)
+		t.counted = cc
+		return nil
+	case "relp", "relp-tls":
+		raw, err := d.DialContext(ctx, "tcp", t.address)
+		c := raw
+		if err == nil && t.network == "relp-tls" {
+			c, raw, _, err = t.dialTLSOn(ctx, raw)
+		}
+		if err != nil {
+			return err
+		}
+		if err = t.relpOpen(c); err != nil {
+			raw.Close()
+			return err
+		}
+		t.use(ctx, c, raw, frameRELP)
+		return nil
 	default:
 		return fmt.Errorf("unknown network %q", t.network)
 	}
@@ -377,11 +391,19 @@ func (t *transport) dial(ctx context.Context) error {
 	return nil
 }
 
-func (t *transport) dialTLS(ctx context.Context, d *net.Dialer) error {
-	raw, err := d.DialContext(ctx, "tcp", t.address)
+// dialTLS dials the address and makes the TLS handshake; cc counts the
+// bytes written to the TCP connection raw.
+func (t *transport) dialTLS(ctx context.Context, d *net.Dialer) (tc *tls.Conn, raw net.Conn, cc *countingConn, err error) {
+	raw, err = d.DialContext(ctx, "tcp", t.address)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
+	return t.dialTLSOn(ctx, raw)
+}
+
+// dialTLSOn makes the TLS handshake on a new TCP connection; it closes
+// raw when the handshake fails.
+func (t *transport) dialTLSOn(ctx context.Context, raw net.Conn) (*tls.Conn, net.Conn, *countingConn, error) {
 	cc := &countingConn{Conn: raw}
 	conf := t.tlsConf().Clone()
 	// Full-size records from the first write: a record is then a whole
@@ -392,11 +414,9 @@ func (t *transport) dialTLS(ctx context.Context, d *net.Dialer) error {
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
 		raw.Close()
-		return fmt.Errorf("tls handshake: %w", err)
+		return nil, nil, nil, fmt.Errorf("tls handshake: %w", err)
 	}
-	t.use(ctx, tc, raw, frameOctet)
-	t.counted = cc
-	return nil
+	return tc, raw, cc, nil
 }
 
 // use adopts a new connection. For streams a goroutine reads it: a
@@ -407,6 +427,7 @@ func (t *transport) dialTLS(ctx context.Context, d *net.Dialer) error {
 // write when the drain time at shutdown is up.
 func (t *transport) use(ctx context.Context, c, raw net.Conn, f framing) {
 	t.conn, t.raw, t.framing = c, raw, f
+	t.probe = newTCPProbe(raw)
 	t.stopAbort = context.AfterFunc(ctx, func() {
 		raw.SetDeadline(time.Unix(1, 0))
 	})
@@ -482,7 +503,7 @@ func (t *transport) trimAcked() {
 	}
 	acked, ok := t.relpAcked.Load(), true
 	if t.framing != frameRELP {
-		acked, ok = bytesAcked(t.raw)
+		acked, ok = t.bytesAcked()
 	} else if n, err := t.relpRefused(acked); n > 0 && t.refusals != nil {
 		t.refusals(n, err)
 	}
@@ -551,28 +572,55 @@ func (t *transport) writeResend() error {
 	return nil
 }
 
-// bytesAcked returns tcp_info's bytes_acked (Linux 4.1+) of a TCP socket.
-func bytesAcked(c net.Conn) (uint64, bool) {
-	tc, ok := c.(*net.TCPConn)
+// bytesAcked returns tcp_info's bytes_acked (Linux 4.1+) of the TCP
+// connection.
+func (t *transport) bytesAcked() (uint64, bool) {
+	info, ok := t.probe.get()
 	if !ok {
 		return 0, false
 	}
+	return info.Bytes_acked, true
+}
+
+// tcpProbe reads a TCP connection's tcp_info into a buffer of its own:
+// the sender asks before every write, and x/sys's GetsockoptTCPInfo and
+// a closure per call would allocate each time.
+type tcpProbe struct {
+	rc   syscall.RawConn
+	fn   func(fd uintptr) // bound once
+	info unix.TCPInfo
+	err  syscall.Errno
+}
+
+func newTCPProbe(c net.Conn) *tcpProbe {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return 0, false
+		return nil
 	}
-	var acked uint64
-	var gerr error
-	if err := rc.Control(func(fd uintptr) {
-		var info *unix.TCPInfo
-		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-		if gerr == nil {
-			acked = info.Bytes_acked
-		}
-	}); err != nil || gerr != nil {
-		return 0, false
+	p := &tcpProbe{rc: rc}
+	p.fn = p.read
+	return p
+}
+
+func (p *tcpProbe) read(fd uintptr) {
+	size := uint32(unsafe.Sizeof(p.info))
+	_, _, p.err = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.IPPROTO_TCP, unix.TCP_INFO,
+		uintptr(unsafe.Pointer(&p.info)), uintptr(unsafe.Pointer(&size)), 0)
+}
+
+// get returns the connection's tcp_info, valid until the next call.
+func (p *tcpProbe) get() (*unix.TCPInfo, bool) {
+	if p == nil {
+		return nil, false
 	}
-	return acked, true
+	if err := p.rc.Control(p.fn); err != nil || p.err != 0 {
+		return nil, false
+	}
+	return &p.info, true
 }
 
 // drop closes the connection; the next send dials again. graceful sends
@@ -613,17 +661,21 @@ func (t *transport) drop(graceful bool) error {
 	}
 	// Reclaimed, or delivered by the graceful close.
 	t.unacked, t.spans = t.unacked[:0], t.spans[:0]
-	t.conn, t.raw, t.gone, t.readerDone, t.counted, t.br = nil, nil, nil, nil, nil, nil
+	t.conn, t.raw, t.gone, t.readerDone, t.counted, t.br, t.probe = nil, nil, nil, nil, nil, nil, nil
 	return err
 }
 
-// peerClosed asks the kernel whether the receiver has closed a stream
+// peerClosed asks the kernel whether the receiver has closed the stream
 // connection, without waiting: it sees a FIN that the reader goroutine
 // may not have been scheduled to notice yet. For TCP (TLS included) the
 // connection's state says it; for a unix stream, a receiver never sends,
 // so end-of-file or an error at a peek means it is gone.
-func peerClosed(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
+func (t *transport) peerClosed() bool {
+	if t.probe != nil {
+		info, ok := t.probe.get()
+		return !ok || info.State != tcpEstablished
+	}
+	sc, ok := t.raw.(syscall.Conn)
 	if !ok {
 		return false
 	}
@@ -631,14 +683,8 @@ func peerClosed(c net.Conn) bool {
 	if err != nil {
 		return true
 	}
-	_, isTCP := c.(*net.TCPConn)
 	closed := false
 	cerr := rc.Control(func(fd uintptr) {
-		if isTCP {
-			info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-			closed = err != nil || info.State != tcpEstablished
-			return
-		}
 		var b [1]byte
 		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		closed = (err != nil && err != unix.EAGAIN && err != unix.EINTR) || (err == nil && n == 0)

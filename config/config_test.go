@@ -180,6 +180,7 @@ func TestParseErrors(t *testing.T) {
 		// Delivery, TLS and schemas.
 		{"tls without address", "sinks:\n  - type: syslog\n    network: tls\n", 2, `sinks[0]: missing key "address" (network tls needs host:port)`},
 		{"tls settings on tcp", "sinks:\n  - type: syslog\n    tls: {ca_file: /ca.pem}\n    network: tcp\n    address: h:514\n", 3, "sinks[0].tls: TLS settings need network tls or relp-tls, not tcp"},
+		{"tls settings on relp", "sinks:\n  - type: syslog\n    network: relp\n    address: h:2514\n    tls: {ca_file: /ca.pem}\n", 5, "sinks[0].tls: TLS settings need network tls or relp-tls, not relp"},
 		{"tls settings on default unix", "sinks:\n  - type: syslog\n    tls:\n      ca_file: /ca.pem\n", 3, "TLS settings need network tls or relp-tls, not unix"},
 		{"tls not a mapping", "sinks:\n  - {type: syslog, network: tls, address: 'h:6514', tls: /ca.pem}\n", 2, "sinks[0].tls: want a mapping with ca_file, cert_file, key_file, server_name, not a single value"},
 		{"tls unknown key", "sinks:\n  - type: syslog\n    network: tls\n    address: h:6514\n    tls:\n      ca: /ca.pem\n", 6, `sinks[0].tls: unknown key "ca" (want ca_file, cert_file, key_file or server_name)`},
@@ -290,6 +291,13 @@ func TestParse(t *testing.T) {
 			c.Sinks = []Sink{{Type: SinkSyslog, Line: 2, Network: "tls", Address: "logs.example:6514", Format: "rfc5424", Facility: 16, Tag: "connlogd",
 				TLS:       TLS{CAFile: "/etc/ssl/ca.pem", CertFile: "/etc/connlogd/client.pem", KeyFile: "/etc/connlogd/client.key", ServerName: "syslog.example"},
 				QueueSize: 50000, DrainTimeout: 1500 * time.Millisecond, Schema: "ocsf"}}
+		}},
+		{"syslog relp and relp over tls", "sinks:\n  - {type: syslog, network: relp, address: 'h:2514'}\n  - type: syslog\n    network: relp-tls\n    address: h:2515\n    tls: {ca_file: /ca.pem, cert_file: /c.pem, key_file: /c.key}\n", func(c *Config) {
+			c.Sinks = []Sink{
+				{Type: SinkSyslog, Line: 2, Network: "relp", Address: "h:2514", Format: "rfc5424", Facility: 16, Tag: "connlogd"},
+				{Type: SinkSyslog, Line: 3, Network: "relp-tls", Address: "h:2515", Format: "rfc5424", Facility: 16, Tag: "connlogd",
+					TLS: TLS{CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/c.key"}},
+			}
 		}},
 		{"syslog tls system roots", "sinks:\n  - {type: syslog, network: tls, address: 'h:6514'}\n  - {type: syslog, network: tls, address: 'h2:6514', tls: {}}\n", func(c *Config) {
 			def := Sink{Type: SinkSyslog, Network: "tls", Format: "rfc5424", Facility: 16, Tag: "connlogd"}

@@ -250,8 +250,8 @@ func TestLineWriterShortWrite(t *testing.T) {
 	if got, want := string(fw.got), strings.Join(lines, ""); got != want {
 		t.Errorf("output %q, want %q", got, want)
 	}
-	if st := l.stats(); st.Written != 3 || st.Dropped != 0 {
-		t.Errorf("stats %+v", st)
+	if st := l.stats(); st.Written != 3 || st.Dropped != 0 || st.Errors != 1 {
+		t.Errorf("stats %+v, want 3 written and the failed write counted", st)
 	}
 }
 
@@ -267,7 +267,7 @@ func TestLineWriterBacklogBound(t *testing.T) {
 			dropped++
 		}
 	}
-	if dropped == 0 || uint64(dropped) != l.stats().Dropped {
+	if st := l.stats(); dropped == 0 || uint64(dropped) != st.Dropped || st.DroppedBy[DropOutputFailed] != st.Dropped {
 		t.Errorf("dropped %d, stats %+v", dropped, l.stats())
 	}
 	if len(l.buf) > maxPending {

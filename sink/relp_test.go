@@ -266,7 +266,7 @@ func TestRELPResendsUnanswered(t *testing.T) {
 			if tt.refused != 0 {
 				dropped = 1
 			}
-			if st := tee.Stats()[0]; st.Written != uint64(len(want)) || st.Dropped != dropped || st.Queued != 0 {
+			if st := tee.Stats()[0]; st.Written != uint64(len(want)) || st.Dropped != dropped || st.DroppedBy[DropRefused] != dropped || st.Queued != 0 {
 				t.Errorf("stats %+v, want %d written, %d dropped", st, len(want), dropped)
 			}
 			srv.mu.Lock()

@@ -51,7 +51,8 @@ type lineWriter struct {
 	mid bool
 
 	written atomic.Uint64
-	dropped atomic.Uint64
+	dropped drops
+	errors  atomic.Uint64
 }
 
 func newStreamWriter(name string, w io.Writer) *lineWriter {
@@ -103,7 +104,7 @@ func openFile(path string, mode fs.FileMode) (*os.File, error) {
 func (l *lineWriter) Write(p []byte) (int, error) {
 	if len(l.buf)+len(p) > flushAt {
 		if err := l.flush(); err != nil && len(l.buf)+len(p) > maxPending {
-			l.dropped.Add(1)
+			l.dropped.add(DropOutputFailed, 1)
 			return 0, err
 		}
 		// A failed flush keeps its lines for the next one; Sync reports it.
@@ -124,7 +125,7 @@ func (l *lineWriter) write(_ *event.Event, line []byte) error {
 }
 
 func (l *lineWriter) lose(err error) error {
-	l.dropped.Add(1)
+	l.dropped.add(DropOutputFailed, 1)
 	return fmt.Errorf("%s: %w", l.name, err)
 }
 
@@ -145,6 +146,7 @@ func (l *lineWriter) flush() error {
 	if err == nil {
 		err = io.ErrShortWrite
 	}
+	l.errors.Add(1)
 	if n > 0 {
 		l.mid = l.buf[n-1] != '\n'
 		l.buf = l.buf[:copy(l.buf, l.buf[n:])]
@@ -170,7 +172,7 @@ func (l *lineWriter) reopen() error {
 		i := bytes.IndexByte(l.buf, '\n')
 		l.buf = l.buf[:copy(l.buf, l.buf[i+1:])]
 		l.mid = false
-		l.dropped.Add(1)
+		l.dropped.add(DropOutputFailed, 1)
 	}
 	old := l.f
 	l.f, l.w = nf, nf
@@ -198,12 +200,14 @@ func (l *lineWriter) close() error {
 		l.f = nil
 	}
 	if len(l.buf) > 0 {
-		l.dropped.Add(uint64(bytes.Count(l.buf, []byte{'\n'})))
+		l.dropped.add(DropShutdown, uint64(bytes.Count(l.buf, []byte{'\n'})))
 		l.buf = l.buf[:0]
 	}
 	return err
 }
 
 func (l *lineWriter) stats() Stats {
-	return Stats{Sink: l.name, Written: l.written.Load(), Dropped: l.dropped.Load()}
+	st := Stats{Sink: l.name, Written: l.written.Load(), Errors: l.errors.Load()}
+	l.dropped.fill(&st)
+	return st
 }

@@ -84,7 +84,8 @@ type syslogSink struct {
 	droppedOpen uint64 // drops before close began
 
 	written atomic.Uint64
-	dropped atomic.Uint64
+	dropped drops
+	errors  atomic.Uint64
 }
 
 type syslogConfig struct {
@@ -190,7 +191,7 @@ func (s *syslogSink) write(ev *event.Event, line []byte) error {
 	q.mu.Lock()
 	if q.held >= q.limit {
 		q.mu.Unlock()
-		s.dropped.Add(1)
+		s.dropped.add(DropQueueFull, 1)
 		return s.errFull
 	}
 	q.pend.data = s.header(q.pend.data, ent)
@@ -203,7 +204,7 @@ func (s *syslogSink) write(ev *event.Event, line []byte) error {
 }
 
 func (s *syslogSink) lose(err error) error {
-	s.dropped.Add(1)
+	s.dropped.add(DropOutputFailed, 1)
 	return fmt.Errorf("%s: %w", s.name, err)
 }
 
@@ -260,7 +261,7 @@ func (s *syslogSink) deliver() {
 	// they go out now, not when the next event comes.
 	for i := 0; i < b.len() || s.tr.owes(); {
 		if s.ctx.Err() != nil {
-			s.discard(b.len() - i)
+			s.discard(DropShutdown, b.len()-i)
 			break // finish counts what resend holds
 		}
 		if s.redial.Swap(false) {
@@ -278,8 +279,9 @@ func (s *syslogSink) deliver() {
 			continue
 		}
 		s.setErr(err)
+		s.errors.Add(1)
 		if errors.Is(err, errMsgSize) {
-			s.discard(1)
+			s.discard(DropOutputFailed, 1)
 			i++
 			continue
 		}
@@ -318,12 +320,12 @@ func (s *syslogSink) reclaimed(n int) {
 // answered them with a refusal.
 func (s *syslogSink) refused(n int, err error) {
 	s.written.Add(^uint64(n - 1))
-	s.dropped.Add(uint64(n))
+	s.dropped.add(DropRefused, uint64(n))
 	s.setErr(err)
 }
 
-func (s *syslogSink) discard(n int) {
-	s.dropped.Add(uint64(n))
+func (s *syslogSink) discard(r DropReason, n int) {
+	s.dropped.add(r, uint64(n))
 	s.q.resolve(n)
 }
 
@@ -333,14 +335,14 @@ func (s *syslogSink) finish() {
 	s.b.reset()
 	left := s.q.take(&s.b)
 	if left > 0 {
-		s.discard(left)
+		s.discard(DropShutdown, left)
 	}
 	s.b.reset()
 	s.tr.drop(s.ctx.Err() == nil)
 	if n := s.tr.resend.len(); n > 0 {
 		// Reclaimed from a dead connection and never resent.
 		s.tr.resend.reset()
-		s.discard(n)
+		s.discard(DropShutdown, n)
 	}
 }
 
@@ -449,7 +451,7 @@ func (s *syslogSink) beginClose() {
 		return // Open failed before starting it: nothing was queued
 	}
 	s.once.Do(func() {
-		s.droppedOpen = s.dropped.Load()
+		s.droppedOpen = s.dropped.total()
 		close(s.closing)
 		s.drainTimer = time.AfterFunc(s.drain, s.abort)
 	})
@@ -466,7 +468,7 @@ func (s *syslogSink) close() error {
 	<-s.done
 	s.drainTimer.Stop()
 	s.abort()
-	if lost := s.dropped.Load() - s.droppedOpen; lost > 0 {
+	if lost := s.dropped.total() - s.droppedOpen; lost > 0 {
 		s.errMu.Lock()
 		cause := s.lastErr
 		s.errMu.Unlock()
@@ -482,5 +484,7 @@ func (s *syslogSink) close() error {
 }
 
 func (s *syslogSink) stats() Stats {
-	return Stats{Sink: s.name, Written: s.written.Load(), Dropped: s.dropped.Load(), Queued: uint64(s.q.queued())}
+	st := Stats{Sink: s.name, Written: s.written.Load(), Queued: uint64(s.q.queued()), Errors: s.errors.Load()}
+	s.dropped.fill(&st)
+	return st
 }

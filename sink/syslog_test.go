@@ -548,15 +548,16 @@ func TestSyslogQueueOverflow(t *testing.T) {
 	if refused != 7 {
 		t.Errorf("%d writes refused, want 7", refused)
 	}
-	if st := tee.Stats()[0]; st.Queued != 5 || st.Dropped != 7 || tee.Dropped() != 7 {
-		t.Errorf("stats %+v", st)
+	if st := tee.Stats()[0]; st.Queued != 5 || st.Dropped != 7 || st.DroppedBy[DropQueueFull] != 7 || tee.Dropped() != 7 {
+		t.Errorf("stats %+v, want 7 dropped for a full queue", st)
 	}
 	err = tee.Close()
 	if err == nil || !strings.Contains(err.Error(), "close: 5 events not delivered within 20ms: dial: ") {
 		t.Errorf("Close = %v", err)
 	}
-	if st := tee.Stats()[0]; st.Written != 0 || st.Dropped != 12 || st.Queued != 0 {
-		t.Errorf("stats after Close %+v", st)
+	if st := tee.Stats()[0]; st.Written != 0 || st.Dropped != 12 || st.Queued != 0 ||
+		st.DroppedBy != [NumDropReasons]uint64{DropQueueFull: 7, DropShutdown: 5} || st.Errors == 0 {
+		t.Errorf("stats after Close %+v, want 7 dropped for a full queue, 5 at shutdown, the failed dials counted", st)
 	}
 }
 

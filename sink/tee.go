@@ -35,13 +35,19 @@ type Stats struct {
 	Sink string
 	// Written counts events the sink put out: for stdout and files,
 	// accepted into the buffer the next Sync writes; for syslog, written
-	// whole to the connection.
+	// whole to the connection and not given back (over RELP: answered).
 	Written uint64
 	// Dropped counts events the sink lost: refused by a full queue or a
-	// failing output, or still undelivered when Close gave up on them.
-	Dropped uint64
+	// failing output, or still undelivered when Close gave up on them;
+	// DroppedBy splits it by reason.
+	Dropped   uint64
+	DroppedBy [NumDropReasons]uint64
 	// Queued counts events a syslog sink holds for delivery.
 	Queued uint64
+	// Errors counts the output's failures: failed writes and flushes of
+	// a file, failed dials and sends of a syslog sink. A failure drops
+	// nothing by itself: the events wait for the next attempt.
+	Errors uint64
 }
 
 // output is one sink.

@@ -195,13 +195,17 @@ func (m *metrics) namespaces(n int) {
 type sinkCollector struct{ m *metrics }
 
 var (
-	sinkWrittenDesc = prometheus.NewDesc("connlogd_sink_events_total", "Events accepted by each sink.", []string{"sink"}, nil)
-	sinkDroppedDesc = prometheus.NewDesc("connlogd_sink_dropped_total", "Events each sink lost (output failing, queue full).", []string{"sink"}, nil)
+	sinkWrittenDesc = prometheus.NewDesc("connlogd_sink_events_total", "Events each sink put out (syslog: written and not given back; RELP: answered).", []string{"sink"}, nil)
+	sinkDroppedDesc = prometheus.NewDesc("connlogd_sink_dropped_total", "Events each sink lost, by reason: queue_full, output_failed, shutdown, refused.", []string{"sink", "reason"}, nil)
+	sinkErrorsDesc  = prometheus.NewDesc("connlogd_sink_errors_total", "Failures of each sink's output (failed writes, flushes, dials, sends); the events wait for the next attempt.", []string{"sink"}, nil)
+	sinkQueuedDesc  = prometheus.NewDesc("connlogd_sink_queued_events", "Events each syslog sink holds for delivery.", []string{"sink"}, nil)
 )
 
 func (c sinkCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sinkWrittenDesc
 	ch <- sinkDroppedDesc
+	ch <- sinkErrorsDesc
+	ch <- sinkQueuedDesc
 }
 
 func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
@@ -210,6 +214,10 @@ func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, st := range c.m.out().Stats() {
 		ch <- prometheus.MustNewConstMetric(sinkWrittenDesc, prometheus.CounterValue, float64(st.Written), st.Sink)
-		ch <- prometheus.MustNewConstMetric(sinkDroppedDesc, prometheus.CounterValue, float64(st.Dropped), st.Sink)
+		for r, n := range st.DroppedBy {
+			ch <- prometheus.MustNewConstMetric(sinkDroppedDesc, prometheus.CounterValue, float64(n), st.Sink, sink.DropReason(r).String())
+		}
+		ch <- prometheus.MustNewConstMetric(sinkErrorsDesc, prometheus.CounterValue, float64(st.Errors), st.Sink)
+		ch <- prometheus.MustNewConstMetric(sinkQueuedDesc, prometheus.GaugeValue, float64(st.Queued), st.Sink)
 	}
 }

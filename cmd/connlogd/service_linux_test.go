@@ -411,6 +411,26 @@ func TestMetrics(t *testing.T) {
 	if got["connlogd_namespaces"] != "1" {
 		t.Errorf("namespaces = %q, want 1", got["connlogd_namespaces"])
 	}
+	// The file sink lost nothing, failed never, queues nothing; each
+	// reason has its series.
+	fileSink := `sink="sink file ` + out + `"`
+	for _, k := range []string{
+		`connlogd_sink_dropped_total{reason="queue_full",` + fileSink + `}`,
+		`connlogd_sink_dropped_total{reason="output_failed",` + fileSink + `}`,
+		`connlogd_sink_dropped_total{reason="shutdown",` + fileSink + `}`,
+		`connlogd_sink_dropped_total{reason="refused",` + fileSink + `}`,
+		`connlogd_sink_errors_total{` + fileSink + `}`,
+		`connlogd_sink_queued_events{` + fileSink + `}`,
+		`connlogd_destroy_overruns_total`,
+		`connlogd_dump_failures_total`,
+	} {
+		if v, ok := got[k]; !ok || v != "0" {
+			t.Errorf("metric %s = %q (present %v), want 0; body:\n%s", k, v, ok, body)
+		}
+	}
+	if !strings.Contains(body, "connlogd_build_info{goversion=") {
+		t.Errorf("build info missing; body:\n%s", body)
+	}
 	for k := range got {
 		if strings.Contains(k, "cookie") || strings.Contains(k, "port=") {
 			t.Errorf("per-connection label in %s", k)

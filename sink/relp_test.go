@@ -279,6 +279,33 @@ func TestRELPResendsUnanswered(t *testing.T) {
 	}
 }
 
+// A receiver that opens sessions and closes them at the first message,
+// unanswered, is backed off from: the sender does not redial in a loop.
+func TestRELPReceiverClosingAtOnceIsBackedOff(t *testing.T) {
+	srv := startRELP(t, func(int, uint64) string { return "close" })
+	tee, _ := syslogTee(t, config.Sink{Network: "relp", Address: srv.ln.Addr().String(), DrainTimeout: 100 * time.Millisecond},
+		func(s *syslogSink) { s.tr.minBackoff, s.tr.maxBackoff = 20*time.Millisecond, 200*time.Millisecond })
+	if err := tee.Write(seqEvent(1)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	srv.mu.Lock()
+	conns := srv.conns
+	srv.mu.Unlock()
+	// Backing off from 20 ms, doubling up to 200 ms (±20%): about 8
+	// sessions in a second, never more than 12.
+	if conns < 2 || conns > 12 {
+		t.Errorf("%d sessions in 1 s, want 2 to 12", conns)
+	}
+	if err := tee.Sync(); !errors.Is(err, errPeerClosed) {
+		t.Errorf("Sync = %v, want the receiver's closes reported", err)
+	}
+	tee.Close()
+	if st := tee.Stats()[0]; st.Written != 0 || st.Dropped != 1 || st.DroppedBy[DropShutdown] != 1 || st.Errors < 2 {
+		t.Errorf("stats %+v, want the event dropped at shutdown, the failures counted", st)
+	}
+}
+
 // A receiver that takes messages but never answers holds at most the
 // window; the sink gives up on it after the write timeout and counts the
 // unanswered messages as dropped when the drain time is up, not as

@@ -84,10 +84,12 @@ type transport struct {
 	stopAbort        func() bool
 
 	fails int // consecutive failures
-	frame []byte
-	cuts  []int    // end offset of each message in frame
-	msgs  []int    // start offset of each message's MSG in frame
-	seqs  []uint64 // RELP: each message's transaction
+	// progress: the receiver acknowledged something since the last send.
+	progress bool
+	frame    []byte
+	cuts     []int    // end offset of each message in frame
+	msgs     []int    // start offset of each message's MSG in frame
+	seqs     []uint64 // RELP: each message's transaction
 
 	// Stream connections keep what they wrote until the receiver's
 	// kernel acknowledges it (tcp_info's bytes_acked against the bytes
@@ -167,6 +169,13 @@ func (t *transport) send(ctx context.Context, b *batch, from int) (int, error) {
 		// write would still succeed into the dead socket and its
 		// messages would be lost silently, so redial instead.
 		t.drop(false)
+		if t.resend.len() > 0 {
+			// It closed on messages it had not acknowledged: a failure,
+			// so that a receiver that keeps doing it (a session limit,
+			// a broken one) is backed off from, not redialed in a loop.
+			t.fails++
+			return 0, errPeerClosed
+		}
 	}
 	if t.conn == nil {
 		if err := t.dial(ctx); err != nil {
@@ -198,9 +207,18 @@ func (t *transport) send(ctx context.Context, b *batch, from int) (int, error) {
 		t.fails++
 		return n, err
 	}
-	t.fails = 0
+	// Success resets the backoff once the receiver shows it takes what
+	// it is sent: an acknowledgement, or nothing left to acknowledge.
+	if t.progress || len(t.spans) == 0 {
+		t.fails = 0
+	}
+	t.progress = false
 	return n, nil
 }
+
+// errPeerClosed: the receiver closed the connection before acknowledging
+// everything sent on it; the rest is sent again.
+var errPeerClosed = errors.New("connection closed by the receiver with messages unacknowledged; resending them")
 
 func (t *transport) sendDatagrams(b *batch, from int) (int, error) {
 	if err := t.conn.SetWriteDeadline(time.Now().Add(t.timeout)); err != nil {
@@ -517,6 +535,7 @@ func (t *transport) trimAcked() {
 	if k == 0 {
 		return
 	}
+	t.progress = true
 	cut := t.spans[k-1].end
 	t.unacked = t.unacked[:copy(t.unacked, t.unacked[cut:])]
 	t.spans = t.spans[:copy(t.spans, t.spans[k:])]

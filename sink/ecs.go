@@ -2,7 +2,6 @@ package sink
 
 import (
 	"net/netip"
-	"strconv"
 
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/snapshot"
@@ -141,10 +140,7 @@ func (e *ecsEncoder) socket(j *jsonObj, ev *event.Event) {
 	// means unknown, not root.
 	if !ev.ShortLived {
 		j.object("user")
-		j.key("id")
-		j.b = append(j.b, '"')
-		j.b = strconv.AppendUint(j.b, uint64(s.UID), 10)
-		j.b = append(j.b, '"')
+		j.uintString("id", uint64(s.UID))
 		j.finish()
 	}
 
@@ -189,10 +185,7 @@ func (e *ecsEncoder) process(j *jsonObj, p *event.Process) {
 		j.str("command_line", p.Cmdline)
 	}
 	j.object("user")
-	j.key("id")
-	j.b = append(j.b, '"')
-	j.b = strconv.AppendUint(j.b, uint64(p.UID), 10)
-	j.b = append(j.b, '"')
+	j.uintString("id", uint64(p.UID))
 	if p.User != "" {
 		j.str("name", p.User)
 	}
@@ -212,10 +205,7 @@ func (e *ecsEncoder) connlogdSocket(j *jsonObj, ev *event.Event) {
 	}
 	// A string: cookies use all 64 bits, beyond Elasticsearch's long
 	// and JavaScript's exact integers.
-	j.key("cookie")
-	j.b = append(j.b, '"')
-	j.b = strconv.AppendUint(j.b, s.Cookie, 10)
-	j.b = append(j.b, '"')
+	j.uintString("cookie", s.Cookie)
 	j.uint("inode", uint64(s.Inode))
 	if s.CgroupID != 0 {
 		j.uint("cgroup_id", s.CgroupID)

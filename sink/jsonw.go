@@ -39,6 +39,16 @@ func (j *jsonObj) strBytes(k string, v []byte) { j.key(k); j.b = appendJSONBytes
 
 func (j *jsonObj) uint(k string, v uint64) { j.key(k); j.b = strconv.AppendUint(j.b, v, 10) }
 
+// uintString writes v as a decimal string: for identifiers (uids,
+// cookies) that schemas type as keywords, or that exceed what JSON
+// readers hold exactly.
+func (j *jsonObj) uintString(k string, v uint64) {
+	j.key(k)
+	j.b = append(j.b, '"')
+	j.b = strconv.AppendUint(j.b, v, 10)
+	j.b = append(j.b, '"')
+}
+
 func (j *jsonObj) int(k string, v int64) { j.key(k); j.b = strconv.AppendInt(j.b, v, 10) }
 
 func (j *jsonObj) boolean(k string, v bool) { j.key(k); j.b = strconv.AppendBool(j.b, v) }

@@ -2,7 +2,6 @@ package sink
 
 import (
 	"net/netip"
-	"strconv"
 	"strings"
 
 	"github.com/connlogd/connlogd/event"
@@ -160,10 +159,7 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 		j.object("actor")
 		if !ev.ShortLived {
 			j.object("user")
-			j.key("uid")
-			j.b = append(j.b, '"')
-			j.b = strconv.AppendUint(j.b, uint64(s.UID), 10)
-			j.b = append(j.b, '"')
+			j.uintString("uid", uint64(s.UID))
 			j.finish()
 		}
 		if ev.Process != nil {
@@ -183,10 +179,7 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	}
 	// A string: cookies use all 64 bits, beyond Elasticsearch's long
 	// and JavaScript's exact integers.
-	j.key("cookie")
-	j.b = append(j.b, '"')
-	j.b = strconv.AppendUint(j.b, s.Cookie, 10)
-	j.b = append(j.b, '"')
+	j.uintString("cookie", s.Cookie)
 	j.uint("inode", uint64(s.Inode))
 	if s.CgroupID != 0 {
 		j.uint("cgroup_id", s.CgroupID)
@@ -260,10 +253,7 @@ func (o *ocsfEncoder) process(j *jsonObj, p *event.Process) {
 		j.str("cmd_line", p.Cmdline)
 	}
 	j.object("user")
-	j.key("uid")
-	j.b = append(j.b, '"')
-	j.b = strconv.AppendUint(j.b, uint64(p.UID), 10)
-	j.b = append(j.b, '"')
+	j.uintString("uid", uint64(p.UID))
 	if p.User != "" {
 		j.str("name", p.User)
 	}

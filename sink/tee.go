@@ -35,7 +35,9 @@ type Stats struct {
 	Sink string
 	// Written counts events the sink put out: for stdout and files,
 	// accepted into the buffer the next Sync writes; for syslog, written
-	// whole to the connection and not given back (over RELP: answered).
+	// whole to the connection and not given back: when a connection
+	// ends, what its receiver had not acknowledged (over TCP and TLS,
+	// its kernel; over RELP, the receiver) goes back to the queue.
 	Written uint64
 	// Dropped counts events the sink lost: refused by a full queue or a
 	// failing output, or still undelivered when Close gave up on them;

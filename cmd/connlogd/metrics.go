@@ -195,7 +195,7 @@ func (m *metrics) namespaces(n int) {
 type sinkCollector struct{ m *metrics }
 
 var (
-	sinkWrittenDesc = prometheus.NewDesc("connlogd_sink_events_total", "Events each sink put out (syslog: written and not given back; RELP: answered).", []string{"sink"}, nil)
+	sinkWrittenDesc = prometheus.NewDesc("connlogd_sink_events_total", "Events each sink put out (syslog: written to the connection and not given back as unacknowledged).", []string{"sink"}, nil)
 	sinkDroppedDesc = prometheus.NewDesc("connlogd_sink_dropped_total", "Events each sink lost, by reason: queue_full, output_failed, shutdown, refused.", []string{"sink", "reason"}, nil)
 	sinkErrorsDesc  = prometheus.NewDesc("connlogd_sink_errors_total", "Failures of each sink's output (failed writes, flushes, dials, sends); the events wait for the next attempt.", []string{"sink"}, nil)
 	sinkQueuedDesc  = prometheus.NewDesc("connlogd_sink_queued_events", "Events each syslog sink holds for delivery.", []string{"sink"}, nil)

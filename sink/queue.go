@@ -18,6 +18,29 @@ func (b *batch) msg(i int) []byte {
 	return b.data[start:b.ends[i]]
 }
 
+// add appends one message.
+func (b *batch) add(msg []byte) {
+	b.data = append(b.data, msg...)
+	b.ends = append(b.ends, len(b.data))
+}
+
+// dropFront removes the first n messages, keeping the storage.
+func (b *batch) dropFront(n int) {
+	if n <= 0 {
+		return
+	}
+	if n >= b.len() {
+		b.data, b.ends = b.data[:0], b.ends[:0]
+		return
+	}
+	cut := b.ends[n-1]
+	b.data = b.data[:copy(b.data, b.data[cut:])]
+	b.ends = b.ends[:copy(b.ends, b.ends[n:])]
+	for i := range b.ends {
+		b.ends[i] -= cut
+	}
+}
+
 // reset empties b. It keeps the memory: a sustained rate would otherwise
 // regrow the buffer every batch, and with the default queue size the
 // two batches hold at most about 12 MiB. Only a backlog beyond 16 MiB

@@ -556,12 +556,10 @@ func (t *transport) reclaim() {
 	}
 	t.spare.reset()
 	for _, sp := range t.spans {
-		t.spare.data = append(t.spare.data, t.unacked[sp.msgOff:sp.msgEnd]...)
-		t.spare.ends = append(t.spare.ends, len(t.spare.data))
+		t.spare.add(t.unacked[sp.msgOff:sp.msgEnd])
 	}
 	for i := range t.resend.len() {
-		t.spare.data = append(t.spare.data, t.resend.msg(i)...)
-		t.spare.ends = append(t.spare.ends, len(t.spare.data))
+		t.spare.add(t.resend.msg(i))
 	}
 	t.resend, t.spare = t.spare, t.resend
 	t.unacked, t.spans = t.unacked[:0], t.spans[:0]
@@ -579,12 +577,7 @@ func (t *transport) writeResend() error {
 		t.reclaims(-n)
 	}
 	if err != nil {
-		t.spare.reset()
-		for i := n; i < t.resend.len(); i++ {
-			t.spare.data = append(t.spare.data, t.resend.msg(i)...)
-			t.spare.ends = append(t.spare.ends, len(t.spare.data))
-		}
-		t.resend, t.spare = t.spare, t.resend
+		t.resend.dropFront(n)
 		return err
 	}
 	t.resend.reset()

@@ -169,6 +169,24 @@ type Table struct {
 // Reset empties the table, keeping its storage.
 func (t *Table) Reset() { t.Sockets = t.Sockets[:0] }
 
+// HasTCP reports whether the table holds a TCP socket of each family,
+// stopping as soon as it has found both.
+func (t *Table) HasTCP() (ipv4, ipv6 bool) {
+	for i := range t.Sockets {
+		if s := &t.Sockets[i]; s.Proto == ProtoTCP {
+			if s.Family == FamilyIPv6 {
+				ipv6 = true
+			} else {
+				ipv4 = true
+			}
+			if ipv4 && ipv6 {
+				break
+			}
+		}
+	}
+	return ipv4, ipv6
+}
+
 // Len returns the number of sockets in the table.
 func (t *Table) Len() int { return len(t.Sockets) }
 

@@ -537,6 +537,7 @@ func (d *daemon) finishPoll(j dumpJob) {
 		// A partial table must not be diffed: every socket it lacks would
 		// become a suspect. Report the failure once per streak.
 		d.met.dumpFailed()
+		w.diffed = false // tab holds part of a dump
 		if !w.failing {
 			w.failing = true
 			d.log.Error("poll failed; retrying every interval", "netns", w.String(), "err", err)
@@ -561,7 +562,7 @@ func (d *daemon) finishPoll(j dumpJob) {
 	if _, err := w.differ.Diff(&w.tab, now, w.conn); err != nil {
 		d.log.Warn("lookup of missing sockets failed; they stay tracked until confirmed", "netns", w.String(), "err", err)
 	}
-	w.count()
+	w.diffed = true
 	d.met.polled(w, w.lastCost)
 	d.reportCounters(w, now)
 	if lost {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/sink"
+	"github.com/connlogd/connlogd/snapshot"
 )
 
 // metrics is the Prometheus endpoint. A nil *metrics (metrics off) is
@@ -124,13 +125,26 @@ func (m *metrics) event(ev *event.Event) {
 	}
 }
 
-// polled records one namespace's poll; publishSockets sums the watches'
-// socket counts.
+// polled records one namespace's poll and its socket counts, which
+// publishSockets sums over the namespaces.
 func (m *metrics) polled(w *watch, took time.Duration) {
 	if m == nil {
 		return
 	}
 	m.pollTime.Observe(took.Seconds())
+	var c [2][2]int
+	for i := range w.tab.Sockets {
+		s := &w.tab.Sockets[i]
+		p, f := 0, 0
+		if s.Proto == snapshot.ProtoUDP {
+			p = 1
+		}
+		if s.Family == snapshot.FamilyIPv6 {
+			f = 1
+		}
+		c[p][f]++
+	}
+	w.counts = c
 }
 
 // publishSockets sets the socket gauges from every watch's last poll.

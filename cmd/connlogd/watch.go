@@ -30,12 +30,15 @@ type watch struct {
 	// socket, the TCP dump, which walks the whole host-wide hash table
 	// even for an empty namespace, is skipped.
 	sockstat, sockstat6 *os.File
-	statBuf, statBuf6   []byte
+	statBuf             []byte
 	// used is the namespace's "sockets: used" count at the last poll.
 	used   int
 	usedOK bool
+	// diffed: tab holds the last dump, the one the differ took (no dump
+	// failed since).
+	diffed bool
 
-	counts [2][2]int // last poll: tcp/udp × ipv4/ipv6, for the skip and the metrics
+	counts [2][2]int // last poll: tcp/udp × ipv4/ipv6, for the metrics
 	filter *filter.Filter
 	// owners attributes the namespace's sockets to processes and cgroups.
 	owners *attribution.Tracker
@@ -67,7 +70,7 @@ type watch struct {
 // Its differ hands each event to emit as it is found, tagged with the
 // namespace.
 func openWatch(ns netns.NS, cfg *config.Config, f *filter.Filter, res *attribution.Resolver, log *slog.Logger, ready chan<- *watch, emit func(*event.Event)) (*watch, error) {
-	w := &watch{ns: ns, statBuf: make([]byte, 512), statBuf6: make([]byte, 512), owners: res.NewTracker()}
+	w := &watch{ns: ns, statBuf: make([]byte, 512), owners: res.NewTracker()}
 	w.output = func(ev *event.Event) {
 		w.tag(ev)
 		w.owners.AnnotateEvent(ev)
@@ -196,18 +199,24 @@ func (w *watch) tag(ev *event.Event) {
 // bound is in no count of the TCP line, yet dumps return it: without
 // them its namespace's last listener going would make it look closed.
 func (w *watch) activeRequests(buf []diag.Request) []diag.Request {
-	b4 := w.readStat(w.sockstat, w.statBuf)
+	b4 := w.readStat(w.sockstat)
 	in4, tw, ok4 := netns.ParseSockstat(b4, "TCP:")
 	used, okUsed := netns.ParseSockstatUsed(b4)
 	quiet := okUsed && w.usedOK && used == w.used
 	w.used, w.usedOK = used, okUsed
-	in6, _, ok6 := netns.ParseSockstat(w.readStat(w.sockstat6, w.statBuf6), "TCP6:")
-	empty4 := ok4 && in4 == 0 && w.counts[0][0] == 0
-	empty6 := ok6 && in6 == 0 && w.counts[0][1] == 0
+	in6, _, ok6 := netns.ParseSockstat(w.readStat(w.sockstat6), "TCP6:")
+	empty4, empty6 := ok4 && in4 == 0, ok6 && in6 == 0
+	if !quiet || !ok4 || tw != 0 || !w.diffed || (!empty4 && !empty6) {
+		return append(buf, w.reqs...)
+	}
+	// Only now, with a family counted empty, look at the last table:
+	// a namespace of many sockets never pays for the scan.
+	had4, had6 := w.tab.HasTCP()
+	empty4, empty6 = empty4 && !had4, empty6 && !had6
 	for _, r := range w.reqs {
 		// TIME_WAIT sockets of both families are counted together, in
 		// the TCP: line's tw.
-		if r.Proto == snapshot.ProtoTCP && quiet && ok4 && tw == 0 &&
+		if r.Proto == snapshot.ProtoTCP &&
 			((r.Family == snapshot.FamilyIPv4 && empty4) || (r.Family == snapshot.FamilyIPv6 && empty6) ||
 				(r.Family == snapshot.FamilyAny && empty4 && empty6)) {
 			continue
@@ -217,34 +226,17 @@ func (w *watch) activeRequests(buf []diag.Request) []diag.Request {
 	return buf
 }
 
-// readStat reads a sockstat file into buf; nil when it cannot.
-func (w *watch) readStat(f *os.File, buf []byte) []byte {
+// readStat reads a sockstat file into statBuf, which the next read
+// overwrites; nil when it cannot.
+func (w *watch) readStat(f *os.File) []byte {
 	if f == nil {
 		return nil
 	}
-	m, err := f.ReadAt(buf, 0)
-	if m == 0 || (err != nil && m == len(buf)) {
+	m, err := f.ReadAt(w.statBuf, 0)
+	if m == 0 || (err != nil && m == len(w.statBuf)) {
 		return nil
 	}
-	return buf[:m]
-}
-
-// count records how many sockets of each protocol and family the last
-// table holds, after filtering: the differ tracks only those.
-func (w *watch) count() {
-	var c [2][2]int
-	for i := range w.tab.Sockets {
-		s := &w.tab.Sockets[i]
-		p, f := 0, 0
-		if s.Proto == snapshot.ProtoUDP {
-			p = 1
-		}
-		if s.Family == snapshot.FamilyIPv6 {
-			f = 1
-		}
-		c[p][f]++
-	}
-	w.counts = c
+	return w.statBuf[:m]
 }
 
 func (w *watch) String() string { return w.ns.String() }

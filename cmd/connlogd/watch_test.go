@@ -65,9 +65,8 @@ func TestActiveRequestsSkip(t *testing.T) {
 			dir := t.TempDir()
 			p4, p6 := filepath.Join(dir, "sockstat"), filepath.Join(dir, "sockstat6")
 			w := &watch{
-				reqs:     diag.Requests([]snapshot.Proto{snapshot.ProtoTCP, snapshot.ProtoUDP}, tt.fams, true),
-				statBuf:  make([]byte, 512),
-				statBuf6: make([]byte, 512),
+				reqs:    diag.Requests([]snapshot.Proto{snapshot.ProtoTCP, snapshot.ProtoUDP}, tt.fams, true),
+				statBuf: make([]byte, 512),
 			}
 			for i, p := range tt.polls {
 				if err := os.WriteFile(p4, []byte(p.v4), 0o644); err != nil {
@@ -83,7 +82,15 @@ func TestActiveRequestsSkip(t *testing.T) {
 				if w.sockstat6, err = os.Open(p6); err != nil {
 					t.Fatal(err)
 				}
-				w.counts = p.counts
+				// The table the previous poll left, as the differ took it.
+				w.tab.Reset()
+				for f, fam := range []snapshot.Family{snapshot.FamilyIPv4, snapshot.FamilyIPv6} {
+					for range p.counts[0][f] {
+						s := w.tab.Append()
+						s.Proto, s.Family = snapshot.ProtoTCP, fam
+					}
+				}
+				w.diffed = i > 0
 				var got []string
 				udp := 0
 				for _, r := range w.activeRequests(nil) {

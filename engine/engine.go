@@ -1,4 +1,4 @@
-package main
+package engine
 
 import (
 	"context"
@@ -7,12 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"slices"
 	"sort"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -91,8 +88,8 @@ func usableRequests(conn *diag.Conn, reqs []diag.Request, log *slog.Logger) ([]d
 	return ok, nil
 }
 
-// runOnce prints the socket table as it is now.
-func runOnce(cfg *config.Config, stdout io.Writer) error {
+// Snapshot writes the socket table as it is now (`connlogd -once`).
+func Snapshot(cfg *config.Config, stdout io.Writer) error {
 	conn, err := diag.Open()
 	if err != nil {
 		return err
@@ -143,21 +140,70 @@ func runOnce(cfg *config.Config, stdout io.Writer) error {
 	return out.Close()
 }
 
+// Notifier hears of the loop's life cycle; the daemon speaks systemd's
+// sd_notify through it. Its calls come from the loop's goroutine.
+type Notifier interface {
+	Ready()
+	Reloading()
+	Stopping()
+	// Watchdog is called every Options.WatchdogPeriod from the loop, so a
+	// stuck loop stops the pings.
+	Watchdog()
+}
+
+// Metrics receives the engine's counters. Its calls come from the loop's
+// goroutine, except that the sinks handed to Sinks are read by a scraper.
+type Metrics interface {
+	Event(ev *event.Event)
+	// Polled: one namespace's poll (dump and diff) took this long.
+	Polled(took time.Duration)
+	// Sockets: the sockets of the last poll's tables, summed over the
+	// namespaces, by protocol (tcp, udp) and family (ipv4, ipv6).
+	Sockets(counts [2][2]int)
+	Netlink(malformed, foreign uint64)
+	Overrun()
+	DumpFailed()
+	Reloaded(ok bool)
+	Namespaces(n int)
+	// Sinks: the sinks events now go to (at start and after a reload).
+	Sinks(out *sink.Tee)
+}
+
+// ReloadRequest asks the loop to apply the configuration file again.
+type ReloadRequest struct {
+	Path   string // "" when running on built-in defaults: nothing to read
+	Reason string // for the log: "SIGHUP", "file changed"
+}
+
+// Options are what Run needs besides the configuration.
+type Options struct {
+	Log     *slog.Logger
+	Version string // the daemon's version, for the sinks
+	// Notify and Metrics may be nil.
+	Notify         Notifier
+	WatchdogPeriod time.Duration // 0: no watchdog pings
+	Metrics        Metrics
+	// Reload asks for a reload; Reopen for the sinks' files to be reopened
+	// after a rotation (the daemon sends SIGUSR1 here).
+	Reload <-chan ReloadRequest
+	Reopen <-chan os.Signal
+}
+
 // daemon is the poll loop's state. Everything here is touched by the
 // loop's goroutine only; destroy waiters only tell it when to read.
 type daemon struct {
 	log     *slog.Logger
 	cfg     *config.Config
 	host    string
+	version string
 	out     *sink.Tee
-	outp    atomic.Pointer[sink.Tee] // out, for the metrics scraper
 	watches map[netns.ID]*watch
 	order   []*watch       // watches in a stable order, for polling
 	ready   chan *watch    // a namespace has destroy notifications queued
 	filter  *filter.Filter // nil: report every socket
 	owners  *attribution.Resolver
-	met     *metrics
-	notify  notifier
+	met     Metrics
+	notify  Notifier
 
 	dumpReq  chan dumpJob // to the dump worker
 	dumpDone chan dumpJob // from it
@@ -174,28 +220,39 @@ type daemon struct {
 	dropReported time.Time
 }
 
-func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logger) error {
+// Run watches the namespaces cfg names until ctx is done, then saves the
+// table (when configured) and flushes the sinks.
+func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	f, err := filter.New(cfg.Filters)
 	if err != nil {
 		return err
 	}
-	out, err := sink.Open(cfg.Sinks, sink.Options{Host: hostname(), Version: buildVersion()})
+	out, err := sink.Open(cfg.Sinks, sink.Options{Host: hostname(), Version: opts.Version})
 	if err != nil {
 		return err
 	}
 	d := &daemon{
 		filter:  f,
-		log:     log,
+		log:     opts.Log,
 		cfg:     cfg,
 		host:    hostname(),
+		version: opts.Version,
 		out:     out,
 		watches: map[netns.ID]*watch{},
 		ready:   make(chan *watch),
+		met:     opts.Metrics,
+		notify:  opts.Notify,
 
 		dumpReq:  make(chan dumpJob, 1),
 		dumpDone: make(chan dumpJob, 1),
-		notify:   newNotifier(log),
 	}
+	if d.met == nil {
+		d.met = noMetrics{}
+	}
+	if d.notify == nil {
+		d.notify = noNotifier{}
+	}
+	log := d.log
 	defer func() {
 		for _, w := range d.order {
 			w.close()
@@ -203,23 +260,12 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 	}()
 	d.owners = attribution.New(cfg.Attribution)
 	defer d.owners.Close()
-	d.outp.Store(out)
-	if d.met, err = startMetrics(cfg.Metrics.Listen, log, d.outp.Load); err != nil {
-		out.Close()
-		return err
-	}
-	defer d.met.close()
+	d.met.Sinks(out)
 	if err := d.rescan(time.Now()); err != nil {
 		out.Close()
 		return err
 	}
 	restored := d.restoreState()
-
-	reopen := make(chan os.Signal, 1)
-	signal.Notify(reopen, syscall.SIGUSR1)
-	defer signal.Stop(reopen)
-	reloads, stopReload := watchConfig(cfgPath, log)
-	defer stopReload()
 
 	// A ticker drops ticks a slow poll overran instead of queueing them.
 	tick := time.NewTicker(cfg.Interval)
@@ -227,8 +273,12 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 	rescan := time.NewTicker(cfg.NamespaceRescan)
 	defer rescan.Stop()
 	// The watchdog is fed from this loop, so a stuck poll stops the pings.
-	dog := time.NewTicker(d.notify.watchdogPeriod())
-	defer dog.Stop()
+	var dogC <-chan time.Time
+	if opts.WatchdogPeriod > 0 {
+		dog := time.NewTicker(opts.WatchdogPeriod)
+		defer dog.Stop()
+		dogC = dog.C
+	}
 
 	// The first poll builds every table at once: collect garbage eagerly
 	// meanwhile, so the heap does not double past the live tables, then
@@ -240,12 +290,12 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 	d.finishRounds()
 	debug.SetGCPercent(gc)
 	debug.FreeOSMemory()
-	d.notify.ready()
+	d.notify.Ready()
 	log.Info("watching", "namespaces", len(d.order), "restored_sockets", restored)
 	for {
 		select {
 		case <-ctx.Done():
-			d.notify.stopping()
+			d.notify.Stopping()
 			d.queue = nil
 			d.finishRounds() // finish the cycle under way
 			return d.shutdown()
@@ -264,8 +314,8 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 			case w.drained <- struct{}{}:
 			default:
 			}
-		case <-dog.C:
-			d.notify.watchdog()
+		case <-dogC:
+			d.notify.Watchdog()
 		case <-rescan.C:
 			if d.cfg.Namespaces.Mode != config.NamespacesHost {
 				if err := d.rescan(time.Now()); err != nil {
@@ -273,17 +323,36 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 				}
 				d.sync()
 			}
-		case sig := <-reopen:
+		case sig := <-opts.Reopen:
 			if err := d.out.Reopen(); err != nil {
 				log.Error("reopening sinks failed; writing to the old files", "signal", sig, "err", err)
 			} else {
 				log.Info("sinks reopened", "signal", sig)
 			}
-		case r := <-reloads:
+		case r := <-opts.Reload:
 			d.reload(r, tick, rescan)
 		}
 	}
 }
+
+type noMetrics struct{}
+
+func (noMetrics) Event(*event.Event)     {}
+func (noMetrics) Polled(time.Duration)   {}
+func (noMetrics) Sockets([2][2]int)      {}
+func (noMetrics) Netlink(uint64, uint64) {}
+func (noMetrics) Overrun()               {}
+func (noMetrics) DumpFailed()            {}
+func (noMetrics) Reloaded(bool)          {}
+func (noMetrics) Namespaces(int)         {}
+func (noMetrics) Sinks(*sink.Tee)        {}
+
+type noNotifier struct{}
+
+func (noNotifier) Ready()     {}
+func (noNotifier) Reloading() {}
+func (noNotifier) Stopping()  {}
+func (noNotifier) Watchdog()  {}
 
 // shutdown saves the table when configured and flushes the sinks.
 func (d *daemon) shutdown() error {
@@ -404,7 +473,7 @@ func (d *daemon) rescan(now time.Time) error {
 			d.order = append(d.order, w)
 		}
 		sort.Slice(d.order, func(i, j int) bool { return d.order[i].ns.ID.Ino < d.order[j].ns.ID.Ino })
-		d.met.namespaces(len(d.order))
+		d.met.Namespaces(len(d.order))
 	}
 	return nil
 }
@@ -507,7 +576,7 @@ func (d *daemon) nextDump() {
 		return
 	}
 	if d.inflight == nil {
-		d.met.publishSockets(d.order)
+		d.publishSockets()
 		d.reportSinkDrops(time.Now())
 		d.sync()
 	}
@@ -536,7 +605,7 @@ func (d *daemon) finishPoll(j dumpJob) {
 	if err := j.err; err != nil {
 		// A partial table must not be diffed: every socket it lacks would
 		// become a suspect. Report the failure once per streak.
-		d.met.dumpFailed()
+		d.met.DumpFailed()
 		w.diffed = false // tab holds part of a dump
 		if !w.failing {
 			w.failing = true
@@ -563,7 +632,8 @@ func (d *daemon) finishPoll(j dumpJob) {
 		d.log.Warn("lookup of missing sockets failed; they stay tracked until confirmed", "netns", w.String(), "err", err)
 	}
 	w.diffed = true
-	d.met.polled(w, w.lastCost)
+	w.countSockets()
+	d.met.Polled(w.lastCost)
 	d.reportCounters(w, now)
 	if lost {
 		d.resync(w) // the dump predates the lost notifications
@@ -589,7 +659,7 @@ func (d *daemon) drainDestroy(w *watch, now time.Time) (lost bool) {
 			w.tag(&ev)
 			if errors.Is(err, diag.ErrOverrun) {
 				w.overruns++
-				d.met.overrun()
+				d.met.Overrun()
 				d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "netns", w.String(), "overruns", w.overruns)
 				ev.Reason = gapOverrun
 				d.write(&ev)
@@ -636,7 +706,7 @@ func (d *daemon) reportCounters(w *watch, now time.Time) {
 	if n := st.Foreign - w.parse.Foreign; n > 0 {
 		d.log.Warn("netlink messages not from the kernel or not for our requests dropped", "netns", w.String(), "count", n)
 	}
-	d.met.netlink(st.Malformed-w.parse.Malformed, st.Foreign-w.parse.Foreign)
+	d.met.Netlink(st.Malformed-w.parse.Malformed, st.Foreign-w.parse.Foreign)
 	w.parse = st
 	w.dstats = w.differ.Stats()
 }
@@ -661,7 +731,7 @@ func (d *daemon) reportSinkDrops(now time.Time) {
 }
 
 func (d *daemon) write(ev *event.Event) {
-	d.met.event(ev)
+	d.met.Event(ev)
 	if err := d.out.Write(ev); err != nil && !d.sinkErr {
 		d.sinkErr = true
 		d.log.Error("writing events failed; counting drops", "err", err)
@@ -680,4 +750,17 @@ func (d *daemon) sync() {
 		d.sinkErr = false
 		d.log.Info("sinks recovered")
 	}
+}
+
+// publishSockets sums every namespace's last poll into the socket gauges.
+func (d *daemon) publishSockets() {
+	var sum [2][2]int
+	for _, w := range d.order {
+		for p := range 2 {
+			for f := range 2 {
+				sum[p][f] += w.counts[p][f]
+			}
+		}
+	}
+	d.met.Sockets(sum)
 }

@@ -1,4 +1,4 @@
-package main
+package engine
 
 import (
 	"bytes"
@@ -240,6 +240,24 @@ func (w *watch) readStat(f *os.File) []byte {
 }
 
 func (w *watch) String() string { return w.ns.String() }
+
+// countSockets counts the last dump's sockets by protocol and family, for
+// the metrics.
+func (w *watch) countSockets() {
+	var c [2][2]int
+	for i := range w.tab.Sockets {
+		s := &w.tab.Sockets[i]
+		p, f := 0, 0
+		if s.Proto == snapshot.ProtoUDP {
+			p = 1
+		}
+		if s.Family == snapshot.FamilyIPv6 {
+			f = 1
+		}
+		c[p][f]++
+	}
+	w.counts = c
+}
 
 // setFilter attaches f's kernel program to the requests that can carry it.
 // A request for both families keeps one program only when both families

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
-	"slices"
 	"sort"
 	"time"
 
@@ -18,25 +17,14 @@ import (
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/diag"
 	"github.com/connlogd/connlogd/event"
-	"github.com/connlogd/connlogd/filter"
 	"github.com/connlogd/connlogd/netns"
 	"github.com/connlogd/connlogd/sink"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
-// Gap reasons.
-const (
-	gapDumpFailed = "dump_failed"
-	gapMalformed  = "malformed_netlink"
-	gapOverrun    = "destroy_overrun"
-	gapDestroy    = "destroy_failed"
-	gapSinkDrop   = "sink_dropped"
-	gapNetns      = "netns_unwatchable"
-
-	// sinkReportEvery bounds how often sink drops are reported while a
-	// sink keeps failing.
-	sinkReportEvery = 10 * time.Second
-)
+// sinkReportEvery bounds how often sink drops are reported while a sink
+// keeps failing.
+const sinkReportEvery = 10 * time.Second
 
 func hostname() string {
 	h, err := os.Hostname()
@@ -46,18 +34,10 @@ func hostname() string {
 	return h
 }
 
-func stateMask(states []snapshot.State) uint32 {
-	var m uint32
-	for _, s := range states {
-		m |= 1 << s
-	}
-	return m
-}
-
 // usableRequests dumps each request once and keeps those the kernel
 // serves. A family or protocol the kernel lacks (IPv6 disabled, udp_diag
 // not built) is reported once and left out, instead of failing every poll.
-func usableRequests(conn *diag.Conn, reqs []diag.Request, log *slog.Logger) ([]diag.Request, error) {
+func usableRequests(conn Dumper, reqs []diag.Request, log *slog.Logger) ([]diag.Request, error) {
 	var ok []diag.Request
 	var tab snapshot.Table
 	var firstErr error
@@ -88,26 +68,29 @@ func usableRequests(conn *diag.Conn, reqs []diag.Request, log *slog.Logger) ([]d
 	return ok, nil
 }
 
-// Snapshot writes the socket table as it is now (`connlogd -once`).
-func Snapshot(cfg *config.Config, stdout io.Writer) error {
+// Snapshot writes the host namespace's socket table as it is now
+// (`connlogd -once`), through the loop's own path: the plan's filter,
+// state mask, attribution and owner rules.
+func Snapshot(cfg *config.Config, stdout io.Writer, log *slog.Logger) error {
+	plan, err := NewPlan(cfg, 1)
+	if err != nil {
+		return err
+	}
 	conn, err := diag.Open()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	reqs, err := usableRequests(conn, diag.Requests(cfg.Protocols, cfg.Families, true), slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	reqs, err := usableRequests(conn, diag.Requests(cfg.Protocols, cfg.Families, true), log)
 	if err != nil {
 		return err
 	}
+	np := plan.forNamespace(reqs)
 	var tab snapshot.Table
-	if err := conn.Dump(&tab, reqs); err != nil {
+	if err := conn.Dump(&tab, np.reqs); err != nil {
 		return err
 	}
 	out, err := sink.NewWriter(stdout, hostname())
-	if err != nil {
-		return err
-	}
-	f, err := filter.New(cfg.Filters)
 	if err != nil {
 		return err
 	}
@@ -115,22 +98,23 @@ func Snapshot(cfg *config.Config, stdout io.Writer) error {
 	defer owners.Close()
 	tr := owners.NewTracker()
 	defer tr.Close()
+	if !np.kernelFiltered {
+		plan.keep(&tab)
+	}
 	tr.Refresh(&tab)
 	for _, w := range owners.Warnings() {
-		fmt.Fprintln(os.Stderr, "connlogd: owner attribution degraded:", w)
+		log.Warn("owner attribution degraded", "err", w)
 	}
 	seen := make(map[snapshot.Key]bool, tab.Len())
-	mask := stateMask(cfg.States)
-	now := time.Now()
+	now := systemClock{}.Now()
 	for i := range tab.Sockets {
 		s := &tab.Sockets[i]
-		if seen[s.Key] || (mask != 0 && mask&(1<<s.State) == 0) || !f.Match(s) {
+		if seen[s.Key] || !plan.wantsState(s.State) {
 			continue
 		}
 		seen[s.Key] = true
 		ev := event.Event{Kind: event.Snapshot, Time: now, Socket: *s}
-		tr.AnnotateEvent(&ev)
-		if f.NeedsOwner() && !f.MatchOwner(s, ownerOf(&ev)) {
+		if !plan.admit(tr, &ev) {
 			continue
 		}
 		if err := out.Write(&ev); err != nil {
@@ -152,7 +136,8 @@ type Notifier interface {
 }
 
 // Metrics receives the engine's counters. Its calls come from the loop's
-// goroutine, except that the sinks handed to Sinks are read by a scraper.
+// goroutine, except that the outputs handed to Sinks are read by a
+// scraper.
 type Metrics interface {
 	Event(ev *event.Event)
 	// Polled: one namespace's poll (dump and diff) took this long.
@@ -165,8 +150,8 @@ type Metrics interface {
 	DumpFailed()
 	Reloaded(ok bool)
 	Namespaces(n int)
-	// Sinks: the sinks events now go to (at start and after a reload).
-	Sinks(out *sink.Tee)
+	// Sinks: the outputs events now go to (at start and after a reload).
+	Sinks(out Output)
 }
 
 // ReloadRequest asks the loop to apply the configuration file again.
@@ -184,67 +169,68 @@ type Options struct {
 	WatchdogPeriod time.Duration // 0: no watchdog pings
 	Metrics        Metrics
 	// Reload asks for a reload; Reopen for the sinks' files to be reopened
-	// after a rotation (the daemon sends SIGUSR1 here).
+	// after a rotation (the daemon sends SIGUSR1 here); Rescan for the
+	// namespaces to be listed again now, ahead of the periodic rescan (a
+	// namespace watcher sends here). Each may be nil.
 	Reload <-chan ReloadRequest
 	Reopen <-chan os.Signal
+	Rescan <-chan struct{}
 }
 
-// daemon is the poll loop's state. Everything here is touched by the
-// loop's goroutine only; destroy waiters only tell it when to read.
-type daemon struct {
+// loop is the engine's state. Everything here is touched by the loop's
+// goroutine only; the dump worker gets a job and gives it back, and the
+// destroy waiters only tell the loop when to read.
+type loop struct {
 	log     *slog.Logger
-	cfg     *config.Config
-	host    string
 	version string
-	out     *sink.Tee
-	watches map[netns.ID]*watch
-	order   []*watch       // watches in a stable order, for polling
-	ready   chan *watch    // a namespace has destroy notifications queued
-	filter  *filter.Filter // nil: report every socket
+	host    string
+	out     Output
+	plan    *Plan // the running plan; replaced whole by a reload
+	watches map[netns.ID]*namespace
+	order   []*namespace    // watched namespaces in a stable order, for polling
+	ready   chan *namespace // a namespace has destroy notifications queued
 	owners  *attribution.Resolver
 	met     Metrics
 	notify  Notifier
 
+	clock     Clock
+	open      opener
+	discover  discoverer
+	openSinks sinkOpener
+
 	dumpReq  chan dumpJob // to the dump worker
 	dumpDone chan dumpJob // from it
-	inflight *watch       // being dumped
-	queue    []*watch     // to dump in this round
-	roundNow time.Time    // the round's event time
+	sched    scheduler
 
-	nsDenied    bool // entering namespaces was refused; said once
-	sinkErr     bool
-	rr          int  // next non-host namespace to poll
-	roundWarned bool // the namespace budget overran; said once
+	nsDenied bool // entering namespaces was refused; said once
+	sinkErr  bool
 
 	dropped      uint64 // sink drops already reported
 	dropReported time.Time
 }
 
-// Run watches the namespaces cfg names until ctx is done, then saves the
-// table (when configured) and flushes the sinks.
-func Run(ctx context.Context, cfg *config.Config, opts Options) error {
-	f, err := filter.New(cfg.Filters)
+// newLoop builds a loop on the given seams; opts.Metrics and opts.Notify
+// may be nil. It opens the sinks but no namespace.
+func newLoop(cfg *config.Config, opts Options, clock Clock, open opener, discover discoverer, openSinks sinkOpener) (*loop, error) {
+	plan, err := NewPlan(cfg, 1)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	out, err := sink.Open(cfg.Sinks, sink.Options{Host: hostname(), Version: opts.Version})
-	if err != nil {
-		return err
-	}
-	d := &daemon{
-		filter:  f,
-		log:     opts.Log,
-		cfg:     cfg,
-		host:    hostname(),
-		version: opts.Version,
-		out:     out,
-		watches: map[netns.ID]*watch{},
-		ready:   make(chan *watch),
-		met:     opts.Metrics,
-		notify:  opts.Notify,
-
-		dumpReq:  make(chan dumpJob, 1),
-		dumpDone: make(chan dumpJob, 1),
+	d := &loop{
+		log:       opts.Log,
+		version:   opts.Version,
+		host:      hostname(),
+		plan:      plan,
+		watches:   map[netns.ID]*namespace{},
+		ready:     make(chan *namespace),
+		met:       opts.Metrics,
+		notify:    opts.Notify,
+		clock:     clock,
+		open:      open,
+		discover:  discover,
+		openSinks: openSinks,
+		dumpReq:   make(chan dumpJob, 1),
+		dumpDone:  make(chan dumpJob, 1),
 	}
 	if d.met == nil {
 		d.met = noMetrics{}
@@ -252,17 +238,45 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if d.notify == nil {
 		d.notify = noNotifier{}
 	}
-	log := d.log
-	defer func() {
-		for _, w := range d.order {
-			w.close()
-		}
-	}()
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.out, err = openSinks(cfg); err != nil {
+		return nil, err
+	}
 	d.owners = attribution.New(cfg.Attribution)
-	defer d.owners.Close()
-	d.met.Sinks(out)
-	if err := d.rescan(time.Now()); err != nil {
-		out.Close()
+	d.met.Sinks(d.out)
+	return d, nil
+}
+
+// openSinksFunc returns the daemon's sink opener.
+func openSinksFunc(host, version string) sinkOpener {
+	return func(cfg *config.Config) (Output, error) {
+		return sink.Open(cfg.Sinks, sink.Options{Host: host, Version: version})
+	}
+}
+
+// close releases every namespace and the resolver.
+func (d *loop) close() {
+	for _, w := range d.order {
+		w.close()
+	}
+	d.owners.Close()
+}
+
+// Run watches the namespaces cfg names until ctx is done, then saves the
+// table (when configured) and flushes the sinks. Everything happens on
+// one goroutine, this loop, except the dumps (one worker, one dump at a
+// time) and the waits for destroy notifications.
+func Run(ctx context.Context, cfg *config.Config, opts Options) error {
+	d, err := newLoop(cfg, opts, systemClock{}, openKernel, discoverKernel, openSinksFunc(hostname(), opts.Version))
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	log := d.log
+	if err := d.rescan(d.clock.Now()); err != nil {
+		d.out.Close()
 		return err
 	}
 	restored := d.restoreState()
@@ -286,7 +300,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	go d.dumper()
 	defer close(d.dumpReq)
 	gc := debug.SetGCPercent(25)
-	d.startRound(time.Now())
+	d.startRound()
 	d.finishRounds()
 	debug.SetGCPercent(gc)
 	debug.FreeOSMemory()
@@ -296,33 +310,23 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		select {
 		case <-ctx.Done():
 			d.notify.Stopping()
-			d.queue = nil
+			d.sched.queue = nil
 			d.finishRounds() // finish the cycle under way
 			return d.shutdown()
 		case <-tick.C:
-			d.startRound(time.Now())
+			d.startRound()
 		case j := <-d.dumpDone:
 			d.dumped(j)
 		case w := <-d.ready:
-			if d.watches[w.ns.ID] == w {
-				if d.drainDestroy(w, time.Now()) {
-					d.resync(w)
-				}
-				d.sync()
-			}
-			select {
-			case w.drained <- struct{}{}:
-			default:
-			}
+			d.destroyReady(w)
 		case <-dogC:
 			d.notify.Watchdog()
 		case <-rescan.C:
-			if d.cfg.Namespaces.Mode != config.NamespacesHost {
-				if err := d.rescan(time.Now()); err != nil {
-					log.Error("namespace rescan failed", "err", err)
-				}
-				d.sync()
+			if d.plan.Config.Namespaces.Mode != config.NamespacesHost {
+				d.rescanNow()
 			}
+		case <-opts.Rescan:
+			d.rescanNow()
 		case sig := <-opts.Reopen:
 			if err := d.out.Reopen(); err != nil {
 				log.Error("reopening sinks failed; writing to the old files", "signal", sig, "err", err)
@@ -330,8 +334,38 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 				log.Info("sinks reopened", "signal", sig)
 			}
 		case r := <-opts.Reload:
-			d.reload(r, tick, rescan)
+			if prev, ok := d.reload(r); ok {
+				cfg := d.plan.Config
+				if cfg.Interval != prev.Interval {
+					tick.Reset(cfg.Interval)
+				}
+				if cfg.NamespaceRescan != prev.NamespaceRescan {
+					rescan.Reset(cfg.NamespaceRescan)
+				}
+			}
 		}
+	}
+}
+
+func (d *loop) rescanNow() {
+	if err := d.rescan(d.clock.Now()); err != nil {
+		d.log.Error("namespace rescan failed", "err", err)
+	}
+	d.sync()
+}
+
+// destroyReady reads what w's destroy waiter signalled, then lets it wait
+// again.
+func (d *loop) destroyReady(w *namespace) {
+	if d.watches[w.ns.ID] == w {
+		if d.drainDestroy(w, d.clock.Now()) {
+			d.resync(w)
+		}
+		d.sync()
+	}
+	select {
+	case w.drained <- struct{}{}:
+	default:
 	}
 }
 
@@ -345,7 +379,7 @@ func (noMetrics) Overrun()               {}
 func (noMetrics) DumpFailed()            {}
 func (noMetrics) Reloaded(bool)          {}
 func (noMetrics) Namespaces(int)         {}
-func (noMetrics) Sinks(*sink.Tee)        {}
+func (noMetrics) Sinks(Output)           {}
 
 type noNotifier struct{}
 
@@ -355,7 +389,7 @@ func (noNotifier) Stopping()  {}
 func (noNotifier) Watchdog()  {}
 
 // shutdown saves the table when configured and flushes the sinks.
-func (d *daemon) shutdown() error {
+func (d *loop) shutdown() error {
 	var tracked, dups, skips, undecided, overruns uint64
 	for _, w := range d.order {
 		ds := w.differ.Stats()
@@ -380,44 +414,10 @@ func (d *daemon) shutdown() error {
 	return nil
 }
 
-// wanted lists the namespaces the configuration asks for.
-func (d *daemon) wanted() ([]netns.NS, error) {
-	nsc := d.cfg.Namespaces
-	switch nsc.Mode {
-	case config.NamespacesHost, "":
-		if len(nsc.List) == 0 {
-			h, err := netns.Host()
-			if err != nil {
-				return nil, err
-			}
-			return []netns.NS{h}, nil
-		}
-	case config.NamespacesAll:
-		return netns.Discover()
-	}
-	var out []netns.NS
-	for _, e := range nsc.List {
-		if e == config.NamespacesHost {
-			h, err := netns.Host()
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, h)
-			continue
-		}
-		ns, err := netns.Resolve(e)
-		if err != nil {
-			continue // not there (yet): the next rescan looks again
-		}
-		out = append(out, ns)
-	}
-	return out, nil
-}
-
-// rescan opens watches for new namespaces and closes those of vanished
-// ones, reporting their sockets closed.
-func (d *daemon) rescan(now time.Time) error {
-	want, err := d.wanted()
+// rescan opens namespaces new to the configuration's list and closes
+// those that vanished, reporting their sockets closed.
+func (d *loop) rescan(now time.Time) error {
+	want, err := d.discover(d.plan.Config.Namespaces)
 	if err != nil {
 		return err
 	}
@@ -428,13 +428,13 @@ func (d *daemon) rescan(now time.Time) error {
 		if _, ok := d.watches[ns.ID]; ok {
 			continue
 		}
-		w, err := openWatch(ns, d.cfg, d.filter, d.owners, d.log, d.ready, d.write)
+		w, err := d.openNamespace(ns)
 		if err != nil {
 			if !ns.Host && netns.IsPermission(err) {
 				if !d.nsDenied {
 					d.nsDenied = true
 					d.log.Warn("cannot enter other network namespaces (needs CAP_SYS_ADMIN); watching the host namespace only", "err", err)
-					d.write(&event.Event{Kind: event.Gap, Time: now, Reason: gapNetns})
+					d.write(&event.Event{Kind: event.Gap, Time: now, Reason: event.GapNetnsUnwatchable})
 				}
 				continue
 			}
@@ -478,130 +478,11 @@ func (d *daemon) rescan(now time.Time) error {
 	return nil
 }
 
-// nsBudget is the share of each interval that polling namespaces other
-// than the host's may take. A dump walks the whole host-wide TCP hash even
-// for a namespace with three sockets (milliseconds each), so at a hundred
-// namespaces polling all of them every tick would cost most of a core;
-// past the budget they are polled round-robin over several ticks. Closes
-// stay immediate through the destroy notifications; appearances and state
-// changes in those namespaces are seen up to a round later.
-const nsBudget = 5 // 1/nsBudget of the interval
-
-// dumpJob is one namespace's dump, run by the dump worker so that the
-// loop keeps logging destroy notifications while the kernel walks its
-// tables (100 ms and more for a large table): a close then waits for the
-// loop only as long as a diff takes, not a dump.
-type dumpJob struct {
-	w          *watch
-	now, start time.Time
-	err        error
-}
-
-// dumper runs dumps one at a time; the loop starts the next one when it
-// has the result of the last.
-func (d *daemon) dumper() {
-	for j := range d.dumpReq {
-		j.err = j.w.conn.Dump(&j.w.tab, j.w.reqsNow)
-		d.dumpDone <- j
-	}
-}
-
-// startRound queues this tick's polls: the host's namespace, and other
-// namespaces round-robin within their budget, judged by what each one's
-// last poll cost. A round still running when the next tick comes is not
-// doubled: the tick is skipped, as a slow poll skips ticks.
-func (d *daemon) startRound(now time.Time) {
-	if d.inflight != nil || len(d.queue) > 0 {
-		return
-	}
-	var others []*watch
-	for _, w := range d.order {
-		if w.ns.Host {
-			d.queue = append(d.queue, w)
-		} else {
-			others = append(others, w)
-		}
-	}
-	if len(others) > 0 {
-		budget := d.cfg.Interval / nsBudget
-		var spent time.Duration
-		polled := 0
-		for polled < len(others) && (polled == 0 || spent < budget) {
-			d.rr %= len(others)
-			w := others[d.rr]
-			d.queue = append(d.queue, w)
-			spent += w.lastCost
-			d.rr++
-			polled++
-		}
-		if polled < len(others) && !d.roundWarned {
-			d.roundWarned = true
-			d.log.Warn("polling every namespace takes longer than its budget; namespaces are polled in turn over several intervals (closes stay immediate)",
-				"namespaces", len(others), "per_interval", polled, "budget", budget)
-		}
-	}
-	d.roundNow = now
-	d.nextDump()
-}
-
-// resync polls w as soon as the worker is free, ahead of the round.
-//
-// At most once an interval per namespace: under a flood that overruns
-// the buffer again and again, resyncs must not starve the other
-// namespaces, nor keep the first round from ever ending.
-func (d *daemon) resync(w *watch) {
-	if w == d.inflight || slices.Contains(d.queue, w) || time.Since(w.lastResync) < d.cfg.Interval {
-		return
-	}
-	w.lastResync = time.Now()
-	d.queue = append(d.queue, w)
-	if d.inflight == nil && len(d.queue) == 1 {
-		d.roundNow = time.Now()
-	}
-	d.nextDump()
-}
-
-// nextDump hands the next queued namespace to the worker; when the round
-// is over, it publishes and flushes.
-func (d *daemon) nextDump() {
-	for d.inflight == nil && len(d.queue) > 0 {
-		w := d.queue[0]
-		d.queue = d.queue[1:]
-		if d.watches[w.ns.ID] != w {
-			continue // closed meanwhile
-		}
-		w.reqsNow = w.activeRequests(w.reqsNow[:0])
-		d.inflight = w
-		d.dumpReq <- dumpJob{w: w, now: d.roundNow, start: time.Now()}
-		return
-	}
-	if d.inflight == nil {
-		d.publishSockets()
-		d.reportSinkDrops(time.Now())
-		d.sync()
-	}
-}
-
-// dumped takes a finished dump and starts the next.
-func (d *daemon) dumped(j dumpJob) {
-	d.inflight = nil
-	if d.watches[j.w.ns.ID] == j.w {
-		d.finishPoll(j)
-	}
-	d.nextDump()
-}
-
-// finishRounds waits for the dumps in flight and queued, for the first
-// poll and for shutdown.
-func (d *daemon) finishRounds() {
-	for d.inflight != nil {
-		d.dumped(<-d.dumpDone)
-	}
-}
-
-func (d *daemon) finishPoll(j dumpJob) {
+// finishPoll takes a namespace's finished dump: diffs it, or reports its
+// failure.
+func (d *loop) finishPoll(j dumpJob) {
 	w, now := j.w, j.now
-	w.lastCost = time.Since(j.start)
+	w.lastCost = d.clock.Now().Sub(j.start)
 	if err := j.err; err != nil {
 		// A partial table must not be diffed: every socket it lacks would
 		// become a suspect. Report the failure once per streak.
@@ -610,7 +491,7 @@ func (d *daemon) finishPoll(j dumpJob) {
 		if !w.failing {
 			w.failing = true
 			d.log.Error("poll failed; retrying every interval", "netns", w.String(), "err", err)
-			ev := event.Event{Kind: event.Gap, Time: now, Reason: gapDumpFailed}
+			ev := event.Event{Kind: event.Gap, Time: now, Reason: event.GapDumpFailed}
 			w.tag(&ev)
 			d.write(&ev)
 		}
@@ -620,12 +501,16 @@ func (d *daemon) finishPoll(j dumpJob) {
 		w.failing = false
 		d.log.Info("polling recovered", "netns", w.String())
 	}
-	if !w.kernelFiltered {
-		w.keep(&w.tab)
+	// The kernel filtered this dump with the plan it was made with; a
+	// reload since then may have changed the filter (and forgotten the
+	// sockets the new one excludes), so only the running plan's own
+	// dumps skip the filter here.
+	if !w.plan.filtered(j.plan) {
+		w.plan.keep(&w.tab)
 	}
 	// Notifications queued while the dump ran go first: the dump may hold
 	// the TIME_WAIT remnant of a connection they report.
-	lost := d.drainDestroy(w, time.Now()) // stamped when read, not with the poll's time
+	lost := d.drainDestroy(w, d.clock.Now()) // stamped when read, not with the poll's time
 	w.owners.Refresh(&w.tab)
 	d.ownerWarnings()
 	if _, err := w.differ.Diff(&w.tab, now, w.conn); err != nil {
@@ -643,7 +528,7 @@ func (d *daemon) finishPoll(j dumpJob) {
 // drainDestroy logs the closes of every destroy notification queued in
 // w's subscription. It reports whether notifications were lost, after
 // reporting the gap: the caller then resynchronises with a fresh dump.
-func (d *daemon) drainDestroy(w *watch, now time.Time) (lost bool) {
+func (d *loop) drainDestroy(w *namespace, now time.Time) (lost bool) {
 	// Bounded: under a flood the queue refills as fast as it drains, and
 	// the loop must get back to its other work; the waiter signals again.
 	for range maxDrainBatches {
@@ -652,7 +537,7 @@ func (d *daemon) drainDestroy(w *watch, now time.Time) (lost bool) {
 		}
 		w.dtab.Reset()
 		full, err := w.destroy.Drain(&w.dtab)
-		w.keep(&w.dtab) // the kernel does not filter notifications
+		w.plan.keep(&w.dtab) // the kernel does not filter notifications
 		w.differ.Destroyed(&w.dtab, now)
 		if err != nil {
 			ev := event.Event{Kind: event.Gap, Time: now}
@@ -661,13 +546,13 @@ func (d *daemon) drainDestroy(w *watch, now time.Time) (lost bool) {
 				w.overruns++
 				d.met.Overrun()
 				d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "netns", w.String(), "overruns", w.overruns)
-				ev.Reason = gapOverrun
+				ev.Reason = event.GapOverrun
 				d.write(&ev)
 				lost = true
 				continue
 			}
 			d.log.Error("destroy notifications stopped; closes come from polls only", "netns", w.String(), "err", err)
-			ev.Reason = gapDestroy
+			ev.Reason = event.GapDestroyFailed
 			d.write(&ev)
 			if w.stop != nil {
 				w.stop()
@@ -688,9 +573,12 @@ const maxDrainBatches = 16
 
 // reportCounters logs what the netlink layer refused since the last poll,
 // and reports malformed replies, which may hide sockets, as a gap.
-func (d *daemon) reportCounters(w *watch, now time.Time) {
-	st := w.conn.Stats()
-	lastBad := w.conn.LastMalformed()
+func (d *loop) reportCounters(w *namespace, now time.Time) {
+	var st snapshot.Stats
+	var lastBad error
+	if c, ok := w.conn.(netlinkCounter); ok {
+		st, lastBad = c.Stats(), c.LastMalformed()
+	}
 	if w.destroy != nil {
 		st.Add(w.destroy.Stats())
 		if e := w.destroy.LastMalformed(); e != nil {
@@ -699,38 +587,42 @@ func (d *daemon) reportCounters(w *watch, now time.Time) {
 	}
 	if n := st.Malformed - w.parse.Malformed; n > 0 {
 		d.log.Warn("malformed netlink messages dropped", "netns", w.String(), "count", n, "example", lastBad)
-		ev := event.Event{Kind: event.Gap, Time: now, Reason: gapMalformed, Count: n}
+		ev := event.Event{Kind: event.Gap, Time: now, Reason: event.GapMalformed, Count: n}
 		w.tag(&ev)
 		d.write(&ev)
+	}
+	if n := st.Interrupted - w.parse.Interrupted; n > 0 {
+		// The table changed while the kernel walked it: sockets may be
+		// missing or doubled, which the differ's confirmed closes absorb.
+		d.log.Info("dump flagged interrupted by the kernel; missing sockets are confirmed by lookup", "netns", w.String(), "count", n)
 	}
 	if n := st.Foreign - w.parse.Foreign; n > 0 {
 		d.log.Warn("netlink messages not from the kernel or not for our requests dropped", "netns", w.String(), "count", n)
 	}
 	d.met.Netlink(st.Malformed-w.parse.Malformed, st.Foreign-w.parse.Foreign)
 	w.parse = st
-	w.dstats = w.differ.Stats()
 }
 
 // ownerWarnings logs what attribution could not do (missing privileges,
 // no cgroup v2), each kind once: it reports each only once itself.
-func (d *daemon) ownerWarnings() {
+func (d *loop) ownerWarnings() {
 	for _, w := range d.owners.Warnings() {
 		d.log.Warn("owner attribution degraded", "err", w)
 	}
 }
 
-func (d *daemon) reportSinkDrops(now time.Time) {
+func (d *loop) reportSinkDrops(now time.Time) {
 	if n := d.out.Dropped(); n > d.dropped && now.Sub(d.dropReported) >= sinkReportEvery {
 		d.log.Warn("sinks dropped events", "count", n-d.dropped, "sinks", fmt.Sprint(d.out.Stats()))
 		// The gap reaches the sinks that work; the failing one counts it
 		// among its drops.
-		d.write(&event.Event{Kind: event.Gap, Time: now, Reason: gapSinkDrop, Count: n - d.dropped})
+		d.write(&event.Event{Kind: event.Gap, Time: now, Reason: event.GapSinkDropped, Count: n - d.dropped})
 		d.dropped = n
 		d.dropReported = now
 	}
 }
 
-func (d *daemon) write(ev *event.Event) {
+func (d *loop) write(ev *event.Event) {
 	d.met.Event(ev)
 	if err := d.out.Write(ev); err != nil && !d.sinkErr {
 		d.sinkErr = true
@@ -738,7 +630,7 @@ func (d *daemon) write(ev *event.Event) {
 	}
 }
 
-func (d *daemon) sync() {
+func (d *loop) sync() {
 	if err := d.out.Sync(); err != nil {
 		if !d.sinkErr {
 			d.sinkErr = true
@@ -753,7 +645,7 @@ func (d *daemon) sync() {
 }
 
 // publishSockets sums every namespace's last poll into the socket gauges.
-func (d *daemon) publishSockets() {
+func (d *loop) publishSockets() {
 	var sum [2][2]int
 	for _, w := range d.order {
 		for p := range 2 {

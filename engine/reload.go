@@ -3,21 +3,22 @@ package engine
 import (
 	"reflect"
 	"slices"
-	"time"
 
 	"github.com/connlogd/connlogd/config"
-	"github.com/connlogd/connlogd/filter"
-	"github.com/connlogd/connlogd/sink"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
-// reload validates and applies the configuration. A bad file is refused
-// and the running configuration stays. The socket tables are kept, so
-// live sockets are not announced again and no event is lost.
-func (d *daemon) reload(r ReloadRequest, tick, rescan *time.Ticker) {
+// reload validates and applies the configuration file, the way a dynamic
+// exporter swaps its configuration: build everything new first (the
+// plan, the sinks), refuse the file if any of it fails, then compare the
+// new plan with the running one, swap them, and stop the old sinks. A bad
+// file is refused and the running configuration stays. The socket tables
+// are kept, so live sockets are not announced again and no event is
+// lost. It returns the configuration it replaced.
+func (d *loop) reload(r ReloadRequest) (prev *config.Config, ok bool) {
 	if r.Path == "" {
 		d.log.Info("reload requested, but connlogd runs on built-in defaults: nothing to read", "reason", r.Reason)
-		return
+		return nil, false
 	}
 	d.notify.Reloading()
 	defer d.notify.Ready()
@@ -25,20 +26,29 @@ func (d *daemon) reload(r ReloadRequest, tick, rescan *time.Ticker) {
 	if err != nil {
 		d.met.Reloaded(false)
 		d.log.Error("configuration refused; keeping the running one", "reason", r.Reason, "err", err)
-		return
+		return nil, false
 	}
-	f, err := filter.New(cfg.Filters)
+	plan, err := NewPlan(cfg, d.plan.Gen+1)
 	if err != nil {
 		d.met.Reloaded(false)
 		d.log.Error("configuration refused; keeping the running one", "reason", r.Reason, "err", err)
-		return
+		return nil, false
 	}
-	out, err := sink.Open(cfg.Sinks, sink.Options{Host: d.host, Version: d.version})
+	out, err := d.openSinks(cfg)
 	if err != nil {
 		d.met.Reloaded(false)
 		d.log.Error("configuration refused: cannot open its sinks; keeping the running one", "reason", r.Reason, "err", err)
-		return
+		return nil, false
 	}
+	prev = d.apply(plan, out)
+	d.met.Reloaded(true)
+	d.log.Info("configuration reloaded", "reason", r.Reason, "interval", cfg.Interval, "sinks", len(cfg.Sinks), "generation", plan.Gen)
+	return prev, true
+}
+
+// apply swaps in a new plan and its sinks, then brings the namespaces in
+// line with it. It returns the configuration it replaced.
+func (d *loop) apply(plan *Plan, out Output) (prev *config.Config) {
 	old := d.out
 	d.sync()
 	d.out = out
@@ -48,28 +58,25 @@ func (d *daemon) reload(r ReloadRequest, tick, rescan *time.Ticker) {
 	}
 	d.dropped = 0
 
-	prev := d.cfg
-	d.cfg = cfg
-	if cfg.Interval != prev.Interval {
-		tick.Reset(cfg.Interval)
-	}
-	if cfg.NamespaceRescan != prev.NamespaceRescan {
-		rescan.Reset(cfg.NamespaceRescan)
-	}
+	oldPlan := d.plan
+	d.plan = plan
+	prev, cfg := oldPlan.Config, plan.Config
 	if cfg.Attribution != prev.Attribution {
 		d.log.Warn("attribution settings change on restart only")
 	}
 	if cfg.Metrics != prev.Metrics {
 		d.log.Warn("metrics settings change on restart only", "running", prev.Metrics.Listen, "configured", cfg.Metrics.Listen)
 	}
-	d.filter = f
+	filterChanged := !reflect.DeepEqual(cfg.Filters, prev.Filters)
 	for _, w := range d.order {
-		w.differ.SetStates(stateMask(cfg.States))
-		if !reflect.DeepEqual(cfg.Filters, prev.Filters) {
-			w.setFilter(f)
+		w.differ.SetStates(plan.States)
+		// A dump in flight keeps the nsPlan it was made with; finishPoll
+		// sees it is not this one and filters its result here.
+		w.plan = plan.forNamespace(w.reqs)
+		if filterChanged {
 			// Sockets the new filters exclude leave silently: no longer
 			// reporting them is not their close.
-			w.differ.Forget(func(s *snapshot.Socket) bool { return !f.Match(s) })
+			w.differ.Forget(func(s *snapshot.Socket) bool { return !plan.Filter.Match(s) })
 		}
 	}
 	if !slices.Equal(cfg.Protocols, prev.Protocols) || !slices.Equal(cfg.Families, prev.Families) || cfg.Destroy != prev.Destroy {
@@ -78,30 +85,29 @@ func (d *daemon) reload(r ReloadRequest, tick, rescan *time.Ticker) {
 		}
 	}
 	if !slices.Equal(cfg.Namespaces.List, prev.Namespaces.List) || cfg.Namespaces.Mode != prev.Namespaces.Mode {
-		if err := d.rescan(time.Now()); err != nil {
+		if err := d.rescan(d.clock.Now()); err != nil {
 			d.log.Error("namespace rescan failed", "err", err)
 		}
 	}
-	d.met.Reloaded(true)
-	d.log.Info("configuration reloaded", "reason", r.Reason, "interval", cfg.Interval, "sinks", len(cfg.Sinks))
+	return prev
 }
 
 // rewatch reopens a namespace's sockets for new protocols, families or
 // destroy settings, keeping its socket table. Sockets of what is no longer
 // watched are forgotten silently: not dumping them is not their close.
-func (d *daemon) rewatch(w *watch) {
-	nw, err := openWatch(w.ns, d.cfg, d.filter, d.owners, d.log, d.ready, d.write)
+func (d *loop) rewatch(w *namespace) {
+	nw, err := d.openNamespace(w.ns)
 	if err != nil {
 		d.log.Error("cannot apply the new protocols or families to this namespace; keeping the old ones", "netns", w.String(), "err", err)
 		return
 	}
-	// Keep what the old watch learned: the table and the owners.
+	// Keep what the old namespace learned: the table and the owners.
 	nw.owners.Close()
 	nw.owners, w.owners = w.owners, nil
 	w.close()
 	nw.differ = w.differ
 	nw.differ.SetOutput(nw.output)
-	protos, fams := d.cfg.Protocols, d.cfg.Families
+	protos, fams := d.plan.Config.Protocols, d.plan.Config.Families
 	if n := nw.differ.Forget(func(s *snapshot.Socket) bool {
 		return !slices.Contains(protos, s.Proto) || !slices.Contains(fams, s.Family)
 	}); n > 0 {
@@ -113,4 +119,6 @@ func (d *daemon) rewatch(w *watch) {
 			d.order[i] = nw
 		}
 	}
+	// A dump in flight on w finishes on its closed sockets; dumped drops
+	// the result, as w is no longer watched, and nw is polled next round.
 }

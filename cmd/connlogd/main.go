@@ -56,7 +56,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if *once {
-		if err := engine.Snapshot(cfg, stdout); err != nil {
+		if err := engine.Snapshot(cfg, stdout, log); err != nil {
 			fmt.Fprintln(stderr, "connlogd:", err)
 			return 1
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/connlogd/connlogd/engine"
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/sink"
 )
@@ -34,7 +35,7 @@ type metrics struct {
 	reloads    *prometheus.CounterVec
 	reloadTime prometheus.Gauge
 	nsCount    prometheus.Gauge
-	out        atomic.Pointer[sink.Tee] // for the scraper
+	out        atomic.Pointer[engine.Output] // for the scraper
 }
 
 // startMetrics serves metrics on listen; an empty listen turns them off.
@@ -178,9 +179,9 @@ func (m *metrics) Namespaces(n int) {
 	}
 }
 
-func (m *metrics) Sinks(out *sink.Tee) {
+func (m *metrics) Sinks(out engine.Output) {
 	if m != nil {
-		m.out.Store(out)
+		m.out.Store(&out)
 	}
 }
 
@@ -207,7 +208,7 @@ func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
 	if out == nil {
 		return
 	}
-	for _, st := range out.Stats() {
+	for _, st := range (*out).Stats() {
 		ch <- prometheus.MustNewConstMetric(sinkWrittenDesc, prometheus.CounterValue, float64(st.Written), st.Sink)
 		for r, n := range st.DroppedBy {
 			ch <- prometheus.MustNewConstMetric(sinkDroppedDesc, prometheus.CounterValue, float64(n), st.Sink, sink.DropReason(r).String())

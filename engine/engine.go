@@ -613,13 +613,29 @@ func (d *loop) ownerWarnings() {
 
 func (d *loop) reportSinkDrops(now time.Time) {
 	if n := d.out.Dropped(); n > d.dropped && now.Sub(d.dropReported) >= sinkReportEvery {
-		d.log.Warn("sinks dropped events", "count", n-d.dropped, "sinks", fmt.Sprint(d.out.Stats()))
+		d.log.Warn("sinks dropped events", "count", n-d.dropped, "dropped_by_sink", droppedBySink(d.out.Stats()))
 		// The gap reaches the sinks that work; the failing one counts it
 		// among its drops.
 		d.write(&event.Event{Kind: event.Gap, Time: now, Reason: event.GapSinkDropped, Count: n - d.dropped})
 		d.dropped = n
 		d.dropReported = now
 	}
+}
+
+// droppedBySink says which sinks lost events: "name=count" for each,
+// comma-separated, for one log field.
+func droppedBySink(st []sink.Stats) string {
+	var b []byte
+	for _, s := range st {
+		if s.Dropped == 0 {
+			continue
+		}
+		if len(b) > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, "%s=%d", s.Sink, s.Dropped)
+	}
+	return string(b)
 }
 
 func (d *loop) write(ev *event.Event) {

@@ -63,7 +63,8 @@ type namespace struct {
 
 // openNamespace opens the sock_diag sockets of ns through the loop's
 // opener and probes which requests the kernel serves there. Its differ
-// hands each event to emit as it is found, tagged with the namespace.
+// hands each event, as it is found, to output: tagged with the namespace,
+// annotated and judged by the running plan's owner rules, then written.
 func (d *loop) openNamespace(ns netns.NS) (*namespace, error) {
 	cfg := d.plan.Config
 	w := &namespace{ns: ns, statBuf: make([]byte, 512), owners: d.owners.NewTracker()}

@@ -116,8 +116,10 @@ func (d *loop) startRound() {
 	}
 	if short && !s.warned {
 		s.warned = true
+		others := countOthers(cands)
+		hosts := len(cands) - others
 		d.log.Warn("polling every namespace takes longer than its budget; namespaces are polled in turn over several intervals (closes stay immediate)",
-			"namespaces", countOthers(cands), "per_interval", len(picks)-(len(cands)-countOthers(cands)), "budget", budget)
+			"namespaces", others, "per_interval", len(picks)-hosts, "budget", budget)
 	}
 	s.roundNow = d.clock.Now()
 	d.nextDump()

@@ -329,3 +329,31 @@ func TestReloadDuringDumpKeepsForgottenSocketsOut(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedReloadKeepsTheRunningPlan: a file that does not load leaves
+// the running plan, its generation and the socket table as they were.
+func TestRefusedReloadKeepsTheRunningPlan(t *testing.T) {
+	ns := hostNS()
+	h := newHarness(t, testConfig(t, ""), ns)
+	h.kernel[ns.ID].set(listener(1, 22))
+	h.start()
+	h.out.take()
+	running := h.d.plan
+	path := writeConfig(t, "filters:\n  exclude:\n    - local_ports: [99999]\n")
+	if _, ok := h.d.reload(ReloadRequest{Path: path, Reason: "test"}); ok {
+		t.Fatal("a port out of range was accepted")
+	}
+	if h.d.plan != running || h.d.plan.Gen != 1 {
+		t.Errorf("plan replaced (generation %d) by a refused file", h.d.plan.Gen)
+	}
+	path = writeConfig(t, "interval: 2s\n")
+	if _, ok := h.d.reload(ReloadRequest{Path: path, Reason: "test"}); !ok {
+		t.Fatal("a valid file was refused")
+	}
+	if h.d.plan.Gen != 2 || h.d.watches[ns.ID].plan.Plan != h.d.plan {
+		t.Errorf("after a reload: generation %d, namespace on generation %d; want 2 and 2", h.d.plan.Gen, h.d.watches[ns.ID].plan.Gen)
+	}
+	if evs := h.out.take(); len(evs) != 0 {
+		t.Errorf("reloads wrote %v; want nothing", kinds(evs))
+	}
+}

@@ -52,6 +52,12 @@ type Options struct {
 	// then never exists in memory as a whole. The event is valid only
 	// during the call.
 	Output func(*event.Event)
+	// Clock, when set, is read once the lookups of a diff have answered:
+	// the closes they confirm are stamped with it, not with the diff's
+	// time. A socket a dump skipped may have been alive until just before
+	// the lookup, so the dump's time could precede its close. Unset, those
+	// closes take the diff's time (tests, and callers without lookups).
+	Clock func() time.Time
 }
 
 // Stats are cumulative counters of the differ's work.
@@ -93,6 +99,15 @@ type Differ struct {
 	late     bool // the next Diff follows a Restore
 	stats    Stats
 
+	// The diff under way, between Begin and Finish.
+	tab      *snapshot.Table
+	now      time.Time
+	cur      int // where in order the next guess is
+	matched  int
+	done     int // sockets of tab compared
+	initial  bool
+	diffLate bool
+
 	// Destroyed sockets no poll had seen, by cookie and (for TCP, whose
 	// TIME_WAIT remnant of a never-dumped socket gets a new cookie) by
 	// tuple. A dump that raced with the destroy, or the remnant, must not
@@ -130,15 +145,29 @@ func (d *Differ) Stats() Stats { return d.stats }
 func (d *Differ) Len() int { return len(d.byCookie) }
 
 // Diff compares t with what the Differ knows and returns the events, in
-// the order: appeared and state_changed in dump order, then closed. The
-// slice is reused by the next call. p may be nil when lookups are
+// the order: appeared and state_changed in dump order, then closed. now
+// is when the dump that made t ended: what it shows was true by then.
+// The slice is reused by the next call. p may be nil when lookups are
 // impossible. A Prober error is returned after the events were computed
-// without it; the events are valid either way.
+// without it; the events are valid either way. Diff is Begin, Step until
+// done, then Finish.
 func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event, error) {
+	d.Begin(t, now)
+	for !d.Step(len(t.Sockets)) {
+	}
+	return d.Finish(p)
+}
+
+// Begin starts a diff of t, dumped by now, to be compared by Step and
+// ended by Finish. Between the steps the caller may hand the Differ
+// destroy notifications (Destroyed), so that a large table does not hold
+// them back; nothing else may be called until Finish. t must stay
+// unchanged until then.
+func (d *Differ) Begin(t *snapshot.Table, now time.Time) {
 	d.gen++
 	d.resetEvents()
 	d.next = d.next[:0]
-	initial := !d.started
+	d.initial = !d.started
 	if len(d.conns) == 0 && len(t.Sockets) > cap(d.conns) {
 		// Size the tracker from the first table instead of growing it
 		// socket by socket, which leaves garbage several times its size.
@@ -148,12 +177,21 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 		d.next = make([]int32, 0, cap(d.conns))
 	}
 	d.started = true
-	late := d.late
+	d.diffLate = d.late
 	d.late = false
+	d.tab, d.now = t, now
+	d.cur, d.matched, d.done = 0, 0, 0
+}
+
+// Step compares up to n more sockets of the table given to Begin, and
+// reports whether all of them are compared.
+func (d *Differ) Step(n int) bool {
+	t, now := d.tab, d.now
+	initial, late := d.initial, d.diffLate
 	nowNs := now.UnixNano()
-	cur := 0
-	matched := 0
-	for i := range t.Sockets {
+	end := min(len(t.Sockets), d.done+max(n, 1))
+	cur, matched := d.cur, d.matched
+	for i := d.done; i < end; i++ {
 		s := &t.Sockets[i]
 		slot := int32(-1)
 		if cur < len(d.order) {
@@ -217,12 +255,23 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 			d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial, Late: late})
 		}
 	}
+	d.cur, d.matched, d.done = cur, matched, end
+	return end == len(t.Sockets)
+}
+
+// Finish ends the diff Begin started: the tracked sockets the dump did
+// not return are suspects, looked up through p (nil: no lookups), and
+// reported closed when confirmed gone. It returns the events of the
+// whole diff, as Diff does.
+func (d *Differ) Finish(p Prober) ([]event.Event, error) {
+	for !d.Step(len(d.tab.Sockets)) {
+	}
 	d.expireDead()
 
 	// Suspects: tracked sockets this dump did not return. When every
 	// socket of the last dump matched, only the pending ones can be.
 	d.suspects = d.suspects[:0]
-	if matched < len(d.order) {
+	if d.matched < len(d.order) {
 		for _, slot := range d.order {
 			if c := &d.conns[slot]; c.used && c.gen != d.gen && c.pos >= 0 {
 				d.suspects = append(d.suspects, slot)
@@ -235,13 +284,30 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 		}
 	}
 	d.order, d.next = d.next, d.order
-	err := d.confirm(now, p, late)
+	err := d.confirm(d.now, p, d.diffLate)
+	d.tab = nil
 	return d.events, err
 }
 
 // confirm decides the fate of each suspect.
 func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 	d.pend2 = d.pend2[:0]
+	// A suspect whose close a destroy notification already reported needs
+	// no lookup: what a dump no longer returns is at most its TIME_WAIT
+	// remnant, which polls may not even ask for, and which a lookup would
+	// find alive (same cookie) for a minute. It is forgotten, its cookie
+	// kept as a dead one so that a later dump returning the remnant does
+	// not announce it.
+	live := d.suspects[:0]
+	for _, slot := range d.suspects {
+		if c := &d.conns[slot]; c.silent {
+			d.deadCookies[c.sock.Cookie] = d.gen
+			d.release(slot)
+			continue
+		}
+		live = append(live, slot)
+	}
+	d.suspects = live
 	if len(d.suspects) == 0 {
 		d.pending, d.pend2 = d.pend2, d.pending
 		return nil
@@ -260,6 +326,10 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 		if err = p.Lookup(d.keys, d.results); err != nil {
 			d.stats.LookupErrors++
 		}
+	}
+	// The lookups, or this diff when there are none, tell the closes.
+	if d.opts.Clock != nil {
+		now = d.opts.Clock()
 	}
 	for i, slot := range d.suspects {
 		c := &d.conns[slot]
@@ -324,6 +394,15 @@ func (d *Differ) closeSlotLate(slot int32, now time.Time, reason string, late bo
 	if !c.silent {
 		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late})
 	}
+	d.release(slot)
+}
+
+// release stops tracking slot, without events.
+func (d *Differ) release(slot int32) {
+	c := &d.conns[slot]
+	if c.held {
+		d.unhold(slot)
+	}
 	delete(d.byCookie, c.sock.Cookie)
 	*c = conn{pos: -1}
 	d.free = append(d.free, slot)
@@ -358,7 +437,9 @@ func (d *Differ) wanted(ev *event.Event) bool {
 // socket no poll saw is reported as appeared and closed, both marked
 // short-lived. The slice is reused by the next call of Diff or Destroyed.
 func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
-	d.resetEvents()
+	if d.tab == nil {
+		d.resetEvents() // between two steps of a diff, its events are kept
+	}
 	for i := range t.Sockets {
 		s := &t.Sockets[i]
 		if j, ok := d.byCookie[s.Cookie]; ok && d.conns[j].sock.Proto == s.Proto && d.conns[j].sock.Family == s.Family {

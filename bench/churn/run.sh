@@ -229,9 +229,10 @@ pass() {
 	local name=$1 port=$2
 	shift 2
 	log "pass $name: churn $*"
-	local c0 c1 c2 t0 t1 b0 b1
+	local c0 c1 c2 t0 t1 b0 b1 load0
 	wait_quiet
 	proc_ticks >"$WORK/$name.procs0"
+	load0=$(cut -d' ' -f1-3 /proc/loadavg)
 	metrics connlogd_poll_duration_seconds >"$WORK/$name.metrics0"
 	b0=$(busy_ticks)
 	c0=$(cpu_ticks "$DAEMON_PID")
@@ -255,6 +256,7 @@ pass() {
 	{
 		echo
 		echo "== $name: churn $*"
+		echo "load average at start: $load0; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 		cat "$WORK/$name.gen"
 		ip netns exec "$NS" nstat -asz TcpExtTCPTimeWaitOverflow | awk 'NR > 1 && $1 ~ /^TcpExt/ { print "kernel: " $1 " (cumulative) " $2 }'
 		local gen

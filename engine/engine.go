@@ -530,14 +530,10 @@ func (d *loop) finishPoll(j dumpJob) {
 		d.log.Warn("lookup of missing sockets failed; they stay tracked until confirmed", "netns", w.String(), "err", err)
 	}
 	w.diffed = true
-	if w.fullDumps > 0 {
-		w.fullDumps--
-	}
 	w.countSockets()
 	d.met.Polled(w.lastCost)
 	d.reportCounters(w, d.clock.Now())
 	if lost {
-		w.fullDumps = fullDumpsAfterLoss
 		d.resync(w) // the dump predates the lost notifications
 	}
 }
@@ -575,6 +571,7 @@ func (d *loop) drainDestroy(w *namespace) (lost bool) {
 				d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "netns", w.String(), "overruns", w.overruns)
 				ev.Reason = event.GapOverrun
 				d.write(&ev)
+				w.fullDumps = fullDumpsAfterLoss
 				lost = true
 				continue
 			}

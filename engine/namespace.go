@@ -59,7 +59,7 @@ type namespace struct {
 	failing  bool
 	parse    snapshot.Stats
 	overruns uint64
-	// fullDumps counts the polls still to ask for TIME_WAIT sockets after
+	// fullDumps counts the dumps still to ask for TIME_WAIT sockets after
 	// notifications were lost (see leaveOutTimeWait).
 	fullDumps int
 }
@@ -228,9 +228,14 @@ const fullDumpsAfterLoss = 2
 // dump that asks for them makes the kernel build, and the loop parse and
 // compare, a message for each, every poll. They stay asked for where the
 // dump is the only witness of closes: without notifications, after some
-// were lost, and when the configured states name time_wait.
+// were lost (the next fullDumps dumps), and when the configured states
+// name time_wait.
 func (w *namespace) leaveOutTimeWait(reqs []diag.Request) {
-	if w.destroy == nil || w.fullDumps > 0 || w.plan.dumpTimeWait {
+	if w.fullDumps > 0 {
+		w.fullDumps--
+		return
+	}
+	if w.destroy == nil || w.plan.dumpTimeWait {
 		return
 	}
 	for i := range reqs {

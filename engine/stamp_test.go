@@ -180,3 +180,136 @@ func TestLookupConfirmedCloseStampedAfterLookup(t *testing.T) {
 		t.Errorf("close stamped %v (round started %v); the socket closed at %v, during the lookup", evs[0].Time, roundStart, closedAt)
 	}
 }
+
+// timeWaitAsked reports whether the last dump's TCP requests asked for
+// TIME_WAIT sockets.
+func timeWaitAsked(t *testing.T, k *fakeDumper) bool {
+	t.Helper()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	asked, tcp := false, false
+	for _, r := range k.lastReq {
+		if r.Proto == snapshot.ProtoTCP {
+			tcp = true
+			asked = asked || r.States&(1<<snapshot.StateTimeWait) != 0
+		}
+	}
+	if !tcp {
+		t.Fatal("the last dump made no TCP request")
+	}
+	return asked
+}
+
+// remnant returns a TIME_WAIT socket of the connection from port.
+func remnant(cookie uint64, port uint16) snapshot.Socket {
+	s := conn(cookie, port)
+	s.State = snapshot.StateTimeWait
+	return s
+}
+
+// TestTimeWaitLeftOutWhileNotificationsWork: with destroy notifications,
+// polls do not ask for TIME_WAIT sockets, and the remnant of a
+// connection reported closed is neither reported again nor looked up; a
+// connection already in TIME_WAIT at start-up is not reported at all.
+func TestTimeWaitLeftOutWhileNotificationsWork(t *testing.T) {
+	h, k, sub := stampHarness(t, "", 0)
+	a := conn(1, 40000)
+	k.set(a, remnant(2, 40001), listener(3, 22))
+	h.start()
+	if timeWaitAsked(t, k) {
+		t.Error("the first poll asked for TIME_WAIT sockets although notifications work")
+	}
+	if got := kinds(h.out.take()); got["appeared"] != 2 || len(got) != 1 {
+		t.Errorf("start-up wrote %v; want 2 appeared (not the TIME_WAIT socket)", got)
+	}
+	// a closes: its notification, then its remnant (same cookie) stays.
+	h.clock.Advance(time.Second)
+	k.set(remnant(1, 40000), remnant(2, 40001), listener(3, 22))
+	sub.close(a, h.clock.Now())
+	h.d.destroyReady(h.d.watches[hostNS().ID])
+	for range 3 {
+		h.clock.Advance(time.Second)
+		h.round()
+		if timeWaitAsked(t, k) {
+			t.Error("a poll asked for TIME_WAIT sockets although notifications work")
+		}
+	}
+	if got := kinds(h.out.take()); got["closed/"+event.ReasonDestroyed] != 1 || len(got) != 1 {
+		t.Errorf("wrote %v; want one closed/destroyed and nothing of the remnant", got)
+	}
+	k.mu.Lock()
+	lookups := k.lookups
+	k.mu.Unlock()
+	if lookups != 0 {
+		t.Errorf("%d lookups; a socket whose close was reported needs none", lookups)
+	}
+	if n := h.d.watches[hostNS().ID].differ.Len(); n != 1 {
+		t.Errorf("%d sockets tracked; want 1 (the listener): the reported close is forgotten", n)
+	}
+}
+
+// TestTimeWaitAskedWhereDumpsWitnessCloses: without notifications, after
+// notifications were lost (for two polls), and when the configured states
+// name time_wait, polls ask for TIME_WAIT sockets as before.
+func TestTimeWaitAskedWhereDumpsWitnessCloses(t *testing.T) {
+	t.Run("no notifications", func(t *testing.T) {
+		ns := hostNS()
+		h := newHarness(t, testConfig(t, ""), ns)
+		h.kernel[ns.ID].set(listener(1, 22))
+		h.start()
+		if !timeWaitAsked(t, h.kernel[ns.ID]) {
+			t.Error("TIME_WAIT left out without notifications")
+		}
+	})
+	t.Run("states name time_wait", func(t *testing.T) {
+		h, k, _ := stampHarness(t, "states: [established, time_wait]\n", 0)
+		k.set(listener(1, 22))
+		h.start()
+		if !timeWaitAsked(t, k) {
+			t.Error("TIME_WAIT left out although the configured states name it")
+		}
+	})
+	t.Run("overrun", func(t *testing.T) {
+		h, k, sub := stampHarness(t, "", 0)
+		a := conn(1, 40000)
+		k.set(a, listener(3, 22))
+		h.start()
+		h.out.take()
+		// a's close is lost in an overrun: the resync finds its remnant.
+		k.set(remnant(1, 40000), listener(3, 22))
+		h.clock.Advance(time.Second)
+		sub.mu.Lock()
+		sub.overrun = true
+		sub.mu.Unlock()
+		h.d.destroyReady(h.d.watches[hostNS().ID])
+		h.d.finishRounds()
+		if !timeWaitAsked(t, k) {
+			t.Error("the resync after an overrun left TIME_WAIT out")
+		}
+		evs := h.out.take()
+		if got := kinds(evs); got["gap/"+event.GapOverrun] != 1 || got["state_changed"] != 1 {
+			t.Errorf("overrun and resync wrote %v; want the gap and a's state_changed to time_wait", got)
+		}
+		h.clock.Advance(time.Second)
+		h.round()
+		if !timeWaitAsked(t, k) {
+			t.Error("the poll after the resync left TIME_WAIT out")
+		}
+		h.clock.Advance(time.Second)
+		h.round()
+		if timeWaitAsked(t, k) {
+			t.Error("two polls after the overrun, TIME_WAIT is still asked for")
+		}
+		// The remnant, no longer dumped, is alive by lookup: not closed
+		// until it goes.
+		if got := kinds(h.out.take()); len(got) != 0 {
+			t.Errorf("polls without TIME_WAIT wrote %v; want nothing while the remnant lives", got)
+		}
+		k.set(listener(3, 22))
+		h.clock.Advance(time.Second)
+		h.round()
+		if got := kinds(h.out.take()); got["closed/"+event.ReasonGone] != 1 || len(got) != 1 {
+			t.Errorf("remnant gone: wrote %v; want closed/gone", got)
+		}
+	})
+}

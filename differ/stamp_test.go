@@ -1,0 +1,110 @@
+package differ
+
+import (
+	"testing"
+	"time"
+
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// clockProber moves a clock while it answers, as a lookup takes time.
+type clockProber struct {
+	fakeProber
+	now  *time.Time
+	cost time.Duration
+}
+
+func (c *clockProber) Lookup(keys []snapshot.Key, out []snapshot.LookupResult) error {
+	*c.now = c.now.Add(c.cost)
+	return c.fakeProber.Lookup(keys, out)
+}
+
+// TestClosesStampedAfterLookups: appeared and state_changed take the
+// diff's time (the dump's end); closes confirmed by a lookup take the
+// Clock's time once the lookups answered, since the socket may have been
+// alive, skipped by the dump, until then.
+func TestClosesStampedAfterLookups(t *testing.T) {
+	now := t0
+	d := New(Options{Clock: func() time.Time { return now }})
+	d.Diff(table(sock(1, snapshot.StateEstablished), sock(2, snapshot.StateEstablished)), t0, nil)
+	now = t0.Add(time.Second)
+	p := &clockProber{fakeProber: fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupGone}}, now: &now, cost: 30 * time.Millisecond}
+	evs, err := d.Diff(table(sock(2, snapshot.StateCloseWait), sock(3, snapshot.StateEstablished)), now, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := summary(evs); got != "state_changed:2:close_wait<established appeared:3:established closed:1:established:gone" {
+		t.Fatalf("events %s", got)
+	}
+	dumpEnd := t0.Add(time.Second)
+	for _, ev := range evs {
+		want := dumpEnd
+		if ev.Kind == event.Closed {
+			want = dumpEnd.Add(30 * time.Millisecond)
+		}
+		if !ev.Time.Equal(want) {
+			t.Errorf("%s:%d stamped %v; want %v", ev.Kind, ev.Socket.Cookie, ev.Time, want)
+		}
+	}
+}
+
+// TestReportedCloseForgottenWithoutLookup: a socket whose close a
+// notification reported, missing from a later dump (its TIME_WAIT
+// remnant not asked for, or gone), is forgotten without a lookup, and
+// the remnant, should a dump return it after all, stays silent.
+func TestReportedCloseForgottenWithoutLookup(t *testing.T) {
+	d := New(Options{})
+	a := sock(1, snapshot.StateEstablished)
+	d.Diff(table(a, listener(9)), t0, nil)
+	if evs := d.Destroyed(table(sock(1, snapshot.StateClose)), t0); summary(evs) != "closed:1:established:destroyed" {
+		t.Fatalf("destroyed: %s", summary(evs))
+	}
+	p := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupAlive}}
+	evs, _ := d.Diff(table(listener(9)), t0.Add(time.Second), p)
+	if len(evs) != 0 || p.asked != 0 {
+		t.Fatalf("events %s, %d lookups; want none", summary(evs), p.asked)
+	}
+	if d.Len() != 1 {
+		t.Errorf("%d tracked; want the listener only", d.Len())
+	}
+	evs, _ = d.Diff(table(listener(9), sock(1, snapshot.StateTimeWait)), t0.Add(2*time.Second), p)
+	evs2, _ := d.Diff(table(listener(9), sock(1, snapshot.StateTimeWait)), t0.Add(3*time.Second), p)
+	if len(evs)+len(evs2) != 0 {
+		t.Errorf("the remnant came back as %s %s; want silence", summary(evs), summary(evs2))
+	}
+}
+
+// TestDestroyedBetweenSteps: notifications handed over between the steps
+// of a diff are reported at once, and the diff's end neither repeats nor
+// loses them.
+func TestDestroyedBetweenSteps(t *testing.T) {
+	var out []event.Event
+	d := New(Options{Output: func(ev *event.Event) { out = append(out, *ev) }})
+	est := snapshot.StateEstablished
+	d.Diff(table(sock(1, est), sock(2, est), sock(3, est)), t0, nil)
+	out = nil
+	// 2 closes while the next table (which still lists it) is compared;
+	// 4 opened and closed between two polls, and the table lists it too.
+	tab := table(sock(1, est), sock(2, est), sock(3, snapshot.StateCloseWait), sock(4, est))
+	d.Begin(tab, t0.Add(time.Second))
+	if d.Step(1) {
+		t.Fatal("one step of one socket compared a table of four")
+	}
+	d.Destroyed(table(sock(2, snapshot.StateClose), sock(4, snapshot.StateClose)), t0.Add(time.Second+time.Millisecond))
+	for !d.Step(1) {
+	}
+	p := &fakeProber{answers: map[uint64]snapshot.LookupResult{}}
+	if _, err := d.Finish(p); err != nil {
+		t.Fatal(err)
+	}
+	want := "closed:2:established:destroyed appeared:4:close closed:4:close:destroyed state_changed:3:close_wait<established"
+	if got := summary(out); got != want {
+		t.Errorf("events\n got %s\nwant %s", got, want)
+	}
+	out = nil
+	d.Diff(table(sock(1, est), sock(3, snapshot.StateCloseWait)), t0.Add(2*time.Second), p)
+	if len(out) != 0 || p.asked != 0 {
+		t.Errorf("next poll: %s, %d lookups; want nothing", summary(out), p.asked)
+	}
+}

@@ -19,7 +19,8 @@
 # niceness, e.g. 19, so the daemon gets the CPU it asks for), QUIET_WAIT
 # (300: seconds to wait for an idle machine before each pass), METRICS=1
 # (serve the daemon's metrics in the namespace and report the polls'
-# durations; recent versions only), SKIP_LATENCY=1, SKIP_CHURN=1, KEEP=1
+# durations; recent versions only), SAMPLE (10: seconds between samples
+# of the daemon's CPU and RSS during a pass), SKIP_LATENCY=1, SKIP_CHURN=1, KEEP=1
 # (keep the event and record files), CONNLOGD_REV (build connlogd from
 # this commit, e.g. HEAD, instead of the working tree, which may be
 # mid-edit), CONNLOGD (a daemon binary to use as is). Results stay in a
@@ -239,8 +240,12 @@ pass() {
 	t0=$(now)
 	ip netns exec "$NS" nice -n "${GEN_NICE:-0}" "$WORK/churn" -port "$port" -addrs "$ADDRS" -out "$WORK/$name.csv" "$@" >"$WORK/$name.gen" &
 	GEN_PID=$!
+	sample "$WORK/$name.samples" &
+	local sampler=$!
 	wait "$GEN_PID"
 	GEN_PID=
+	kill "$sampler" 2>/dev/null || true
+	wait "$sampler" 2>/dev/null || true
 	c1=$(cpu_ticks "$DAEMON_PID")
 	t1=$(now)
 	b1=$(busy_ticks)
@@ -295,7 +300,21 @@ pass() {
 			printf "daemon CPU: %.1f%% of one core during the pass; %.2f s in all (to %d s after), %.1f ms per 1000 connections\n",
 				100 * c01 / tck / (t1 - t0), c02 / tck, s, 1000 * c02 / tck / n * 1000
 		}'
+		# CPU (% of one core over each sample period) and RSS over time.
+		awk -v tck="$TCK" 'NR > 1 && $1 > pt { printf "%s %ds %.0f%% %.1fMiB", (n++ ? "," : "daemon over time (s since start: CPU, RSS):"), $1, 100 * ($2 - pc) / tck / ($1 - pt), $3 / 1024 }
+			{ pt = $1; pc = $2 } END { if (n) print "" }' "$WORK/$name.samples"
 	} >>"$WORK/summary.txt"
+}
+
+# sample FILE: every SAMPLE seconds (10), the seconds since the pass
+# began, the daemon's utime+stime ticks and its VmRSS in KiB, until
+# killed: CPU and RSS over the pass, to see them flat or growing.
+sample() {
+	local t0=$SECONDS
+	while kill -0 "$DAEMON_PID" 2>/dev/null; do
+		echo "$((SECONDS - t0)) $(cpu_ticks "$DAEMON_PID") $(awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status")"
+		sleep "${SAMPLE:-10}"
+	done >"$1"
 }
 
 # Separate server ports keep the passes apart in the one event file.

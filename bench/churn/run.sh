@@ -146,7 +146,7 @@ wait_quiet() {
 	echo "WARNING: the machine was busy with other work when this pass started" >>"$WORK/summary.txt"
 }
 
-if ip netns list | grep -qw "^$NS"; then
+if ip netns list | awk '{ print $1 }' | grep -qx "$NS"; then
 	log "namespace $NS exists: another run, or a leftover (ip netns del $NS)"
 	exit 1
 fi

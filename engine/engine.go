@@ -403,6 +403,14 @@ func (d *loop) shutdown() error {
 		"dump_duplicates", dups, "dump_skips_confirmed_alive", skips,
 		"lookups_undecided", undecided, "destroy_overruns", overruns)
 	for _, w := range d.order {
+		// What the kernel queued before the stop is logged, not dropped
+		// with the socket: under load the queue holds seconds of closes.
+		for range shutdownDrains {
+			if w.destroy == nil {
+				break
+			}
+			d.drainDestroy(w)
+		}
 		if w.stop != nil {
 			w.stop()
 		}
@@ -591,6 +599,10 @@ func (d *loop) drainDestroy(w *namespace) (lost bool) {
 	}
 	return lost
 }
+
+// shutdownDrains bounds the drains at shutdown: up to 64 × 16 batches of
+// 1,024 sockets, more than a 16 MiB receive buffer holds.
+const shutdownDrains = 64
 
 // maxDrainBatches bounds one drain: 16 batches of up to 1,024 sockets.
 const maxDrainBatches = 16

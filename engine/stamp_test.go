@@ -313,3 +313,23 @@ func TestTimeWaitAskedWhereDumpsWitnessCloses(t *testing.T) {
 		}
 	})
 }
+
+// TestShutdownLogsQueuedCloses: notifications the kernel queued before
+// the stop are logged, not dropped with the subscription.
+func TestShutdownLogsQueuedCloses(t *testing.T) {
+	h, k, sub := stampHarness(t, "", 0)
+	a, b := conn(1, 40000), conn(2, 40001)
+	k.set(a, b)
+	h.start()
+	h.out.take()
+	h.clock.Advance(time.Second)
+	k.set()
+	sub.close(a, h.clock.Now())
+	sub.close(b, h.clock.Now())
+	if err := h.d.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(h.out.take())["closed/"+event.ReasonDestroyed]; got != 2 {
+		t.Errorf("shutdown logged %d of 2 queued closes", got)
+	}
+}

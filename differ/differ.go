@@ -118,6 +118,7 @@ type Differ struct {
 	// heldTuples indexes the held sockets by tuple.
 	heldTuples map[snapshot.Key]int32
 
+	ev       event.Event // the event being emitted
 	suspects []int32
 	keys     []snapshot.Key
 	results  []snapshot.LookupResult
@@ -229,9 +230,9 @@ func (d *Differ) Step(n int) bool {
 			c.misses = 0
 			if c.held {
 				d.unhold(slot)
-				d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
+				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
 			} else if c.sock.State != s.State && !c.silent {
-				d.emit(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.sock.State, FirstSeen: time.Unix(0, c.firstSeen)})
+				d.emitNew(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.sock.State, FirstSeen: time.Unix(0, c.firstSeen)})
 			}
 			c.sock = *s
 			c.pos = int32(len(d.next))
@@ -252,7 +253,7 @@ func (d *Differ) Step(n int) bool {
 		if held {
 			d.heldTuples[tuple(s)] = slot
 		} else if !silent {
-			d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial, Late: late})
+			d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial, Late: late})
 		}
 	}
 	d.cur, d.matched, d.done = cur, matched, end
@@ -389,10 +390,10 @@ func (d *Differ) closeSlotLate(slot int32, now time.Time, reason string, late bo
 	c := &d.conns[slot]
 	if c.held {
 		d.unhold(slot)
-		d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
+		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
 	}
 	if !c.silent {
-		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late})
+		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late})
 	}
 	d.release(slot)
 }
@@ -408,15 +409,19 @@ func (d *Differ) release(slot int32) {
 	d.free = append(d.free, slot)
 }
 
-func (d *Differ) emit(ev event.Event) {
-	if !d.wanted(&ev) {
+// emitNew reports ev. It goes through d.ev, not the stack: handed by
+// pointer to Output, a stack copy would escape and cost an allocation per
+// event.
+func (d *Differ) emitNew(ev event.Event) {
+	d.ev = ev
+	if !d.wanted(&d.ev) {
 		return
 	}
 	if d.opts.Output != nil {
-		d.opts.Output(&ev)
+		d.opts.Output(&d.ev)
 		return
 	}
-	d.events = append(d.events, ev)
+	d.events = append(d.events, d.ev)
 }
 
 func (d *Differ) wanted(ev *event.Event) bool {
@@ -455,24 +460,26 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 			if final.CgroupID == 0 {
 				final.CgroupID = s.CgroupID
 			}
-			d.emit(event.Event{Kind: event.Closed, Time: now, Socket: final, FirstSeen: time.Unix(0, c.firstSeen), Reason: event.ReasonDestroyed})
+			d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: final, FirstSeen: time.Unix(0, c.firstSeen), Reason: event.ReasonDestroyed})
 			c.silent = true
 			continue
 		}
 		if _, dup := d.deadCookies[s.Cookie]; dup {
 			continue
 		}
-		if j, ok := d.heldTuples[tuple(s)]; ok && s.Proto == snapshot.ProtoTCP {
-			// The held remnant was this connection's: never announce it.
-			d.unhold(j)
-			d.conns[j].silent = true
+		if len(d.heldTuples) > 0 && s.Proto == snapshot.ProtoTCP {
+			if j, ok := d.heldTuples[tuple(s)]; ok {
+				// The held remnant was this connection's: never announce it.
+				d.unhold(j)
+				d.conns[j].silent = true
+			}
 		}
 		d.deadCookies[s.Cookie] = d.gen
 		if s.Proto == snapshot.ProtoTCP {
 			d.deadTuples[tuple(s)] = d.gen
 		}
-		d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, ShortLived: true})
-		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: *s, FirstSeen: now, ShortLived: true, Reason: event.ReasonDestroyed})
+		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, ShortLived: true})
+		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: *s, FirstSeen: now, ShortLived: true, Reason: event.ReasonDestroyed})
 	}
 	return d.events
 }

@@ -1,6 +1,7 @@
 package differ
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -107,4 +108,30 @@ func TestDestroyedBetweenSteps(t *testing.T) {
 	if len(out) != 0 || p.asked != 0 {
 		t.Errorf("next poll: %s, %d lookups; want nothing", summary(out), p.asked)
 	}
+}
+
+// BenchmarkDestroyedShortLived: connections that opened and closed
+// between polls, 1,024 notifications a batch, a poll every 8 batches
+// (the dead-socket maps' expiry included), per socket.
+func BenchmarkDestroyedShortLived(b *testing.B) {
+	d := New(Options{Output: func(*event.Event) {}})
+	tab := table(listener(1))
+	d.Diff(tab, t0, nil)
+	batch := &snapshot.Table{}
+	next := uint64(10)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		batch.Reset()
+		for range 1024 {
+			s := batch.Append()
+			*s = sock(next, snapshot.StateClose)
+			s.Src = netip.AddrPortFrom(s.Src.Addr(), uint16(next))
+			next++
+		}
+		d.Destroyed(batch, t0)
+		if i%8 == 7 {
+			d.Diff(tab, t0, nil)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1024, "ns/socket")
 }

@@ -114,9 +114,9 @@ type Differ struct {
 	// make them appear again. Kept for two generations: after that no
 	// dump that started before the destroy is still to come.
 	deadCookies map[uint64]uint32
-	deadTuples  map[snapshot.Key]uint32
+	deadTuples  map[tupleKey]uint32
 	// heldTuples indexes the held sockets by tuple.
-	heldTuples map[snapshot.Key]int32
+	heldTuples map[tupleKey]int32
 
 	ev       event.Event // the event being emitted
 	suspects []int32
@@ -134,8 +134,8 @@ func New(opts Options) *Differ {
 		opts:        opts,
 		byCookie:    make(map[uint64]int32),
 		deadCookies: make(map[uint64]uint32),
-		deadTuples:  make(map[snapshot.Key]uint32),
-		heldTuples:  make(map[snapshot.Key]int32),
+		deadTuples:  make(map[tupleKey]uint32),
+		heldTuples:  make(map[tupleKey]int32),
 	}
 }
 
@@ -516,11 +516,27 @@ func (d *Differ) expireDead() {
 	}
 }
 
-// tuple is a socket's key without the cookie.
-func tuple(s *snapshot.Socket) snapshot.Key {
-	k := s.Key
-	k.Cookie = 0
-	return k
+// tupleKey is a socket's key without the cookie, compact and free of
+// pointers (netip.Addr holds one, for its zone): the dead-tuple index holds
+// one per short-lived TCP connection for two polls, and a map without
+// pointers is not scanned by the garbage collector.
+type tupleKey struct {
+	src, dst     [16]byte
+	sport, dport uint16
+	ifIndex      uint32
+	proto        snapshot.Proto
+	family       snapshot.Family
+}
+
+// tuple is s's tupleKey. Within a family As16 is one-to-one (an IPv4
+// socket's addresses and an IPv6 socket's IPv4-mapped ones differ by
+// family); sockets carry no zone.
+func tuple(s *snapshot.Socket) tupleKey {
+	return tupleKey{
+		src: s.Src.Addr().As16(), dst: s.Dst.Addr().As16(),
+		sport: s.Src.Port(), dport: s.Dst.Port(),
+		ifIndex: s.IfIndex, proto: s.Proto, family: s.Family,
+	}
 }
 
 // finalInfo combines the last polled tcp_info with the destroy message's.

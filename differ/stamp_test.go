@@ -2,6 +2,7 @@ package differ
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -134,4 +135,41 @@ func BenchmarkDestroyedShortLived(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1024, "ns/socket")
+}
+
+// heapAfter returns the live heap once f ran and the garbage is gone.
+func heapAfter(f func()) uint64 {
+	var m runtime.MemStats
+	f()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// BenchmarkMemory reports where the differ's bytes go: per tracked socket
+// (its record, the cookie index, the dump-order slices) and per dead-socket
+// entry (a short-lived socket's cookie and tuple, kept two polls).
+func BenchmarkMemory(b *testing.B) {
+	const n = 100000
+	for b.Loop() {
+		var d *Differ
+		tab := bigTable(n)
+		batch := &snapshot.Table{}
+		for i := range n {
+			s := batch.Append()
+			*s = sock(uint64(10*n+i), snapshot.StateClose)
+			s.Src = netip.AddrPortFrom(s.Src.Addr(), uint16(i))
+		}
+		base := heapAfter(func() {})
+		tracked := heapAfter(func() {
+			d = New(Options{Output: func(*event.Event) {}})
+			d.Diff(tab, t0, nil)
+		})
+		dead := heapAfter(func() { d.Destroyed(batch, t0) })
+		runtime.KeepAlive(tab)
+		runtime.KeepAlive(batch)
+		b.ReportMetric(float64(tracked-base)/n, "B/tracked")
+		b.ReportMetric(float64(dead-tracked)/n, "B/dead")
+		runtime.KeepAlive(d)
+	}
 }

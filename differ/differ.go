@@ -17,7 +17,21 @@
 // TCP socket whose tuple another socket now owns). When the lookup cannot
 // answer, or cannot see the socket (a TCP socket in state close is in no
 // hash it searches), the socket must be missing from MissLimit
-// consecutive dumps.
+// consecutive dumps. A socket whose close a destroy notification already
+// reported is not looked up when a dump misses it: it is forgotten.
+//
+// # Time
+//
+// Diff's now is when the dump ended: what it shows was true by then. The
+// closes its lookups confirm are stamped by Options.Clock once they have
+// answered, and Destroyed's events with the time the caller read them:
+// no event carries a time before its change.
+//
+// # Steps
+//
+// Diff is Begin, Step and Finish; a caller that must not hold destroy
+// notifications back while a large table is compared calls Destroyed
+// between the steps.
 //
 // # Cost
 //

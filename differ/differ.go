@@ -129,6 +129,7 @@ type Differ struct {
 	// dump that started before the destroy is still to come.
 	deadCookies map[uint64]uint32
 	deadTuples  map[tupleKey]uint32
+	deadPeak    int // most entries deadCookies held since it was rebuilt
 	// heldTuples indexes the held sockets by tuple.
 	heldTuples map[tupleKey]int32
 
@@ -301,7 +302,57 @@ func (d *Differ) Finish(p Prober) ([]event.Event, error) {
 	d.order, d.next = d.next, d.order
 	err := d.confirm(d.now, p, d.diffLate)
 	d.tab = nil
+	d.compact()
 	return d.events, err
+}
+
+// compactMin is the fewest free slots worth a compaction.
+const compactMin = 4096
+
+// compact gives back the memory of a burst: once more than half of the
+// slots are free (a resynchronising dump that listed a minute of TIME_WAIT
+// sockets, since forgotten), the live sockets move to a tracker of their
+// own size, and the cookie index, which a Go map never shrinks, is
+// rebuilt. Slot numbers change; nothing outside the Differ holds them.
+func (d *Differ) compact() {
+	if len(d.free) < compactMin || len(d.free) < len(d.conns)/2 {
+		return
+	}
+	live := len(d.conns) - len(d.free)
+	remap := make([]int32, len(d.conns))
+	conns := make([]conn, 0, live+live/8)
+	for i := range d.conns {
+		remap[i] = -1
+		if d.conns[i].used {
+			remap[i] = int32(len(conns))
+			conns = append(conns, d.conns[i])
+		}
+	}
+	byCookie := make(map[uint64]int32, live)
+	for k, v := range d.byCookie {
+		byCookie[k] = remap[v]
+	}
+	move := func(slots []int32) []int32 {
+		out := make([]int32, 0, max(len(slots), live+live/8))
+		for _, v := range slots {
+			if r := remap[v]; r >= 0 {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	d.order, d.pending = move(d.order), move(d.pending)
+	for i := range conns {
+		conns[i].pos = -1
+	}
+	for i, slot := range d.order {
+		conns[slot].pos = int32(i)
+	}
+	for k, v := range d.heldTuples {
+		d.heldTuples[k] = remap[v]
+	}
+	d.conns, d.byCookie, d.free = conns, byCookie, nil
+	d.next, d.pend2, d.suspects, d.keys, d.results = nil, nil, nil, nil, nil
 }
 
 // confirm decides the fate of each suspect.
@@ -518,6 +569,7 @@ func (d *Differ) expireDead() {
 	if len(d.deadCookies) == 0 && len(d.deadTuples) == 0 {
 		return
 	}
+	d.deadPeak = max(d.deadPeak, len(d.deadCookies))
 	for k, g := range d.deadCookies {
 		if d.gen-g >= 2 {
 			delete(d.deadCookies, k)
@@ -528,6 +580,22 @@ func (d *Differ) expireDead() {
 			delete(d.deadTuples, k)
 		}
 	}
+	// A Go map keeps the size of its peak: after a burst of closes,
+	// start afresh once a quarter of it is left.
+	if d.deadPeak >= compactMin && len(d.deadCookies) < d.deadPeak/4 {
+		d.deadCookies = copyMap(d.deadCookies)
+		d.deadTuples = copyMap(d.deadTuples)
+		d.deadPeak = len(d.deadCookies)
+	}
+}
+
+// copyMap returns m in a map of its own size.
+func copyMap[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }
 
 // tupleKey is a socket's key without the cookie, compact and free of

@@ -173,3 +173,36 @@ func BenchmarkMemory(b *testing.B) {
 		runtime.KeepAlive(d)
 	}
 }
+
+// TestCompactAfterBurst: once a burst of sockets is gone, the tracker
+// shrinks to the survivors, which keep being diffed as before.
+func TestCompactAfterBurst(t *testing.T) {
+	d := New(Options{})
+	est := snapshot.StateEstablished
+	keep := []snapshot.Socket{listener(1), sock(2, est), sock(3, est)}
+	burst := append([]snapshot.Socket{}, keep...)
+	for i := range 3 * compactMin {
+		burst = append(burst, sock(uint64(100+i), snapshot.StateTimeWait))
+	}
+	d.Diff(table(burst...), t0, nil)
+	gone := &fakeProber{answers: map[uint64]snapshot.LookupResult{}}
+	for i := range 3 * compactMin {
+		gone.answers[uint64(100+i)] = snapshot.LookupGone
+	}
+	evs, _ := d.Diff(table(keep...), t0.Add(time.Second), gone)
+	if len(evs) != 3*compactMin {
+		t.Fatalf("%d events; want the burst's %d closes", len(evs), 3*compactMin)
+	}
+	if d.Len() != 3 || cap(d.conns) > 16 || len(d.free) != 0 {
+		t.Fatalf("after the burst: %d tracked, %d slots, %d free; want 3 in a small tracker", d.Len(), cap(d.conns), len(d.free))
+	}
+	gone.answers[2] = snapshot.LookupGone
+	evs, _ = d.Diff(table(listener(1), sock(3, snapshot.StateCloseWait), sock(4, est)), t0.Add(2*time.Second), gone)
+	if got := summary(evs); got != "state_changed:3:close_wait<established appeared:4:established closed:2:established:gone" {
+		t.Errorf("after compaction: %s", got)
+	}
+	evs, _ = d.Diff(table(listener(1), sock(3, snapshot.StateCloseWait), sock(4, est)), t0.Add(3*time.Second), gone)
+	if len(evs) != 0 || gone.asked != 3*compactMin+1 {
+		t.Errorf("steady after compaction: %s, %d lookups in all", summary(evs), gone.asked)
+	}
+}

@@ -539,6 +539,11 @@ func (d *loop) finishPoll(j dumpJob) {
 	}
 	w.diffed = true
 	w.countSockets()
+	// A resynchronising dump may have listed a minute of TIME_WAIT
+	// sockets: its storage is not kept for the smaller dumps after it.
+	if n, c := len(w.tab.Sockets), cap(w.tab.Sockets); c > 4096 && c > 4*n {
+		w.tab.Sockets = make([]snapshot.Socket, 0, 2*n)
+	}
 	d.met.Polled(w.lastCost)
 	d.reportCounters(w, d.clock.Now())
 	if lost {

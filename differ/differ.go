@@ -112,6 +112,8 @@ type Differ struct {
 	started  bool
 	late     bool // the next Diff follows a Restore
 	stats    Stats
+	// noTimeWait: the dumps leave TIME_WAIT sockets out (SetTimeWaitDumped).
+	noTimeWait bool
 
 	// The diff under way, between Begin and Finish.
 	tab      *snapshot.Table
@@ -404,7 +406,18 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 		case res == snapshot.LookupGone && goneMeansGone(&c.sock), res == snapshot.LookupStale && staleMeansGone(&c.sock):
 			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
-		case res == snapshot.LookupAlive:
+		case res == snapshot.LookupTimeWait && d.noTimeWait && c.misses > 0:
+			// Only its remnant is left, which dumps no longer list, at two
+			// polls in a row: the connection closed and its notification
+			// was lost (a late one had one poll to come, with the final
+			// counters). Its cookie is kept as a dead one, as for a
+			// reported close.
+			d.deadCookies[c.sock.Cookie] = d.gen
+			d.closeSlotLate(slot, now, event.ReasonGone, late)
+			continue
+		case res == snapshot.LookupTimeWait && d.noTimeWait:
+			c.misses++
+		case res == snapshot.LookupAlive, res == snapshot.LookupTimeWait:
 			d.stats.Skipped++
 			c.misses = 0
 		default:
@@ -644,6 +657,13 @@ func finalInfo(last *snapshot.Socket, fin *snapshot.TCPInfo) snapshot.TCPInfo {
 	}
 	return out
 }
+
+// SetTimeWaitDumped says whether the dumps to come list TIME_WAIT
+// sockets (the default) or leave them out, as a caller that has destroy
+// notifications may: then a tracked socket a lookup finds only as its
+// TIME_WAIT remnant is reported closed, instead of waiting, alive, for
+// a dump to list it.
+func (d *Differ) SetTimeWaitDumped(dumped bool) { d.noTimeWait = !dumped }
 
 // SetStates changes the reported-states mask (0: all), for a reload. The
 // tracked table is kept, so no live socket is announced again.

@@ -1,6 +1,7 @@
 package differ
 
 import (
+	"fmt"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -204,5 +205,31 @@ func TestCompactAfterBurst(t *testing.T) {
 	evs, _ = d.Diff(table(listener(1), sock(3, snapshot.StateCloseWait), sock(4, est)), t0.Add(3*time.Second), gone)
 	if len(evs) != 0 || gone.asked != 3*compactMin+1 {
 		t.Errorf("steady after compaction: %s, %d lookups in all", summary(evs), gone.asked)
+	}
+}
+
+// TestLookupTimeWait: a tracked connection that a lookup finds only as
+// its TIME_WAIT remnant is closed at the second such poll when the dumps
+// leave TIME_WAIT out, and kept (the next dump will list it) when they
+// do not.
+func TestLookupTimeWait(t *testing.T) {
+	est := snapshot.StateEstablished
+	p := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupTimeWait}}
+	for _, dumped := range []bool{false, true} {
+		d := New(Options{})
+		d.SetTimeWaitDumped(dumped)
+		d.Diff(table(sock(1, est), listener(2)), t0, p)
+		var got []string
+		for i := 1; i <= 3; i++ {
+			evs, _ := d.Diff(table(listener(2)), t0.Add(time.Duration(i)*time.Second), p)
+			got = append(got, summary(evs))
+		}
+		want := []string{"", "closed:1:established:gone", ""}
+		if dumped {
+			want = []string{"", "", ""}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("TIME_WAIT dumped %v: polls wrote %q; want %q", dumped, got, want)
+		}
 	}
 }

@@ -528,6 +528,7 @@ func (d *loop) finishPoll(j dumpJob) {
 	d.ownerWarnings()
 	// A large table takes tens of milliseconds to compare: the closes
 	// queued meanwhile are read between chunks, not held until the end.
+	w.differ.SetTimeWaitDumped(!j.noTimeWait)
 	w.differ.Begin(&w.tab, now)
 	for !w.differ.Step(diffChunk) {
 		if w.destroy != nil {
@@ -584,7 +585,6 @@ func (d *loop) drainDestroy(w *namespace) (lost bool) {
 				d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "netns", w.String(), "overruns", w.overruns)
 				ev.Reason = event.GapOverrun
 				d.write(&ev)
-				w.fullDumps = fullDumpsAfterLoss
 				lost = true
 				continue
 			}

@@ -122,8 +122,11 @@ func (f *fakeDumper) Lookup(keys []snapshot.Key, out []snapshot.LookupResult) er
 	defer f.mu.Unlock()
 	for i, k := range keys {
 		out[i] = snapshot.LookupGone
-		if slices.ContainsFunc(f.sockets, func(s snapshot.Socket) bool { return s.Key == k }) {
+		if j := slices.IndexFunc(f.sockets, func(s snapshot.Socket) bool { return s.Key == k }); j >= 0 {
 			out[i] = snapshot.LookupAlive
+			if f.sockets[j].State == snapshot.StateTimeWait {
+				out[i] = snapshot.LookupTimeWait
+			}
 		}
 	}
 	return nil

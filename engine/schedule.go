@@ -81,6 +81,8 @@ type dumpJob struct {
 	w    *namespace
 	plan *nsPlan
 	reqs []diag.Request // plan's requests, less those not worth making now
+	// noTimeWait: reqs leave TIME_WAIT sockets out (leaveOutTimeWait).
+	noTimeWait bool
 	// start is when the loop handed the job over; end when the dump
 	// returned, read by the worker. The dump's events are stamped with
 	// end: a socket it lists may have appeared, or changed state, at any
@@ -164,8 +166,8 @@ func (d *loop) nextDump() {
 		}
 		s.inflight = w
 		w.reqsNow = w.activeRequests(w.reqsNow[:0], w.plan.reqs)
-		w.leaveOutTimeWait(w.reqsNow)
-		d.dumpReq <- dumpJob{w: w, plan: w.plan, reqs: w.reqsNow, start: d.clock.Now()}
+		noTW := w.leaveOutTimeWait(w.reqsNow)
+		d.dumpReq <- dumpJob{w: w, plan: w.plan, reqs: w.reqsNow, noTimeWait: noTW, start: d.clock.Now()}
 		return
 	}
 	if s.inflight == nil {

@@ -226,7 +226,13 @@ func (d *Differ) Step(n int) bool {
 					if c.pos >= 0 && c.gen != d.gen {
 						cur = int(c.pos) + 1
 					}
-				} else if c.gen != d.gen {
+				} else if c.gen == d.gen {
+					// This dump listed the socket already, under its other
+					// tuple (the kernel walks its hashes one after the
+					// other while the socket moves): one socket, one record.
+					d.stats.Duplicates++
+					continue
+				} else {
 					// Same socket, new tuple (e.g. a UDP socket that
 					// connected): under a tuple key that is a close of the
 					// old identity and the appearance of a new one.

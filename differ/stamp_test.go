@@ -233,3 +233,25 @@ func TestLookupTimeWait(t *testing.T) {
 		}
 	}
 }
+
+// TestOneCookieTwoTuplesInOneDump: a dump that lists one socket twice
+// under two tuples (it moved while the kernel walked its hashes) tracks
+// it once: one appeared, and one close when it goes.
+func TestOneCookieTwoTuplesInOneDump(t *testing.T) {
+	d := New(Options{})
+	a := sock(1, snapshot.StateFinWait1)
+	b := a
+	b.Src = netip.AddrPortFrom(netip.IPv4Unspecified(), a.Src.Port())
+	evs, _ := d.Diff(table(listener(9), a, b), t0, nil)
+	if got := summary(evs); got != "appeared:9:listen:initial appeared:1:fin_wait1:initial" {
+		t.Errorf("first dump: %s", got)
+	}
+	if d.Len() != 2 {
+		t.Errorf("%d tracked; want 2", d.Len())
+	}
+	p := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupGone}}
+	evs, _ = d.Diff(table(listener(9)), t0.Add(time.Second), p)
+	if got := summary(evs); got != "closed:1:fin_wait1:gone" {
+		t.Errorf("after it went: %s", got)
+	}
+}

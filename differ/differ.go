@@ -95,6 +95,11 @@ type conn struct {
 	// held: a TIME_WAIT socket no poll had seen, not announced yet (see
 	// Diff).
 	held bool
+	// afterlife: a TIME_WAIT remnant no poll had seen, tracked silently
+	// because dumps leave TIME_WAIT out: its connection is reported by
+	// its notification, which Destroyed still reports should it carry
+	// the remnant's cookie.
+	afterlife bool
 }
 
 // Differ tracks the socket table across polls. It is not safe for
@@ -269,8 +274,15 @@ func (d *Differ) Step(n int) bool {
 		// sent yet (it sends them from a work queue, late under load),
 		// under a new cookie. It is held back one poll: a notification for
 		// its tuple meanwhile makes it silent; otherwise it is announced.
-		held := !silent && !initial && !late && isRemnantState(s.State)
-		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held}
+		// When dumps leave TIME_WAIT out, the caller has notifications,
+		// which report every connection: a remnant a dump still lists
+		// (one in the fin_wait2 substate) is never announced, however late
+		// the notification is read.
+		remnant := !silent && !initial && !late && isRemnant(s)
+		afterlife := remnant && d.noTimeWait
+		held := remnant && !afterlife
+		silent = silent || afterlife
+		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held, afterlife: afterlife}
 		d.byCookie[s.Cookie] = slot
 		d.next = append(d.next, slot)
 		if held {
@@ -531,10 +543,15 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 	}
 	for i := range t.Sockets {
 		s := &t.Sockets[i]
-		if j, ok := d.byCookie[s.Cookie]; ok && d.conns[j].sock.Proto == s.Proto && d.conns[j].sock.Family == s.Family {
+		if j, ok := d.byCookie[s.Cookie]; ok && d.conns[j].sock.Proto == s.Proto && d.conns[j].sock.Family == s.Family && !d.conns[j].afterlife {
 			c := &d.conns[j]
 			if c.silent {
 				continue // a repeated notification
+			}
+			if c.held {
+				// Its own notification: announced, then closed.
+				d.unhold(j)
+				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
 			}
 			final := c.sock
 			if s.HasInfo {
@@ -550,6 +567,10 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 		}
 		if _, dup := d.deadCookies[s.Cookie]; dup {
 			continue
+		}
+		if j, ok := d.byCookie[s.Cookie]; ok && d.conns[j].afterlife {
+			// The connection of a silent remnant that kept its cookie.
+			d.conns[j].afterlife = false
 		}
 		if len(d.heldTuples) > 0 && s.Proto == snapshot.ProtoTCP {
 			if j, ok := d.heldTuples[tuple(s)]; ok {
@@ -784,6 +805,13 @@ func (d *Differ) SetOutput(fn func(*event.Event)) { d.opts.Output = fn }
 // fin_wait2 in that substate.
 func isRemnantState(st snapshot.State) bool {
 	return st == snapshot.StateTimeWait || st == snapshot.StateFinWait2
+}
+
+// isRemnant says whether s is a TIME_WAIT remnant: in a remnant state,
+// and without tcp_info, which dumps carry for every full TCP socket (a
+// full socket in fin_wait2 is alive, half-closed).
+func isRemnant(s *snapshot.Socket) bool {
+	return isRemnantState(s.State) && !s.HasInfo
 }
 
 func (d *Differ) unhold(slot int32) {

@@ -255,3 +255,52 @@ func TestOneCookieTwoTuplesInOneDump(t *testing.T) {
 		t.Errorf("after it went: %s", got)
 	}
 }
+
+// TestRemnantsWhenTimeWaitLeftOut: with TIME_WAIT left out of dumps, a
+// remnant a dump still lists (fin_wait2 substate, no tcp_info) that no
+// poll saw the connection of is never announced; its connection's
+// notification reports it, under its own cookie or the remnant's. A full
+// socket in fin_wait2 (with tcp_info) is announced at once.
+func TestRemnantsWhenTimeWaitLeftOut(t *testing.T) {
+	d := New(Options{})
+	d.SetTimeWaitDumped(false)
+	d.Diff(table(listener(9)), t0, nil)
+	r1 := sock(1, snapshot.StateFinWait2) // remnant, own cookie
+	r2 := sock(2, snapshot.StateFinWait2) // remnant sharing its connection's cookie
+	full := sock(3, snapshot.StateFinWait2)
+	full.HasInfo = true
+	p := &fakeProber{answers: map[uint64]snapshot.LookupResult{}}
+	var got []string
+	evs, _ := d.Diff(table(listener(9), r1, r2, full), t0.Add(time.Second), p)
+	got = append(got, summary(evs))
+	evs, _ = d.Diff(table(listener(9), r1, r2, full), t0.Add(2*time.Second), p)
+	got = append(got, summary(evs))
+	conn1 := sock(11, snapshot.StateClose)
+	conn1.Src = r1.Src
+	evs = d.Destroyed(table(conn1, sock(2, snapshot.StateClose)), t0.Add(3*time.Second))
+	short := 0
+	for _, ev := range evs {
+		if ev.ShortLived {
+			short++
+		}
+	}
+	got = append(got, fmt.Sprintf("%s (%d short_lived)", summary(evs), short))
+	evs, _ = d.Diff(table(listener(9), full), t0.Add(4*time.Second), p)
+	got = append(got, summary(evs))
+	want := []string{"appeared:3:fin_wait2", "", "appeared:11:close closed:11:close:destroyed appeared:2:close closed:2:close:destroyed (4 short_lived)", ""}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("events\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestHeldRemnantDestroyedUnderItsCookie: a held socket whose own
+// notification comes is announced, then closed; never closed alone.
+func TestHeldRemnantDestroyedUnderItsCookie(t *testing.T) {
+	d := New(Options{})
+	d.Diff(table(listener(9)), t0, nil)
+	d.Diff(table(listener(9), sock(1, snapshot.StateFinWait2)), t0.Add(time.Second), nil)
+	evs := d.Destroyed(table(sock(1, snapshot.StateClose)), t0.Add(2*time.Second))
+	if got := summary(evs); got != "appeared:1:fin_wait2 closed:1:fin_wait2:destroyed" {
+		t.Errorf("events %s", got)
+	}
+}

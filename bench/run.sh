@@ -171,6 +171,7 @@ if [[ -n $daemon_bin ]]; then
 	wait_after_poll "$DAEMON_PID"
 	cpu_ticks "$DAEMON_PID"
 	c0=$TICKS t0=$(date +%s%N) lines0=$(wc -l <"$WORK/events.jsonl")
+	load0=$(cut -d' ' -f1-3 /proc/loadavg)
 	sleep "$DAEMON_SECONDS"
 	wait_after_poll "$DAEMON_PID"
 	cpu_ticks "$DAEMON_PID"
@@ -187,6 +188,8 @@ if [[ -n $daemon_bin ]]; then
 		daemon_note="$((lines1 - lines0)) events during the window: the table was not steady"
 	fi
 	log "daemon: $polls polls, $((c1 - c0)) ticks, VmHWM ${hwm} KiB, VmRSS ${rss} KiB, $lines0 events at start"
+	# The machine may be shared: the load beside the figures.
+	daemon_note="${daemon_note:+$daemon_note; }load average $load0 at the window's start, $(cut -d' ' -f1-3 /proc/loadavg) at its end"
 	paced_baseline
 	daemon_args=(-daemon-cpu-ns "$cpu_ns" -daemon-polls "$polls" -daemon-hwm-kib "$hwm" -daemon-rss-kib "$rss")
 fi

@@ -16,9 +16,9 @@
 //     assign);
 //   - otherwise (a poll saw it, and maybe confirmed its close): the record
 //     whose lifetime, connect to close(2) returning, is nearest to the
-//     cookie's first event. A poll's events carry the poll's start time,
-//     which may precede the sockets its dump then finds, so no ordering is
-//     certain there.
+//     cookie's first event. A poll's events carry the time its dump
+//     ended (older versions: the poll's start, which may precede the
+//     sockets its dump then finds), so no ordering is certain there.
 //
 // A record that gets several cookies is duplicated: the daemon reported
 // one socket twice, e.g. as the socket and again as its TIME_WAIT remnant
@@ -524,7 +524,8 @@ func readEvents(path string, port uint16) (*eventLog, error) {
 				el.kinds[string(rest[:j])]++
 			}
 		}
-		// Every event of a poll carries the poll's start time, and the
+		// Every event of a poll carries one time (its dump's end; older
+		// versions its start), and the
 		// destroy notifications their handling time: together they show
 		// how the polls delay the notifications. The fixed-width ts opens
 		// every line.

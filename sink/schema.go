@@ -2,7 +2,6 @@ package sink
 
 import (
 	"fmt"
-	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -65,15 +64,6 @@ func (n *nativeEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	b = append(b, buf.Bytes()...)
 	buf.Free()
 	return b, nil
-}
-
-// buildVersion is connlogd's version as the Go toolchain recorded it, for
-// the ECS and OCSF product fields when the caller gives none.
-func buildVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
 }
 
 // socketKind reports whether ev describes a socket (not a gap).

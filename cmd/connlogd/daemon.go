@@ -22,6 +22,7 @@ import (
 	"github.com/connlogd/connlogd/diag"
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/filter"
+	"github.com/connlogd/connlogd/internal/version"
 	"github.com/connlogd/connlogd/netns"
 	"github.com/connlogd/connlogd/sink"
 	"github.com/connlogd/connlogd/snapshot"
@@ -179,7 +180,7 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 	if err != nil {
 		return err
 	}
-	out, err := sink.Open(cfg.Sinks, sink.Options{Host: hostname(), Version: buildVersion()})
+	out, err := sink.Open(cfg.Sinks, sink.Options{Host: hostname(), Version: version.Version()})
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/internal/version"
 	"github.com/connlogd/connlogd/sink"
 	"github.com/connlogd/connlogd/snapshot"
 )
@@ -78,7 +79,7 @@ func startMetrics(listen string, log *slog.Logger, out func() *sink.Tee) (*metri
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "connlogd_build_info", Help: "Build information; the value is 1.",
 	}, []string{"version", "goversion"})
-	build.WithLabelValues(buildVersion(), runtime.Version()).Set(1)
+	build.WithLabelValues(version.Version(), runtime.Version()).Set(1)
 	for _, k := range []event.Kind{event.Appeared, event.StateChanged, event.Closed, event.Gap} {
 		m.events.WithLabelValues(k.String())
 	}

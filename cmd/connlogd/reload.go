@@ -15,6 +15,7 @@ import (
 
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/filter"
+	"github.com/connlogd/connlogd/internal/version"
 	"github.com/connlogd/connlogd/sink"
 	"github.com/connlogd/connlogd/snapshot"
 )
@@ -143,7 +144,7 @@ func (d *daemon) reload(r reloadRequest, tick, rescan *time.Ticker) {
 		d.log.Error("configuration refused; keeping the running one", "reason", r.reason, "err", err)
 		return
 	}
-	out, err := sink.Open(cfg.Sinks, sink.Options{Host: d.host, Version: buildVersion()})
+	out, err := sink.Open(cfg.Sinks, sink.Options{Host: d.host, Version: version.Version()})
 	if err != nil {
 		d.met.reloaded(false)
 		d.log.Error("configuration refused: cannot open its sinks; keeping the running one", "reason", r.reason, "err", err)

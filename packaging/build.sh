@@ -81,17 +81,20 @@ done
 # with its license, read from the module cache.
 go run ./packaging/copyright -bin "$stage/connlogd" -out "$stage/copyright"
 
-# The changelog, in nfpm's format: this build's entry.
-subject=$(git log -1 --format=%s 2>/dev/null || echo "source build")
+# The changelog, in nfpm's format: this build's entry, for the package
+# version (release 1, as in packaging/nfpm.yaml).
 cat >"$stage/changelog.yaml" <<YAML
-- semver: "$version"
+- semver: "$version-1"
+  deb:
+    urgency: low
+    distributions: [unstable]
   date: "$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)"
   packager: connlogd maintainers <maintainers@users.noreply.github.com>
   changes:
     - note: |-
-        Built from commit $commit.
+        Built from commit ${commit:0:12}; its history:
     - note: |-
-        Latest change: $(printf '%s' "$subject" | sed 's/[\\"]//g')
+        https://github.com/connlogd/connlogd/commits/${commit:0:12}
 YAML
 
 # The unit, adjusted to the packaged binary's path.
@@ -103,15 +106,24 @@ fi
 
 # Documentation shipped in /usr/share/doc/connlogd.
 mkdir -p "$stage/doc"
-cp README.md docs/*.md "$stage/doc/"
+install -m 0644 README.md docs/*.md "$stage/doc/"
+install -m 0644 packaging/lintian-overrides "$stage/lintian-overrides"
 
 # The packages.
 tools=$root/packaging/tools
-export STAGE=$stage VERSION=$version
+sed -e "s#\${STAGE}#$stage#g" -e "s#\${VERSION}#$version#g" packaging/nfpm.yaml >"$stage/nfpm.yaml"
+for f in "$stage"/doc/*; do
+	for packager in deb rpm; do
+		type=file
+		[[ $packager == deb ]] || type=doc
+		printf '  - {src: %s, dst: /usr/share/doc/connlogd/%s, type: %s, packager: %s, file_info: {mode: 0644}}\n' \
+			"$f" "${f##*/}" "$type" "$packager" >>"$stage/nfpm.yaml"
+	done
+done
 rm -f "$dist/connlogd_${version}_amd64.deb" "$dist/connlogd-${version}.x86_64.rpm"
 (cd "$tools" && go build -o "$stage/nfpm" github.com/goreleaser/nfpm/v2/cmd/nfpm)
-"$stage/nfpm" package --config packaging/nfpm.yaml --packager deb --target "$dist/connlogd_${version}_amd64.deb"
-"$stage/nfpm" package --config packaging/nfpm.yaml --packager rpm --target "$dist/connlogd-${version}.x86_64.rpm"
+"$stage/nfpm" package --config "$stage/nfpm.yaml" --packager deb --target "$dist/connlogd_${version}_amd64.deb"
+"$stage/nfpm" package --config "$stage/nfpm.yaml" --packager rpm --target "$dist/connlogd-${version}.x86_64.rpm"
 install -m 0755 "$stage/connlogd" "$dist/connlogd"
 echo "$version" >"$dist/VERSION"
 ls -l "$dist"

@@ -96,7 +96,7 @@ func generate(bin, root string) (string, error) {
 func ownLicense(root string) (string, error) {
 	text, err := licenseText(root)
 	if errors.Is(err, errNoLicense) {
-		return "License: none\n The connlogd sources do not state a license yet.\n", nil
+		return "License: NOASSERTION\n The connlogd sources do not state a license yet.\n", nil
 	}
 	if err != nil {
 		return "", err

@@ -7,6 +7,7 @@
 #   connlogd                          the static binary (CGO off), for the image
 #   connlogd_<version>_amd64.deb      Debian and derivatives
 #   connlogd-<version>.x86_64.rpm     Fedora, RHEL and derivatives
+#   VERSION, image-tag                the version, and the image's tag
 #
 # The version comes from git: a tag vX.Y.Z on HEAD gives X.Y.Z; any other
 # commit is a commit build and says so: X.Y.Z+gitN.HASH (N commits after
@@ -126,4 +127,6 @@ rm -f "$dist/connlogd_${version}_amd64.deb" "$dist/connlogd-${version}.x86_64.rp
 "$stage/nfpm" package --config "$stage/nfpm.yaml" --packager rpm --target "$dist/connlogd-${version}.x86_64.rpm"
 install -m 0755 "$stage/connlogd" "$dist/connlogd"
 echo "$version" >"$dist/VERSION"
+# The image's tag: the version, with "-" for the "+" docker refuses.
+echo "${version//+/-}" >"$dist/image-tag"
 ls -l "$dist"

@@ -13,6 +13,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -379,6 +381,63 @@ func TestPackagedBinary(t *testing.T) {
 	example, err := os.ReadFile("../config.example.yaml")
 	if err != nil || !bytes.Equal(packaged, example) {
 		t.Errorf("the packaged /etc/connlogd/config.yaml is not config.example.yaml (%v)", err)
+	}
+}
+
+// TestCopyright: the copyright file names every module linked into the
+// packaged binary, at the version linked, with a license.
+func TestCopyright(t *testing.T) {
+	b := build(t)
+	text, err := os.ReadFile(filepath.Join(b.extracted, "usr/share/doc/connlogd/copyright"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bi, err := buildinfo.ReadFile(filepath.Join(b.extracted, "usr/sbin/connlogd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bi.Deps) == 0 {
+		t.Fatal("the packaged binary records no modules")
+	}
+	stanzas := strings.Split(string(text), "\n\n")
+	for _, d := range append(bi.Deps, &debug.Module{Path: "Go standard library", Version: bi.GoVersion}) {
+		name := "Go module " + d.Path + " " + d.Version
+		if d.Path == "Go standard library" {
+			name = d.Path + " " + d.Version
+		}
+		found := false
+		for _, st := range stanzas {
+			if strings.HasPrefix(st, "Files: "+name+" ") {
+				found = strings.Contains(st, "\nLicense: ")
+				break
+			}
+		}
+		if !found {
+			t.Errorf("copyright has no stanza with a license for %s", name)
+		}
+	}
+}
+
+// TestMaintainerScripts: the scripts parse, and never enable or start the
+// service (only an upgrade restarts one that runs).
+func TestMaintainerScripts(t *testing.T) {
+	for _, s := range []string{"postinst", "prerm", "postrm", "rpm-post", "rpm-preun", "rpm-postun"} {
+		path := filepath.Join("scripts", s)
+		if out, err := exec.Command("sh", "-n", path).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", s, err, out)
+		}
+		text, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(text), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), "#") {
+				continue
+			}
+			if regexp.MustCompile(`(^|\s)(enable|start|restart|reload-or-restart)(\s|$)`).MatchString(l) {
+				t.Errorf("%s enables or starts the service: %s", s, strings.TrimSpace(l))
+			}
+		}
 	}
 }
 

@@ -61,7 +61,7 @@ func generate(bin, root string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	b.WriteString("Files: *\nCopyright: the connlogd authors\n" + own + "\n")
+	b.WriteString("Files: *\nCopyright: the connlogd authors\n" + own)
 
 	goLicense, err := os.ReadFile(filepath.Join(goroot, "LICENSE"))
 	if err != nil {

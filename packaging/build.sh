@@ -13,7 +13,8 @@
 # commit is a commit build and says so: X.Y.Z+gitN.HASH (N commits after
 # the tag vX.Y.Z), or 0.0.0+gitN.HASH before the first tag, with .dirty
 # when tracked files have uncommitted changes. $CONNLOGD_VERSION
-# overrides it (a source tarball without .git).
+# overrides it (a source tarball without .git). `build.sh --print-version`
+# prints it and builds nothing.
 #
 # The tools (nfpm, go-md2man) are pinned in packaging/tools/go.mod and run
 # with `go tool`, so they need only Go and the module proxy.
@@ -53,6 +54,10 @@ fi
 if [[ ! $version =~ ^[0-9][0-9A-Za-z.+~]*$ ]]; then
 	echo "build.sh: version $version: want a digit first, then only letters, digits and . + ~" >&2
 	exit 1
+fi
+if [[ ${1:-} == --print-version ]]; then
+	echo "$version"
+	exit 0
 fi
 # Reproducible timestamps: the commit's time, in the files and the pages.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}

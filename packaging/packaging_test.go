@@ -152,6 +152,64 @@ func TestVersionStamped(t *testing.T) {
 	}
 }
 
+// TestVersionFromGit runs build.sh's version logic in a clone: before the
+// first tag, on a tag, after it, and with uncommitted changes.
+func TestVersionFromGit(t *testing.T) {
+	require(t, false, "git")
+	dir := filepath.Join(t.TempDir(), "clone")
+	git := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-c", "user.name=test", "-c", "user.email=test@example.invalid"}, args...)...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if out, err := exec.Command("git", "clone", "-q", "--no-tags", "..", dir).CombinedOutput(); err != nil {
+		t.Fatalf("git clone: %v\n%s", err, out)
+	}
+	version := func() string {
+		t.Helper()
+		cmd := exec.Command("./packaging/build.sh", "--print-version")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "CONNLOGD_VERSION=")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("build.sh --print-version: %v", err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	// The clone has the committed build.sh: commit the one under test.
+	script, err := os.ReadFile("build.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "packaging/build.sh"), script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	git("commit", "-q", "--allow-empty", "-a", "-m", "the build.sh under test")
+	count := git("rev-list", "--count", "HEAD")
+	if got, want := version(), "0.0.0+git"+count+"."+git("rev-parse", "--short=7", "HEAD"); got != want {
+		t.Errorf("before any tag: %q, want %q", got, want)
+	}
+	git("tag", "v1.2.0")
+	if got := version(); got != "1.2.0" {
+		t.Errorf("on tag v1.2.0: %q, want 1.2.0", got)
+	}
+	git("commit", "-q", "--allow-empty", "-m", "after the release")
+	if got, want := version(), "1.2.0+git1."+git("rev-parse", "--short=7", "HEAD"); got != want {
+		t.Errorf("a commit after v1.2.0: %q, want %q", got, want)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte("changed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := version(); !strings.HasSuffix(got, ".dirty") {
+		t.Errorf("with a changed tracked file: %q, want .dirty at the end", got)
+	}
+}
+
 func TestLintian(t *testing.T) {
 	require(t, false, "lintian")
 	b := build(t)

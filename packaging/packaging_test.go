@@ -649,6 +649,14 @@ func TestImage(t *testing.T) {
 			t.Errorf("removing the daemon's directory: %v", err)
 		}
 	})
+	// dockerd and containerd's shims make these whatever their roots; the
+	// ones this test brings into being it removes, if they are empty
+	// (cleanups run last first: parents are listed first).
+	for _, d := range []string{"/run/containerd", "/run/containerd/s", "/run/docker", "/run/docker/plugins"} {
+		if _, err := os.Stat(d); os.IsNotExist(err) {
+			t.Cleanup(func() { os.Remove(d) })
+		}
+	}
 	sock := filepath.Join(dir, "docker.sock")
 	daemon := exec.Command("dockerd", "--iptables=false", "--bridge=none",
 		"--storage-driver=vfs",

@@ -522,10 +522,10 @@ func TestPackagedUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	systemdtest.Verify(t, path)
-	level := systemdtest.Exposure(t, path)
+	level, report := systemdtest.Exposure(t, path)
 	t.Logf("packaged unit's exposure %.1f", level)
 	if level > 2.0 {
-		t.Errorf("packaged unit's exposure %.1f, want <= 2.0", level)
+		t.Errorf("packaged unit's exposure %.1f, want <= 2.0:\n%s", level, report)
 	}
 }
 

@@ -30,9 +30,9 @@ func TestUnitVerifies(t *testing.T) {
 }
 
 func TestUnitExposure(t *testing.T) {
-	level := systemdtest.Exposure(t, unitForTest(t))
+	level, report := systemdtest.Exposure(t, unitForTest(t))
 	t.Logf("exposure %.1f", level)
 	if level > 2.0 {
-		t.Errorf("exposure %.1f, want <= 2.0", level)
+		t.Errorf("exposure %.1f, want <= 2.0:\n%s", level, report)
 	}
 }

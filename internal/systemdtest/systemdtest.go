@@ -39,9 +39,9 @@ func Verify(t testing.TB, unit string) {
 }
 
 // Exposure is the unit's overall exposure level from systemd-analyze
-// security --offline=yes (0 is the best, 10 the worst). The unit file
-// must be named <name>.service.
-func Exposure(t testing.TB, unit string) float64 {
+// security --offline=yes (0 is the best, 10 the worst), and the report
+// that explains it. The unit file must be named <name>.service.
+func Exposure(t testing.TB, unit string) (float64, string) {
 	t.Helper()
 	out, err := exec.Command(Analyze(t), "security", "--offline=yes", unit).CombinedOutput()
 	if err != nil {
@@ -55,7 +55,7 @@ func Exposure(t testing.TB, unit string) float64 {
 	if err != nil {
 		t.Fatalf("exposure %q: %v", m[1], err)
 	}
-	return level
+	return level, string(out)
 }
 
 var exposureRE = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)

@@ -16,8 +16,10 @@
 # overrides it (a source tarball without .git). `build.sh --print-version`
 # prints it and builds nothing.
 #
-# The tools (nfpm, go-md2man) are pinned in packaging/tools/go.mod and run
-# with `go tool`, so they need only Go and the module proxy.
+# The tools (nfpm, go-md2man) are pinned in packaging/tools/go.mod and
+# built from that module, so they need only Go and the module proxy. Two
+# runs on the same commit give the same packages, byte for byte: file
+# times are the commit's (SOURCE_DATE_EPOCH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

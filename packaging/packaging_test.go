@@ -210,6 +210,31 @@ func TestVersionFromGit(t *testing.T) {
 	}
 }
 
+// TestReproducible builds a second time: the same commit must give the
+// same packages, byte for byte (build.sh's SOURCE_DATE_EPOCH).
+func TestReproducible(t *testing.T) {
+	b := build(t)
+	dist := filepath.Join(t.TempDir(), "dist")
+	cmd := exec.Command("./build.sh")
+	cmd.Env = append(os.Environ(), "DIST="+dist)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build.sh: %v\n%s", err, out)
+	}
+	for _, p := range []string{b.deb, b.rpm, filepath.Join(b.dist, "connlogd")} {
+		first, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := os.ReadFile(filepath.Join(dist, filepath.Base(p)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(first, second) {
+			t.Errorf("%s differs between two builds of the same commit", filepath.Base(p))
+		}
+	}
+}
+
 func TestLintian(t *testing.T) {
 	require(t, false, "lintian")
 	b := build(t)

@@ -501,6 +501,95 @@ func TestCopyright(t *testing.T) {
 	}
 }
 
+// TestDebInstallPurge installs the .deb with dpkg into a root of its own
+// (the maintainer scripts run with DPKG_ROOT set), gives it what a running
+// service leaves (state, logs, the enablement link, an edited
+// configuration), then removes it, which keeps the configuration and
+// state, and purges it, which leaves nothing.
+func TestDebInstallPurge(t *testing.T) {
+	require(t, true, "dpkg")
+	b := build(t)
+	root := t.TempDir()
+	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"var/lib/dpkg/status", "var/lib/dpkg/available"} {
+		if err := os.WriteFile(filepath.Join(root, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dpkg := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("dpkg", append([]string{"--root=" + root, "--force-script-chrootless", "--force-confold", "--log=" + filepath.Join(root, "dpkg.log")}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("dpkg %v: %v\n%s", args, err, out)
+		}
+	}
+	exists := func(p string) bool {
+		_, err := os.Lstat(filepath.Join(root, p))
+		return err == nil
+	}
+	write := func(p, text string) {
+		t.Helper()
+		p = filepath.Join(root, p)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	symlink := func(target, p string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, filepath.Join(root, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	dpkg("-i", b.deb)
+	for _, p := range []string{"usr/sbin/connlogd", "lib/systemd/system/connlogd.service", "etc/connlogd/config.yaml"} {
+		if !exists(p) {
+			t.Errorf("installed: %s missing", p)
+		}
+	}
+	// What systemd and the admin leave behind.
+	write("etc/connlogd/config.yaml", "interval: 5s\n")
+	write("var/lib/private/connlogd/state.json", "{}")
+	symlink("private/connlogd", "var/lib/connlogd")
+	write("var/log/private/connlogd/events.json", "")
+	symlink("private/connlogd", "var/log/connlogd")
+	symlink("/lib/systemd/system/connlogd.service", "etc/systemd/system/multi-user.target.wants/connlogd.service")
+
+	// Reinstalling (an upgrade's path) keeps the edited configuration.
+	dpkg("-i", b.deb)
+	if text, _ := os.ReadFile(filepath.Join(root, "etc/connlogd/config.yaml")); string(text) != "interval: 5s\n" {
+		t.Errorf("reinstalling replaced the edited configuration with:\n%s", text)
+	}
+
+	dpkg("-r", "connlogd")
+	if exists("usr/sbin/connlogd") || exists("lib/systemd/system/connlogd.service") {
+		t.Error("remove left the binary or the unit")
+	}
+	for _, p := range []string{"etc/connlogd/config.yaml", "var/lib/private/connlogd/state.json"} {
+		if !exists(p) {
+			t.Errorf("remove took %s, which only purge may", p)
+		}
+	}
+
+	dpkg("-P", "connlogd")
+	for _, p := range []string{"etc/connlogd", "etc/logrotate.d/connlogd", "var/lib/private/connlogd", "var/lib/connlogd",
+		"var/log/private/connlogd", "var/log/connlogd", "etc/systemd/system/multi-user.target.wants/connlogd.service"} {
+		if exists(p) {
+			t.Errorf("purge left %s", p)
+		}
+	}
+}
+
 // TestMaintainerScripts: the scripts parse, and never enable or start the
 // service (only an upgrade restarts one that runs).
 func TestMaintainerScripts(t *testing.T) {

@@ -1,7 +1,6 @@
 package sink
 
 import (
-	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -52,15 +51,6 @@ func (j *jsonObj) uintString(k string, v uint64) {
 func (j *jsonObj) int(k string, v int64) { j.key(k); j.b = strconv.AppendInt(j.b, v, 10) }
 
 func (j *jsonObj) boolean(k string, v bool) { j.key(k); j.b = strconv.AppendBool(j.b, v) }
-
-func (j *jsonObj) float(k string, v float64) {
-	j.key(k)
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		j.b = append(j.b, '0')
-		return
-	}
-	j.b = strconv.AppendFloat(j.b, v, 'f', -1, 64)
-}
 
 // strs writes an array of strings. The arguments are constants, and the
 // variadic slice does not escape, so this does not allocate.

@@ -750,18 +750,23 @@ func TestSchemaDocsExamples(t *testing.T) {
 	}
 }
 
-// The hand-written JSON strings decode as encoding/json reads them.
+// Strings of every kind of byte decode as encoding/json reads them, in
+// every schema: one writer quotes them all.
 func TestJSONStrings(t *testing.T) {
-	for _, s := range []string{"", "plain", `q"uote\back`, "ctl\x00\x01\x1f\n\r\t", "bad\xffutf8", "é ü 日本", "line\u2028sep\u2029", "<html>&"} {
-		b := appendJSONString(nil, s)
-		var got string
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Errorf("%q: %s does not decode: %v", s, b, err)
-			continue
-		}
-		want := strings.ToValidUTF8(s, "\ufffd")
-		if got != want {
-			t.Errorf("%q: decoded %q", s, got)
+	paths := [numSchemas]string{schemaNative: "cmdline", schemaECS: "process.command_line", schemaOCSF: "actor.process.cmd_line"}
+	for s, path := range paths {
+		for _, str := range []string{"", "plain", `q"uote\back`, "ctl\x00\x01\x1f\n\r\t\x7f", "bad\xffutf8", "é ü 日本", "line\u2028sep\u2029", "<html>&"} {
+			ev := attrInbound()
+			ev.Process.Cmdline = str
+			line := encodeSchema(t, schema(s), ev)[0]
+			d := decode(t, line)
+			if str == "" {
+				d.absent(path)
+				continue
+			}
+			if got, want := d.str(path), strings.ToValidUTF8(str, "\ufffd"); got != want {
+				t.Errorf("schema %d: %q decoded as %q from %s", s, str, got, line)
+			}
 		}
 	}
 }

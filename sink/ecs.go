@@ -1,7 +1,7 @@
 package sink
 
 import (
-	"net/netip"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/snapshot"
@@ -12,146 +12,194 @@ import (
 const ecsVersion = "8.11.0"
 
 // ecsEncoder writes events in the Elastic Common Schema; docs/ecs.md is
-// the mapping.
+// the mapping. Each ECS object (event, source, network, process…) is one
+// type below with one MarshalLogObject: the place to edit its fields.
+// The types are all ecsDoc under other names, so that handing one to zap
+// is a pointer conversion, not an allocation.
 type ecsEncoder struct {
+	w   jsonWriter
+	doc ecsDoc
+}
+
+func newECSEncoder(host, version string) *ecsEncoder {
+	return &ecsEncoder{w: newJSONWriter(), doc: ecsDoc{host: host, version: version}}
+}
+
+func (e *ecsEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
+	e.doc.ev = ev
+	b, err := e.w.writeObject(b, &e.doc)
+	e.doc.ev = nil
+	return b, err
+}
+
+// ecsDoc is the document of one event: its top-level fields, in order.
+type ecsDoc struct {
+	ev            *event.Event
 	host, version string
 	scratch       [64]byte
 }
 
-func (e *ecsEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
-	j := jsonObj{b: b}
-	j.begin()
-	j.timestamp("@timestamp", eventTime(ev))
-	j.object("ecs")
-	j.str("version", ecsVersion)
-	j.finish()
-	j.object("agent")
-	j.str("type", "connlogd")
-	j.str("version", e.version)
-	j.finish()
-	j.object("log")
-	if ev.Kind == event.Gap {
-		j.str("level", "warning")
-	} else {
-		j.str("level", "info")
-	}
-	j.finish()
-
-	j.object("event")
-	j.str("kind", "event")
-	j.strs("category", "network")
-	switch ev.Kind {
-	case event.Appeared:
-		j.strs("type", "connection", "start")
-	case event.Closed:
-		j.strs("type", "connection", "end")
-	case event.StateChanged:
-		j.strs("type", "connection", "change")
-	default: // socket (a snapshot) and gap
-		j.strs("type", "info")
-	}
-	j.str("action", ev.Kind.String())
-	j.str("module", "connlogd")
-	j.str("dataset", "connlogd.events")
-	if ev.Reason != "" && (ev.Kind == event.Closed || ev.Kind == event.Gap) {
-		j.str("reason", ev.Reason)
-	}
-	if ev.Kind == event.Closed {
-		j.int("duration", int64(ev.Duration())) // nanoseconds, as ECS wants
-		if !ev.FirstSeen.IsZero() {
-			j.timestamp("start", ev.FirstSeen)
-		}
-		j.timestamp("end", eventTime(ev))
-	}
-	j.finish()
-
-	j.object("host")
-	j.str("hostname", e.host)
-	j.str("name", e.host)
-	j.finish()
-
+func (d *ecsDoc) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	ev := d.ev
+	enc.AddTime("@timestamp", eventTime(ev))
+	enc.AddObject("ecs", ecsECS{})
+	enc.AddObject("agent", (*ecsAgent)(d))
+	enc.AddObject("log", (*ecsLog)(d))
+	enc.AddObject("event", (*ecsEvent)(d))
+	enc.AddObject("host", (*ecsHost)(d))
 	if socketKind(ev) {
-		e.socket(&j, ev)
-	}
-
-	j.object("connlogd")
-	// ECS has no network namespace field (host.pid_ns_ino is the pid
-	// namespace's); gaps carry the namespace they concern too.
-	if ev.Netns != 0 {
-		j.uint("netns", ev.Netns)
-		if ev.NetnsName != "" {
-			j.str("netns_name", ev.NetnsName)
+		enc.AddObject("source", (*ecsSource)(d))
+		enc.AddObject("destination", (*ecsDestination)(d))
+		enc.AddObject("network", (*ecsNetwork)(d))
+		// The kernel sends no owner in destroy notifications: uid 0
+		// there means unknown, not root.
+		if !ev.ShortLived {
+			enc.AddObject("user", (*ecsUser)(d))
+		}
+		if ev.Process != nil {
+			enc.AddObject("process", (*ecsProcess)(d))
+		}
+		if c := ev.Cgroup; c != nil && c.ContainerID != "" {
+			enc.AddObject("container", (*ecsContainer)(d))
 		}
 	}
-	if ev.Kind == event.Gap {
-		if ev.Count != 0 {
-			j.uint("count", ev.Count)
-		}
-	} else {
-		e.connlogdSocket(&j, ev)
-	}
-	j.finish()
-
-	j.finish()
-	return append(j.b, '\n'), nil
+	enc.AddObject("connlogd", (*ecsConnlogd)(d))
+	return nil
 }
 
-func (e *ecsEncoder) socket(j *jsonObj, ev *event.Event) {
-	s := &ev.Socket
-	info := ev.Kind == event.Closed && s.Proto == snapshot.ProtoTCP && s.HasInfo
-	j.object("source")
-	e.endpoint(j, s.Src)
-	if info && s.Info.Len >= infoLenBytesSent {
-		j.uint("bytes", s.Info.BytesSent)
-	}
-	if info && s.Info.Len >= infoLenSegs {
-		j.uint("packets", uint64(s.Info.SegsOut))
-	}
-	j.finish()
-	j.object("destination")
-	e.endpoint(j, s.Dst)
-	if info && s.Info.Len >= infoLenBytesRecv {
-		j.uint("bytes", s.Info.BytesReceived)
-	}
-	if info && s.Info.Len >= infoLenSegs {
-		j.uint("packets", uint64(s.Info.SegsIn))
-	}
-	j.finish()
+// ecsECS is the ecs object: the schema version.
+type ecsECS struct{}
 
-	j.object("network")
-	j.str("transport", s.Proto.String())
-	j.str("type", s.Family.String())
-	j.str("iana_number", ianaNumber(s.Proto))
-	if d := ecsDirection(ev.Direction); d != "" {
-		j.str("direction", d)
-	}
-	if id, ok := appendCommunityID(e.scratch[:0], s.Proto, s.Src, s.Dst); ok {
-		j.strBytes("community_id", id)
-	}
-	if info && s.Info.Len >= infoLenBytesSent {
-		j.uint("bytes", s.Info.BytesSent+s.Info.BytesReceived)
-	}
-	if info && s.Info.Len >= infoLenSegs {
-		j.uint("packets", uint64(s.Info.SegsOut)+uint64(s.Info.SegsIn))
-	}
-	j.finish()
+func (ecsECS) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("version", ecsVersion)
+	return nil
+}
 
-	// The kernel sends no owner in destroy notifications: uid 0 there
-	// means unknown, not root.
-	if !ev.ShortLived {
-		j.object("user")
-		j.uintString("id", uint64(s.UID))
-		j.finish()
-	}
+type ecsAgent ecsDoc
 
-	if ev.Process != nil {
-		e.process(j, ev.Process)
+func (d *ecsAgent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("type", "connlogd")
+	enc.AddString("version", d.version)
+	return nil
+}
+
+type ecsLog ecsDoc
+
+func (d *ecsLog) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	if d.ev.Kind == event.Gap {
+		enc.AddString("level", "warning")
+	} else {
+		enc.AddString("level", "info")
 	}
-	if c := ev.Cgroup; c != nil && c.ContainerID != "" {
-		j.object("container")
-		j.str("id", c.ContainerID)
-		j.finish()
+	return nil
+}
+
+// event.category and event.type values.
+var (
+	ecsCategoryNetwork = strArray{"network"}
+	ecsTypeStart       = strArray{"connection", "start"}
+	ecsTypeEnd         = strArray{"connection", "end"}
+	ecsTypeChange      = strArray{"connection", "change"}
+	ecsTypeInfo        = strArray{"info"}
+)
+
+type ecsEvent ecsDoc
+
+func (d *ecsEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	ev := d.ev
+	enc.AddString("kind", "event")
+	enc.AddArray("category", &ecsCategoryNetwork)
+	switch ev.Kind {
+	case event.Appeared:
+		enc.AddArray("type", &ecsTypeStart)
+	case event.Closed:
+		enc.AddArray("type", &ecsTypeEnd)
+	case event.StateChanged:
+		enc.AddArray("type", &ecsTypeChange)
+	default: // socket (a snapshot) and gap
+		enc.AddArray("type", &ecsTypeInfo)
 	}
+	enc.AddString("action", ev.Kind.String())
+	enc.AddString("module", "connlogd")
+	enc.AddString("dataset", "connlogd.events")
+	if ev.Reason != "" && (ev.Kind == event.Closed || ev.Kind == event.Gap) {
+		enc.AddString("reason", ev.Reason)
+	}
+	if ev.Kind == event.Closed {
+		enc.AddInt64("duration", int64(ev.Duration())) // nanoseconds, as ECS wants
+		if !ev.FirstSeen.IsZero() {
+			enc.AddTime("start", ev.FirstSeen)
+		}
+		enc.AddTime("end", eventTime(ev))
+	}
+	return nil
+}
+
+type ecsHost ecsDoc
+
+func (d *ecsHost) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("hostname", d.host)
+	enc.AddString("name", d.host)
+	return nil
+}
+
+// ecsSource is the local end, with what it sent when the socket closed.
+type ecsSource ecsDoc
+
+func (d *ecsSource) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	s := &d.ev.Socket
+	addEndpoint(enc, s.Src, &d.scratch)
+	if in := closingInfo(d.ev); in != nil {
+		if in.Len >= infoLenBytesSent {
+			enc.AddUint64("bytes", in.BytesSent)
+		}
+		if in.Len >= infoLenSegs {
+			enc.AddUint64("packets", uint64(in.SegsOut))
+		}
+	}
+	return nil
+}
+
+// ecsDestination is the remote end, with what the local end received
+// from it when the socket closed.
+type ecsDestination ecsDoc
+
+func (d *ecsDestination) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	s := &d.ev.Socket
+	addEndpoint(enc, s.Dst, &d.scratch)
+	if in := closingInfo(d.ev); in != nil {
+		if in.Len >= infoLenBytesRecv {
+			enc.AddUint64("bytes", in.BytesReceived)
+		}
+		if in.Len >= infoLenSegs {
+			enc.AddUint64("packets", uint64(in.SegsIn))
+		}
+	}
+	return nil
+}
+
+type ecsNetwork ecsDoc
+
+func (d *ecsNetwork) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	s := &d.ev.Socket
+	enc.AddString("transport", s.Proto.String())
+	enc.AddString("type", s.Family.String())
+	enc.AddString("iana_number", ianaNumber(s.Proto))
+	if dir := ecsDirection(d.ev.Direction); dir != "" {
+		enc.AddString("direction", dir)
+	}
+	if id, ok := appendCommunityID(d.scratch[:0], s.Proto, s.Src, s.Dst); ok {
+		enc.AddByteString("community_id", id)
+	}
+	if in := closingInfo(d.ev); in != nil {
+		if in.Len >= infoLenBytesSent {
+			enc.AddUint64("bytes", in.BytesSent+in.BytesReceived)
+		}
+		if in.Len >= infoLenSegs {
+			enc.AddUint64("packets", uint64(in.SegsOut)+uint64(in.SegsIn))
+		}
+	}
+	return nil
 }
 
 // ecsDirection is network.direction for d. connlogd watches one host, so
@@ -169,77 +217,100 @@ func ecsDirection(d event.Direction) string {
 	return ""
 }
 
-// process writes the owning process; attribution leaves a field empty
-// when it could not read it, and the field is then left out. The user is
-// the process's effective one, which ECS puts in process.user.
-func (e *ecsEncoder) process(j *jsonObj, p *event.Process) {
-	j.object("process")
-	j.int("pid", int64(p.PID))
-	if p.Comm != "" {
-		j.str("name", p.Comm)
-	}
-	if p.Exe != "" {
-		j.str("executable", p.Exe)
-	}
-	if p.Cmdline != "" {
-		j.str("command_line", p.Cmdline)
-	}
-	j.object("user")
-	j.uintString("id", uint64(p.UID))
-	if p.User != "" {
-		j.str("name", p.User)
-	}
-	j.finish()
-	j.finish()
+// ecsUser is the socket's owner.
+type ecsUser ecsDoc
+
+func (d *ecsUser) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	addUintString(enc, "id", uint64(d.ev.Socket.UID), &d.scratch)
+	return nil
 }
 
-// connlogdSocket writes the socket fields ECS has no place for.
-func (e *ecsEncoder) connlogdSocket(j *jsonObj, ev *event.Event) {
+// ecsProcess is the owning process; attribution leaves a field empty
+// when it could not read it, and the field is then left out.
+type ecsProcess ecsDoc
+
+func (d *ecsProcess) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	p := d.ev.Process
+	enc.AddInt64("pid", int64(p.PID))
+	if p.Comm != "" {
+		enc.AddString("name", p.Comm)
+	}
+	if p.Exe != "" {
+		enc.AddString("executable", p.Exe)
+	}
+	if p.Cmdline != "" {
+		enc.AddString("command_line", p.Cmdline)
+	}
+	enc.AddObject("user", (*ecsProcessUser)(d))
+	return nil
+}
+
+// ecsProcessUser is the process's effective user, which ECS puts in
+// process.user.
+type ecsProcessUser ecsDoc
+
+func (d *ecsProcessUser) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	p := d.ev.Process
+	addUintString(enc, "id", uint64(p.UID), &d.scratch)
+	if p.User != "" {
+		enc.AddString("name", p.User)
+	}
+	return nil
+}
+
+type ecsContainer ecsDoc
+
+func (d *ecsContainer) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("id", d.ev.Cgroup.ContainerID)
+	return nil
+}
+
+// ecsConnlogd holds what ECS has no field for. ECS has no network
+// namespace field (host.pid_ns_ino is the pid namespace's); gaps carry
+// the namespace they concern too.
+type ecsConnlogd ecsDoc
+
+func (d *ecsConnlogd) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	ev := d.ev
+	addNetns(enc, ev)
+	if ev.Kind == event.Gap {
+		if ev.Count != 0 {
+			enc.AddUint64("count", ev.Count)
+		}
+		return nil
+	}
 	s := &ev.Socket
-	j.str("state", s.State.String())
+	enc.AddString("state", s.State.String())
 	if ev.Kind == event.StateChanged {
-		j.str("prev_state", ev.PrevState.String())
+		enc.AddString("prev_state", ev.PrevState.String())
 	}
 	if s.IfIndex != 0 {
-		j.uint("ifindex", uint64(s.IfIndex))
+		enc.AddUint64("ifindex", uint64(s.IfIndex))
 	}
-	// A string: cookies use all 64 bits, beyond Elasticsearch's long
-	// and JavaScript's exact integers.
-	j.uintString("cookie", s.Cookie)
-	j.uint("inode", uint64(s.Inode))
+	addCookie(enc, s.Cookie, &d.scratch)
+	enc.AddUint64("inode", uint64(s.Inode))
 	if s.CgroupID != 0 {
-		j.uint("cgroup_id", s.CgroupID)
+		enc.AddUint64("cgroup_id", s.CgroupID)
 	}
 	if ev.Direction != event.DirectionUnknown {
-		j.str("direction", ev.Direction.String())
+		enc.AddString("direction", ev.Direction.String())
 	}
 	// ECS has no cgroup or systemd unit field; the container id is in
 	// container.id.
-	if c := ev.Cgroup; c != nil {
-		j.str("cgroup", c.Path)
-		if c.SystemdUnit != "" {
-			j.str("systemd_unit", c.SystemdUnit)
-		}
+	addCgroup(enc, ev.Cgroup)
+	addFlags(enc, ev)
+	if in := closingInfo(ev); in != nil {
+		addInfoRest(enc, in)
 	}
-	if ev.Initial && ev.Kind == event.Appeared {
-		j.boolean("initial", true)
-	}
-	if ev.Late {
-		j.boolean("late", true)
-	}
-	if ev.ShortLived {
-		j.boolean("short_lived", true)
-	}
-	if ev.Kind == event.Closed && s.Proto == snapshot.ProtoTCP && s.HasInfo {
-		if s.Info.Len >= infoLenBytesRecv {
-			j.uint("bytes_acked", s.Info.BytesAcked)
-		}
-		j.uint("retransmits", uint64(s.Info.TotalRetrans))
-		j.uint("rtt_us", uint64(s.Info.RTT))
-	}
+	return nil
 }
 
-func (e *ecsEncoder) endpoint(j *jsonObj, ap netip.AddrPort) {
-	j.strBytes("ip", ap.Addr().WithZone("").AppendTo(e.scratch[:0]))
-	j.uint("port", uint64(ap.Port()))
+// closingInfo is the TCP counters of a closed TCP socket, nil for any
+// other event: ECS and OCSF report traffic once, when it is final.
+func closingInfo(ev *event.Event) *snapshot.TCPInfo {
+	s := &ev.Socket
+	if ev.Kind == event.Closed && s.Proto == snapshot.ProtoTCP && s.HasInfo {
+		return &s.Info
+	}
+	return nil
 }

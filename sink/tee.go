@@ -2,7 +2,10 @@
 // syslog) in one of three schemas: native (one JSON object per line,
 // documented in docs/events.md), ECS (docs/ecs.md) or OCSF
 // (docs/ocsf.md). A Tee encodes each event once per schema in use and
-// hands the line to every sink. Syslog sinks queue it for a sender
+// hands the line to every sink. One writer, zap's JSON encoder, writes
+// all three: the native schema as a zap log line (native.go), ECS and
+// OCSF as nested zap objects, one Go type per schema object (ecs.go,
+// ocsf.go), so that a mapping is edited in one place. Syslog sinks queue it for a sender
 // goroutine (docs/delivery.md); stdout and file sinks buffer it until
 // Sync.
 //

@@ -152,8 +152,13 @@ func TestParseErrors(t *testing.T) {
 		{"mode hex", "sinks:\n  - type: file\n    path: /x\n    mode: 0x1a0\n", 4, `sinks[0].mode: "0x1a0" is not an octal permission`},
 		{"mode symbolic", "sinks:\n  - type: file\n    path: /x\n    mode: rw-r-----\n", 4, `sinks[0].mode: "rw-r-----" is not an octal permission`},
 		{"mode empty", "sinks:\n  - type: file\n    path: /x\n    mode: ''\n", 4, `sinks[0].mode: "" is not an octal permission`},
-		{"mode above 0777", "sinks:\n  - type: file\n    path: /x\n    mode: 01777\n", 4, "sinks[0].mode: 01777 is not a permission of at most 0777"},
-		{"mode 0o above 0777", "sinks:\n  - type: file\n    path: /x\n    mode: 0o1000\n", 4, "sinks[0].mode: 01000 is not a permission of at most 0777"},
+		{"mode above 0777", "sinks:\n  - type: file\n    path: /x\n    mode: 01777\n", 4, "sinks[0].mode: 01777: only read and write bits (at most 0666) are allowed"},
+		{"mode 0o above 0777", "sinks:\n  - type: file\n    path: /x\n    mode: 0o1000\n", 4, "sinks[0].mode: 01000: only read and write bits"},
+		// An audit log others can write is not an audit log.
+		{"mode 0777", "sinks:\n  - type: file\n    path: /x\n    mode: 0777\n", 4, "sinks[0].mode: 0777: only read and write bits"},
+		{"mode 0666", "sinks:\n  - type: file\n    path: /x\n    mode: 0666\n", 4, "sinks[0].mode: 0666 lets group or others write"},
+		{"mode 0620", "sinks:\n  - type: file\n    path: /x\n    mode: 0o620\n", 4, "sinks[0].mode: 0620 lets group or others write"},
+		{"mode 0755", "sinks:\n  - type: file\n    path: /x\n    mode: 0755\n", 4, "sinks[0].mode: 0755: only read and write bits"},
 		{"mode huge", "sinks:\n  - type: file\n    path: /x\n    mode: 077777777777777\n", 4, "sinks[0].mode: \"077777777777777\" is not an octal permission"},
 
 		// syslog sinks.
@@ -175,6 +180,10 @@ func TestParseErrors(t *testing.T) {
 		{"syslog empty tag", "sinks:\n  - type: syslog\n    tag: ''\n", 3, "sinks[0].tag: \"\" must be 1 to 48 characters long"},
 		{"syslog long tag", "sinks:\n  - type: syslog\n    tag: " + strings.Repeat("x", 49) + "\n", 3, "must be 1 to 48 characters long"},
 		{"syslog tag with space", "sinks:\n  - type: syslog\n    tag: 'conn logd'\n", 3, `sinks[0].tag: "conn logd" must be printable ASCII without spaces`},
+		// One rule with the sink's: ':' and brackets end an RFC 3164 TAG.
+		{"syslog tag with colon", "sinks:\n  - type: syslog\n    tag: 'app:1'\n", 3, `sinks[0].tag: "app:1" must be printable ASCII without spaces, brackets or colons`},
+		{"syslog tag with bracket", "sinks:\n  - type: syslog\n    tag: 'app[1]'\n", 3, "without spaces, brackets or colons"},
+		{"syslog address port name unknown", "sinks:\n  - type: syslog\n    network: tcp\n    address: 'h:abc'\n", 4, `port "abc" is neither a number nor a known tcp service name`},
 		{"syslog tag not ASCII", "sinks:\n  - type: syslog\n    tag: connlögd\n", 3, "must be printable ASCII"},
 
 		// Delivery, TLS and schemas.
@@ -259,11 +268,11 @@ func TestParse(t *testing.T) {
 		{"file mode quoted", "sinks:\n  - type: file\n    path: /x\n    mode: \"0644\"\n", func(c *Config) {
 			c.Sinks = []Sink{{Type: SinkFile, Line: 2, Path: "/x", Mode: 0o644}}
 		}},
-		{"file mode 0o", "sinks:\n  - type: file\n    path: /x\n    mode: 0o755\n", func(c *Config) {
-			c.Sinks = []Sink{{Type: SinkFile, Line: 2, Path: "/x", Mode: 0o755}}
+		{"file mode 0o", "sinks:\n  - type: file\n    path: /x\n    mode: 0o604\n", func(c *Config) {
+			c.Sinks = []Sink{{Type: SinkFile, Line: 2, Path: "/x", Mode: 0o604}}
 		}},
-		{"file mode 0777 and 0", "sinks:\n  - {type: file, path: /x, mode: 0777}\n  - {type: file, path: /y, mode: 0}\n", func(c *Config) {
-			c.Sinks = []Sink{{Type: SinkFile, Line: 2, Path: "/x", Mode: 0o777}, {Type: SinkFile, Line: 3, Path: "/y", Mode: 0}}
+		{"file mode 0644 and 0", "sinks:\n  - {type: file, path: /x, mode: 0644}\n  - {type: file, path: /y, mode: 0}\n", func(c *Config) {
+			c.Sinks = []Sink{{Type: SinkFile, Line: 2, Path: "/x", Mode: 0o644}, {Type: SinkFile, Line: 3, Path: "/y", Mode: 0}}
 		}},
 		{"syslog sink defaults", "sinks:\n  - type: syslog\n", func(c *Config) {
 			c.Sinks = []Sink{{Type: SinkSyslog, Line: 2, Network: "unix", Address: "/dev/log", Format: "rfc5424", Facility: 16, Tag: "connlogd"}}
@@ -423,6 +432,9 @@ func TestValidate(t *testing.T) {
 		{"file with a tag", func(c *Config) { c.Sinks = []Sink{{Type: SinkFile, Path: "/x", Tag: "t"}} }, "sinks[0]: sets fields that a file sink does not use"},
 		{"file without path", func(c *Config) { c.Sinks = []Sink{{Type: SinkFile, Mode: 0o640}} }, "sinks[0]: path: must not be empty"},
 		{"file mode too big", func(c *Config) { c.Sinks = []Sink{{Type: SinkFile, Path: "/x", Mode: fs.ModeDir | 0o755}} }, "sinks[0]: mode:"},
+		{"file mode 0777", func(c *Config) { c.Sinks = []Sink{{Type: SinkFile, Path: "/x", Mode: 0o777}} }, "sinks[0]: mode: 0777"},
+		{"file mode 0666", func(c *Config) { c.Sinks = []Sink{{Type: SinkFile, Path: "/x", Mode: 0o666}} }, "sinks[0]: mode: 0666 lets group or others write"},
+		{"syslog tag with colon", syslog(func(s *Sink) { s.Tag = "app:1" }), "sinks[0]: tag:"},
 		{"syslog with mode", syslog(func(s *Sink) { s.Mode = 0o640 }), "sets fields that a syslog sink does not use"},
 		{"syslog bad network", syslog(func(s *Sink) { s.Network = "" }), `sinks[0]: network: unknown network ""`},
 		{"syslog udp without address", syslog(func(s *Sink) { s.Network, s.Address = "udp", "" }), "sinks[0]: address: must not be empty"},

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/connlogd/connlogd/safefile"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
@@ -34,12 +34,18 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Load reads and parses the file at path. A missing file gives an error
-// that matches fs.ErrNotExist, so callers can fall back to Default.
+// MaxFileSize bounds a configuration file: a real one is a few KiB, and
+// reading /dev/zero or a runaway file must stop quickly.
+const MaxFileSize = 1 << 20
+
+// Load reads and parses the file at path, a regular file or a pipe of
+// at most MaxFileSize bytes (a device such as /dev/zero is refused). A
+// missing file gives an error that matches fs.ErrNotExist, so callers
+// can fall back to Default.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path, MaxFileSize)
 	if err != nil {
-		return nil, err // *fs.PathError already names the file
+		return nil, err // the error already names the file
 	}
 	return Parse(data, path)
 }
@@ -478,18 +484,18 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 		case "mode":
 			s.Mode, err = parseMode(val)
 		case "network":
-			s.Network, err = val, checkNetwork(val)
+			s.Network, err = val, CheckNetwork(val)
 		case "address":
 			s.Address, addrNode = val, v // checked below: it depends on the network
 		case "format":
-			s.Format, err = val, checkFormat(val)
+			s.Format, err = val, CheckFormat(val)
 		case "facility":
 			var ok bool
 			if s.Facility, ok = parseFacility(val); !ok {
 				err = fmt.Errorf("unknown facility %q (want a name such as daemon or local0, or a number 0-23)", val)
 			}
 		case "tag":
-			s.Tag, err = val, checkTag(val)
+			s.Tag, err = val, CheckTag(val)
 		case "schema":
 			s.Schema, err = val, checkSchema(val)
 		case "queue_size":
@@ -525,7 +531,7 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 	case SinkSyslog:
 		switch {
 		case addrNode != nil:
-			if err := checkAddress(s.Network, s.Address); err != nil {
+			if err := CheckAddress(s.Network, s.Address); err != nil {
 				return Sink{}, p.errorf(addrNode.Line, path+".address", "%w", err)
 			}
 		case s.Network == "unix":

@@ -98,6 +98,23 @@ func checkFileStat(path string, st *unix.Stat_t, write bool) error {
 	return refuse(path, "not a regular file, character device or FIFO")
 }
 
+// CheckDir checks, without side effects, that dir exists, that nobody
+// but root and the daemon's user can write it (unless it is sticky) and
+// that the daemon can create files in it.
+func CheckDir(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return &fs.PathError{Op: "stat", Path: dir, Err: err}
+	}
+	if err := checkDirStat(dir, &st); err != nil {
+		return err
+	}
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return &fs.PathError{Op: "create in", Path: dir, Err: err}
+	}
+	return nil
+}
+
 // CheckWrite checks, without creating or opening anything, that
 // OpenAppend(path) would not be refused by the rules above and that the
 // directory exists and is writable. A missing file is fine: it would be
@@ -212,7 +229,13 @@ var ErrTooLarge = errors.New("file too large")
 // Kubernetes ConfigMap swaps), and refuses one that is larger, or a
 // device (/dev/zero would never end).
 func ReadFile(path string, limit int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	flags := os.O_RDONLY | unix.O_NOCTTY
+	if fi, err := os.Stat(path); err == nil && fi.Mode()&fs.ModeNamedPipe == 0 {
+		// Not a pipe: never wait in open (a device may block there). A
+		// pipe's open waits for its writer, or there is nothing to read.
+		flags |= unix.O_NONBLOCK
+	}
+	f, err := os.OpenFile(path, flags, 0)
 	if err != nil {
 		return nil, err // *fs.PathError names the file
 	}
@@ -254,10 +277,7 @@ func readBounded(f *os.File, path string, limit int64, strict bool) ([]byte, err
 		if strict {
 			return nil, refuse(path, "not a regular file")
 		}
-		// A pipe (process substitution): blocking reads, bounded below.
-		if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
-			return nil, &fs.PathError{Op: "fcntl", Path: path, Err: err}
-		}
+		// A pipe (process substitution): read, bounded below.
 	default:
 		return nil, refuse(path, "not a regular file")
 	}

@@ -9,11 +9,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -161,24 +159,11 @@ func loadTLS(spec *config.TLS, host string) (*tls.Config, error) {
 	if conf.ServerName == "" {
 		conf.ServerName = host
 	}
-	if spec.CAFile != "" {
-		pem, err := os.ReadFile(spec.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca_file %s: no PEM certificate found", spec.CAFile)
-		}
-		conf.RootCAs = pool
+	roots, certs, err := spec.Load()
+	if err != nil {
+		return nil, err
 	}
-	if spec.CertFile != "" || spec.KeyFile != "" {
-		pair, err := tls.LoadX509KeyPair(spec.CertFile, spec.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls cert_file/key_file: %w", err)
-		}
-		conf.Certificates = []tls.Certificate{pair}
-	}
+	conf.RootCAs, conf.Certificates = roots, certs
 	return conf, nil
 }
 
@@ -406,21 +391,6 @@ func headerToken(s string, max int) string {
 		}
 	}
 	return string(b)
-}
-
-// validTag reports whether tag can be both an RFC 5424 APP-NAME and an
-// RFC 3164 TAG: 1 to 48 printable ASCII characters, none of which would
-// end the tag early ("[", "]", ":").
-func validTag(tag string) bool {
-	if tag == "" || len(tag) > 48 {
-		return false
-	}
-	for i := 0; i < len(tag); i++ {
-		if c := tag[i]; c < 33 || c > 126 || c == '[' || c == ']' || c == ':' {
-			return false
-		}
-	}
-	return true
 }
 
 // reopen reloads the TLS files (a renewed certificate) and makes the

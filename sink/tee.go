@@ -204,23 +204,33 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 		queue:    s.QueueSize,
 		drain:    s.DrainTimeout,
 	}
+	// Defaults for a Sink built in code; the rules are config's, so that
+	// a check and an open cannot disagree.
 	if c.network == "" {
-		c.network = "unix"
+		c.network = config.DefaultSyslogNetwork
 	}
-	switch c.network {
-	case "unix":
-		if c.address == "" {
-			c.address = DefaultSyslogAddress
-		}
-	case "udp", "tcp", "tls", "relp", "relp-tls":
-		if c.address == "" {
-			return c, fmt.Errorf("network %s needs an address", c.network)
-		}
-		if _, _, err := net.SplitHostPort(c.address); err != nil {
-			return c, fmt.Errorf("address: %w", err)
-		}
-	default:
-		return c, fmt.Errorf("unknown network %q (want unix, udp, tcp, tls, relp or relp-tls)", c.network)
+	if c.address == "" && c.network == "unix" {
+		c.address = DefaultSyslogAddress
+	}
+	if c.format == "" {
+		c.format = FormatRFC5424
+	}
+	if c.tag == "" {
+		c.tag = DefaultTag
+	}
+	// Facility 0 (kern) is the zero value, and userspace cannot log as
+	// the kernel anyway: glibc's syslog(3) turns it into its default too.
+	if c.facility == 0 {
+		c.facility = DefaultFacility
+	}
+	if err := config.CheckNetwork(c.network); err != nil {
+		return c, err
+	}
+	if c.address == "" {
+		return c, fmt.Errorf("network %s needs an address", c.network)
+	}
+	if err := config.CheckAddress(c.network, c.address); err != nil {
+		return c, fmt.Errorf("address: %w", err)
 	}
 	if c.network == "tls" || c.network == "relp-tls" {
 		c.tls = &s.TLS
@@ -230,26 +240,14 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 	if c.queue < 0 || c.drain < 0 {
 		return c, errors.New("queue_size and drain_timeout must not be negative")
 	}
-	switch c.format {
-	case "":
-		c.format = FormatRFC5424
-	case FormatRFC5424, FormatRFC3164:
-	default:
-		return c, fmt.Errorf("unknown format %q (want %s or %s)", c.format, FormatRFC5424, FormatRFC3164)
+	if err := config.CheckFormat(c.format); err != nil {
+		return c, err
 	}
-	if c.tag == "" {
-		c.tag = DefaultTag
+	if err := config.CheckTag(c.tag); err != nil {
+		return c, fmt.Errorf("tag: %w", err)
 	}
-	if !validTag(c.tag) {
-		return c, fmt.Errorf("tag %q: want 1 to 48 printable ASCII characters without spaces, brackets or colons", c.tag)
-	}
-	// Facility 0 (kern) is the zero value, and userspace cannot log as
-	// the kernel anyway: glibc's syslog(3) turns it into its default too.
-	if c.facility == 0 {
-		c.facility = DefaultFacility
-	}
-	if c.facility < 0 || c.facility > 23 {
-		return c, fmt.Errorf("facility %d out of range 0-23", c.facility)
+	if err := config.CheckFacility(c.facility); err != nil {
+		return c, fmt.Errorf("facility: %w", err)
 	}
 	return c, nil
 }

@@ -9,8 +9,10 @@
 //     symbolic link (O_NOFOLLOW); the directories above it are root's
 //     business and are followed;
 //   - the directory that holds the file must be writable by nobody but
-//     root and the daemon's own user, unless it has the sticky bit
-//     (/tmp), where others can create names but not replace ours;
+//     root and the daemon's own user (owner root or the daemon's user;
+//     group write only for group root or the daemon's group; no write
+//     for others), unless it has the sticky bit (/tmp), where others can
+//     create names but not replace ours;
 //   - an existing regular file with more than one hard link is refused:
 //     the other link may be a file the attacker could not write
 //     (/etc/shadow, linked into a log directory on the same filesystem);
@@ -69,8 +71,9 @@ func checkDirStat(dir string, st *unix.Stat_t) error {
 	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
 		return refuse(dir, "directory is owned by uid %d, which could replace the file with a link", st.Uid)
 	}
-	if st.Mode&0o022 != 0 {
-		return refuse(dir, "directory is writable by group or others (mode %#o) and not sticky; they could replace the file with a link", st.Mode&0o7777)
+	groupOK := st.Gid == 0 || int(st.Gid) == os.Getegid()
+	if st.Mode&0o002 != 0 || (st.Mode&0o020 != 0 && !groupOK) {
+		return refuse(dir, "directory is writable by group or others (mode %#o, group %d) and not sticky; they could replace the file with a link (use a directory only root and the daemon's user can write, such as /var/log/connlogd)", st.Mode&0o7777, st.Gid)
 	}
 	return nil
 }

@@ -384,13 +384,15 @@ func TestFileRefusesParentWritableByOthers(t *testing.T) {
 		name   string
 		mode   fs.FileMode
 		uid    int
+		gid    int
 		reason string // "" when allowed
 	}{
-		{"world-writable", 0o777, 0, "writable by group or others"},
-		{"group-writable", 0o775, 0, "writable by group or others"},
-		{"owned by another user", 0o755, 65534, "owned by uid 65534"},
-		{"sticky and world-writable", 0o777 | fs.ModeSticky, 65534, ""},
-		{"root's", 0o755, 0, ""},
+		{"world-writable", 0o777, 0, 0, "writable by group or others"},
+		{"writable by another group", 0o775, 0, 65534, "writable by group or others (mode 0775, group 65534)"},
+		{"owned by another user", 0o755, 65534, 0, "owned by uid 65534"},
+		{"sticky and world-writable", 0o777 | fs.ModeSticky, 65534, 0, ""},
+		{"root's", 0o755, 0, 0, ""},
+		{"writable by group root", 0o775, 0, 0, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "log")
@@ -400,7 +402,7 @@ func TestFileRefusesParentWritableByOthers(t *testing.T) {
 			if err := os.Chmod(dir, tt.mode); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.Chown(dir, tt.uid, -1); err != nil {
+			if err := os.Chown(dir, tt.uid, tt.gid); err != nil {
 				t.Fatal(err)
 			}
 			path := filepath.Join(dir, "events.json")

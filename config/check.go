@@ -3,9 +3,9 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/connlogd/connlogd/safefile"
 )
@@ -19,7 +19,7 @@ import (
 //
 // What only doing it can tell (a port already in use, a collector that
 // is down) is not checked. Every problem is reported, joined, each naming
-// the setting and, for a sink read from a file, its line.
+// the setting and, for a sink read from a file, its line, on one line.
 func (c *Config) Check() error {
 	if err := c.Validate(); err != nil {
 		return err
@@ -49,8 +49,28 @@ func (c *Config) Check() error {
 			errs = append(errs, fmt.Errorf("state_file: %w", err))
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return problems(errs)
 }
+
+// problems is several errors said on one line, so that a refusal is one
+// log record and one line of -check-config.
+type problems []error
+
+func (p problems) Error() string {
+	var b strings.Builder
+	for i, err := range p {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+func (p problems) Unwrap() []error { return p }
 
 // maxPEMSize bounds each TLS file read: a system CA bundle is a few
 // hundred KiB.

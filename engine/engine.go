@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -423,6 +424,8 @@ func (d *loop) rescan(now time.Time) error {
 	}
 	seen := make(map[netns.ID]bool, len(want))
 	changed := false
+	var denied []string // namespaces entering was refused for
+	var deniedErr error
 	for _, ns := range want {
 		seen[ns.ID] = true
 		if _, ok := d.watches[ns.ID]; ok {
@@ -431,11 +434,7 @@ func (d *loop) rescan(now time.Time) error {
 		w, err := d.openNamespace(ns)
 		if err != nil {
 			if !ns.Host && netns.IsPermission(err) {
-				if !d.nsDenied {
-					d.nsDenied = true
-					d.log.Warn("cannot enter other network namespaces (needs CAP_SYS_ADMIN); watching the host namespace only", "err", err)
-					d.write(&event.Event{Kind: event.Gap, Time: now, Reason: event.GapNetnsUnwatchable})
-				}
+				denied, deniedErr = append(denied, ns.String()), err
 				continue
 			}
 			if ns.Host {
@@ -452,6 +451,11 @@ func (d *loop) rescan(now time.Time) error {
 			// not initial; the first poll reports them as appeared.
 			w.differ.NotInitial()
 		}
+	}
+	if len(denied) > 0 && !d.nsDenied {
+		d.nsDenied = true
+		d.deniedNamespaces(denied, deniedErr)
+		d.write(&event.Event{Kind: event.Gap, Time: now, Reason: event.GapNetnsUnwatchable})
 	}
 	for id, w := range d.watches {
 		if seen[id] {
@@ -476,6 +480,28 @@ func (d *loop) rescan(now time.Time) error {
 		d.met.Namespaces(len(d.order))
 	}
 	return nil
+}
+
+// deniedNamespaces says, once, which namespaces cannot be entered and
+// what is watched instead: the host namespace when the configuration
+// asks for it, or nothing.
+func (d *loop) deniedNamespaces(denied []string, err error) {
+	const show = 10
+	names := strings.Join(denied[:min(len(denied), show)], ",")
+	if len(denied) > show {
+		names += fmt.Sprintf(",… (%d in all)", len(denied))
+	}
+	var watching []string
+	for _, w := range d.watches {
+		watching = append(watching, w.ns.String())
+	}
+	sort.Strings(watching)
+	what := strings.Join(watching, ",")
+	if what == "" {
+		what = "none"
+	}
+	d.log.Warn("cannot enter these network namespaces (needs CAP_SYS_ADMIN); they are not watched",
+		"not_watched", names, "watching", what, "err", err)
 }
 
 // finishPoll takes a namespace's finished dump: diffs it, or reports its

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 
@@ -23,6 +24,12 @@ func (d *loop) reload(r ReloadRequest) (prev *config.Config, ok bool) {
 	d.notify.Reloading()
 	defer d.notify.Ready()
 	cfg, err := config.Load(r.Path)
+	if err == nil {
+		// What start and -check-config check, reload checks.
+		if cerr := cfg.Check(); cerr != nil {
+			err = fmt.Errorf("%s: %w", r.Path, cerr)
+		}
+	}
 	if err != nil {
 		d.met.Reloaded(false)
 		d.log.Error("configuration refused; keeping the running one", "reason", r.Reason, "err", err)

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/connlogd/connlogd/config"
@@ -55,7 +54,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	// Start, reload and -check-config apply the same checks.
 	if err := cfg.Check(); err != nil {
-		fmt.Fprintf(stderr, "connlogd: %s: %s\n", source, oneLine(err))
+		fmt.Fprintf(stderr, "connlogd: %s: %v\n", source, err)
 		return 1
 	}
 	if *check {
@@ -87,12 +86,6 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// oneLine joins the lines of an error that lists several problems, so
-// that each refusal is one log record.
-func oneLine(err error) string {
-	return strings.ReplaceAll(err.Error(), "\n", "; ")
 }
 
 // namespaceWarnings names the listed namespaces that do not exist now.

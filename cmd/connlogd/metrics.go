@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/engine"
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/internal/version"
@@ -90,7 +91,8 @@ func startMetrics(listen string, log *slog.Logger) (*metrics, error) {
 	reg.MustRegister(m.events, m.pollTime, m.sockets, m.netlinkErr, m.overruns, m.dumpFail,
 		m.reloads, m.reloadTime, m.nsCount, build, sinkCollector{m})
 
-	ln, err := net.Listen("tcp", listen)
+	// The families the address names and no more (0.0.0.0 is IPv4 only).
+	ln, err := net.Listen(config.Metrics{Listen: listen}.Network(), listen)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: listen %s: %w", listen, err)
 	}

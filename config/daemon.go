@@ -44,7 +44,8 @@ type Metrics struct {
 // literal (0.0.0.0:P is every IPv4 address, not IPv6 too), "tcp6" for an
 // IPv6 literal ([::]:P is IPv6 only: the socket is opened with
 // IPV6_V6ONLY, so it takes no v4-mapped connections), and "tcp" for an
-// empty host (:P, both families) or a name (the families it resolves to).
+// empty host (:P, both families) or a name (Go listens on the first
+// address the name resolves to).
 func (m Metrics) Network() string {
 	host, _, err := net.SplitHostPort(m.Listen)
 	if err != nil {

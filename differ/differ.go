@@ -207,7 +207,7 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 		// sent yet (it sends them from a work queue, late under load),
 		// under a new cookie. It is held back one poll: a notification for
 		// its tuple meanwhile makes it silent; otherwise it is announced.
-		held := !silent && !initial && !late && isRemnantState(s.State)
+		held := !silent && !initial && !late && isRemnant(s)
 		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held}
 		d.byCookie[s.Cookie] = slot
 		d.next = append(d.next, slot)
@@ -366,6 +366,13 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 			if c.silent {
 				continue // a repeated notification
 			}
+			if c.held {
+				// Held as a possible remnant, yet its own destroy came: a
+				// remnant has none, so it was a real socket. Announce it
+				// before its close.
+				d.unhold(j)
+				d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
+			}
 			final := c.sock
 			if s.HasInfo {
 				final.Info = finalInfo(&c.sock, &s.Info)
@@ -403,8 +410,11 @@ func (d *Differ) reported(s *snapshot.Socket) bool {
 		return true
 	}
 	// A TIME_WAIT remnant shows as time_wait, or as fin_wait2 while the
-	// kernel's timewait socket is in that substate.
-	if s.State == snapshot.StateTimeWait || s.State == snapshot.StateFinWait2 {
+	// kernel's timewait socket is in that substate. A socket with
+	// tcp_info is a full socket, never a remnant: a new connection that
+	// reuses the tuple of one just closed (connect reuses a port whose
+	// TIME_WAIT is a second old) must not pass for its remnant.
+	if isRemnant(s) {
 		if _, ok := d.deadTuples[tuple(s)]; ok {
 			return true
 		}
@@ -570,8 +580,11 @@ func (d *Differ) SetOutput(fn func(*event.Event)) { d.opts.Output = fn }
 // isRemnantState says whether a socket in state st may be a TIME_WAIT
 // remnant: the kernel's timewait sockets show as time_wait, or as
 // fin_wait2 in that substate.
-func isRemnantState(st snapshot.State) bool {
-	return st == snapshot.StateTimeWait || st == snapshot.StateFinWait2
+// isRemnant says s may be a TIME_WAIT remnant: in a state a timewait
+// socket shows, and without tcp_info, which the kernel sends for full
+// sockets only (dumps ask for it).
+func isRemnant(s *snapshot.Socket) bool {
+	return (s.State == snapshot.StateTimeWait || s.State == snapshot.StateFinWait2) && !s.HasInfo
 }
 
 func (d *Differ) unhold(slot int32) {

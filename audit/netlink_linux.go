@@ -204,8 +204,10 @@ var ErrOverrun = errors.New("audit read-log: receive buffer overrun, records los
 // receives every record the kernel emits, alongside auditd and without
 // replacing it. It needs CAP_AUDIT_READ.
 type Reader struct {
-	f       *os.File
-	rc      interface{ Read(func(uintptr) bool) error }
+	f  *os.File
+	rc interface {
+		Read(func(uintptr) bool) error
+	}
 	fd      int
 	buf     []byte
 	from    unix.RawSockaddrNetlink

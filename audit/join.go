@@ -1,0 +1,279 @@
+package audit
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/connlogd/connlogd/event"
+)
+
+// Sighting is a Call as the Joiner keeps it, with what was learnt of the
+// process while it still ran: the call's records do not say which network
+// namespace it was in, nor which socket its descriptor referred to.
+type Sighting struct {
+	Op    Op
+	Time  time.Time
+	Peer  netip.AddrPort // unmapped: an IPv4-mapped address as IPv4
+	FSUID uint32         // the uid sockets it creates are owned by
+	PID   int32
+	FD    int32
+	// Netns is the inode of the process's network namespace; 0 when the
+	// process was gone before it could be read (it then matches sockets
+	// of any namespace, which makes a tie likelier, never a wrong match
+	// more likely than a tie).
+	Netns uint64
+	// Inode is the socket FD referred to just after the call; 0 unknown.
+	Inode uint32
+	Owner *event.Process
+}
+
+// Held reports whether process pid still holds socket inode at
+// descriptor fd. A socket held by a descriptor is open, so the call that
+// made it cannot be the one behind a socket that was destroyed or whose
+// descriptors are all closed.
+type Held func(pid, fd int32, inode uint32) bool
+
+// JoinStats are cumulative counters of a Joiner.
+type JoinStats struct {
+	Sightings uint64 // calls taken
+	Matched   uint64 // sockets given an owner by a call
+	Ambiguous uint64 // sockets left without one: calls of different processes fit
+	Expired   uint64 // calls no socket claimed within Keep
+}
+
+// Joiner matches audited calls to the sockets of events, pure but for
+// the Held function it is given:
+//
+//   - a connect to the socket whose peer (destination) is the address
+//     connected to; an accept to the accepted socket whose peer is the
+//     address accepted, in both cases by address and port;
+//   - owned by the call's fsuid (the uid sock_diag reports);
+//   - in the network namespace the process was in;
+//   - made no later than the socket was first seen (for a socket no
+//     poll saw, its event; a little clock slack allowed), and no earlier
+//     than keep before the event;
+//   - when both inodes are known, the same socket; when the socket has
+//     none (destroyed, or closed by its process), not a call whose socket
+//     is still held open (Held);
+//   - outbound sockets only to connects, inbound ones only to accepts.
+//
+// A socket gets an owner only when the calls that fit are all of one
+// process; when calls of two processes fit, it gets none and Ambiguous
+// counts it. A call serves one socket; the owner stays known for the
+// socket's later events by cookie.
+//
+// Not safe for concurrent use.
+type Joiner struct {
+	keep     time.Duration
+	held     Held
+	calls    []Sighting // in arrival order
+	byCookie map[uint64]*event.Process
+	cookies  []uint64 // byCookie's keys, oldest first, to bound it
+	cand     []int
+	stats    JoinStats
+}
+
+// clockSlack allows for the millisecond resolution of audit times and
+// for events stamped a little before their records were read.
+const clockSlack = time.Second
+
+// maxCookies bounds the sockets whose owner the Joiner remembers for
+// their later events.
+const maxCookies = 1 << 16
+
+// maxCalls bounds the calls waiting for a socket: a burst beyond it
+// ages the oldest out early.
+const maxCalls = 1 << 16
+
+// NewJoiner returns a Joiner keeping calls for keep (a socket must be
+// reported within that time of its call to be matched; a poll interval
+// or two plus the reader's delay). held may be nil: then sockets without
+// an inode are matched on the other criteria alone.
+func NewJoiner(keep time.Duration, held Held) *Joiner {
+	return &Joiner{keep: keep, held: held, byCookie: make(map[uint64]*event.Process)}
+}
+
+// Add takes a sighting.
+func (j *Joiner) Add(s Sighting) {
+	s.Peer = netip.AddrPortFrom(s.Peer.Addr().Unmap(), s.Peer.Port())
+	if len(j.calls) >= maxCalls {
+		j.calls = j.calls[1:]
+		j.stats.Expired++
+	}
+	j.calls = append(j.calls, s)
+	j.stats.Sightings++
+}
+
+// Expire forgets calls older than keep before now.
+func (j *Joiner) Expire(now time.Time) {
+	cut := now.Add(-j.keep)
+	i := 0
+	for i < len(j.calls) && j.calls[i].Time.Before(cut) {
+		i++
+	}
+	if i > 0 {
+		j.stats.Expired += uint64(i)
+		j.calls = append(j.calls[:0], j.calls[i:]...)
+	}
+}
+
+// Stats returns the cumulative counters.
+func (j *Joiner) Stats() JoinStats { return j.stats }
+
+// Pending returns how many calls wait for a socket.
+func (j *Joiner) Pending() int { return len(j.calls) }
+
+// Annotate gives ev the owner of the call that made its socket, when
+// exactly one process's calls fit, and ev has no owner yet. netns is the
+// inode of the socket's network namespace.
+func (j *Joiner) Annotate(ev *event.Event, netns uint64) {
+	if ev.Kind == event.Gap || ev.Process != nil {
+		return
+	}
+	s := &ev.Socket
+	if p, ok := j.byCookie[s.Cookie]; ok && s.Cookie != 0 {
+		ev.Process = p
+		if ev.Kind == event.Closed {
+			delete(j.byCookie, s.Cookie)
+		}
+		return
+	}
+	if ev.Direction == event.DirectionListen || !s.Dst.IsValid() || s.Dst.Port() == 0 {
+		return
+	}
+	peer := netip.AddrPortFrom(s.Dst.Addr().Unmap().WithZone(""), s.Dst.Port())
+	j.cand = j.cand[:0]
+	latest := ev.Time.Add(clockSlack)
+	if !ev.FirstSeen.IsZero() && ev.FirstSeen.Before(ev.Time) {
+		// The socket existed when first seen: its call came before.
+		latest = ev.FirstSeen.Add(clockSlack)
+	}
+	earliest := ev.Time.Add(-j.keep)
+	for i := range j.calls {
+		c := &j.calls[i]
+		if c.Peer != peer || c.FSUID != s.UID || (c.Netns != 0 && netns != 0 && c.Netns != netns) ||
+			c.Time.After(latest) || c.Time.Before(earliest) {
+			continue
+		}
+		switch ev.Direction {
+		case event.DirectionOutbound:
+			if c.Op != OpConnect {
+				continue
+			}
+		case event.DirectionInbound:
+			if c.Op != OpAccept {
+				continue
+			}
+		}
+		if c.Inode != 0 {
+			if s.Inode != 0 && s.Inode != c.Inode {
+				continue
+			}
+			if s.Inode == 0 && j.held != nil && j.held(c.PID, c.FD, c.Inode) {
+				continue
+			}
+		}
+		j.cand = append(j.cand, i)
+	}
+	if len(j.cand) == 0 {
+		return
+	}
+	// An exact inode match settles it.
+	pick := -1
+	for _, i := range j.cand {
+		if s.Inode != 0 && j.calls[i].Inode == s.Inode {
+			pick = i
+			break
+		}
+	}
+	if pick < 0 {
+		first := &j.calls[j.cand[0]]
+		for _, i := range j.cand[1:] {
+			if !sameProcess(first.Owner, j.calls[i].Owner) {
+				j.stats.Ambiguous++
+				return
+			}
+		}
+		pick = j.cand[0]
+	}
+	ev.Process = j.calls[pick].Owner
+	j.calls = append(j.calls[:pick], j.calls[pick+1:]...)
+	j.stats.Matched++
+	if ev.Kind != event.Closed && s.Cookie != 0 {
+		j.remember(s.Cookie, ev.Process)
+	}
+}
+
+func (j *Joiner) remember(cookie uint64, p *event.Process) {
+	if len(j.byCookie) >= maxCookies {
+		// Drop the oldest still remembered (entries already claimed by a
+		// closed event are skipped).
+		for len(j.cookies) > 0 && len(j.byCookie) >= maxCookies {
+			delete(j.byCookie, j.cookies[0])
+			j.cookies = j.cookies[1:]
+		}
+	}
+	if len(j.cookies) >= 2*maxCookies {
+		// Compact: keep the keys still in the map.
+		keep := j.cookies[:0]
+		for _, c := range j.cookies {
+			if _, ok := j.byCookie[c]; ok {
+				keep = append(keep, c)
+			}
+		}
+		j.cookies = keep
+	}
+	j.byCookie[cookie] = p
+	j.cookies = append(j.cookies, cookie)
+}
+
+// sameProcess reports whether two owners describe one process: calls of
+// one process give its owner whichever of them made the socket.
+func sameProcess(a, b *event.Process) bool {
+	if a == b {
+		return true
+	}
+	return a != nil && b != nil && a.PID == b.PID && a.Exe == b.Exe && a.Comm == b.Comm && a.UID == b.UID
+}
+
+// Sight turns a finished Call into a Sighting, or reports false for a
+// call that cannot have made a connection: no inet peer, or a failure
+// that leaves no socket behind (a repeated connect on a connecting
+// socket is the same socket as the first).
+func Sight(c *Call) (Sighting, bool) {
+	if !c.Peer.IsValid() || c.Op == OpNone {
+		return Sighting{}, false
+	}
+	if !c.Success {
+		if c.Op == OpAccept {
+			return Sighting{}, false
+		}
+		switch -c.Exit {
+		case einprogress, eintr, econnrefused, etimedout, ehostunreach, enetunreach, econnreset:
+			// The connection was tried: its socket exists, and with
+			// EINPROGRESS or EINTR it is still being made.
+		default:
+			return Sighting{}, false
+		}
+	}
+	return Sighting{
+		Op:    c.Op,
+		Time:  c.Time,
+		Peer:  netip.AddrPortFrom(c.Peer.Addr().Unmap(), c.Peer.Port()),
+		FSUID: c.FSUID,
+		PID:   c.PID,
+		FD:    c.FD,
+	}, true
+}
+
+// Linux errno values of connect(2)'s results that leave a tried
+// connection behind (the same on every architecture this package knows).
+const (
+	eintr        = 4
+	enetunreach  = 101
+	econnreset   = 104
+	etimedout    = 110
+	econnrefused = 111
+	ehostunreach = 113
+	einprogress  = 115
+)

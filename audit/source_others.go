@@ -1,0 +1,38 @@
+//go:build !linux
+
+package audit
+
+import (
+	"errors"
+	"time"
+
+	"github.com/connlogd/connlogd/event"
+)
+
+// ErrNoAudit: audit attribution needs Linux.
+var ErrNoAudit = errors.New("audit attribution is supported on Linux only")
+
+// Options configure a Source.
+type Options struct {
+	StateFile  string
+	Keep       time.Duration
+	Owner      func(c *Call) *event.Process
+	ReadBuffer int
+}
+
+// Source is the audit side of attribution; Open always fails here.
+type Source struct{ RulesErr error }
+
+// ErrOverrun reports records lost on the subscription.
+var ErrOverrun = errors.New("audit read-log: receive buffer overrun, records lost")
+
+// Open fails: there is no audit subsystem to read.
+func Open(Options) (*Source, error) { return nil, ErrNoAudit }
+
+func (s *Source) WaitReadable() error           { return ErrNoAudit }
+func (s *Source) Drain(time.Time) (bool, error) { return false, nil }
+func (s *Source) Annotate(*event.Event, uint64) {}
+func (s *Source) Stats() JoinStats              { return JoinStats{} }
+func (s *Source) Malformed() (uint64, error)    { return 0, nil }
+func (s *Source) Lost() (uint64, bool, error)   { return 0, false, nil }
+func (s *Source) Close() error                  { return nil }

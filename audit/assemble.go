@@ -1,6 +1,9 @@
 package audit
 
-import "bytes"
+import (
+	"bytes"
+	"time"
+)
 
 // maxPending bounds the events being assembled: the kernel sends an
 // event's records one after another, but records of other CPUs' events
@@ -24,6 +27,8 @@ type Assembler struct {
 	LastErr   error
 	// Evicted counts events given up on before their EOE (a full table).
 	Evicted uint64
+	// Latest is the time of the newest record parsed.
+	Latest time.Time
 }
 
 // Add takes one record: its netlink message type and text. It returns
@@ -39,6 +44,9 @@ func (a *Assembler) Add(typ uint16, text []byte) *Call {
 	if err != nil {
 		a.bad(err)
 		return nil
+	}
+	if h.Time.After(a.Latest) {
+		a.Latest = h.Time
 	}
 	if h.Serial == a.skip && typ != TypeSyscall {
 		return nil

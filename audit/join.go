@@ -65,17 +65,25 @@ type JoinStats struct {
 // Not safe for concurrent use.
 type Joiner struct {
 	keep     time.Duration
-	held     Held
+	isHeld   Held
 	calls    []Sighting // in arrival order
 	byCookie map[uint64]*event.Process
 	cookies  []uint64 // byCookie's keys, oldest first, to bound it
 	cand     []int
 	stats    JoinStats
+	held     []heldEvent
+	caught   time.Time // the latest record time read
 }
 
-// clockSlack allows for the millisecond resolution of audit times and
-// for events stamped a little before their records were read.
-const clockSlack = time.Second
+// heldEvent is an event waiting for the records of its call.
+type heldEvent struct {
+	ev       event.Event
+	netns    uint64
+	deadline time.Time
+}
+
+// dumpSlack allows for a dump that ends after the time its events carry.
+const dumpSlack = time.Second
 
 // maxCookies bounds the sockets whose owner the Joiner remembers for
 // their later events.
@@ -90,7 +98,7 @@ const maxCalls = 1 << 16
 // or two plus the reader's delay). held may be nil: then sockets without
 // an inode are matched on the other criteria alone.
 func NewJoiner(keep time.Duration, held Held) *Joiner {
-	return &Joiner{keep: keep, held: held, byCookie: make(map[uint64]*event.Process)}
+	return &Joiner{keep: keep, isHeld: held, byCookie: make(map[uint64]*event.Process)}
 }
 
 // Add takes a sighting.
@@ -102,6 +110,8 @@ func (j *Joiner) Add(s Sighting) {
 	}
 	j.calls = append(j.calls, s)
 	j.stats.Sightings++
+
+
 }
 
 // Expire forgets calls older than keep before now.
@@ -143,10 +153,14 @@ func (j *Joiner) Annotate(ev *event.Event, netns uint64) {
 	}
 	peer := netip.AddrPortFrom(s.Dst.Addr().Unmap().WithZone(""), s.Dst.Port())
 	j.cand = j.cand[:0]
-	latest := ev.Time.Add(clockSlack)
-	if !ev.FirstSeen.IsZero() && ev.FirstSeen.Before(ev.Time) {
-		// The socket existed when first seen: its call came before.
-		latest = ev.FirstSeen.Add(clockSlack)
+	// Audit stamps a call with the coarse clock at its entry, never later
+	// than the event's reading of the clock: a socket no poll saw is
+	// matched to calls up to its event's time, no later. A socket a poll
+	// saw existed by the end of that dump, which started a little after
+	// FirstSeen was taken.
+	latest := ev.Time
+	if !ev.FirstSeen.IsZero() && !ev.ShortLived {
+		latest = ev.FirstSeen.Add(dumpSlack)
 	}
 	earliest := ev.Time.Add(-j.keep)
 	for i := range j.calls {
@@ -169,7 +183,7 @@ func (j *Joiner) Annotate(ev *event.Event, netns uint64) {
 			if s.Inode != 0 && s.Inode != c.Inode {
 				continue
 			}
-			if s.Inode == 0 && j.held != nil && j.held(c.PID, c.FD, c.Inode) {
+			if s.Inode == 0 && j.isHeld != nil && j.isHeld(c.PID, c.FD, c.Inode) {
 				continue
 			}
 		}
@@ -277,3 +291,63 @@ const (
 	ehostunreach = 113
 	einprogress  = 115
 )
+
+// Seen tells the Joiner the time of a record read: the kernel sends
+// records in the order calls end, so once a record stamped at or after T
+// has been read, every call that ended before T has been too.
+func (j *Joiner) Seen(t time.Time) {
+	if t.After(j.caught) {
+		j.caught = t
+	}
+}
+
+// maxHeld bounds the events held back; past it they go out at once.
+const maxHeld = 4096
+
+// Hold keeps a copy of ev, an event of a socket no poll saw that has no
+// owner yet, for Release. The kernel sends destroy notifications from the
+// closing task at once, but audit records from its own thread, which a
+// busy machine runs later: a connection of a few milliseconds can be
+// reported destroyed before the record of its connect arrives. It
+// reports false, keeping nothing, when too many events are held.
+func (j *Joiner) Hold(ev *event.Event, netns uint64, grace time.Duration) bool {
+	if len(j.held) >= maxHeld {
+		return false
+	}
+	j.held = append(j.held, heldEvent{ev: *ev, netns: netns, deadline: ev.Time.Add(grace)})
+	return true
+}
+
+// Held returns how many events are held back.
+func (j *Joiner) Held() int { return len(j.held) }
+
+// Release annotates the held events again and hands to emit, in the
+// order they were held, those that have an owner now, whose call's
+// records must have been read by now (a record stamped after the event
+// was read), or whose grace ran out at now. It stops at the first event
+// still waiting, so that a socket's closed event never overtakes its
+// appeared event. all releases every event (at shutdown).
+func (j *Joiner) Release(now time.Time, all bool, emit func(*event.Event)) {
+	n := 0
+	for n < len(j.held) {
+		h := &j.held[n]
+		j.Annotate(&h.ev, h.netns)
+		if h.ev.Process == nil && !all && !now.After(h.deadline) && j.caught.Before(h.ev.Time) {
+			break
+		}
+		emit(&h.ev)
+		n++
+	}
+	if n > 0 {
+		j.held = append(j.held[:0], j.held[n:]...)
+	}
+}
+
+// NextRelease returns when the first held event's grace runs out, and
+// false when none is held.
+func (j *Joiner) NextRelease() (time.Time, bool) {
+	if len(j.held) == 0 {
+		return time.Time{}, false
+	}
+	return j.held[0].deadline, true
+}

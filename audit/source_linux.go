@@ -25,6 +25,9 @@ type Options struct {
 	Owner func(c *Call) *event.Process
 	// ReadBuffer is the read-log receive buffer to ask for (0: default).
 	ReadBuffer int
+	// Grace is how long an event of a socket no poll saw may wait for
+	// the records of its call (see Joiner.Hold); 0 holds nothing back.
+	Grace time.Duration
 }
 
 // Source is the audit side of attribution: the read-log subscription,
@@ -106,9 +109,27 @@ func (s *Source) Drain(now time.Time) (more bool, err error) {
 		sg.Owner = s.opts.Owner(c)
 		s.j.Add(sg)
 	})
+	s.j.Seen(s.asm.Latest)
 	s.j.Expire(now)
 	return n >= maxDrain, err
 }
+
+// Hold keeps ev for Release when it is the event of a socket no poll saw
+// and has no owner yet (see Joiner.Hold), and reports whether it did.
+func (s *Source) Hold(ev *event.Event, netns uint64) bool {
+	if !ev.ShortLived || ev.Process != nil || (ev.Kind != event.Appeared && ev.Kind != event.Closed) {
+		return false
+	}
+	return s.j.Hold(ev, netns, s.opts.Grace)
+}
+
+// Release hands over the held events that are ready (see Joiner.Release).
+func (s *Source) Release(now time.Time, all bool, emit func(*event.Event)) {
+	s.j.Release(now, all, emit)
+}
+
+// NextRelease says when a held event's grace runs out.
+func (s *Source) NextRelease() (time.Time, bool) { return s.j.NextRelease() }
 
 // Annotate gives ev the owner of the call that made its socket (see
 // Joiner), when it has none.

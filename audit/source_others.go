@@ -18,6 +18,7 @@ type Options struct {
 	Keep       time.Duration
 	Owner      func(c *Call) *event.Process
 	ReadBuffer int
+	Grace      time.Duration
 }
 
 // Source is the audit side of attribution; Open always fails here.
@@ -29,10 +30,13 @@ var ErrOverrun = errors.New("audit read-log: receive buffer overrun, records los
 // Open fails: there is no audit subsystem to read.
 func Open(Options) (*Source, error) { return nil, ErrNoAudit }
 
-func (s *Source) WaitReadable() error           { return ErrNoAudit }
-func (s *Source) Drain(time.Time) (bool, error) { return false, nil }
-func (s *Source) Annotate(*event.Event, uint64) {}
-func (s *Source) Stats() JoinStats              { return JoinStats{} }
-func (s *Source) Malformed() (uint64, error)    { return 0, nil }
-func (s *Source) Lost() (uint64, bool, error)   { return 0, false, nil }
-func (s *Source) Close() error                  { return nil }
+func (s *Source) WaitReadable() error                         { return ErrNoAudit }
+func (s *Source) Drain(time.Time) (bool, error)               { return false, nil }
+func (s *Source) Annotate(*event.Event, uint64)               {}
+func (s *Source) Stats() JoinStats                            { return JoinStats{} }
+func (s *Source) Malformed() (uint64, error)                  { return 0, nil }
+func (s *Source) Lost() (uint64, bool, error)                 { return 0, false, nil }
+func (s *Source) Close() error                                { return nil }
+func (s *Source) Hold(*event.Event, uint64) bool              { return false }
+func (s *Source) Release(time.Time, bool, func(*event.Event)) {}
+func (s *Source) NextRelease() (time.Time, bool)              { return time.Time{}, false }

@@ -111,7 +111,6 @@ func (j *Joiner) Add(s Sighting) {
 	j.calls = append(j.calls, s)
 	j.stats.Sightings++
 
-
 }
 
 // Expire forgets calls older than keep before now.

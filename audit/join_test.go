@@ -194,3 +194,56 @@ func TestSight(t *testing.T) {
 		}
 	}
 }
+
+// A socket reported destroyed before the record of its connect is read:
+// held, then released with its owner once the record comes; released
+// without one when the records have passed its time, or its grace ran out.
+func TestJoinHoldRelease(t *testing.T) {
+	j := NewJoiner(10*time.Second, nil)
+	ap := sockEv(event.Appeared, 1, "10.0.0.2:4000", "10.0.0.1:80", time.Second, 0)
+	ap.ShortLived = true
+	cl := ap
+	cl.Kind = event.Closed
+	var out []event.Event
+	emit := func(ev *event.Event) { out = append(out, *ev) }
+	for _, ev := range []*event.Event{&ap, &cl} {
+		j.Annotate(ev, 7)
+		if !j.Hold(ev, 7, 500*time.Millisecond) {
+			t.Fatal("not held")
+		}
+	}
+	j.Release(t0.Add(1100*time.Millisecond), false, emit)
+	if len(out) != 0 {
+		t.Fatalf("released before its record: %+v", out)
+	}
+	j.Add(sighting(OpConnect, 9, "10.0.0.1:80", 900*time.Millisecond, 0))
+	j.Release(t0.Add(1200*time.Millisecond), false, emit)
+	if len(out) != 2 || pidOf(&out[0]) != 9 || pidOf(&out[1]) != 9 || out[0].Kind != event.Appeared {
+		t.Fatalf("released %+v", out)
+	}
+
+	// No record ever comes: released at the grace's end without owner...
+	out = nil
+	ev := sockEv(event.Closed, 2, "10.0.0.2:4001", "10.0.0.1:80", time.Second, 0)
+	j.Hold(&ev, 7, 500*time.Millisecond)
+	j.Release(t0.Add(1400*time.Millisecond), false, emit)
+	if len(out) != 0 {
+		t.Fatal("released before its grace ran out")
+	}
+	j.Release(t0.Add(1600*time.Millisecond), false, emit)
+	if len(out) != 1 || out[0].Process != nil {
+		t.Fatalf("released %+v", out)
+	}
+	// ...or as soon as a record stamped after it was read.
+	out = nil
+	ev = sockEv(event.Closed, 3, "10.0.0.2:4002", "10.0.0.1:80", 2*time.Second, 0)
+	j.Hold(&ev, 7, 500*time.Millisecond)
+	j.Seen(t0.Add(2001 * time.Millisecond))
+	j.Release(t0.Add(2002*time.Millisecond), false, emit)
+	if len(out) != 1 {
+		t.Fatalf("records past its time read, still held: %d", j.Held())
+	}
+	if _, ok := j.NextRelease(); ok {
+		t.Error("NextRelease with nothing held")
+	}
+}

@@ -136,8 +136,16 @@ func (j *Joiner) Pending() int { return len(j.calls) }
 // exactly one process's calls fit, and ev has no owner yet. netns is the
 // inode of the socket's network namespace.
 func (j *Joiner) Annotate(ev *event.Event, netns uint64) {
+	if j.annotate(ev, netns) {
+		j.stats.Ambiguous++
+	}
+}
+
+// annotate is Annotate without counting: it reports whether calls of
+// different processes fit.
+func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 	if ev.Kind == event.Gap || ev.Process != nil {
-		return
+		return false
 	}
 	s := &ev.Socket
 	if p, ok := j.byCookie[s.Cookie]; ok && s.Cookie != 0 {
@@ -145,10 +153,10 @@ func (j *Joiner) Annotate(ev *event.Event, netns uint64) {
 		if ev.Kind == event.Closed {
 			delete(j.byCookie, s.Cookie)
 		}
-		return
+		return false
 	}
 	if ev.Direction == event.DirectionListen || !s.Dst.IsValid() || s.Dst.Port() == 0 {
-		return
+		return false
 	}
 	peer := netip.AddrPortFrom(s.Dst.Addr().Unmap().WithZone(""), s.Dst.Port())
 	j.cand = j.cand[:0]
@@ -189,7 +197,7 @@ func (j *Joiner) Annotate(ev *event.Event, netns uint64) {
 		j.cand = append(j.cand, i)
 	}
 	if len(j.cand) == 0 {
-		return
+		return false
 	}
 	// An exact inode match settles it.
 	pick := -1
@@ -203,8 +211,7 @@ func (j *Joiner) Annotate(ev *event.Event, netns uint64) {
 		first := &j.calls[j.cand[0]]
 		for _, i := range j.cand[1:] {
 			if !sameProcess(first.Owner, j.calls[i].Owner) {
-				j.stats.Ambiguous++
-				return
+				return true
 			}
 		}
 		pick = j.cand[0]
@@ -215,6 +222,7 @@ func (j *Joiner) Annotate(ev *event.Event, netns uint64) {
 	if ev.Kind != event.Closed && s.Cookie != 0 {
 		j.remember(s.Cookie, ev.Process)
 	}
+	return false
 }
 
 func (j *Joiner) remember(cookie uint64, p *event.Process) {
@@ -303,18 +311,24 @@ func (j *Joiner) Seen(t time.Time) {
 // maxHeld bounds the events held back; past it they go out at once.
 const maxHeld = 4096
 
-// Hold keeps a copy of ev, an event of a socket no poll saw that has no
-// owner yet, for Release. The kernel sends destroy notifications from the
-// closing task at once, but audit records from its own thread, which a
-// busy machine runs later: a connection of a few milliseconds can be
-// reported destroyed before the record of its connect arrives. It
-// reports false, keeping nothing, when too many events are held.
-func (j *Joiner) Hold(ev *event.Event, netns uint64, grace time.Duration) bool {
-	if len(j.held) >= maxHeld {
-		return false
+// Attribute annotates ev (see Annotate) and, when it is an event of a
+// socket no poll saw that still has no owner, keeps a copy of it for
+// Release instead, for at most grace, and reports true. The kernel sends
+// destroy notifications from the closing task at once, but audit records
+// from its own thread, which a busy machine runs later: a connection of a
+// few milliseconds can be reported destroyed before the record of its
+// connect arrives. Nothing is held with grace 0, nor past maxHeld events.
+func (j *Joiner) Attribute(ev *event.Event, netns uint64, grace time.Duration) (held bool) {
+	ambiguous := j.annotate(ev, netns)
+	if ev.Process == nil && ev.ShortLived && grace > 0 && len(j.held) < maxHeld &&
+		(ev.Kind == event.Appeared || ev.Kind == event.Closed) {
+		j.held = append(j.held, heldEvent{ev: *ev, netns: netns, deadline: ev.Time.Add(grace)})
+		return true
 	}
-	j.held = append(j.held, heldEvent{ev: *ev, netns: netns, deadline: ev.Time.Add(grace)})
-	return true
+	if ambiguous {
+		j.stats.Ambiguous++
+	}
+	return false
 }
 
 // Held returns how many events are held back.
@@ -330,9 +344,12 @@ func (j *Joiner) Release(now time.Time, all bool, emit func(*event.Event)) {
 	n := 0
 	for n < len(j.held) {
 		h := &j.held[n]
-		j.Annotate(&h.ev, h.netns)
+		ambiguous := j.annotate(&h.ev, h.netns)
 		if h.ev.Process == nil && !all && !now.After(h.deadline) && j.caught.Before(h.ev.Time) {
 			break
+		}
+		if ambiguous {
+			j.stats.Ambiguous++
 		}
 		emit(&h.ev)
 		n++

@@ -207,8 +207,7 @@ func TestJoinHoldRelease(t *testing.T) {
 	var out []event.Event
 	emit := func(ev *event.Event) { out = append(out, *ev) }
 	for _, ev := range []*event.Event{&ap, &cl} {
-		j.Annotate(ev, 7)
-		if !j.Hold(ev, 7, 500*time.Millisecond) {
+		if !j.Attribute(ev, 7, 500*time.Millisecond) {
 			t.Fatal("not held")
 		}
 	}
@@ -225,7 +224,8 @@ func TestJoinHoldRelease(t *testing.T) {
 	// No record ever comes: released at the grace's end without owner...
 	out = nil
 	ev := sockEv(event.Closed, 2, "10.0.0.2:4001", "10.0.0.1:80", time.Second, 0)
-	j.Hold(&ev, 7, 500*time.Millisecond)
+	ev.ShortLived = true
+	j.Attribute(&ev, 7, 500*time.Millisecond)
 	j.Release(t0.Add(1400*time.Millisecond), false, emit)
 	if len(out) != 0 {
 		t.Fatal("released before its grace ran out")
@@ -237,7 +237,10 @@ func TestJoinHoldRelease(t *testing.T) {
 	// ...or as soon as a record stamped after it was read.
 	out = nil
 	ev = sockEv(event.Closed, 3, "10.0.0.2:4002", "10.0.0.1:80", 2*time.Second, 0)
-	j.Hold(&ev, 7, 500*time.Millisecond)
+	ev.ShortLived = true
+	if !j.Attribute(&ev, 7, 500*time.Millisecond) {
+		t.Fatal("not held")
+	}
 	j.Seen(t0.Add(2001 * time.Millisecond))
 	j.Release(t0.Add(2002*time.Millisecond), false, emit)
 	if len(out) != 1 {

@@ -120,8 +120,7 @@ func (w *watcher) run() {
 		if tab.Len() > 0 {
 			evs := w.d.Destroyed(&tab, now)
 			for i := range evs {
-				w.src.Annotate(&evs[i], w.netns)
-				if !w.src.Hold(&evs[i], w.netns) {
+				if !w.src.Attribute(&evs[i], w.netns) {
 					emit(&evs[i])
 				}
 			}

@@ -114,13 +114,11 @@ func (s *Source) Drain(now time.Time) (more bool, err error) {
 	return n >= maxDrain, err
 }
 
-// Hold keeps ev for Release when it is the event of a socket no poll saw
-// and has no owner yet (see Joiner.Hold), and reports whether it did.
-func (s *Source) Hold(ev *event.Event, netns uint64) bool {
-	if !ev.ShortLived || ev.Process != nil || (ev.Kind != event.Appeared && ev.Kind != event.Closed) {
-		return false
-	}
-	return s.j.Hold(ev, netns, s.opts.Grace)
+// Attribute gives ev the owner of the call that made its socket when
+// it has none, or holds it back for Release while the records of that
+// call may still come (see Joiner.Attribute); held reports the latter.
+func (s *Source) Attribute(ev *event.Event, netns uint64) (held bool) {
+	return s.j.Attribute(ev, netns, s.opts.Grace)
 }
 
 // Release hands over the held events that are ready (see Joiner.Release).
@@ -130,10 +128,6 @@ func (s *Source) Release(now time.Time, all bool, emit func(*event.Event)) {
 
 // NextRelease says when a held event's grace runs out.
 func (s *Source) NextRelease() (time.Time, bool) { return s.j.NextRelease() }
-
-// Annotate gives ev the owner of the call that made its socket (see
-// Joiner), when it has none.
-func (s *Source) Annotate(ev *event.Event, netns uint64) { s.j.Annotate(ev, netns) }
 
 // Stats returns the Joiner's counters.
 func (s *Source) Stats() JoinStats { return s.j.Stats() }

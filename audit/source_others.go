@@ -32,7 +32,6 @@ func Open(Options) (*Source, error) { return nil, ErrNoAudit }
 
 func (s *Source) WaitReadable() error                         { return ErrNoAudit }
 func (s *Source) Drain(time.Time) (bool, error)               { return false, nil }
-func (s *Source) Annotate(*event.Event, uint64)               {}
 func (s *Source) Stats() JoinStats                            { return JoinStats{} }
 func (s *Source) Malformed() (uint64, error)                  { return 0, nil }
 func (s *Source) Lost() (uint64, bool, error)                 { return 0, false, nil }

@@ -59,7 +59,8 @@ type JoinStats struct {
 //
 // A socket gets an owner only when the calls that fit are all of one
 // process; when calls of two processes fit, it gets none and Ambiguous
-// counts it. A call serves one socket; the owner stays known for the
+// counts it. A socket given an owner also gets the direction its call
+// proves (accept: inbound, connect: outbound). A call serves one socket; the owner stays known for the
 // socket's later events by cookie.
 //
 // Not safe for concurrent use.
@@ -67,7 +68,7 @@ type Joiner struct {
 	keep     time.Duration
 	isHeld   Held
 	calls    []Sighting // in arrival order
-	byCookie map[uint64]*event.Process
+	byCookie map[uint64]matched
 	cookies  []uint64 // byCookie's keys, oldest first, to bound it
 	cand     []int
 	stats    JoinStats
@@ -98,7 +99,7 @@ const maxCalls = 1 << 16
 // or two plus the reader's delay). held may be nil: then sockets without
 // an inode are matched on the other criteria alone.
 func NewJoiner(keep time.Duration, held Held) *Joiner {
-	return &Joiner{keep: keep, isHeld: held, byCookie: make(map[uint64]*event.Process)}
+	return &Joiner{keep: keep, isHeld: held, byCookie: make(map[uint64]matched)}
 }
 
 // Add takes a sighting.
@@ -148,8 +149,9 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 		return false
 	}
 	s := &ev.Socket
-	if p, ok := j.byCookie[s.Cookie]; ok && s.Cookie != 0 {
-		ev.Process = p
+	if m, ok := j.byCookie[s.Cookie]; ok && s.Cookie != 0 {
+		ev.Process = m.owner
+		setDirection(ev, m.op)
 		if ev.Kind == event.Closed {
 			delete(j.byCookie, s.Cookie)
 		}
@@ -176,12 +178,16 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 			c.Time.After(latest) || c.Time.Before(earliest) {
 			continue
 		}
-		switch ev.Direction {
-		case event.DirectionOutbound:
+		// The direction of a socket no poll saw is a guess against the
+		// last dump's listeners, which may lack a listener as short-lived
+		// as the socket: the peer tells connects from accepts well enough.
+		switch dir := ev.Direction; {
+		case ev.ShortLived:
+		case dir == event.DirectionOutbound:
 			if c.Op != OpConnect {
 				continue
 			}
-		case event.DirectionInbound:
+		case dir == event.DirectionInbound:
 			if c.Op != OpAccept {
 				continue
 			}
@@ -217,15 +223,35 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 		pick = j.cand[0]
 	}
 	ev.Process = j.calls[pick].Owner
+	op := j.calls[pick].Op
+	setDirection(ev, op)
 	j.calls = append(j.calls[:pick], j.calls[pick+1:]...)
 	j.stats.Matched++
 	if ev.Kind != event.Closed && s.Cookie != 0 {
-		j.remember(s.Cookie, ev.Process)
+		j.remember(s.Cookie, matched{ev.Process, op})
 	}
 	return false
 }
 
-func (j *Joiner) remember(cookie uint64, p *event.Process) {
+// matched is what the Joiner remembers of a socket it gave an owner.
+type matched struct {
+	owner *event.Process
+	op    Op
+}
+
+// setDirection sets the direction the call that made the socket proves:
+// a socket a process got from accept is inbound, one it connected is
+// outbound.
+func setDirection(ev *event.Event, op Op) {
+	switch op {
+	case OpConnect:
+		ev.Direction = event.DirectionOutbound
+	case OpAccept:
+		ev.Direction = event.DirectionInbound
+	}
+}
+
+func (j *Joiner) remember(cookie uint64, m matched) {
 	if len(j.byCookie) >= maxCookies {
 		// Drop the oldest still remembered (entries already claimed by a
 		// closed event are skipped).
@@ -244,7 +270,7 @@ func (j *Joiner) remember(cookie uint64, p *event.Process) {
 		}
 		j.cookies = keep
 	}
-	j.byCookie[cookie] = p
+	j.byCookie[cookie] = m
 	j.cookies = append(j.cookies, cookie)
 }
 

@@ -124,6 +124,7 @@ func TestJoinCriteria(t *testing.T) {
 			e.Time = t0.Add(5 * time.Second)
 		}, false},
 		{"accept for an outbound socket", func(s *Sighting, _ *event.Event, _ *uint64) { s.Op = OpAccept }, false},
+		{"accept, short-lived socket guessed outbound", func(s *Sighting, e *event.Event, _ *uint64) { s.Op = OpAccept; e.ShortLived = true }, true},
 		{"accept, direction unknown", func(s *Sighting, e *event.Event, _ *uint64) { s.Op = OpAccept; e.Direction = 0 }, true},
 		{"listener", func(s *Sighting, e *event.Event, _ *uint64) { e.Direction = event.DirectionListen }, false},
 		{"other inode", func(s *Sighting, e *event.Event, _ *uint64) { s.Inode = 5; e.Socket.Inode = 6 }, false},
@@ -153,8 +154,13 @@ func TestJoinAccept(t *testing.T) {
 	}
 	for k := range 10 {
 		ev := sockEv(event.Closed, uint64(k+1), "10.0.0.1:80", netip.AddrPortFrom(netip.MustParseAddr("10.0.0.2"), uint16(4000+k)).String(), time.Second, 0)
-		ev.Direction = event.DirectionInbound
+		if k%2 == 0 {
+			ev.Direction = event.DirectionInbound
+		}
 		j.Annotate(&ev, 7)
+		if ev.Direction != event.DirectionInbound {
+			t.Errorf("accepted socket %d: direction %v", k, ev.Direction)
+		}
 		if pidOf(&ev) != 200+k {
 			t.Errorf("accepted socket %d: owner %d", k, pidOf(&ev))
 		}

@@ -25,6 +25,10 @@ type Options struct {
 	Owner func(c *Call) *event.Process
 	// ReadBuffer is the read-log receive buffer to ask for (0: default).
 	ReadBuffer int
+	// InitialNetns runs fn in the initial network namespace: the kernel
+	// multicasts audit records to sockets of that namespace only. nil runs
+	// fn where the caller is.
+	InitialNetns func(fn func() error) error
 	// Grace is how long an event of a socket no poll saw may wait for
 	// the records of its call (see Joiner.Hold); 0 holds nothing back.
 	Grace time.Duration
@@ -55,7 +59,19 @@ var ErrNoAudit = errors.New("the kernel has no audit support")
 // install rules is not one: it is in RulesErr, and the records of the
 // rules already present are used.
 func Open(opts Options) (*Source, error) {
-	rd, err := OpenReader(opts.ReadBuffer)
+	var rd *Reader
+	var err error
+	open := func() error {
+		rd, err = OpenReader(opts.ReadBuffer)
+		return err
+	}
+	if opts.InitialNetns != nil {
+		if e := opts.InitialNetns(open); e != nil && err == nil {
+			return nil, fmt.Errorf("audit: records are sent to the initial network namespace only, and it cannot be entered: %w", e)
+		}
+	} else {
+		open()
+	}
 	if err != nil {
 		switch {
 		case errors.Is(err, unix.EPROTONOSUPPORT), errors.Is(err, unix.EAFNOSUPPORT):

@@ -19,6 +19,8 @@ type Options struct {
 	Owner      func(c *Call) *event.Process
 	ReadBuffer int
 	Grace      time.Duration
+	// InitialNetns runs fn in the initial network namespace.
+	InitialNetns func(fn func() error) error
 }
 
 // Source is the audit side of attribution; Open always fails here.

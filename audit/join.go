@@ -24,7 +24,9 @@ type Sighting struct {
 	Netns uint64
 	// Inode is the socket FD referred to just after the call; 0 unknown.
 	Inode uint32
-	Owner *event.Process
+	// Cookie is the socket's cookie, when it was looked up; 0 unknown.
+	Cookie uint64
+	Owner  *event.Process
 }
 
 // Held reports whether process pid still holds socket inode at
@@ -52,6 +54,8 @@ type JoinStats struct {
 //   - made no later than the socket was first seen (for a socket no
 //     poll saw, its event; a little clock slack allowed), and no earlier
 //     than keep before the event;
+//   - when the call's socket cookie is known (looked up while the socket
+//     lived), that socket only;
 //   - when both inodes are known, the same socket; when the socket has
 //     none (destroyed, or closed by its process), not a call whose socket
 //     is still held open (Held);
@@ -192,6 +196,9 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 				continue
 			}
 		}
+		if c.Cookie != 0 && s.Cookie != 0 && c.Cookie != s.Cookie {
+			continue
+		}
 		if c.Inode != 0 {
 			if s.Inode != 0 && s.Inode != c.Inode {
 				continue
@@ -205,10 +212,10 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 	if len(j.cand) == 0 {
 		return false
 	}
-	// An exact inode match settles it.
+	// An exact cookie or inode match settles it.
 	pick := -1
 	for _, i := range j.cand {
-		if s.Inode != 0 && j.calls[i].Inode == s.Inode {
+		if c := &j.calls[i]; (c.Cookie != 0 && c.Cookie == s.Cookie) || (s.Inode != 0 && c.Inode == s.Inode) {
 			pick = i
 			break
 		}

@@ -86,6 +86,10 @@ func startWatcher(t *testing.T, ns *netnstest.NS, src *Source) *watcher {
 	if err != nil {
 		t.Fatal(err)
 	}
+	go func() {
+		for src.Read() == nil {
+		}
+	}()
 	go w.run()
 	t.Cleanup(func() {
 		close(w.stop)
@@ -104,14 +108,11 @@ func (w *watcher) run() {
 			return
 		default:
 		}
-		// Wake every 2 ms at most, then take audit records first: a close
-		// is annotated with every call read before it.
-		pfd := []unix.PollFd{{Fd: int32(w.src.rd.fd), Events: unix.POLLIN}}
-		unix.Poll(pfd, 2)
+		// Every 2 ms, take the calls read first: a close is annotated with
+		// every call read before it.
+		time.Sleep(2 * time.Millisecond)
 		now := time.Now()
-		for more := true; more; {
-			more, _ = w.src.Drain(now)
-		}
+		w.src.Take(now)
 		tab.Reset()
 		w.dst.Drain(&tab)
 		w.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -40,11 +41,23 @@ type Options struct {
 type Source struct {
 	rd    *Reader
 	rules *Rules // nil: the rules already present are used
-	asm   Assembler
 	j     *Joiner
 	opts  Options
-	path  []byte // scratch for /proc paths
-	link  []byte
+
+	// The reading goroutine's (Read).
+	asm      Assembler
+	rscratch scratch
+	cfMu     sync.Mutex // Close takes cf from under Read
+	cf       *cookieFinder
+
+	mu       sync.Mutex // guards what Read hands to Take
+	inbox    []pending
+	spare    []pending
+	latest   time.Time
+	overruns uint64
+	dropped  uint64 // calls Take was too slow to take
+
+	jscratch scratch // the joining goroutine's, for held
 	// RulesErr says why connlogd's own rules are not in (nil when they
 	// are): records then come only from rules already present.
 	RulesErr error
@@ -81,7 +94,7 @@ func Open(opts Options) (*Source, error) {
 		}
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	s := &Source{rd: rd, opts: opts}
+	s := &Source{rd: rd, opts: opts, cf: newCookieFinder(opts.Keep)}
 	s.j = NewJoiner(opts.Keep, s.held)
 	s.rules, err = InstallRules(opts.StateFile)
 	if err != nil {
@@ -97,37 +110,90 @@ func Open(opts Options) (*Source, error) {
 // Rules returns connlogd's installed rules, or nil.
 func (s *Source) Rules() *Rules { return s.rules }
 
-// WaitReadable blocks until records are queued (see Reader).
-func (s *Source) WaitReadable() error { return s.rd.WaitReadable() }
-
-// maxDrain bounds the records one Drain reads, so a flood is taken in
-// slices while the caller gets back to its other work.
+// maxDrain bounds the records one read takes before handing them over.
 const maxDrain = 4096
 
-// Drain reads the queued records, learns of each call's process what
-// the records lack while it may still run, and hands the calls to the
-// Joiner. more says records may be left. It returns ErrOverrun when the
-// kernel dropped records on the subscription.
-func (s *Source) Drain(now time.Time) (more bool, err error) {
-	n, err := s.rd.Drain(maxDrain, func(typ uint16, text []byte) {
-		c := s.asm.Add(typ, text)
-		if c == nil {
-			return
+// Read waits for records, reads what is queued, learns of each call's
+// process what the records lack (its network namespace, the socket its
+// descriptor holds) while it may still run, and keeps the calls for
+// Take. One goroutine calls it in a loop, apart from the one that joins:
+// learning must not wait for the joining side to be free, or short-lived
+// processes are gone before they are looked at. It returns an error
+// once the Source is closed.
+func (s *Source) Read() error {
+	if err := s.rd.WaitReadable(); err != nil {
+		return err
+	}
+	for {
+		n, err := s.rd.Drain(maxDrain, s.record)
+		s.mu.Lock()
+		s.latest = s.asm.Latest
+		if errors.Is(err, ErrOverrun) {
+			s.overruns++
+			err = nil
 		}
-		sg, ok := Sight(c)
-		if !ok {
-			return
+		s.mu.Unlock()
+		if err != nil {
+			return err
 		}
-		sg.Netns = s.netnsOf(sg.PID)
-		if sg.FD >= 0 {
-			sg.Inode = s.socketAt(sg.PID, sg.FD)
+		if n < maxDrain {
+			return nil
 		}
-		sg.Owner = s.opts.Owner(c)
-		s.j.Add(sg)
-	})
-	s.j.Seen(s.asm.Latest)
+	}
+}
+
+// record takes one record, on the reading goroutine.
+func (s *Source) record(typ uint16, text []byte) {
+	c := s.asm.Add(typ, text)
+	if c == nil {
+		return
+	}
+	sg, ok := Sight(c)
+	if !ok {
+		return
+	}
+	sg.Netns = s.netnsOf(sg.PID)
+	if sg.FD >= 0 {
+		sg.Inode = s.socketAt(&s.rscratch, sg.PID, sg.FD)
+	}
+	if sg.Op == OpConnect {
+		s.cfMu.Lock()
+		if s.cf != nil {
+			sg.Cookie = s.cf.find(sg.PID, sg.Netns, c.Peer, sg.Inode, c.Time)
+		}
+		s.cfMu.Unlock()
+	}
+	s.mu.Lock()
+	if len(s.inbox) < maxCalls {
+		// The owner is described on the joining side: Owner may wait for
+		// locks, and this side must not.
+		s.inbox = append(s.inbox, pending{sg, *c})
+	} else {
+		s.dropped++
+	}
+	s.mu.Unlock()
+}
+
+// Take hands the calls Read kept to the Joiner, forgets calls too old to
+// be claimed, and returns how many times records were lost on the
+// subscription (ErrOverrun) since the last Take.
+func (s *Source) Take(now time.Time) (overruns uint64) {
+	s.mu.Lock()
+	in := s.inbox
+	s.inbox = s.spare[:0]
+	latest := s.latest
+	overruns, s.overruns = s.overruns+s.dropped, 0
+	s.dropped = 0
+	s.mu.Unlock()
+	for i := range in {
+		in[i].sg.Owner = s.opts.Owner(&in[i].call)
+		s.j.Add(in[i].sg)
+		in[i] = pending{}
+	}
+	s.spare = in[:0]
+	s.j.Seen(latest)
 	s.j.Expire(now)
-	return n >= maxDrain, err
+	return overruns
 }
 
 // Attribute gives ev the owner of the call that made its socket when
@@ -142,14 +208,14 @@ func (s *Source) Release(now time.Time, all bool, emit func(*event.Event)) {
 	s.j.Release(now, all, emit)
 }
 
+// Held returns how many events are held back.
+func (s *Source) Held() int { return s.j.Held() }
+
 // NextRelease says when a held event's grace runs out.
 func (s *Source) NextRelease() (time.Time, bool) { return s.j.NextRelease() }
 
 // Stats returns the Joiner's counters.
 func (s *Source) Stats() JoinStats { return s.j.Stats() }
-
-// Malformed returns how many records did not parse, and the last error.
-func (s *Source) Malformed() (uint64, error) { return s.asm.Malformed, s.asm.LastErr }
 
 // Close removes connlogd's rules, restores the enabled flag and ends the
 // subscription.
@@ -159,20 +225,39 @@ func (s *Source) Close() error {
 		errs = append(errs, s.rules.Close())
 	}
 	errs = append(errs, s.rd.Close())
+	s.cfMu.Lock()
+	s.cf.close()
+	s.cf = nil
+	s.cfMu.Unlock()
 	return errors.Join(errs...)
 }
 
-func (s *Source) procPath(pid int32, tail string) string {
-	s.path = append(s.path[:0], "/proc/"...)
-	s.path = strconv.AppendInt(s.path, int64(pid), 10)
-	s.path = append(s.path, tail...)
-	return string(s.path)
+// pending is a call read, and learnt about, not yet joined.
+type pending struct {
+	sg   Sighting
+	call Call
+}
+
+// scratch is one goroutine's buffers for /proc paths and links.
+type scratch struct {
+	path []byte
+	link [64]byte
+}
+
+func (b *scratch) procPath(pid int32, tail string, fd int32) string {
+	b.path = append(b.path[:0], "/proc/"...)
+	b.path = strconv.AppendInt(b.path, int64(pid), 10)
+	b.path = append(b.path, tail...)
+	if fd >= 0 {
+		b.path = strconv.AppendInt(b.path, int64(fd), 10)
+	}
+	return string(b.path)
 }
 
 // netnsOf returns the inode of pid's network namespace, 0 when it is gone.
 func (s *Source) netnsOf(pid int32) uint64 {
 	var st unix.Stat_t
-	if unix.Stat(s.procPath(pid, "/ns/net"), &st) != nil {
+	if unix.Stat(s.rscratch.procPath(pid, "/ns/net", -1), &st) != nil {
 		return 0
 	}
 	return st.Ino
@@ -180,17 +265,12 @@ func (s *Source) netnsOf(pid int32) uint64 {
 
 // socketAt returns the socket inode at pid's descriptor fd, 0 when there
 // is none (any more).
-func (s *Source) socketAt(pid, fd int32) uint32 {
-	if cap(s.link) < 64 {
-		s.link = make([]byte, 64)
-	}
-	p := s.procPath(pid, "/fd/")
-	p += strconv.Itoa(int(fd))
-	n, err := unix.Readlink(p, s.link[:64])
+func (s *Source) socketAt(b *scratch, pid, fd int32) uint32 {
+	n, err := unix.Readlink(b.procPath(pid, "/fd/", fd), b.link[:])
 	if err != nil {
 		return 0
 	}
-	ino, ok := attribution.SocketLink(s.link[:n])
+	ino, ok := attribution.SocketLink(b.link[:n])
 	if !ok {
 		return 0
 	}
@@ -198,7 +278,7 @@ func (s *Source) socketAt(pid, fd int32) uint32 {
 }
 
 func (s *Source) held(pid, fd int32, inode uint32) bool {
-	return s.socketAt(pid, fd) == inode
+	return s.socketAt(&s.jscratch, pid, fd) == inode
 }
 
 // Lost returns how many records the kernel dropped since the last call

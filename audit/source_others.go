@@ -41,3 +41,4 @@ func (s *Source) Close() error                                { return nil }
 func (s *Source) Hold(*event.Event, uint64) bool              { return false }
 func (s *Source) Release(time.Time, bool, func(*event.Event)) {}
 func (s *Source) NextRelease() (time.Time, bool)              { return time.Time{}, false }
+func (s *Source) Held() int                                   { return 0 }

@@ -31,6 +31,8 @@ type cookieFinder struct {
 	order  []uint64              // conns, oldest first
 	recent map[peerKey]time.Time // the last call to each peer
 	tab    snapshot.Table
+	second time.Time // the budget's second, and what it spent
+	spent  int
 	// Lookups counts the dumps made.
 	Lookups uint64
 }
@@ -47,26 +49,90 @@ func newCookieFinder(keep time.Duration) *cookieFinder {
 	return &cookieFinder{keep: keep, conns: map[uint64]*diag.Conn{}, recent: map[peerKey]time.Time{}}
 }
 
-// find returns the cookie of the socket with inode, connected to peer
-// (as the call's SOCKADDR gave it: an IPv4-mapped address means an IPv6
-// socket), in the namespace of pid; 0 when it need not or cannot.
-func (k *cookieFinder) find(pid int32, ns uint64, peer netip.AddrPort, inode uint32, at time.Time) uint64 {
-	key := peerKey{ns, netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())}
-	last, seen := k.recent[key]
-	k.recent[key] = at
+// maxLookups bounds the dumps a second: under a flood of connects to one
+// server a dump per batch is already few, and beyond this budget calls
+// are matched without cookies.
+const maxLookups = 200
+
+// resolve sets the cookie of each connect in batch that could tie with
+// another call (see the type's doc), with one dump per namespace and peer.
+func (k *cookieFinder) resolve(batch []pending) {
+	type group struct {
+		pid   int32
+		ns    uint64
+		peer  netip.AddrPort
+		calls []int
+	}
+	var groups []group
+	for i := range batch {
+		sg := &batch[i].sg
+		if sg.Op != OpConnect || sg.Netns == 0 {
+			continue
+		}
+		raw := batch[i].call.Peer
+		key := peerKey{sg.Netns, netip.AddrPortFrom(raw.Addr().Unmap(), raw.Port())}
+		last, seen := k.recent[key]
+		k.recent[key] = sg.Time
+		if !seen || sg.Time.Sub(last) > k.keep || sg.Inode == 0 {
+			continue
+		}
+		g := -1
+		for j := range groups {
+			if groups[j].ns == sg.Netns && groups[j].peer == raw {
+				g = j
+			}
+		}
+		if g < 0 {
+			groups = append(groups, group{pid: sg.PID, ns: sg.Netns, peer: raw})
+			g = len(groups) - 1
+		}
+		groups[g].calls = append(groups[g].calls, i)
+	}
 	if len(k.recent) > 4096 {
+		now := time.Now()
 		for p, t := range k.recent {
-			if at.Sub(t) > k.keep {
+			if now.Sub(t) > k.keep {
 				delete(k.recent, p)
 			}
 		}
 	}
-	if !seen || at.Sub(last) > k.keep || inode == 0 || ns == 0 {
-		return 0
+	for _, g := range groups {
+		if !k.allow() {
+			return
+		}
+		if !k.dump(g.pid, g.ns, g.peer) {
+			continue
+		}
+		for _, i := range g.calls {
+			for j := range k.tab.Sockets {
+				if s := &k.tab.Sockets[j]; s.Inode == batch[i].sg.Inode {
+					batch[i].sg.Cookie = s.Cookie
+					break
+				}
+			}
+		}
 	}
+}
+
+// allow takes a lookup from the budget of the current second.
+func (k *cookieFinder) allow() bool {
+	now := time.Now()
+	if now.Sub(k.second) >= time.Second {
+		k.second, k.spent = now, 0
+	}
+	if k.spent >= maxLookups {
+		return false
+	}
+	k.spent++
+	return true
+}
+
+// dump fills tab with the sockets of namespace ns (entered through pid's
+// namespace file the first time) connected to peer.
+func (k *cookieFinder) dump(pid int32, ns uint64, peer netip.AddrPort) bool {
 	c := k.conn(pid, ns)
 	if c == nil {
-		return 0
+		return false
 	}
 	fam := snapshot.FamilyIPv6
 	bits := 128
@@ -78,24 +144,16 @@ func (k *cookieFinder) find(pid int32, ns uint64, peer netip.AddrPort, inode uin
 		RemoteCIDRs: []netip.Prefix{netip.PrefixFrom(peer.Addr(), bits)},
 	}}})
 	if err != nil {
-		return 0
+		return false
 	}
 	bc, _ := f.Bytecode(fam)
-	var reqs []diag.Request
-	for _, p := range []snapshot.Proto{snapshot.ProtoTCP, snapshot.ProtoUDP} {
-		reqs = append(reqs, diag.Request{Family: fam, Proto: p, States: snapshot.AllStates, Bytecode: bc})
+	reqs := []diag.Request{
+		{Family: fam, Proto: snapshot.ProtoTCP, States: snapshot.AllStates, Bytecode: bc},
+		{Family: fam, Proto: snapshot.ProtoUDP, States: snapshot.AllStates, Bytecode: bc},
 	}
 	k.tab.Reset()
 	k.Lookups++
-	if err := c.Dump(&k.tab, reqs); err != nil {
-		return 0
-	}
-	for i := range k.tab.Sockets {
-		if s := &k.tab.Sockets[i]; s.Inode == inode {
-			return s.Cookie
-		}
-	}
-	return 0
+	return c.Dump(&k.tab, reqs) == nil
 }
 
 // conn returns a sock_diag socket in namespace ns, entering it through

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/connlogd/connlogd/event"
@@ -26,7 +27,9 @@ type Sighting struct {
 	Inode uint32
 	// Cookie is the socket's cookie, when it was looked up; 0 unknown.
 	Cookie uint64
-	Owner  *event.Process
+
+	seq   uint64 // arrival number, set by Add
+	Owner *event.Process
 }
 
 // Held reports whether process pid still holds socket inode at
@@ -71,13 +74,23 @@ type JoinStats struct {
 type Joiner struct {
 	keep     time.Duration
 	isHeld   Held
-	calls    []Sighting // in arrival order
+	byPeer   map[netip.AddrPort][]Sighting // each in arrival order
+	order    []callRef                     // every call, in arrival order
+	seq      uint64
+	n        int // calls waiting
 	byCookie map[uint64]matched
 	cookies  []uint64 // byCookie's keys, oldest first, to bound it
 	cand     []int
 	stats    JoinStats
 	held     []heldEvent
 	caught   time.Time // the latest record time read
+}
+
+// callRef names a call in arrival order, for Expire.
+type callRef struct {
+	peer netip.AddrPort
+	seq  uint64
+	time time.Time
 }
 
 // heldEvent is an event waiting for the records of its call.
@@ -103,31 +116,47 @@ const maxCalls = 1 << 16
 // or two plus the reader's delay). held may be nil: then sockets without
 // an inode are matched on the other criteria alone.
 func NewJoiner(keep time.Duration, held Held) *Joiner {
-	return &Joiner{keep: keep, isHeld: held, byCookie: make(map[uint64]matched)}
+	return &Joiner{keep: keep, isHeld: held, byCookie: make(map[uint64]matched), byPeer: make(map[netip.AddrPort][]Sighting)}
 }
 
 // Add takes a sighting.
 func (j *Joiner) Add(s Sighting) {
 	s.Peer = netip.AddrPortFrom(s.Peer.Addr().Unmap(), s.Peer.Port())
-	if len(j.calls) >= maxCalls {
-		j.calls = j.calls[1:]
-		j.stats.Expired++
+	if j.n >= maxCalls {
+		j.dropOldest()
 	}
-	j.calls = append(j.calls, s)
+	j.seq++
+	s.seq = j.seq
+	j.byPeer[s.Peer] = append(j.byPeer[s.Peer], s)
+	j.order = append(j.order, callRef{s.Peer, s.seq, s.Time})
+	j.n++
 	j.stats.Sightings++
-
 }
 
 // Expire forgets calls older than keep before now.
 func (j *Joiner) Expire(now time.Time) {
 	cut := now.Add(-j.keep)
-	i := 0
-	for i < len(j.calls) && j.calls[i].Time.Before(cut) {
-		i++
+	for len(j.order) > 0 && j.order[0].time.Before(cut) {
+		j.dropOldest()
 	}
-	if i > 0 {
-		j.stats.Expired += uint64(i)
-		j.calls = append(j.calls[:0], j.calls[i:]...)
+}
+
+// dropOldest forgets the oldest call, unless a socket claimed it.
+func (j *Joiner) dropOldest() {
+	r := j.order[0]
+	j.order = j.order[1:]
+	cs := j.byPeer[r.peer]
+	if len(cs) > 0 && cs[0].seq == r.seq {
+		j.stats.Expired++
+		j.n--
+		if len(cs) == 1 {
+			delete(j.byPeer, r.peer)
+		} else {
+			j.byPeer[r.peer] = cs[1:]
+		}
+	}
+	if cap(j.order) > 1024 && len(j.order) < cap(j.order)/4 {
+		j.order = append([]callRef(nil), j.order...)
 	}
 }
 
@@ -135,7 +164,7 @@ func (j *Joiner) Expire(now time.Time) {
 func (j *Joiner) Stats() JoinStats { return j.stats }
 
 // Pending returns how many calls wait for a socket.
-func (j *Joiner) Pending() int { return len(j.calls) }
+func (j *Joiner) Pending() int { return j.n }
 
 // Annotate gives ev the owner of the call that made its socket, when
 // exactly one process's calls fit, and ev has no owner yet. netns is the
@@ -176,9 +205,10 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 		latest = ev.FirstSeen.Add(dumpSlack)
 	}
 	earliest := ev.Time.Add(-j.keep)
-	for i := range j.calls {
-		c := &j.calls[i]
-		if c.Peer != peer || c.FSUID != s.UID || (c.Netns != 0 && netns != 0 && c.Netns != netns) ||
+	calls := j.byPeer[peer]
+	for i := range calls {
+		c := &calls[i]
+		if c.FSUID != s.UID || (c.Netns != 0 && netns != 0 && c.Netns != netns) ||
 			c.Time.After(latest) || c.Time.Before(earliest) {
 			continue
 		}
@@ -215,24 +245,32 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 	// An exact cookie or inode match settles it.
 	pick := -1
 	for _, i := range j.cand {
-		if c := &j.calls[i]; (c.Cookie != 0 && c.Cookie == s.Cookie) || (s.Inode != 0 && c.Inode == s.Inode) {
+		if c := &calls[i]; (c.Cookie != 0 && c.Cookie == s.Cookie) || (s.Inode != 0 && c.Inode == s.Inode) {
 			pick = i
 			break
 		}
 	}
 	if pick < 0 {
-		first := &j.calls[j.cand[0]]
+		first := &calls[j.cand[0]]
 		for _, i := range j.cand[1:] {
-			if !sameProcess(first.Owner, j.calls[i].Owner) {
+			if !sameProcess(first.Owner, calls[i].Owner) {
 				return true
 			}
 		}
 		pick = j.cand[0]
 	}
-	ev.Process = j.calls[pick].Owner
-	op := j.calls[pick].Op
+	ev.Process = calls[pick].Owner
+	op := calls[pick].Op
 	setDirection(ev, op)
-	j.calls = append(j.calls[:pick], j.calls[pick+1:]...)
+	switch {
+	case len(calls) == 1:
+		delete(j.byPeer, peer)
+	case pick == 0:
+		j.byPeer[peer] = calls[1:]
+	default:
+		j.byPeer[peer] = slices.Delete(calls, pick, pick+1)
+	}
+	j.n--
 	j.stats.Matched++
 	if ev.Kind != event.Closed && s.Cookie != 0 {
 		j.remember(s.Cookie, matched{ev.Process, op})

@@ -49,6 +49,7 @@ type Source struct {
 	rscratch scratch
 	cfMu     sync.Mutex // Close takes cf from under Read
 	cf       *cookieFinder
+	batch    []pending // read, not yet published
 
 	mu       sync.Mutex // guards what Read hands to Take
 	inbox    []pending
@@ -126,6 +127,7 @@ func (s *Source) Read() error {
 	}
 	for {
 		n, err := s.rd.Drain(maxDrain, s.record)
+		s.publish()
 		s.mu.Lock()
 		s.latest = s.asm.Latest
 		if errors.Is(err, ErrOverrun) {
@@ -156,22 +158,30 @@ func (s *Source) record(typ uint16, text []byte) {
 	if sg.FD >= 0 {
 		sg.Inode = s.socketAt(&s.rscratch, sg.PID, sg.FD)
 	}
-	if sg.Op == OpConnect {
-		s.cfMu.Lock()
-		if s.cf != nil {
-			sg.Cookie = s.cf.find(sg.PID, sg.Netns, c.Peer, sg.Inode, c.Time)
-		}
-		s.cfMu.Unlock()
+	// The owner is described on the joining side: Owner may wait for
+	// locks, and this side must not.
+	s.batch = append(s.batch, pending{sg, *c})
+}
+
+// publish looks up the cookies the batch's calls need, one dump per
+// peer, and hands the batch to Take.
+func (s *Source) publish() {
+	s.cfMu.Lock()
+	if s.cf != nil {
+		s.cf.resolve(s.batch)
 	}
+	s.cfMu.Unlock()
 	s.mu.Lock()
-	if len(s.inbox) < maxCalls {
-		// The owner is described on the joining side: Owner may wait for
-		// locks, and this side must not.
-		s.inbox = append(s.inbox, pending{sg, *c})
-	} else {
-		s.dropped++
+	for _, p := range s.batch {
+		if len(s.inbox) < maxCalls {
+			s.inbox = append(s.inbox, p)
+		} else {
+			s.dropped++
+		}
 	}
 	s.mu.Unlock()
+	clear(s.batch)
+	s.batch = s.batch[:0]
 }
 
 // Take hands the calls Read kept to the Joiner, forgets calls too old to

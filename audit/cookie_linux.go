@@ -23,18 +23,23 @@ import (
 //
 // It costs a sock_diag dump of the process's namespace that the kernel
 // filters to sockets connected to the call's peer, so it runs only for
-// a call to a peer another call of the namespace went to within keep:
-// the calls that could tie.
+// a call to a peer another process's call in the namespace went to
+// within keep: the calls that could tie.
 type cookieFinder struct {
 	keep   time.Duration
 	conns  map[uint64]*diag.Conn // by namespace inode
 	order  []uint64              // conns, oldest first
-	recent map[peerKey]time.Time // the last call to each peer
+	recent map[peerKey]lastCall // the last call to each peer
 	tab    snapshot.Table
 	second time.Time // the budget's second, and what it spent
 	spent  int
 	// Lookups counts the dumps made.
 	Lookups uint64
+}
+
+type lastCall struct {
+	at  time.Time
+	pid int32
 }
 
 type peerKey struct {
@@ -46,7 +51,7 @@ type peerKey struct {
 const maxDiagConns = 16
 
 func newCookieFinder(keep time.Duration) *cookieFinder {
-	return &cookieFinder{keep: keep, conns: map[uint64]*diag.Conn{}, recent: map[peerKey]time.Time{}}
+	return &cookieFinder{keep: keep, conns: map[uint64]*diag.Conn{}, recent: map[peerKey]lastCall{}}
 }
 
 // maxLookups bounds the dumps a second: under a flood of connects to one
@@ -72,8 +77,10 @@ func (k *cookieFinder) resolve(batch []pending) {
 		raw := batch[i].call.Peer
 		key := peerKey{sg.Netns, netip.AddrPortFrom(raw.Addr().Unmap(), raw.Port())}
 		last, seen := k.recent[key]
-		k.recent[key] = sg.Time
-		if !seen || sg.Time.Sub(last) > k.keep || sg.Inode == 0 {
+		k.recent[key] = lastCall{sg.Time, sg.PID}
+		// Calls of one process never tie: its owner is the answer either
+		// way.
+		if !seen || sg.Time.Sub(last.at) > k.keep || last.pid == sg.PID || sg.Inode == 0 {
 			continue
 		}
 		g := -1
@@ -91,7 +98,7 @@ func (k *cookieFinder) resolve(batch []pending) {
 	if len(k.recent) > 4096 {
 		now := time.Now()
 		for p, t := range k.recent {
-			if now.Sub(t) > k.keep {
+			if now.Sub(t.at) > k.keep {
 				delete(k.recent, p)
 			}
 		}

@@ -380,7 +380,7 @@ func (j *Joiner) Seen(t time.Time) {
 }
 
 // maxHeld bounds the events held back; past it they go out at once.
-const maxHeld = 4096
+const maxHeld = 16384
 
 // Attribute annotates ev (see Annotate) and, when it is an event of a
 // socket no poll saw that still has no owner, keeps a copy of it for

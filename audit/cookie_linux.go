@@ -29,7 +29,7 @@ type cookieFinder struct {
 	keep   time.Duration
 	conns  map[uint64]*diag.Conn // by namespace inode
 	order  []uint64              // conns, oldest first
-	recent map[peerKey]lastCall // the last call to each peer
+	recent map[peerKey]lastCall  // the last call to each peer
 	tab    snapshot.Table
 	second time.Time // the budget's second, and what it spent
 	spent  int

@@ -74,8 +74,8 @@ type JoinStats struct {
 type Joiner struct {
 	keep     time.Duration
 	isHeld   Held
-	byPeer   map[netip.AddrPort][]Sighting // each in arrival order
-	order    []callRef                     // every call, in arrival order
+	byPeer   map[netip.AddrPort]*peerCalls
+	order    []callRef // every call, in arrival order
 	seq      uint64
 	n        int // calls waiting
 	byCookie map[uint64]matched
@@ -85,6 +85,46 @@ type Joiner struct {
 	held     []heldEvent
 	caught   time.Time // the latest record time read
 }
+
+// peerCalls are the waiting calls to one peer, in arrival order, and how
+// many of them each process made: when one process made them all, a
+// socket's owner is that process whichever call made it, and the first
+// call that fits is enough.
+type peerCalls struct {
+	calls []Sighting
+	procs map[procKey]int
+}
+
+// procKey tells processes apart as sameProcess does, but for the uid
+// and comm, which change only with the executable in practice.
+type procKey struct {
+	pid int32
+	exe string
+}
+
+func keyOf(s *Sighting) procKey {
+	if s.Owner == nil {
+		return procKey{pid: s.PID}
+	}
+	return procKey{s.PID, s.Owner.Exe}
+}
+
+func (pc *peerCalls) remove(i int) {
+	k := keyOf(&pc.calls[i])
+	if pc.procs[k]--; pc.procs[k] <= 0 {
+		delete(pc.procs, k)
+	}
+	if i == 0 {
+		pc.calls[0] = Sighting{}
+		pc.calls = pc.calls[1:]
+	} else {
+		pc.calls = slices.Delete(pc.calls, i, i+1)
+	}
+}
+
+// maxScan bounds the calls one socket is compared with when several
+// processes called its peer: past it the socket is a tie.
+const maxScan = 256
 
 // callRef names a call in arrival order, for Expire.
 type callRef struct {
@@ -116,7 +156,7 @@ const maxCalls = 1 << 16
 // or two plus the reader's delay). held may be nil: then sockets without
 // an inode are matched on the other criteria alone.
 func NewJoiner(keep time.Duration, held Held) *Joiner {
-	return &Joiner{keep: keep, isHeld: held, byCookie: make(map[uint64]matched), byPeer: make(map[netip.AddrPort][]Sighting)}
+	return &Joiner{keep: keep, isHeld: held, byCookie: make(map[uint64]matched), byPeer: make(map[netip.AddrPort]*peerCalls)}
 }
 
 // Add takes a sighting.
@@ -127,7 +167,13 @@ func (j *Joiner) Add(s Sighting) {
 	}
 	j.seq++
 	s.seq = j.seq
-	j.byPeer[s.Peer] = append(j.byPeer[s.Peer], s)
+	pc := j.byPeer[s.Peer]
+	if pc == nil {
+		pc = &peerCalls{procs: make(map[procKey]int, 1)}
+		j.byPeer[s.Peer] = pc
+	}
+	pc.calls = append(pc.calls, s)
+	pc.procs[keyOf(&s)]++
 	j.order = append(j.order, callRef{s.Peer, s.seq, s.Time})
 	j.n++
 	j.stats.Sightings++
@@ -145,14 +191,13 @@ func (j *Joiner) Expire(now time.Time) {
 func (j *Joiner) dropOldest() {
 	r := j.order[0]
 	j.order = j.order[1:]
-	cs := j.byPeer[r.peer]
-	if len(cs) > 0 && cs[0].seq == r.seq {
+	pc := j.byPeer[r.peer]
+	if pc != nil && len(pc.calls) > 0 && pc.calls[0].seq == r.seq {
 		j.stats.Expired++
 		j.n--
-		if len(cs) == 1 {
+		pc.remove(0)
+		if len(pc.calls) == 0 {
 			delete(j.byPeer, r.peer)
-		} else {
-			j.byPeer[r.peer] = cs[1:]
 		}
 	}
 	if cap(j.order) > 1024 && len(j.order) < cap(j.order)/4 {
@@ -205,7 +250,13 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 		latest = ev.FirstSeen.Add(dumpSlack)
 	}
 	earliest := ev.Time.Add(-j.keep)
-	calls := j.byPeer[peer]
+	pc := j.byPeer[peer]
+	if pc == nil {
+		return false
+	}
+	calls := pc.calls
+	oneProcess := len(pc.procs) == 1
+	checked := 0
 	for i := range calls {
 		c := &calls[i]
 		if c.FSUID != s.UID || (c.Netns != 0 && netns != 0 && c.Netns != netns) ||
@@ -229,15 +280,26 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 		if c.Cookie != 0 && s.Cookie != 0 && c.Cookie != s.Cookie {
 			continue
 		}
-		if c.Inode != 0 {
-			if s.Inode != 0 && s.Inode != c.Inode {
+		if c.Inode != 0 && s.Inode != 0 && s.Inode != c.Inode {
+			continue
+		}
+		if oneProcess {
+			// Every other call that fits names the same process, but one
+			// whose socket is still held is not this one's: a socket whose
+			// own call went unrecorded must not take it.
+			if s.Inode == 0 && c.Inode != 0 && j.isHeld != nil && j.isHeld(c.PID, c.FD, c.Inode) {
+				if checked++; checked > maxScan {
+					return false
+				}
 				continue
 			}
-			if s.Inode == 0 && j.isHeld != nil && j.isHeld(c.PID, c.FD, c.Inode) {
-				continue
-			}
+			j.cand = append(j.cand, i)
+			break
 		}
 		j.cand = append(j.cand, i)
+		if len(j.cand) > maxScan {
+			return true
+		}
 	}
 	if len(j.cand) == 0 {
 		return false
@@ -250,25 +312,38 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 			break
 		}
 	}
-	if pick < 0 {
+	if pick < 0 && !oneProcess {
+		// A socket that is gone, or no longer in any descriptor, cannot be
+		// one a process still holds: drop those calls, then see whether
+		// the others are one process's.
+		if s.Inode == 0 && j.isHeld != nil {
+			keep := j.cand[:0]
+			for _, i := range j.cand {
+				if c := &calls[i]; c.Inode == 0 || !j.isHeld(c.PID, c.FD, c.Inode) {
+					keep = append(keep, i)
+				}
+			}
+			j.cand = keep
+			if len(j.cand) == 0 {
+				return false
+			}
+		}
 		first := &calls[j.cand[0]]
 		for _, i := range j.cand[1:] {
 			if !sameProcess(first.Owner, calls[i].Owner) {
 				return true
 			}
 		}
+	}
+	if pick < 0 {
 		pick = j.cand[0]
 	}
 	ev.Process = calls[pick].Owner
 	op := calls[pick].Op
 	setDirection(ev, op)
-	switch {
-	case len(calls) == 1:
+	pc.remove(pick)
+	if len(pc.calls) == 0 {
 		delete(j.byPeer, peer)
-	case pick == 0:
-		j.byPeer[peer] = calls[1:]
-	default:
-		j.byPeer[peer] = slices.Delete(calls, pick, pick+1)
 	}
 	j.n--
 	j.stats.Matched++

@@ -59,6 +59,10 @@ func newCookieFinder(keep time.Duration) *cookieFinder {
 // are matched without cookies.
 const maxLookups = 200
 
+// maxBatchLookups bounds the dumps for one batch of records, so that the
+// reader gets back to reading (and to Close) soon.
+const maxBatchLookups = 8
+
 // resolve sets the cookie of each connect in batch that could tie with
 // another call (see the type's doc), with one dump per namespace and peer.
 func (k *cookieFinder) resolve(batch []pending) {
@@ -103,8 +107,8 @@ func (k *cookieFinder) resolve(batch []pending) {
 			}
 		}
 	}
-	for _, g := range groups {
-		if !k.allow() {
+	for n, g := range groups {
+		if n >= maxBatchLookups || !k.allow() {
 			return
 		}
 		if !k.dump(g.pid, g.ns, g.peer) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
 )
 
 // Sighting is a Call as the Joiner keeps it, with what was learnt of the
@@ -72,18 +73,19 @@ type JoinStats struct {
 //
 // Not safe for concurrent use.
 type Joiner struct {
-	keep     time.Duration
-	isHeld   Held
-	byPeer   map[netip.AddrPort]*peerCalls
-	order    []callRef // every call, in arrival order
-	seq      uint64
-	n        int // calls waiting
-	byCookie map[uint64]matched
-	cookies  []uint64 // byCookie's keys, oldest first, to bound it
-	cand     []int
-	stats    JoinStats
-	held     []heldEvent
-	caught   time.Time // the latest record time read
+	keep        time.Duration
+	isHeld      Held
+	byPeer      map[netip.AddrPort]*peerCalls
+	order       []callRef // every call, in arrival order
+	seq         uint64
+	n           int // calls waiting
+	byCookie    map[uint64]matched
+	cookies     []uint64 // byCookie's keys, oldest first, to bound it
+	cand        []int
+	stats       JoinStats
+	held        []heldEvent
+	heldCookies map[uint64]int // sockets with events held
+	caught      time.Time      // the latest record time read
 }
 
 // peerCalls are the waiting calls to one peer, in arrival order, and how
@@ -140,6 +142,16 @@ type heldEvent struct {
 	deadline time.Time
 }
 
+// callsBy returns the time by which the call that made ev's socket was
+// made: for a socket no poll saw, its event's time; for one a poll saw,
+// a little after it was first seen (dumpSlack).
+func callsBy(ev *event.Event) time.Time {
+	if !ev.FirstSeen.IsZero() && !ev.ShortLived {
+		return ev.FirstSeen.Add(dumpSlack)
+	}
+	return ev.Time
+}
+
 // dumpSlack allows for a dump that ends after the time its events carry.
 const dumpSlack = time.Second
 
@@ -156,7 +168,7 @@ const maxCalls = 1 << 16
 // or two plus the reader's delay). held may be nil: then sockets without
 // an inode are matched on the other criteria alone.
 func NewJoiner(keep time.Duration, held Held) *Joiner {
-	return &Joiner{keep: keep, isHeld: held, byCookie: make(map[uint64]matched), byPeer: make(map[netip.AddrPort]*peerCalls)}
+	return &Joiner{keep: keep, isHeld: held, byCookie: make(map[uint64]matched), byPeer: make(map[netip.AddrPort]*peerCalls), heldCookies: make(map[uint64]int)}
 }
 
 // Add takes a sighting.
@@ -245,10 +257,7 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 	// matched to calls up to its event's time, no later. A socket a poll
 	// saw existed by the end of that dump, which started a little after
 	// FirstSeen was taken.
-	latest := ev.Time
-	if !ev.FirstSeen.IsZero() && !ev.ShortLived {
-		latest = ev.FirstSeen.Add(dumpSlack)
-	}
+	latest := callsBy(ev)
 	earliest := ev.Time.Add(-j.keep)
 	pc := j.byPeer[peer]
 	if pc == nil {
@@ -457,18 +466,25 @@ func (j *Joiner) Seen(t time.Time) {
 // maxHeld bounds the events held back; past it they go out at once.
 const maxHeld = 16384
 
-// Attribute annotates ev (see Annotate) and, when it is an event of a
-// socket no poll saw that still has no owner, keeps a copy of it for
-// Release instead, for at most grace, and reports true. The kernel sends
-// destroy notifications from the closing task at once, but audit records
-// from its own thread, which a busy machine runs later: a connection of a
-// few milliseconds can be reported destroyed before the record of its
-// connect arrives. Nothing is held with grace 0, nor past maxHeld events.
+// Attribute annotates ev (see Annotate) and, when it still has no owner
+// and its socket's call may yet be read (an appeared or closed event of a
+// connected socket, not one found at start-up nor a TIME_WAIT remnant),
+// keeps a copy of it for Release instead, for at most grace, and reports
+// true; later events of a socket with an event held are held behind it.
+// The kernel sends destroy notifications from the closing task at once,
+// but audit records from its own thread, which a busy machine runs
+// later: a connection of a few milliseconds can be reported destroyed
+// before the record of its connect arrives. Nothing is held with grace
+// 0, nor past maxHeld events.
 func (j *Joiner) Attribute(ev *event.Event, netns uint64, grace time.Duration) (held bool) {
 	ambiguous := j.annotate(ev, netns)
-	if ev.Process == nil && ev.ShortLived && grace > 0 && len(j.held) < maxHeld &&
-		(ev.Kind == event.Appeared || ev.Kind == event.Closed) {
+	s := &ev.Socket
+	wait := ev.Process == nil && !ev.Initial && s.State != snapshot.StateTimeWait &&
+		(ev.Kind == event.Appeared || ev.Kind == event.Closed) && s.Dst.IsValid() && s.Dst.Port() != 0
+	if (wait || j.heldCookies[s.Cookie] > 0) && grace > 0 && len(j.held) < maxHeld {
+		// Later events of a held socket wait behind it, in order.
 		j.held = append(j.held, heldEvent{ev: *ev, netns: netns, deadline: ev.Time.Add(grace)})
+		j.heldCookies[s.Cookie]++
 		return true
 	}
 	if ambiguous {
@@ -491,8 +507,13 @@ func (j *Joiner) Release(now time.Time, all bool, emit func(*event.Event)) {
 	for n < len(j.held) {
 		h := &j.held[n]
 		ambiguous := j.annotate(&h.ev, h.netns)
-		if h.ev.Process == nil && !all && !now.After(h.deadline) && j.caught.Before(h.ev.Time) {
+		if h.ev.Process == nil && !all && !now.After(h.deadline) && j.caught.Before(callsBy(&h.ev)) {
 			break
+		}
+		if c := h.ev.Socket.Cookie; j.heldCookies[c] <= 1 {
+			delete(j.heldCookies, c)
+		} else {
+			j.heldCookies[c]--
 		}
 		if ambiguous {
 			j.stats.Ambiguous++

@@ -5,6 +5,7 @@ package audit
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -59,6 +60,8 @@ type Source struct {
 	dropped  uint64 // calls Take was too slow to take
 
 	jscratch scratch // the joining goroutine's, for held
+	probed   time.Time
+	self     int32 // connlogd's pid: its probes are no socket's call
 	// RulesErr says why connlogd's own rules are not in (nil when they
 	// are): records then come only from rules already present.
 	RulesErr error
@@ -95,7 +98,7 @@ func Open(opts Options) (*Source, error) {
 		}
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	s := &Source{rd: rd, opts: opts, cf: newCookieFinder(opts.Keep)}
+	s := &Source{rd: rd, opts: opts, cf: newCookieFinder(opts.Keep), self: int32(os.Getpid())}
 	s.j = NewJoiner(opts.Keep, s.held)
 	s.rules, err = InstallRules(opts.StateFile)
 	if err != nil {
@@ -151,7 +154,7 @@ func (s *Source) record(typ uint16, text []byte) {
 		return
 	}
 	sg, ok := Sight(c)
-	if !ok {
+	if !ok || sg.PID == s.self {
 		return
 	}
 	sg.Netns = s.netnsOf(sg.PID)
@@ -216,6 +219,29 @@ func (s *Source) Attribute(ev *event.Event, netns uint64) (held bool) {
 // Release hands over the held events that are ready (see Joiner.Release).
 func (s *Source) Release(now time.Time, all bool, emit func(*event.Event)) {
 	s.j.Release(now, all, emit)
+}
+
+// minProbeGap bounds how often Probe makes a call.
+const minProbeGap = 20 * time.Millisecond
+
+// Probe makes an audited call of connlogd's own (a connect of a UDP
+// socket to 127.0.0.1:9, which sends nothing) so that its record, once
+// read, tells the Joiner that every call made before it has been read
+// too: a held event then goes out at once, whether or not other
+// processes' calls follow. At most one every 20 ms; the records are in
+// the audit log with connlogd's pid. It does nothing when connlogd's
+// rules are not in.
+func (s *Source) Probe(now time.Time) {
+	if s.rules == nil || now.Sub(s.probed) < minProbeGap {
+		return
+	}
+	s.probed = now
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	unix.Connect(fd, &unix.SockaddrInet4{Port: 9, Addr: [4]byte{127, 0, 0, 1}})
+	unix.Close(fd)
 }
 
 // Held returns how many events are held back.

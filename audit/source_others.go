@@ -42,3 +42,4 @@ func (s *Source) Hold(*event.Event, uint64) bool              { return false }
 func (s *Source) Release(time.Time, bool, func(*event.Event)) {}
 func (s *Source) NextRelease() (time.Time, bool)              { return time.Time{}, false }
 func (s *Source) Held() int                                   { return 0 }
+func (s *Source) Probe(time.Time)                             {}

@@ -12,10 +12,14 @@ import (
 )
 
 // auditGrace is how long an event of a socket no poll saw may wait for
-// the audit records of the call that made it: the kernel's audit thread
-// sends records a little after the call, and a busy machine may run it
-// after the socket's destroy notification has come.
-const auditGrace = time.Second
+// the audit records of the call that made it. The kernel's audit thread
+// sends records a little after the call (auditd, when it runs, paces
+// it), and may send them after the socket's destroy notification. Held
+// events go out as soon as a record stamped after them is read, which
+// connlogd's own probe calls provide within tens of milliseconds; the
+// grace is the bound for a reader that lags (a machine with far more
+// runnable threads than cores).
+const auditGrace = 5 * time.Second
 
 // auditFeed is the audit source of the loop (attribution.audit): its
 // records are read by the loop, which a waiter goroutine wakes.
@@ -148,9 +152,15 @@ func (d *loop) releaseAudit(now time.Time, all bool) {
 	a.src.Release(now, all, d.finishEvent)
 	a.release.Stop()
 	if t, ok := a.src.NextRelease(); ok {
-		a.release.Reset(max(time.Millisecond, t.Sub(now)+time.Millisecond))
+		// Still holding: probe again, and look again soon even if the
+		// probe's record is slow to come.
+		a.src.Probe(now)
+		a.release.Reset(min(auditRecheck, max(time.Millisecond, t.Sub(now)+time.Millisecond)))
 	}
 }
+
+// auditRecheck is how often held events are looked at without news.
+const auditRecheck = 50 * time.Millisecond
 
 // auditWoke takes the calls the reader read.
 func (d *loop) auditWoke() {
@@ -193,9 +203,8 @@ func (d *loop) auditHold(ev *event.Event) (held bool) {
 		return false
 	}
 	if d.audit.src.Attribute(ev, ev.Netns) {
-		if t, ok := d.audit.src.NextRelease(); ok {
-			d.audit.release.Reset(max(time.Millisecond, t.Sub(d.clock.Now())+time.Millisecond))
-		}
+		d.audit.src.Probe(d.clock.Now())
+		d.audit.release.Reset(auditRecheck)
 		return true
 	}
 	return false

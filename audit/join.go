@@ -152,6 +152,12 @@ func callsBy(ev *event.Event) time.Time {
 	return ev.Time
 }
 
+// complete reports whether every call made by the time ev's socket was
+// has been read (see Seen).
+func (j *Joiner) complete(ev *event.Event) bool {
+	return !j.caught.Before(callsBy(ev))
+}
+
 // dumpSlack allows for a dump that ends after the time its events carry.
 const dumpSlack = time.Second
 
@@ -227,14 +233,17 @@ func (j *Joiner) Pending() int { return j.n }
 // exactly one process's calls fit, and ev has no owner yet. netns is the
 // inode of the socket's network namespace.
 func (j *Joiner) Annotate(ev *event.Event, netns uint64) {
-	if j.annotate(ev, netns) {
+	if j.annotate(ev, netns, true) {
 		j.stats.Ambiguous++
 	}
 }
 
 // annotate is Annotate without counting: it reports whether calls of
-// different processes fit.
-func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
+// different processes fit. complete says every call made by the time
+// the socket was (callsBy) has been read; when it has not, the call of
+// the socket may still be missing while another one fits, so only an
+// exact match (the socket's cookie or inode) counts.
+func (j *Joiner) annotate(ev *event.Event, netns uint64, complete bool) (ambiguous bool) {
 	if ev.Kind == event.Gap || ev.Process != nil {
 		return false
 	}
@@ -290,6 +299,13 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64) (ambiguous bool) {
 			continue
 		}
 		if c.Inode != 0 && s.Inode != 0 && s.Inode != c.Inode {
+			continue
+		}
+		if !complete {
+			if (c.Cookie != 0 && c.Cookie == s.Cookie) || (s.Inode != 0 && c.Inode == s.Inode) {
+				j.cand = append(j.cand, i)
+				break
+			}
 			continue
 		}
 		if oneProcess {
@@ -477,7 +493,7 @@ const maxHeld = 16384
 // before the record of its connect arrives. Nothing is held with grace
 // 0, nor past maxHeld events.
 func (j *Joiner) Attribute(ev *event.Event, netns uint64, grace time.Duration) (held bool) {
-	ambiguous := j.annotate(ev, netns)
+	ambiguous := j.annotate(ev, netns, j.complete(ev))
 	s := &ev.Socket
 	wait := ev.Process == nil && !ev.Initial && s.State != snapshot.StateTimeWait &&
 		(ev.Kind == event.Appeared || ev.Kind == event.Closed) && s.Dst.IsValid() && s.Dst.Port() != 0
@@ -506,10 +522,16 @@ func (j *Joiner) Release(now time.Time, all bool, emit func(*event.Event)) {
 	n := 0
 	for n < len(j.held) {
 		h := &j.held[n]
-		ambiguous := j.annotate(&h.ev, h.netns)
-		if h.ev.Process == nil && !all && !now.After(h.deadline) && j.caught.Before(callsBy(&h.ev)) {
-			break
+		complete := j.complete(&h.ev)
+		if !complete && !all && !now.After(h.deadline) {
+			// Not every call up to the socket's is read: an exact match
+			// only, and wait for the rest.
+			j.annotate(&h.ev, h.netns, false)
+			if h.ev.Process == nil {
+				break
+			}
 		}
+		ambiguous := j.annotate(&h.ev, h.netns, complete)
 		if c := h.ev.Socket.Cookie; j.heldCookies[c] <= 1 {
 			delete(j.heldCookies, c)
 		} else {

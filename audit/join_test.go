@@ -202,8 +202,10 @@ func TestSight(t *testing.T) {
 }
 
 // A socket reported destroyed before the record of its connect is read:
-// held, then released with its owner once the record comes; released
-// without one when the records have passed its time, or its grace ran out.
+// held, and released with its owner once every record up to its time is
+// read (a call of another process read earlier must not take it);
+// released without one when the records have passed its time, or its
+// grace ran out.
 func TestJoinHoldRelease(t *testing.T) {
 	j := NewJoiner(10*time.Second, nil)
 	ap := sockEv(event.Appeared, 1, "10.0.0.2:4000", "10.0.0.1:80", time.Second, 0)
@@ -222,6 +224,11 @@ func TestJoinHoldRelease(t *testing.T) {
 		t.Fatalf("released before its record: %+v", out)
 	}
 	j.Add(sighting(OpConnect, 9, "10.0.0.1:80", 900*time.Millisecond, 0))
+	j.Release(t0.Add(1150*time.Millisecond), false, emit)
+	if len(out) != 0 {
+		t.Fatalf("released before every call up to the socket's was read: %+v", out)
+	}
+	j.Seen(t0.Add(1010 * time.Millisecond)) // a record made after the event
 	j.Release(t0.Add(1200*time.Millisecond), false, emit)
 	if len(out) != 2 || pidOf(&out[0]) != 9 || pidOf(&out[1]) != 9 || out[0].Kind != event.Appeared {
 		t.Fatalf("released %+v", out)
@@ -229,30 +236,53 @@ func TestJoinHoldRelease(t *testing.T) {
 
 	// No record ever comes: released at the grace's end without owner...
 	out = nil
-	ev := sockEv(event.Closed, 2, "10.0.0.2:4001", "10.0.0.1:80", time.Second, 0)
+	ev := sockEv(event.Closed, 2, "10.0.0.2:4001", "10.0.0.1:80", 1500*time.Millisecond, 0)
 	ev.ShortLived = true
 	j.Attribute(&ev, 7, 500*time.Millisecond)
-	j.Release(t0.Add(1400*time.Millisecond), false, emit)
+	j.Release(t0.Add(1900*time.Millisecond), false, emit)
 	if len(out) != 0 {
 		t.Fatal("released before its grace ran out")
 	}
-	j.Release(t0.Add(1600*time.Millisecond), false, emit)
+	j.Release(t0.Add(2100*time.Millisecond), false, emit)
 	if len(out) != 1 || out[0].Process != nil {
 		t.Fatalf("released %+v", out)
 	}
 	// ...or as soon as a record stamped after it was read.
 	out = nil
-	ev = sockEv(event.Closed, 3, "10.0.0.2:4002", "10.0.0.1:80", 2*time.Second, 0)
+	ev = sockEv(event.Closed, 3, "10.0.0.2:4002", "10.0.0.1:80", 3*time.Second, 0)
 	ev.ShortLived = true
 	if !j.Attribute(&ev, 7, 500*time.Millisecond) {
 		t.Fatal("not held")
 	}
-	j.Seen(t0.Add(2001 * time.Millisecond))
-	j.Release(t0.Add(2002*time.Millisecond), false, emit)
+	j.Seen(t0.Add(3001 * time.Millisecond))
+	j.Release(t0.Add(3002*time.Millisecond), false, emit)
 	if len(out) != 1 {
 		t.Fatalf("records past its time read, still held: %d", j.Held())
 	}
 	if _, ok := j.NextRelease(); ok {
 		t.Error("NextRelease with nothing held")
+	}
+}
+
+// A call of another process that fits is not taken while the records up
+// to the socket's time are not all read: the socket's own call may be
+// among those still coming.
+func TestJoinWaitsForEveryRecord(t *testing.T) {
+	j := NewJoiner(10*time.Second, nil)
+	j.Add(sighting(OpConnect, 1, "10.0.0.1:80", 0, 0)) // an earlier client, its socket not yet reported
+	j.Seen(t0)
+	ev := sockEv(event.Closed, 2, "10.0.0.2:4001", "10.0.0.1:80", time.Second, 0)
+	ev.ShortLived = true
+	if !j.Attribute(&ev, 7, 5*time.Second) {
+		t.Fatal("not held")
+	}
+	var out []event.Event
+	emit := func(ev *event.Event) { out = append(out, *ev) }
+	j.Add(sighting(OpConnect, 2, "10.0.0.1:80", 500*time.Millisecond, 0)) // its own, late
+	j.Seen(t0.Add(1100 * time.Millisecond))
+	j.Release(t0.Add(1200*time.Millisecond), false, emit)
+	// Both calls fit and neither socket is known held: a tie, no owner.
+	if len(out) != 1 || out[0].Process != nil || j.Stats().Ambiguous != 1 {
+		t.Fatalf("released %+v, stats %+v", out, j.Stats())
 	}
 }

@@ -112,10 +112,10 @@ func (w *watcher) run() {
 		// every call read before it.
 		time.Sleep(2 * time.Millisecond)
 		now := time.Now()
+		w.mu.Lock()
 		w.src.Take(now)
 		tab.Reset()
 		w.dst.Drain(&tab)
-		w.mu.Lock()
 		emit := func(ev *event.Event) { w.evs = append(w.evs, *ev) }
 		w.src.Release(now, false, emit)
 		if tab.Len() > 0 {

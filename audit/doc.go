@@ -23,7 +23,13 @@
 //     any other setting;
 //   - Reader, the read-log subscription, which reports records the kernel
 //     dropped on its socket (ENOBUFS) as ErrOverrun;
-//   - Joiner, pure, which matches Calls to sockets (see its doc).
+//   - Joiner, pure, which matches Calls to sockets (see its doc), and
+//     holds the events of sockets whose calls may not be read yet;
+//   - Source, which ties them together: a goroutine of its own reads the
+//     records and, while the calling process may still run, learns its
+//     network namespace, the socket its descriptor holds and, when two
+//     processes' calls to one peer could tie, that socket's cookie; the
+//     caller's goroutine takes the calls and joins them to events.
 //
 // Without CAP_AUDIT_CONTROL no rules are added, and the records of rules
 // already present (an administrator's `-S connect`) are used all the same.

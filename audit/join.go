@@ -65,6 +65,10 @@ type JoinStats struct {
 //     is still held open (Held);
 //   - outbound sockets only to connects, inbound ones only to accepts.
 //
+// Matching by these needs every call made up to the socket's time (Seen
+// says how far the records read go); until then only the socket's own
+// cookie or inode matches, and Attribute holds the event.
+//
 // A socket gets an owner only when the calls that fit are all of one
 // process; when calls of two processes fit, it gets none and Ambiguous
 // counts it. A socket given an owner also gets the direction its call

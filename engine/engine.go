@@ -191,6 +191,7 @@ type loop struct {
 	order   []*namespace    // watched namespaces in a stable order, for polling
 	ready   chan *namespace // a namespace has destroy notifications queued
 	owners  *attribution.Resolver
+	audit   *auditFeed // nil: audit attribution off
 	met     Metrics
 	notify  Notifier
 
@@ -276,6 +277,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	defer d.close()
 	log := d.log
+	d.openAudit()
+	defer func() {
+		if d.audit != nil {
+			d.audit.stop() // shutdown has written what it held
+		}
+	}()
 	if err := d.rescan(d.clock.Now()); err != nil {
 		d.out.Close()
 		return err
@@ -320,6 +327,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			d.dumped(j)
 		case w := <-d.ready:
 			d.destroyReady(w)
+		case <-d.auditReady():
+			d.auditWoke()
+		case <-d.auditRelease():
+			d.drainAudit(d.clock.Now())
+			d.sync()
 		case <-dogC:
 			d.notify.Watchdog()
 		case <-rescan.C:
@@ -408,6 +420,7 @@ func (d *loop) shutdown() error {
 			w.stop()
 		}
 	}
+	d.closeAudit()
 	d.saveState()
 	if err := d.out.Close(); err != nil {
 		return fmt.Errorf("flush sinks: %w", err)
@@ -555,6 +568,7 @@ func (d *loop) finishPoll(j dumpJob) {
 // w's subscription. It reports whether notifications were lost, after
 // reporting the gap: the caller then resynchronises with a fresh dump.
 func (d *loop) drainDestroy(w *namespace, now time.Time) (lost bool) {
+	d.drainAudit(now) // the calls behind the closes first
 	// Bounded: under a flood the queue refills as fast as it drains, and
 	// the loop must get back to its other work; the waiter signals again.
 	for range maxDrainBatches {

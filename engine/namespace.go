@@ -70,8 +70,15 @@ func (d *loop) openNamespace(ns netns.NS) (*namespace, error) {
 	w := &namespace{ns: ns, statBuf: make([]byte, 512), owners: d.owners.NewTracker()}
 	w.output = func(ev *event.Event) {
 		w.tag(ev)
-		if d.plan.admit(w.owners, ev) {
-			d.write(ev)
+		if d.audit == nil {
+			if d.plan.admit(w.owners, ev) {
+				d.write(ev)
+			}
+			return
+		}
+		w.owners.AnnotateEvent(ev)
+		if !d.auditHold(ev) { // held: written once its owner is known
+			d.finishEvent(ev)
 		}
 	}
 	w.differ = differ.New(differ.Options{States: d.plan.States, Output: w.output})

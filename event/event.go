@@ -74,6 +74,11 @@ const (
 	// GapNetnsUnwatchable: other network namespaces cannot be entered
 	// (no CAP_SYS_ADMIN); only the host's is watched.
 	GapNetnsUnwatchable = "netns_unwatchable"
+	// GapAuditLost: audit records were lost (the kernel's lost counter
+	// grew, or the read-log subscription overran), so connections of that
+	// window may have no owner. Count is how many records the kernel
+	// counted lost, 0 when unknown.
+	GapAuditLost = "audit_lost"
 )
 
 // Event is one line of output.

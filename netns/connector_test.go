@@ -12,7 +12,7 @@ import (
 func procMsg(idx, val, what uint32, payload ...uint32) []byte {
 	ev := make([]byte, procEventHead+4*len(payload))
 	binary.NativeEndian.PutUint32(ev[0:4], what)
-	binary.NativeEndian.PutUint32(ev[4:8], 1)           // cpu
+	binary.NativeEndian.PutUint32(ev[4:8], 1)          // cpu
 	binary.NativeEndian.PutUint64(ev[8:16], 123456789) // timestamp
 	for i, p := range payload {
 		binary.NativeEndian.PutUint32(ev[procEventHead+4*i:], p)
@@ -55,8 +55,8 @@ func TestParseProcEvents(t *testing.T) {
 	execThread := procMsg(cnIdxProc, cnValProc, procEventExec, 15, 14) // a thread execs: the process is the tgid
 	exit := procMsg(cnIdxProc, cnValProc, procEventExit, 11, 11, 0, 0, 10, 10)
 	other := procMsg(7, 1, procEventFork, 1, 1, 2, 2) // another connector
-	ack := procMsg(cnIdxProc, cnValProc, 0, 0)         // PROC_EVENT_NONE: the reply to LISTEN
-	errMsg := nlMsg(2, make([]byte, 20))                 // NLMSG_ERROR
+	ack := procMsg(cnIdxProc, cnValProc, 0, 0)        // PROC_EVENT_NONE: the reply to LISTEN
+	errMsg := nlMsg(2, make([]byte, 20))              // NLMSG_ERROR
 	tests := []struct {
 		name    string
 		in      []byte

@@ -106,6 +106,11 @@ type Event struct {
 	// values are shared between events and must not be modified.
 	Process *Process
 	Cgroup  *Cgroup
+	// Container is what the container runtime says of the container of
+	// Cgroup.ContainerID: its name, image and Kubernetes pod; nil while
+	// the runtime has not answered (a later event of the socket has it)
+	// or when no runtime knows the container. Shared, like Process.
+	Container *Container
 	// Reason qualifies Closed (see the Reason constants) and Gap events.
 	Reason string
 	// Count is how many notifications a Gap may have lost (0: unknown).
@@ -171,4 +176,16 @@ type Cgroup struct {
 	Path        string // relative to the cgroup2 mount: "/system.slice/nginx.service"
 	SystemdUnit string // "nginx.service"; "" when the path holds none
 	ContainerID string // 64 hex digits; "" when the path is no container's
+}
+
+// Container is what a container runtime reports of a container. Each
+// field is "" when the runtime has no value for it.
+type Container struct {
+	Name  string // "web-1", without docker's leading "/"
+	Image string // the image as the container was created from it: "nginx:1.27"
+	// The Kubernetes pod, from the labels the kubelet sets
+	// (io.kubernetes.pod.name, .namespace, .uid).
+	PodName      string
+	PodNamespace string
+	PodUID       string
 }

@@ -47,6 +47,8 @@ type Config struct {
 	Metrics Metrics
 	// StateFile, when set, keeps the socket table across restarts.
 	StateFile string
+	// Containers says how container names are asked for.
+	Containers Containers
 }
 
 // Destroy configures the destroy-notification subscription.
@@ -139,6 +141,8 @@ func Default() *Config {
 
 		Namespaces:      Namespaces{Mode: NamespacesHost},
 		NamespaceRescan: DefaultNamespaceRescan,
+
+		Containers: defaultContainers(),
 	}
 }
 
@@ -233,6 +237,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Attribution.validate(); err != nil {
 		return fmt.Errorf("attribution.%w", err)
+	}
+	if err := c.Containers.validate(); err != nil {
+		return err
 	}
 	return nil
 }

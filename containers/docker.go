@@ -105,6 +105,7 @@ func (d *Docker) Inspect(ctx context.Context, id string) (event.Container, error
 func ParseDockerInspect(body []byte) (event.Container, error) {
 	var r struct {
 		Name   string
+		Image  string // the image's id
 		Config *struct {
 			Image  string
 			Labels map[string]string
@@ -119,6 +120,7 @@ func ParseDockerInspect(body []byte) (event.Container, error) {
 	c := event.Container{
 		Name:         clip(strings.TrimPrefix(r.Name, "/"), maxField),
 		Image:        clip(r.Config.Image, maxField),
+		ImageID:      clip(r.Image, maxField),
 		PodName:      clip(r.Config.Labels[labelPodName], maxField),
 		PodNamespace: clip(r.Config.Labels[labelPodNamespace], maxField),
 		PodUID:       clip(r.Config.Labels[labelPodUID], maxField),

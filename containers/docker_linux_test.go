@@ -34,7 +34,8 @@ func TestRealDocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Name != "named-by-test" || c.Image != img || c.PodName != "web-0" || c.PodNamespace != "shop" || c.PodUID != "0b7b3a4e-0000-4000-8000-000000000001" {
+	imageID := d.Docker(t, "image", "inspect", "--format", "{{.Id}}", img)
+	if c.Name != "named-by-test" || c.Image != img || c.ImageID != imageID || c.PodName != "web-0" || c.PodNamespace != "shop" || c.PodUID != "0b7b3a4e-0000-4000-8000-000000000001" {
 		t.Errorf("got %+v", c)
 	}
 	if _, err := src.Inspect(ctx, strings.Repeat("a", 64)); !errors.Is(err, containers.ErrNotFound) {

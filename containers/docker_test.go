@@ -30,7 +30,7 @@ func TestParseDockerInspect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := event.Container{Name: "k8s_web_web-7d4b9_shop_9f1c_0", Image: "registry.local/shop/web:1.4",
+	want := event.Container{Name: "k8s_web_web-7d4b9_shop_9f1c_0", Image: "registry.local/shop/web:1.4", ImageID: "sha256:1b2c3d",
 		PodName: "web-7d4b9", PodNamespace: "shop", PodUID: "9f1c2b3a-0000-4000-8000-000000000001"}
 	if got != want {
 		t.Errorf("got %+v\nwant %+v", got, want)
@@ -65,7 +65,7 @@ func FuzzParseDockerInspect(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, v := range []string{c.Name, c.Image, c.PodName, c.PodNamespace, c.PodUID} {
+		for _, v := range []string{c.Name, c.Image, c.ImageID, c.PodName, c.PodNamespace, c.PodUID} {
 			if len(v) > maxField || !utf8.ValidString(v) {
 				t.Fatalf("value %q of %d bytes", v, len(v))
 			}

@@ -183,6 +183,9 @@ type Cgroup struct {
 type Container struct {
 	Name  string // "web-1", without docker's leading "/"
 	Image string // the image as the container was created from it: "nginx:1.27"
+	// ImageID is the runtime's id of that image ("sha256:…"): a tag can
+	// be moved to another image, the id cannot.
+	ImageID string
 	// The Kubernetes pod, from the labels the kubelet sets
 	// (io.kubernetes.pod.name, .namespace, .uid).
 	PodName      string

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"unicode/utf8"
@@ -156,4 +157,31 @@ func isContainerID(s string) bool {
 		}
 	}
 	return true
+}
+
+// DockerSources returns the Sources of the docker sockets at paths, or,
+// when paths is empty, of docker's default sockets, each directory once
+// (/var/run is usually /run).
+func DockerSources(paths []string) []Source {
+	var out []Source
+	if len(paths) > 0 {
+		for _, p := range paths {
+			out = append(out, NewDocker(p, true))
+		}
+		return out
+	}
+	seen := map[string]bool{}
+	for _, p := range DockerSockets {
+		dir, err := filepath.EvalSymlinks(filepath.Dir(p))
+		if err != nil {
+			dir = filepath.Dir(p)
+		}
+		key := filepath.Join(dir, filepath.Base(p))
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		out = append(out, NewDocker(p, false))
+	}
+	return out
 }

@@ -1,5 +1,10 @@
 package netns
 
+import (
+	"os"
+	"strconv"
+)
+
 // Change is what a Watcher tells of: a namespace seen to appear, or that
 // some may have been missed and a full Discover is due.
 type Change struct {
@@ -9,6 +14,20 @@ type Change struct {
 	// Rescan: the watcher fell behind (a full queue, a lost batch of
 	// process events) and a namespace may have appeared unreported.
 	Rescan bool
+	// File, when not nil, is an open descriptor of NS, taken when it was
+	// seen: it keeps the namespace enterable (through FilePath) after the
+	// process it was seen in exits, as a short-lived one does before the
+	// receiver gets to it. The receiver closes it.
+	File *os.File
+}
+
+// FilePath is a path that enters the namespace of c.File while it is
+// open; NS.Path when there is no File.
+func (c Change) FilePath() string {
+	if c.File == nil {
+		return c.NS.Path
+	}
+	return "/proc/self/fd/" + strconv.Itoa(int(c.File.Fd()))
 }
 
 // Watcher reports network namespaces as they appear, so that a daemon

@@ -153,6 +153,12 @@ func (w *LiveWatcher) Close() error {
 		}
 		w.wg.Wait()
 		close(w.out)
+		// Changes the receiver will not take: their descriptors are ours.
+		for c := range w.out {
+			if c.File != nil {
+				c.File.Close()
+			}
+		}
 	})
 	return nil
 }
@@ -184,8 +190,22 @@ func (w *LiveWatcher) report(ns NS) {
 	if w.known(ns.ID) {
 		return
 	}
+	c := Change{NS: ns}
+	// Hold the namespace: the process it was seen in may exit before the
+	// receiver enters it. Not the same namespace any more (the process
+	// exited and its pid was reused): nothing to report.
+	f, err := os.OpenFile(ns.Path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		var st unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &st) != nil || (ID{st.Dev, st.Ino}) != ns.ID {
+			f.Close()
+			w.Forget(ns.ID)
+			return
+		}
+		c.File = f
+	}
 	w.stats.reported.Add(1)
-	w.send(Change{NS: ns})
+	w.send(c)
 }
 
 // send queues c without blocking: a watcher that waited on a busy caller
@@ -201,12 +221,16 @@ func (w *LiveWatcher) send(c Change) {
 	}
 	select {
 	case w.out <- c:
+		return
 	case <-w.quit:
 	default:
 		if c.NS.ID != (ID{}) {
 			w.Forget(c.NS.ID) // so that it is reported again if seen again
 		}
 		w.lost.Store(true)
+	}
+	if c.File != nil {
+		c.File.Close()
 	}
 }
 

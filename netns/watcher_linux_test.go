@@ -124,8 +124,19 @@ func TestWatcherSeesUnshare(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	c, took := waitChange(t, w, "unshare -n", func(c netns.Change) bool { return c.NS.ID == id })
-	if c.NS.Name != "" || c.NS.Host {
-		t.Errorf("reported %+v", c.NS)
+	if c.NS.Name != "" || c.NS.Host || c.File == nil {
+		t.Fatalf("reported %+v", c)
+	}
+	defer c.File.Close()
+	// The process exits before the receiver gets to the namespace: the
+	// change's descriptor still leads into it.
+	cmd.Process.Kill()
+	cmd.Wait()
+	if _, err := os.Stat(path); err == nil {
+		t.Fatal("the process's namespace file outlived it: the check below proves nothing")
+	}
+	if got := nsID(t, c.FilePath()); got != id {
+		t.Errorf("FilePath leads to %v, want %v", got, id)
 	}
 	if st := w.Stats(); st.ProcEvents == 0 || st.Reported == 0 {
 		t.Errorf("stats %+v", st)

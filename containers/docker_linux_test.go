@@ -46,7 +46,7 @@ func TestRealDocker(t *testing.T) {
 	defer n.Close()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		if got := n.Lookup(id); got != nil {
-			if *got != c {
+			if c.ID = id; *got != c {
 				t.Errorf("namer: %+v, want %+v", *got, c)
 			}
 			break

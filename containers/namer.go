@@ -274,6 +274,7 @@ func (n *Namer) answer(id string, info event.Container, err error) {
 	switch {
 	case err == nil:
 		n.stats.Named++
+		info.ID = id
 		e.info, e.fails = &info, 0
 	case errors.Is(err, ErrNotFound):
 		n.stats.NotFound++

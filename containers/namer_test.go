@@ -88,6 +88,7 @@ func TestLookupFillsAsynchronouslyAndAsksOnce(t *testing.T) {
 	n := New([]Source{src}, Options{})
 	defer n.Close()
 	got := eventually(t, n, id(1))
+	want.ID = id(1)
 	if *got != want {
 		t.Errorf("got %+v, want %+v", *got, want)
 	}

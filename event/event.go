@@ -122,6 +122,19 @@ type Event struct {
 	NetnsName string
 }
 
+// ContainerID returns the id of the socket's container: its cgroup's, or,
+// for a socket whose cgroup is unknown (a destroy notification carries
+// none), the container its network namespace belongs to. "" for none.
+func (e *Event) ContainerID() string {
+	if e.Cgroup != nil && e.Cgroup.ContainerID != "" {
+		return e.Cgroup.ContainerID
+	}
+	if e.Container != nil {
+		return e.Container.ID
+	}
+	return ""
+}
+
 // Duration returns how long the socket was known, for Closed events.
 func (e *Event) Duration() time.Duration {
 	if e.FirstSeen.IsZero() || e.Time.Before(e.FirstSeen) {
@@ -179,8 +192,9 @@ type Cgroup struct {
 }
 
 // Container is what a container runtime reports of a container. Each
-// field is "" when the runtime has no value for it.
+// field but ID is "" when the runtime has no value for it.
 type Container struct {
+	ID    string // the container's id, 64 hex digits
 	Name  string // "web-1", without docker's leading "/"
 	Image string // the image as the container was created from it: "nginx:1.27"
 	// ImageID is the runtime's id of that image ("sha256:…"): a tag can

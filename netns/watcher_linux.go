@@ -262,17 +262,13 @@ func (w *LiveWatcher) startDirs(dirs []string) error {
 // may still be waiting for its mount.
 func (w *LiveWatcher) setupDirs(targets []string, added map[ID]string, fresh bool) {
 	for _, t := range targets {
-		for p := t; ; p = filepath.Dir(p) {
-			var st unix.Stat_t
-			if err := unix.Stat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
-				if p == "/" {
-					break
-				}
-				continue
-			}
-			id := ID{Dev: st.Dev, Ino: st.Ino}
-			if _, ok := added[id]; ok {
+		for {
+			p, id, ok := nearestDir(t)
+			if !ok {
 				break
+			}
+			if _, ok := added[id]; ok {
+				break // watched: its events tell of what comes below it
 			}
 			if err := w.fw.Add(p); err != nil {
 				break
@@ -281,8 +277,27 @@ func (w *LiveWatcher) setupDirs(targets []string, added map[ID]string, fresh boo
 			if p == t {
 				// Namespaces bound before the watch began.
 				w.scanDir(t, fresh)
+				break
 			}
-			break
+			// A directory made below p between the look and the watch
+			// made no event: look again.
+			if q, _, _ := nearestDir(t); q == p {
+				break
+			}
+		}
+	}
+}
+
+// nearestDir returns t, or its nearest parent, that exists as a
+// directory.
+func nearestDir(t string) (string, ID, bool) {
+	for p := t; ; p = filepath.Dir(p) {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			return p, ID{Dev: st.Dev, Ino: st.Ino}, true
+		}
+		if p == "/" {
+			return "", ID{}, false
 		}
 	}
 }

@@ -34,24 +34,34 @@ func startHostDaemon(t *testing.T, cfg string) *proc {
 	go func() { d.err = d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(d.stop)
 	// Ready once the first poll of every namespace is done.
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(d.logs(), "msg=watching"); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(d.logs(), "msg=watching"); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("connlogd not ready in 30 s:\n%s", d.logs())
+			t.Fatalf("connlogd not ready in 2 min:\n%s", d.logs())
 		}
 	}
 	return d
 }
 
-// clientLives counts, per client port, the appeared and closed events of
-// the client sockets (local port in ports, remote port server) in the
-// namespace of inode ino.
-func clientLives(evs []ev, ports map[int]bool, server int, ino float64) (appeared, closed map[int]int) {
-	appeared, closed = map[int]int{}, map[int]int{}
+// clientEvents returns the events of the client sockets (local port in
+// ports, remote port server) in the namespace of inode ino. Inodes are
+// reused: ports tell this namespace's sockets from a later one's.
+func clientEvents(evs []ev, ports map[int]bool, server int, ino float64) []ev {
+	var out []ev
 	for _, e := range evs {
 		p := int(e.num("src_port"))
-		if e.str("proto") != "tcp" || !ports[p] || int(e.num("dst_port")) != server || e.num("netns") != ino {
-			continue
+		if e.str("proto") == "tcp" && ports[p] && int(e.num("dst_port")) == server && e.num("netns") == ino {
+			out = append(out, e)
 		}
+	}
+	return out
+}
+
+// clientLives counts, per client port, the appeared and closed events of
+// the client sockets.
+func clientLives(evs []ev, ports map[int]bool, server int, ino float64) (appeared, closed map[int]int) {
+	appeared, closed = map[int]int{}, map[int]int{}
+	for _, e := range clientEvents(evs, ports, server, ino) {
+		p := int(e.num("src_port"))
 		switch e.str("event") {
 		case "appeared":
 			appeared[p]++
@@ -121,8 +131,8 @@ func TestNewNamedNamespaceOnDefaults(t *testing.T) {
 		}
 		_, sport, _ := net.SplitHostPort(tcpAddr)
 		evs := checkLives(t, d, ports, int(num(sport)), ino)
-		for _, e := range evs {
-			if e.num("netns") == ino && e.str("netns_name") != ns.Name {
+		for _, e := range clientEvents(evs, ports, int(num(sport)), ino) {
+			if e.str("netns_name") != ns.Name {
 				t.Errorf("event without the namespace's name: %v", e)
 				break
 			}
@@ -173,8 +183,8 @@ func TestUnsharedNamespaceOnDefaults(t *testing.T) {
 	for range 2 { // twice, as above
 		ports, server, ino := runUnshared(t)
 		evs := checkLives(t, d, ports, server, ino)
-		for _, e := range evs {
-			if e.num("netns") == ino && e.str("netns_name") != "" {
+		for _, e := range clientEvents(evs, ports, server, ino) {
+			if e.str("netns_name") != "" {
 				t.Errorf("a namespace bound nowhere has a name: %v", e)
 				break
 			}

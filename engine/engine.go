@@ -498,6 +498,9 @@ func (d *loop) rescan(now time.Time) error {
 			continue
 		}
 		d.log.Info("namespace gone", "netns", w.ns.String(), "inode", id.Ino)
+		// Closes queued before it went are its sockets' last words: a
+		// short-lived namespace's last connections may be there alone.
+		d.drainDestroy(w, now)
 		evs := w.differ.CloseAll(now, event.ReasonNetnsGone)
 		for i := range evs {
 			w.tag(&evs[i])

@@ -1,12 +1,14 @@
 package engine
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/netns"
 	"github.com/connlogd/connlogd/netns/fakewatch"
+	"github.com/connlogd/connlogd/snapshot"
 )
 
 // watchHarness runs openNamespaces on a fake watcher for h's loop.
@@ -189,5 +191,30 @@ func TestShortLivedSocketsGetTheNamespacesContainer(t *testing.T) {
 	hw.nameContainer(&hostShort)
 	if hostShort.ContainerID() != "" {
 		t.Error("the host's namespace was given a container")
+	}
+}
+
+// TestVanishedNamespaceDrainsItsQueuedCloses: closes queued in a
+// namespace's destroy subscription when the rescan finds it gone are
+// logged, not dropped with its handles.
+func TestVanishedNamespaceDrainsItsQueuedCloses(t *testing.T) {
+	host, other := hostNS(), otherNS(6)
+	h := newHarness(t, testConfig(t, "namespaces: all\n"), host, other)
+	sub := newFakeSub()
+	h.subs[other.ID] = sub
+	h.start()
+	h.out.take()
+	s := listener(9, 8080)
+	s.State = snapshot.StateEstablished
+	s.Dst = netip.MustParseAddrPort("10.0.0.2:40000")
+	sub.push(s)
+	h.nss = []netns.NS{host}
+	h.clock.Advance(time.Second)
+	if err := h.d.rescan(h.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	got := kinds(h.out.take())
+	if got["appeared"] != 1 || got["closed/"+event.ReasonDestroyed] != 1 {
+		t.Errorf("wrote %v; want the queued connection appeared and closed (destroyed)", got)
 	}
 }

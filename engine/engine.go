@@ -297,6 +297,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	var nsChanges <-chan netns.Change
 	var nsOpened <-chan opened
+	var soon <-chan time.Time // a rescan after the watcher's Gone
 	if d.nsw = d.startNamespaceWatch(startLiveWatcher); d.nsw != nil {
 		changes, done := make(chan netns.Change), make(chan struct{})
 		openedC := make(chan opened)
@@ -359,9 +360,22 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			}
 		case <-opts.Rescan:
 			d.rescanNow()
-		case <-nsChanges:
-			// The watcher fell behind, or a bind directory changed while
-			// namespaces are listed: list them again.
+		case c := <-nsChanges:
+			switch {
+			case d.plan.Config.Namespaces.Mode == config.NamespacesHost:
+			case c.Gone:
+				// A namespace may have vanished: list them again soon,
+				// once for a burst.
+				if soon == nil {
+					soon = time.After(goneDelay)
+				}
+			default:
+				// The watcher fell behind, or a bind directory changed
+				// while namespaces are listed: list them again now.
+				d.rescanNow()
+			}
+		case <-soon:
+			soon = nil
 			if d.plan.Config.Namespaces.Mode != config.NamespacesHost {
 				d.rescanNow()
 			}

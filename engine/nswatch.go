@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/connlogd/connlogd/attribution"
 	"github.com/connlogd/connlogd/config"
@@ -21,6 +22,13 @@ import (
 // adopts what they opened (adopt). The destroy subscription is open from
 // then on, so the closes of a namespace's first connections queue in the
 // kernel while the loop is busy elsewhere, and none is lost.
+
+// goneDelay is how long the loop waits, after the watcher says a
+// namespace may have vanished, before it lists them again: the hints of a
+// burst of deletions come together, and a rescan walks /proc. A vanished
+// namespace is released that much later, instead of at the next periodic
+// rescan: until then its handles pin it, and it is polled.
+const goneDelay = 200 * time.Millisecond
 
 // maxParallelOpens bounds the namespaces being opened at once: an open
 // probes with dumps, and a dump of an empty namespace still walks the
@@ -71,7 +79,7 @@ func openNamespaces(nsw netns.Watcher, open opener, cfg *atomic.Pointer[config.C
 	var denied atomic.Bool
 	for c := range nsw.Changes() {
 		conf := cfg.Load()
-		if c.Rescan || conf.Namespaces.Mode != config.NamespacesAll || denied.Load() {
+		if c.Rescan || c.Gone || conf.Namespaces.Mode != config.NamespacesAll || denied.Load() {
 			if c.File != nil {
 				c.File.Close()
 			}

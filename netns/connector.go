@@ -19,6 +19,7 @@ const (
 
 	procEventFork = 0x00000001 // PROC_EVENT_FORK
 	procEventExec = 0x00000002 // PROC_EVENT_EXEC
+	procEventExit = 0x80000000 // PROC_EVENT_EXIT
 
 	nlmsgHdrLen   = 16 // struct nlmsghdr
 	cnMsgLen      = 20 // struct cn_msg without its data
@@ -29,19 +30,22 @@ const (
 // ProcStart is a process that started: a fork (a new process, not a
 // thread) or an exec. Either may have put it in a network namespace no
 // one has seen yet: clone(CLONE_NEWNET) at the fork, or `unshare -n`,
-// which switches namespace and then execs.
+// which switches namespace and then execs. With Exit set, it is a
+// process that ended instead (its last thread, the thread group leader),
+// which may have been the last of its namespace.
 type ProcStart struct {
 	PID  int32 // thread group id: the process
 	Exec bool  // an exec; false for a fork
+	Exit bool  // the process exited
 }
 
 // ErrMalformed wraps what ParseProcEvents could not read.
 var ErrMalformed = errors.New("malformed process connector message")
 
-// ParseProcEvents appends to out the process starts that one datagram of
-// the process-event connector reports, and returns it. Messages of other
-// connectors, other process events (exits, uid changes) and new threads
-// are skipped. A message whose lengths do not add up ends the parse with
+// ParseProcEvents appends to out the process starts and exits that one
+// datagram of the process-event connector reports, and returns it.
+// Messages of other connectors, other process events (uid changes,
+// comm changes), new threads and threads' exits are skipped. A message whose lengths do not add up ends the parse with
 // an error wrapping ErrMalformed; what came before it is kept.
 func ParseProcEvents(b []byte, out []ProcStart) ([]ProcStart, error) {
 	for len(b) > 0 {
@@ -100,6 +104,16 @@ func ParseProcEvents(b []byte, out []ProcStart) ([]ProcStart, error) {
 			}
 			if tgid := int32(binary.NativeEndian.Uint32(ev[4:8])); tgid > 0 {
 				out = append(out, ProcStart{PID: tgid, Exec: true})
+			}
+		case procEventExit:
+			// process_pid, process_tgid, exit_code, exit_signal, …
+			if len(ev) < 8 {
+				return out, fmt.Errorf("%w: exit event of %d bytes", ErrMalformed, len(ev))
+			}
+			pid := int32(binary.NativeEndian.Uint32(ev[0:4]))
+			tgid := int32(binary.NativeEndian.Uint32(ev[4:8]))
+			if pid == tgid && pid > 0 {
+				out = append(out, ProcStart{PID: tgid, Exit: true})
 			}
 		}
 	}

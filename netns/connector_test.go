@@ -46,8 +46,6 @@ func cat(bs ...[]byte) []byte {
 	return out
 }
 
-const procEventExit = 0x80000000
-
 func TestParseProcEvents(t *testing.T) {
 	fork := procMsg(cnIdxProc, cnValProc, procEventFork, 10, 10, 11, 11)
 	thread := procMsg(cnIdxProc, cnValProc, procEventFork, 10, 10, 12, 10)
@@ -67,11 +65,13 @@ func TestParseProcEvents(t *testing.T) {
 		{"new thread skipped", thread, nil, false},
 		{"exec", exec, []ProcStart{{PID: 13, Exec: true}}, false},
 		{"exec by a thread gives its process", execThread, []ProcStart{{PID: 14, Exec: true}}, false},
-		{"exit skipped", exit, nil, false},
+		{"exit of a process", exit, []ProcStart{{PID: 11, Exit: true}}, false},
+		{"exit of a thread skipped", procMsg(cnIdxProc, cnValProc, procEventExit, 12, 11, 0, 0), nil, false},
+		{"truncated exit event", procMsg(cnIdxProc, cnValProc, procEventExit, 12), nil, true},
 		{"other connector skipped", other, nil, false},
 		{"listen ack skipped", ack, nil, false},
 		{"netlink error skipped", errMsg, nil, false},
-		{"several in one datagram", cat(fork, exit, thread, exec), []ProcStart{{PID: 11}, {PID: 13, Exec: true}}, false},
+		{"several in one datagram", cat(fork, exit, thread, exec), []ProcStart{{PID: 11}, {PID: 11, Exit: true}, {PID: 13, Exec: true}}, false},
 		{"empty", nil, nil, false},
 		{"short netlink header keeps what came before", cat(fork, []byte{1, 2, 3}), []ProcStart{{PID: 11}}, true},
 		{"netlink length past the end", func() []byte {

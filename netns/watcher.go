@@ -14,6 +14,11 @@ type Change struct {
 	// Rescan: the watcher fell behind (a full queue, a lost batch of
 	// process events) and a namespace may have appeared unreported.
 	Rescan bool
+	// Gone: a namespace may have vanished: a file was removed from a bind
+	// directory, or the process a namespace was reported in exited. Only
+	// a rescan can tell (other processes may hold it); NS is set when the
+	// watcher knows which.
+	Gone bool
 	// File, when not nil, is an open descriptor of NS, taken when it was
 	// seen: it keeps the namespace enterable (through FilePath) after the
 	// process it was seen in exits, as a short-lived one does before the

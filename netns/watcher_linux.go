@@ -68,6 +68,9 @@ type LiveWatcher struct {
 	mu   sync.Mutex
 	seen map[ID]struct{}
 	host ID
+	// firstPid maps the pid a namespace was reported in to it: its exit
+	// may be the namespace's end.
+	firstPid map[int32]ID
 
 	stats struct {
 		procEvents, overruns, malformed, reported atomic.Uint64
@@ -92,7 +95,8 @@ func NewWatcher(opts WatchOptions) (*LiveWatcher, []error, error) {
 	}
 	w := &LiveWatcher{
 		out:    make(chan Change, 256),
-		seen:   map[ID]struct{}{host.ID: {}},
+		seen:     map[ID]struct{}{host.ID: {}},
+		firstPid: map[int32]ID{},
 		host:   host.ID,
 		checks: make(chan struct{}, maxBindChecks),
 		quit:   make(chan struct{}),
@@ -172,6 +176,7 @@ func (w *LiveWatcher) known(id ID) bool {
 	}
 	if len(w.seen) >= maxSeen {
 		clear(w.seen)
+		clear(w.firstPid)
 		w.seen[w.host] = struct{}{}
 	}
 	w.seen[id] = struct{}{}
@@ -203,6 +208,11 @@ func (w *LiveWatcher) report(ns NS) {
 			return
 		}
 		c.File = f
+	}
+	if pid, ok := procPid(ns.Path); ok {
+		w.mu.Lock()
+		w.firstPid[pid] = ns.ID
+		w.mu.Unlock()
 	}
 	w.stats.reported.Add(1)
 	w.send(c)
@@ -342,6 +352,8 @@ func (w *LiveWatcher) dirLoop(targets []string, added map[ID]string) {
 			switch {
 			case ev.Has(fsnotify.Create) && isTarget(filepath.Dir(ev.Name)):
 				w.checkBind(ev.Name, true)
+			case (ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)) && isTarget(filepath.Dir(ev.Name)):
+				w.send(Change{Gone: true, NS: NS{Path: ev.Name}})
 			case ev.Has(fsnotify.Create) && leadsToTarget(ev.Name),
 				(ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)) && leadsToTarget(ev.Name):
 				// A bind directory (or a parent) appeared or went:
@@ -495,6 +507,12 @@ func (w *LiveWatcher) connLoop(rc interface {
 		}
 		w.stats.procEvents.Add(uint64(len(starts)))
 		for _, s := range starts {
+			if s.Exit {
+				if id, ok := w.exited(s.PID); ok {
+					w.send(Change{Gone: true, NS: NS{ID: id}})
+				}
+				continue
+			}
 			path := "/proc/" + strconv.Itoa(int(s.PID)) + "/ns/net"
 			id, err := statID(path)
 			if err != nil || w.seenID(id) {
@@ -503,4 +521,30 @@ func (w *LiveWatcher) connLoop(rc interface {
 			w.report(NS{ID: id, Path: path})
 		}
 	}
+}
+
+// exited forgets pid as the process a namespace was reported in, and
+// returns that namespace.
+func (w *LiveWatcher) exited(pid int32) (ID, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	id, ok := w.firstPid[pid]
+	if ok {
+		delete(w.firstPid, pid)
+	}
+	return id, ok
+}
+
+// procPid returns PID of a /proc/PID/ns/net path.
+func procPid(path string) (int32, bool) {
+	rest, ok := strings.CutPrefix(path, "/proc/")
+	if !ok {
+		return 0, false
+	}
+	n, ok := strings.CutSuffix(rest, "/ns/net")
+	if !ok {
+		return 0, false
+	}
+	pid, err := strconv.ParseInt(n, 10, 32)
+	return int32(pid), err == nil && pid > 0
 }

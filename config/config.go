@@ -48,6 +48,8 @@ type Config struct {
 	Metrics Metrics
 	// StateFile, when set, keeps the socket table across restarts.
 	StateFile string
+	// Containers says how container names are asked for.
+	Containers Containers
 }
 
 // Destroy configures the destroy-notification subscription.
@@ -140,6 +142,8 @@ func Default() *Config {
 
 		Namespaces:      Namespaces{Mode: NamespacesHost},
 		NamespaceRescan: DefaultNamespaceRescan,
+
+		Containers: defaultContainers(),
 	}
 }
 
@@ -240,6 +244,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StateFile != "" && !filepath.IsAbs(c.StateFile) {
 		return fmt.Errorf("state_file: %q is not an absolute path", c.StateFile)
+	}
+	if err := c.Containers.validate(); err != nil {
+		return err
 	}
 	return nil
 }

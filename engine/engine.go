@@ -10,12 +10,14 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/connlogd/connlogd/attribution"
 	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/containers"
 	"github.com/connlogd/connlogd/diag"
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/netns"
@@ -207,6 +209,14 @@ type loop struct {
 	nsDenied bool // entering namespaces was refused; said once
 	sinkErr  bool
 
+	// nsw reports namespaces as they appear; nil when only the host is
+	// watched. cfgNow is the running configuration for the goroutines
+	// that open what it reports. names asks container runtimes for
+	// names; nil when off.
+	nsw    netns.Watcher
+	cfgNow atomic.Pointer[config.Config]
+	names  *containers.Namer
+
 	dropped      uint64 // sink drops already reported
 	dropReported time.Time
 }
@@ -247,6 +257,7 @@ func newLoop(cfg *config.Config, opts Options, clock Clock, open opener, discove
 		return nil, err
 	}
 	d.owners = attribution.New(cfg.Attribution)
+	d.cfgNow.Store(cfg)
 	d.met.Sinks(d.out)
 	return d, nil
 }
@@ -288,6 +299,28 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		return err
 	}
 	restored := d.restoreState()
+	if cfg.Containers.Names {
+		d.names = containers.New(containers.DockerSources(cfg.Containers.DockerSockets), containers.Options{})
+		defer d.names.Close()
+	}
+	var nsChanges <-chan netns.Change
+	var nsOpened <-chan opened
+	var soon <-chan time.Time // a rescan after the watcher's Gone
+	if d.nsw = d.startNamespaceWatch(startLiveWatcher); d.nsw != nil {
+		changes, done := make(chan netns.Change), make(chan struct{})
+		openedC := make(chan opened)
+		quit := make(chan struct{})
+		go func() {
+			defer close(done)
+			openNamespaces(d.nsw, d.open, &d.cfgNow, d.log, changes, openedC, quit)
+		}()
+		defer func() {
+			close(quit)
+			d.nsw.Close()
+			<-done
+		}()
+		nsChanges, nsOpened = changes, openedC
+	}
 
 	// A ticker drops ticks a slow poll overran instead of queueing them.
 	tick := time.NewTicker(cfg.Interval)
@@ -340,6 +373,27 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			}
 		case <-opts.Rescan:
 			d.rescanNow()
+		case c := <-nsChanges:
+			switch {
+			case d.plan.Config.Namespaces.Mode == config.NamespacesHost:
+			case c.Gone:
+				// A namespace may have vanished: list them again soon,
+				// once for a burst.
+				if soon == nil {
+					soon = time.After(goneDelay)
+				}
+			default:
+				// The watcher fell behind, or a bind directory changed
+				// while namespaces are listed: list them again now.
+				d.rescanNow()
+			}
+		case <-soon:
+			soon = nil
+			if d.plan.Config.Namespaces.Mode != config.NamespacesHost {
+				d.rescanNow()
+			}
+		case o := <-nsOpened:
+			d.adopt(o)
 		case sig := <-opts.Reopen:
 			if err := d.out.Reopen(); err != nil {
 				log.Error("reopening sinks failed; writing to the old files", "signal", sig, "err", err)
@@ -475,22 +529,25 @@ func (d *loop) rescan(now time.Time) error {
 			continue
 		}
 		d.log.Info("namespace gone", "netns", w.ns.String(), "inode", id.Ino)
+		// Closes queued before it went are its sockets' last words: a
+		// short-lived namespace's last connections may be there alone.
+		d.drainDestroy(w, now)
 		evs := w.differ.CloseAll(now, event.ReasonNetnsGone)
 		for i := range evs {
 			w.tag(&evs[i])
 			d.write(&evs[i])
+		}
+		// Forgotten before the close: closing frees the namespace, whose
+		// inode a new namespace may then take and be reported under.
+		if d.nsw != nil {
+			d.nsw.Forget(id)
 		}
 		w.close()
 		delete(d.watches, id)
 		changed = true
 	}
 	if changed {
-		d.order = d.order[:0]
-		for _, w := range d.watches {
-			d.order = append(d.order, w)
-		}
-		sort.Slice(d.order, func(i, j int) bool { return d.order[i].ns.ID.Ino < d.order[j].ns.ID.Ino })
-		d.met.Namespaces(len(d.order))
+		d.reorder()
 	}
 	return nil
 }
@@ -515,6 +572,16 @@ func (d *loop) deniedNamespaces(denied []string, err error) {
 	}
 	d.log.Warn("cannot enter these network namespaces (needs CAP_SYS_ADMIN); they are not watched",
 		"not_watched", names, "watching", what, "err", err)
+}
+
+// reorder rebuilds the polling order after namespaces came or went.
+func (d *loop) reorder() {
+	d.order = d.order[:0]
+	for _, w := range d.watches {
+		d.order = append(d.order, w)
+	}
+	sort.Slice(d.order, func(i, j int) bool { return d.order[i].ns.ID.Ino < d.order[j].ns.ID.Ino })
+	d.met.Namespaces(len(d.order))
 }
 
 // finishPoll takes a namespace's finished dump: diffs it, or reports its
@@ -649,6 +716,11 @@ func (d *loop) ownerWarnings() {
 	for _, w := range d.owners.Warnings() {
 		d.log.Warn("owner attribution degraded", "err", w)
 	}
+	if d.names != nil {
+		for _, w := range d.names.Warnings() {
+			d.log.Warn("container names degraded", "err", w)
+		}
+	}
 }
 
 func (d *loop) reportSinkDrops(now time.Time) {
@@ -679,6 +751,9 @@ func droppedBySink(st []sink.Stats) string {
 }
 
 func (d *loop) write(ev *event.Event) {
+	if d.names != nil && ev.Container == nil && ev.Cgroup != nil && ev.Cgroup.ContainerID != "" {
+		ev.Container = d.names.Lookup(ev.Cgroup.ContainerID)
+	}
 	d.met.Event(ev)
 	if err := d.out.Write(ev); err != nil && !d.sinkErr {
 		d.sinkErr = true

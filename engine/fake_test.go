@@ -131,9 +131,11 @@ func (f *fakeDumper) dumpCount() int {
 	return f.dumps
 }
 
-// fakeSub is a destroy subscription that reports an overrun when told.
+// fakeSub is a destroy subscription that reports an overrun when told,
+// and the closes pushed to it.
 type fakeSub struct {
 	mu      sync.Mutex
+	queued  []snapshot.Socket
 	overrun bool
 	closed  chan struct{}
 	once    sync.Once
@@ -148,7 +150,18 @@ func (s *fakeSub) Drain(t *snapshot.Table) (bool, error) {
 		s.overrun = false
 		return false, diag.ErrOverrun
 	}
+	for _, q := range s.queued {
+		*t.Append() = q
+	}
+	s.queued = nil
 	return false, nil
+}
+
+// push queues the destroy notification of s.
+func (s *fakeSub) push(sock snapshot.Socket) {
+	s.mu.Lock()
+	s.queued = append(s.queued, sock)
+	s.mu.Unlock()
 }
 
 func (s *fakeSub) WaitReadable() error { <-s.closed; return errors.New("closed") }

@@ -67,9 +67,13 @@ func (d *loop) apply(plan *Plan, out Output) (prev *config.Config) {
 
 	oldPlan := d.plan
 	d.plan = plan
+	d.cfgNow.Store(plan.Config)
 	prev, cfg := oldPlan.Config, plan.Config
 	if cfg.Attribution != prev.Attribution {
 		d.log.Warn("attribution settings change on restart only")
+	}
+	if !reflect.DeepEqual(cfg.Containers, prev.Containers) {
+		d.log.Warn("containers settings change on restart only")
 	}
 	if cfg.Metrics != prev.Metrics {
 		d.log.Warn("metrics settings change on restart only", "running", prev.Metrics.Listen, "configured", cfg.Metrics.Listen)
@@ -90,6 +94,9 @@ func (d *loop) apply(plan *Plan, out Output) (prev *config.Config) {
 		for _, w := range slices.Clone(d.order) {
 			d.rewatch(w)
 		}
+	}
+	if d.nsw == nil && cfg.Namespaces.Mode != config.NamespacesHost && (cfg.Namespaces.Mode != "" || len(cfg.Namespaces.List) > 0) {
+		d.log.Warn("new namespaces are watched as they appear from a restart on; until then the rescan finds them", "every", cfg.NamespaceRescan)
 	}
 	if !slices.Equal(cfg.Namespaces.List, prev.Namespaces.List) || cfg.Namespaces.Mode != prev.Namespaces.Mode {
 		if err := d.rescan(d.clock.Now()); err != nil {
@@ -114,6 +121,7 @@ func (d *loop) rewatch(w *namespace) {
 	w.close()
 	nw.differ = w.differ
 	nw.differ.SetOutput(nw.output)
+	nw.container = w.container
 	protos, fams := d.plan.Config.Protocols, d.plan.Config.Families
 	if n := nw.differ.Forget(func(s *snapshot.Socket) bool {
 		return !slices.Contains(protos, s.Proto) || !slices.Contains(fams, s.Family)

@@ -132,7 +132,7 @@ func TestParseErrors(t *testing.T) {
 		{"sink scalar", "sinks:\n  - stdout\n", 2, "sinks[0]: want a mapping with a type key, not a single value"},
 		{"sink null", "sinks:\n  - type: stdout\n  -\n", 3, "sinks[1]: empty sink"},
 		{"sink without type", "sinks:\n  - path: /x\n", 2, `sinks[0]: missing key "type"`},
-		{"sink unknown type", "sinks:\n  - type: pipe\n", 2, `sinks[0].type: unknown sink type "pipe" (want stdout, file or syslog)`},
+		{"sink unknown type", "sinks:\n  - type: pipe\n", 2, `sinks[0].type: unknown sink type "pipe" (want stdout, file, syslog or otlp)`},
 		{"sink type list", "sinks:\n  - type: [stdout]\n", 2, "sinks[0].type: want a single value, not a list"},
 		{"sink type twice", "sinks:\n  - type: stdout\n    type: stdout\n", 3, `sinks[0]: duplicate key "type" (first at line 2)`},
 		{"sink key twice", "sinks:\n  - type: file\n    path: /a\n    path: /b\n", 4, `sinks[0]: duplicate key "path" (first at line 3)`},

@@ -14,7 +14,9 @@ import (
 	"time"
 )
 
-func rec(i int) []byte { return []byte(fmt.Sprintf("record %06d %s", i, bytes.Repeat([]byte{'x'}, i%97))) }
+func rec(i int) []byte {
+	return []byte(fmt.Sprintf("record %06d %s", i, bytes.Repeat([]byte{'x'}, i%97)))
+}
 
 func mustOpen(t testing.TB, dir string, max int64) *Spool {
 	t.Helper()

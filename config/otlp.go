@@ -99,6 +99,10 @@ func checkSpool(s *Spool) error {
 	return nil
 }
 
+// CheckOTLP checks an otlp sink's own settings (the sink package checks
+// them again when it opens one, with this same function).
+func CheckOTLP(s *Sink) error { return checkOTLP(s) }
+
 // checkOTLP checks an otlp sink's own settings.
 func checkOTLP(s *Sink) error {
 	if s.OTLP == nil {

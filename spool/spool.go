@@ -683,13 +683,16 @@ func (s *Spool) pread(id uint64, off, want int64) ([]byte, error) {
 }
 
 // Ack records that every record before c has been acknowledged by the
-// receiver; segments left with none are deleted.
-func (s *Spool) Ack(c Cursor) error {
+// receiver, and returns how many of them were still in the spool (the
+// others were dropped for room meanwhile); segments left with none are
+// deleted.
+func (s *Spool) Ack(c Cursor) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || c.idx <= s.head.idx {
-		return nil
+		return 0, nil
 	}
+	n := c.idx - s.head.idx
 	s.head = s.normalize(c)
 	if s.read.idx <= s.head.idx {
 		s.read = s.head
@@ -701,7 +704,14 @@ func (s *Spool) Ack(c Cursor) error {
 		s.disk -= g.size
 		err = errors.Join(err, s.unlink(g.id))
 	}
-	return err
+	return n, err
+}
+
+// Len returns how many records are not yet acknowledged.
+func (s *Spool) Len() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.segs[len(s.segs)-1].end() - s.head.idx
 }
 
 // Rewind makes the next Read start again at the first record not

@@ -81,7 +81,7 @@ func TestAppendReadAckReopen(t *testing.T) {
 		t.Fatalf("read: %d, %v", n, err)
 	}
 	wantRecs(t, first, 0, 300)
-	if err := s.Ack(c); err != nil {
+	if _, err := s.Ack(c); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Stats(); st.Events != 700 || st.Oldest.IsZero() {
@@ -127,7 +127,7 @@ func TestAckDeletesSegments(t *testing.T) {
 		if n == 0 {
 			break
 		}
-		if err := s.Ack(c); err != nil {
+		if _, err := s.Ack(c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -195,7 +195,7 @@ func TestDropWhileReading(t *testing.T) {
 		}
 	}
 	// The late acknowledgement of dropped records changes nothing.
-	if err := s.Ack(c); err != nil {
+	if _, err := s.Ack(c); err != nil {
 		t.Fatal(err)
 	}
 	st := s.Stats()

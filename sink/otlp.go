@@ -29,11 +29,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	collogspb "go.opentelemetry.io/proto/slim/otlp/collector/logs/v1"
 	commonpb "go.opentelemetry.io/proto/slim/otlp/common/v1"
 	logspb "go.opentelemetry.io/proto/slim/otlp/logs/v1"
 	resourcepb "go.opentelemetry.io/proto/slim/otlp/resource/v1"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/connlogd/connlogd/config"

@@ -139,6 +139,7 @@ exporters:
   file:
     path: %s
     flush_interval: 100ms
+    append: true
 service:
   telemetry:
     logs:

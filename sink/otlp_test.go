@@ -1,9 +1,15 @@
 package sink
 
 import (
+	"bytes"
 	"compress/gzip"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
+	"reflect"
+	"strings"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -337,4 +343,90 @@ func TestJSONAny(t *testing.T) {
 			t.Errorf("%q decoded", bad)
 		}
 	}
+}
+
+// FuzzJSONAny: the body parser accepts exactly the JSON objects
+// encoding/json accepts, and maps them to the same values.
+func FuzzJSONAny(f *testing.F) {
+	for _, s := range []string{`{"a":1,"b":"x\"y\u00e9","c":{"d":[true,null,1.5e3]},"e":18446744073709551615,"f":-2}`, `{}`, `{"a":[]}`, `{"a":-}`, `{"a":01}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		v, err := jsonAny(in)
+		var ref map[string]any
+		dec := json.NewDecoder(bytes.NewReader(in))
+		dec.UseNumber()
+		refErr := dec.Decode(&ref)
+		if !json.Valid(in) {
+			refErr = errors.New("not valid JSON")
+		}
+		if refErr == nil && ref == nil {
+			refErr = errors.New("null")
+		}
+		if (err == nil) != (refErr == nil) {
+			t.Fatalf("%q: jsonAny error %v, encoding/json error %v", in, err, refErr)
+		}
+		if err != nil {
+			return
+		}
+		if got, want := anyPlain(v), jsonNorm(ref); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\n got %#v\nwant %#v", in, got, want)
+		}
+	})
+}
+
+func anyPlain(v *commonpb.AnyValue) any {
+	switch x := v.GetValue().(type) {
+	case *commonpb.AnyValue_StringValue:
+		return x.StringValue
+	case *commonpb.AnyValue_IntValue:
+		return x.IntValue
+	case *commonpb.AnyValue_DoubleValue:
+		return x.DoubleValue
+	case *commonpb.AnyValue_BoolValue:
+		return x.BoolValue
+	case *commonpb.AnyValue_ArrayValue:
+		out := []any{}
+		for _, e := range x.ArrayValue.Values {
+			out = append(out, anyPlain(e))
+		}
+		return out
+	case *commonpb.AnyValue_KvlistValue:
+		out := map[string]any{}
+		for _, e := range x.KvlistValue.Values {
+			out[e.Key] = anyPlain(e.Value)
+		}
+		return out
+	}
+	return nil
+}
+
+func jsonNorm(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := map[string]any{}
+		for k, e := range x {
+			out[k] = jsonNorm(e)
+		}
+		return out
+	case []any:
+		out := []any{}
+		for _, e := range x {
+			out = append(out, jsonNorm(e))
+		}
+		return out
+	case json.Number:
+		s := string(x)
+		if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return i
+		}
+		if !strings.ContainsAny(s, ".eE") {
+			return s
+		}
+		if f, err := strconv.ParseFloat(s, 64); err == nil && !math.IsInf(f, 0) {
+			return f
+		}
+		return s
+	}
+	return v
 }

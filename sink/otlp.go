@@ -94,6 +94,8 @@ type otlpSink struct {
 	openDrop uint64
 
 	// The sender goroutine's own.
+	arena   bodyArena
+	recs    []*logspb.LogRecord
 	client  *http.Client
 	b       batch
 	body    []byte
@@ -366,10 +368,11 @@ func (o *otlpSink) wait(d time.Duration) {
 // request builds the ExportLogsServiceRequest of a batch; bad counts
 // messages that did not decode (they are left out).
 func (o *otlpSink) request(b *batch) ([]byte, int) {
-	recs := make([]*logspb.LogRecord, 0, b.len())
+	o.arena.reset()
+	recs := o.recs[:0]
 	bad := 0
 	for i := range b.len() {
-		r, err := logRecord(b.msg(i))
+		r, err := o.arena.logRecord(b.msg(i))
 		if err != nil {
 			bad++
 			continue
@@ -387,6 +390,7 @@ func (o *otlpSink) request(b *batch) ([]byte, int) {
 			LogRecords: recs,
 		}},
 	}}}
+	o.recs = recs[:0]
 	var err error
 	o.body, err = proto.MarshalOptions{}.MarshalAppend(o.body[:0], req)
 	if err != nil {
@@ -503,14 +507,14 @@ func jitteredBackoff(fails int, lo, hi time.Duration) time.Duration {
 }
 
 // logRecord decodes a stored message into its LogRecord.
-func logRecord(m []byte) (*logspb.LogRecord, error) {
+func (a *bodyArena) logRecord(m []byte) (*logspb.LogRecord, error) {
 	if len(m) < otlpMsgHeader || len(m) < otlpMsgHeader+int(m[9]) {
 		return nil, errors.New("short message")
 	}
 	ts := binary.LittleEndian.Uint64(m)
 	lvl := zapcore.Level(int8(m[8]) - 1)
-	kind := string(m[otlpMsgHeader : otlpMsgHeader+int(m[9])])
-	body, err := jsonAny(m[otlpMsgHeader+int(m[9]):])
+	kind := a.str(m[otlpMsgHeader : otlpMsgHeader+int(m[9])])
+	body, err := a.jsonAny(m[otlpMsgHeader+int(m[9]):])
 	if err != nil {
 		return nil, err
 	}
@@ -518,14 +522,11 @@ func logRecord(m []byte) (*logspb.LogRecord, error) {
 	if lvl >= zapcore.WarnLevel {
 		sev, text = logspb.SeverityNumber_SEVERITY_NUMBER_WARN, "WARN"
 	}
-	return &logspb.LogRecord{
-		TimeUnixNano:         ts,
-		ObservedTimeUnixNano: ts,
-		SeverityNumber:       sev,
-		SeverityText:         text,
-		EventName:            kind,
-		Body:                 body,
-	}, nil
+	r := a.recs.next()
+	r.TimeUnixNano, r.ObservedTimeUnixNano = ts, ts
+	r.SeverityNumber, r.SeverityText = sev, text
+	r.EventName, r.Body = kind, body
+	return r, nil
 }
 
 func strKV(k, v string) *commonpb.KeyValue {
@@ -542,7 +543,12 @@ func strKV(k, v string) *commonpb.KeyValue {
 // the whole path's budget many times over); the input is the sink's own
 // encoders' output, but it is checked all the same.
 func jsonAny(line []byte) (*commonpb.AnyValue, error) {
-	p := jsonParser{b: line}
+	var a bodyArena
+	return a.jsonAny(line)
+}
+
+func (a *bodyArena) jsonAny(line []byte) (*commonpb.AnyValue, error) {
+	p := jsonParser{b: line, a: a}
 	p.ws()
 	if p.i >= len(p.b) || p.b[p.i] != '{' {
 		return nil, errors.New("event JSON: not an object")
@@ -562,6 +568,7 @@ func jsonAny(line []byte) (*commonpb.AnyValue, error) {
 type jsonParser struct {
 	b []byte
 	i int
+	a *bodyArena
 }
 
 var errJSON = errors.New("malformed")
@@ -583,7 +590,7 @@ func (p *jsonParser) value(depth int) (*commonpb.AnyValue, error) {
 	switch c := p.b[p.i]; {
 	case c == '{':
 		p.i++
-		var kvs []*commonpb.KeyValue
+		mark := len(p.a.stack)
 		for first := true; ; first = false {
 			p.ws()
 			if p.i < len(p.b) && p.b[p.i] == '}' && first {
@@ -602,7 +609,9 @@ func (p *jsonParser) value(depth int) (*commonpb.AnyValue, error) {
 			if err != nil {
 				return nil, err
 			}
-			kvs = append(kvs, &commonpb.KeyValue{Key: k, Value: v})
+			kv := p.a.kvs.next()
+			kv.Key, kv.Value = k, v
+			p.a.stack = append(p.a.stack, kv)
 			if p.ws(); p.i < len(p.b) && p.b[p.i] == ',' {
 				p.i++
 				continue
@@ -613,7 +622,12 @@ func (p *jsonParser) value(depth int) (*commonpb.AnyValue, error) {
 			}
 			return nil, errJSON
 		}
-		return &commonpb.AnyValue{Value: &commonpb.AnyValue_KvlistValue{KvlistValue: &commonpb.KeyValueList{Values: kvs}}}, nil
+		l := p.a.lists.next()
+		l.Values = p.a.kvList(p.a.stack[mark:])
+		p.a.stack = p.a.stack[:mark]
+		v := p.a.avs.next()
+		v.Value = &commonpb.AnyValue_KvlistValue{KvlistValue: l}
+		return v, nil
 	case c == '[':
 		p.i++
 		var vs []*commonpb.AnyValue
@@ -644,7 +658,7 @@ func (p *jsonParser) value(depth int) (*commonpb.AnyValue, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s}}, nil
+		return p.a.strValue(s), nil
 	case c == 't' || c == 'f' || c == 'n':
 		for _, lit := range [...]string{"true", "false", "null"} {
 			if bytes.HasPrefix(p.b[p.i:], []byte(lit)) {
@@ -683,7 +697,7 @@ func (p *jsonParser) str() (string, error) {
 			// Not UTF-8: encoding/json replaces the bad bytes, as protobuf
 			// strings must be UTF-8 or the whole request fails to encode.
 			if raw := p.b[start+1 : p.i-1]; !esc && utf8.Valid(raw) {
-				return string(raw), nil
+				return p.a.str(raw), nil
 			}
 			var s string
 			if err := json.Unmarshal(p.b[start:p.i], &s); err != nil {
@@ -733,11 +747,17 @@ func (p *jsonParser) number() (*commonpb.AnyValue, error) {
 			return nil, errJSON
 		}
 	}
+	if !frac {
+		if i, ok := parseInt(p.b[start:p.i]); ok {
+			iv := p.a.ints.next()
+			iv.IntValue = i
+			v := p.a.avs.next()
+			v.Value = iv
+			return v, nil
+		}
+	}
 	t := string(p.b[start:p.i])
 	if !frac {
-		if i, err := strconv.ParseInt(t, 10, 64); err == nil {
-			return &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: i}}, nil
-		}
 		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: t}}, nil
 	}
 	f, err := strconv.ParseFloat(t, 64)
@@ -748,6 +768,120 @@ func (p *jsonParser) number() (*commonpb.AnyValue, error) {
 		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: t}}, nil
 	}
 	return &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: f}}, nil
+}
+
+// bodyArena holds the protobuf objects of one request, and is reused for
+// the next once it has been marshaled: building a request then allocates
+// little beyond the strings it has not seen before (keys and most values
+// repeat from event to event).
+type bodyArena struct {
+	recs   slab[logspb.LogRecord]
+	kvs    slab[commonpb.KeyValue]
+	avs    slab[commonpb.AnyValue]
+	strs   slab[commonpb.AnyValue_StringValue]
+	ints   slab[commonpb.AnyValue_IntValue]
+	lists  slab[commonpb.KeyValueList]
+	ptrs   []*commonpb.KeyValue // backing of the objects' entry lists
+	stack  []*commonpb.KeyValue // entries of the objects being parsed
+	intern map[string]string
+}
+
+// maxInterned bounds the strings kept for reuse (addresses and ports
+// vary without end; the cache must not).
+const maxInterned = 16 << 10
+
+func (a *bodyArena) reset() {
+	a.recs.reset()
+	a.kvs.reset()
+	a.avs.reset()
+	a.strs.reset()
+	a.ints.reset()
+	a.lists.reset()
+	a.ptrs = a.ptrs[:0]
+}
+
+// str returns b as a string, the same one each time while it is cached.
+func (a *bodyArena) str(b []byte) string {
+	if len(b) > 64 {
+		return string(b)
+	}
+	if s, ok := a.intern[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if a.intern == nil {
+		a.intern = make(map[string]string, 1024)
+	}
+	if len(a.intern) < maxInterned {
+		a.intern[s] = s
+	}
+	return s
+}
+
+func (a *bodyArena) strValue(s string) *commonpb.AnyValue {
+	sv := a.strs.next()
+	sv.StringValue = s
+	v := a.avs.next()
+	v.Value = sv
+	return v
+}
+
+// kvList copies an object's entries into the arena's backing array.
+func (a *bodyArena) kvList(kvs []*commonpb.KeyValue) []*commonpb.KeyValue {
+	if len(a.ptrs)+len(kvs) > cap(a.ptrs) {
+		// The old backing stays referenced by the lists made from it.
+		a.ptrs = make([]*commonpb.KeyValue, 0, max(4096, 2*len(kvs)))
+	}
+	start := len(a.ptrs)
+	a.ptrs = append(a.ptrs, kvs...)
+	return a.ptrs[start:len(a.ptrs):len(a.ptrs)]
+}
+
+// slab hands out zeroed T from chunks it keeps for reuse after reset.
+type slab[T any] struct {
+	chunks [][]T
+	c, i   int
+}
+
+const slabChunk = 512
+
+func (s *slab[T]) next() *T {
+	if s.c < len(s.chunks) && s.i == slabChunk {
+		s.c, s.i = s.c+1, 0
+	}
+	if s.c == len(s.chunks) {
+		s.chunks = append(s.chunks, make([]T, slabChunk))
+	}
+	p := &s.chunks[s.c][s.i]
+	s.i++
+	var zero T
+	*p = zero
+	return p
+}
+
+func (s *slab[T]) reset() { s.c, s.i = 0, 0 }
+
+// parseInt parses a JSON integer already checked by the grammar; false
+// when it does not fit an int64.
+func parseInt(b []byte) (int64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var u uint64
+	for _, c := range b {
+		u = u*10 + uint64(c-'0')
+	}
+	switch {
+	case neg && u <= 1<<63:
+		return int64(-u), true
+	case !neg && u < 1<<63:
+		return int64(u), true
+	}
+	return 0, false
 }
 
 // reopen reloads the TLS files and makes the sender start new
@@ -840,6 +974,15 @@ type SpoolStats struct {
 	Oldest    time.Time // when the oldest of them was stored; zero if none
 	TornBytes int64     // bytes cut at start: records torn by a crash
 	Recovered uint64    // events found in it at start, from a previous run
+}
+
+// String describes the spool in a log line.
+func (s *SpoolStats) String() string {
+	if s == nil {
+		return "none"
+	}
+	return fmt.Sprintf("{bytes %d, events %d, oldest %s, torn %d, recovered %d}",
+		s.Bytes, s.Events, s.Oldest.UTC().Format(time.RFC3339), s.TornBytes, s.Recovered)
 }
 
 // otlpStore holds a sink's events between write and the receiver's

@@ -287,6 +287,10 @@ func (s *Sink) validate() error {
 		if err := checkDrainTimeout(s.DrainTimeout); err != nil {
 			return fmt.Errorf("drain_timeout: %w", err)
 		}
+		if err := checkSyslogSpool(s.Network, &s.Spool); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		other.Spool = Spool{}
 		other.Type, other.Network, other.Address, other.Format, other.Facility, other.Tag = "", "", "", "", 0, ""
 		other.TLS, other.QueueSize, other.DrainTimeout = TLS{}, 0, 0
 	case SinkOTLP:

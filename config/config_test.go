@@ -137,7 +137,7 @@ func TestParseErrors(t *testing.T) {
 		{"sink type twice", "sinks:\n  - type: stdout\n    type: stdout\n", 3, `sinks[0]: duplicate key "type" (first at line 2)`},
 		{"sink key twice", "sinks:\n  - type: file\n    path: /a\n    path: /b\n", 4, `sinks[0]: duplicate key "path" (first at line 3)`},
 		{"sink unknown key", "interval: 1s\nsinks:\n  - type: stdout\n  - type: syslog\n    network: udp\n    format: rfc5424\n    adress: 127.0.0.1:514\n",
-			7, `sinks[1]: unknown key "adress" (a syslog sink takes type, network, address, format, facility, tag, tls, queue_size, drain_timeout, schema)`},
+			7, `sinks[1]: unknown key "adress" (a syslog sink takes type, network, address, format, facility, tag, tls, queue_size, drain_timeout, spool, schema)`},
 		{"stdout with path", "sinks:\n  - type: stdout\n    path: /x\n", 3, `sinks[0]: key "path" is for file sinks, not stdout`},
 		{"syslog with path", "sinks:\n  - type: syslog\n    path: /x\n", 3, `sinks[0]: key "path" is for file sinks, not syslog`},
 		{"file with network", "sinks:\n  - type: file\n    path: /x\n    network: udp\n", 4, `sinks[0]: key "network" is for syslog sinks, not file`},

@@ -103,6 +103,20 @@ func checkSpool(s *Spool) error {
 // them again when it opens one, with this same function).
 func CheckOTLP(s *Sink) error { return checkOTLP(s) }
 
+// checkSyslogSpool checks a syslog sink's spool: only stream networks,
+// whose receiver acknowledges what it got, can let a spool go of events.
+func checkSyslogSpool(network string, s *Spool) error {
+	if *s == (Spool{}) {
+		return nil
+	}
+	switch network {
+	case "tcp", "tls", "relp", "relp-tls":
+	default:
+		return fmt.Errorf("needs network tcp, tls, relp or relp-tls, not %s (nothing acknowledges a datagram)", network)
+	}
+	return checkSpool(s)
+}
+
 // checkOTLP checks an otlp sink's own settings.
 func checkOTLP(s *Sink) error {
 	if s.OTLP == nil {

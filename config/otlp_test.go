@@ -55,7 +55,9 @@ func TestParseOTLPErrors(t *testing.T) {
 		{"spool small", "sinks:\n  - type: otlp\n    endpoint: http://h:4318\n    spool: {dir: /s, max_bytes: 1MiB}\n", 4, "sinks[0].spool.max_bytes: \"1MiB\" is not a size of at least"},
 		{"spool no dir", "sinks:\n  - type: otlp\n    endpoint: http://h:4318\n    spool: {max_bytes: 1GiB}\n", 4, `sinks[0].spool: missing key "dir"`},
 		{"spool unknown key", "sinks:\n  - type: otlp\n    endpoint: http://h:4318\n    spool: {path: /s}\n", 4, `unknown key "path" (want dir or max_bytes)`},
-		{"spool on a file sink", "sinks:\n  - type: file\n    path: /x\n    spool: {dir: /s}\n", 4, `sinks[0]: key "spool" is for otlp sinks, not file`},
+		{"spool on a file sink", "sinks:\n  - type: file\n    path: /x\n    spool: {dir: /s}\n", 4, `sinks[0]: key "spool" is for syslog sinks, not file`},
+		{"spool on syslog udp", "sinks:\n  - type: syslog\n    network: udp\n    address: h:514\n    spool: {dir: /s}\n", 2, "sinks[0].spool: needs network tcp, tls, relp or relp-tls, not udp"},
+		{"spool on syslog unix", "sinks:\n  - type: syslog\n    spool: {dir: /s}\n", 2, "not unix"},
 		{"endpoint on syslog", "sinks:\n  - type: syslog\n    endpoint: http://h:4318\n", 3, `key "endpoint" is for otlp sinks, not syslog`},
 		{"two sinks on one endpoint", "sinks:\n  - {type: otlp, endpoint: 'http://h:4318'}\n  - {type: otlp, endpoint: 'http://h:4318', schema: ecs}\n", 3, "sinks[1]: same destination as sinks[0]"},
 		{"two sinks on one spool", "sinks:\n  - {type: otlp, endpoint: 'http://a:4318', spool: {dir: /s}}\n  - {type: otlp, endpoint: 'http://b:4318', spool: {dir: /s/}}\n", 3, "sinks[1]: same destination as sinks[0]"},
@@ -76,13 +78,20 @@ func TestValidateOTLP(t *testing.T) {
 	if err := ok.validate(); err != nil {
 		t.Fatalf("minimal otlp sink: %v", err)
 	}
+	for _, n := range []string{"tcp", "tls", "relp", "relp-tls"} {
+		s := Sink{Type: SinkSyslog, Network: n, Address: "h:1", Format: "rfc5424", Facility: 16, Tag: "connlogd", Spool: Spool{Dir: "/s"}}
+		if err := s.validate(); err != nil {
+			t.Errorf("syslog %s with a spool: %v", n, err)
+		}
+	}
 	bad := []Sink{
 		{Type: SinkOTLP},
 		{Type: SinkOTLP, OTLP: &OTLP{Endpoint: "ftp://h"}},
 		{Type: SinkOTLP, OTLP: &OTLP{Endpoint: "http://h:1"}, Spool: Spool{Dir: "rel"}},
 		{Type: SinkOTLP, OTLP: &OTLP{Endpoint: "http://h:1"}, Spool: Spool{Dir: "/s", MaxBytes: 10}},
 		{Type: SinkOTLP, OTLP: &OTLP{Endpoint: "http://h:1"}, Path: "/x"},
-		{Type: SinkSyslog, Network: "tcp", Address: "h:1", Spool: Spool{Dir: "/s"}},
+		{Type: SinkSyslog, Network: "udp", Address: "h:1", Spool: Spool{Dir: "/s"}},
+		{Type: SinkSyslog, Network: "tcp", Address: "h:1", Spool: Spool{Dir: "s"}},
 		{Type: SinkFile, Path: "/x", OTLP: &OTLP{Endpoint: "http://h:1"}},
 	}
 	for i, s := range bad {

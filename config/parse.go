@@ -413,7 +413,7 @@ func sinkKeys(t SinkType) []string {
 	case SinkFile:
 		return []string{"type", "path", "mode", "schema"}
 	case SinkSyslog:
-		return []string{"type", "network", "address", "format", "facility", "tag", "tls", "queue_size", "drain_timeout", "schema"}
+		return []string{"type", "network", "address", "format", "facility", "tag", "tls", "queue_size", "drain_timeout", "spool", "schema"}
 	case SinkOTLP:
 		return []string{"type", "endpoint", "compression", "headers", "tls", "queue_size", "drain_timeout", "spool", "schema"}
 	}
@@ -550,6 +550,9 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 		}
 		if tlsNode != nil && s.Network != "tls" && s.Network != "relp-tls" {
 			return Sink{}, p.errorf(tlsNode.Line, path+".tls", "TLS settings need network tls or relp-tls, not %s", s.Network)
+		}
+		if err := checkSyslogSpool(s.Network, &s.Spool); err != nil {
+			return Sink{}, p.errorf(n.Line, path+".spool", "%w", err)
 		}
 	case SinkOTLP:
 		if s.OTLP == nil || s.OTLP.Endpoint == "" {

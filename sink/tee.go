@@ -219,6 +219,7 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 		pid:      os.Getpid(),
 		queue:    s.QueueSize,
 		drain:    s.DrainTimeout,
+		spool:    s.Spool,
 	}
 	if c.network == "" {
 		c.network = "unix"
@@ -242,6 +243,13 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 		c.tls = &s.TLS
 	} else if s.TLS != (config.TLS{}) {
 		return c, fmt.Errorf("tls settings need network tls or relp-tls, not %s", c.network)
+	}
+	if c.spool.Dir != "" {
+		switch c.network {
+		case "tcp", "tls", "relp", "relp-tls":
+		default:
+			return c, fmt.Errorf("a spool needs network tcp, tls, relp or relp-tls, not %s (nothing acknowledges a datagram)", c.network)
+		}
 	}
 	if c.queue < 0 || c.drain < 0 {
 		return c, errors.New("queue_size and drain_timeout must not be negative")

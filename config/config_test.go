@@ -538,7 +538,7 @@ func TestExample(t *testing.T) {
 		{Type: SinkFile, Path: "/var/log/connlogd/events.json", Mode: 0o640},
 		{Type: SinkSyslog, Network: "tls", Address: "logs.example.net:6514", Format: "rfc5424", Facility: 16, Tag: "connlogd",
 			TLS:       TLS{CAFile: "/etc/connlogd/ca.pem", CertFile: "/etc/connlogd/client.pem", KeyFile: "/etc/connlogd/client.key", ServerName: "logs.example.net"},
-			QueueSize: 10000, DrainTimeout: 5 * time.Second},
+			QueueSize: 10000, DrainTimeout: 5 * time.Second, Spool: Spool{Dir: "/var/lib/connlogd/spool-syslog", MaxBytes: DefaultSpoolBytes}},
 		{Type: SinkOTLP, OTLP: &OTLP{Endpoint: "https://otel.example.net:4318", Compression: "none", Headers: map[string]string{"X-Tenant": "ops"}},
 			TLS: TLS{CAFile: "/etc/connlogd/ca.pem"}, QueueSize: 10000, DrainTimeout: 5 * time.Second,
 			Spool: Spool{Dir: "/var/lib/connlogd/spool-otel", MaxBytes: DefaultSpoolBytes}},

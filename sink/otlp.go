@@ -156,14 +156,14 @@ func newOTLPSink(s *config.Sink, opt Options) (*otlpSink, error) {
 		if max == 0 {
 			max = config.DefaultSpoolBytes
 		}
-		sp, err := spool.Open(s.Spool.Dir, max)
+		sp, err := acquireSpool(s.Spool)
 		if err != nil {
 			return nil, err
 		}
 		o.store = &spoolStore{sp: sp}
 		o.spooled = true
 		o.recover = sp.Stats().Events
-		o.errFull = fmt.Errorf("%s: spool full (max_bytes %d): oldest events dropped", o.name, max)
+		o.errFull = fmt.Errorf("%s: spool full (max_bytes %d): oldest events dropped", o.name, sp.max)
 	} else {
 		limit := s.QueueSize
 		if limit <= 0 {
@@ -262,6 +262,11 @@ func (o *otlpSink) run() {
 	defer close(o.done)
 	var tick <-chan time.Time
 	if o.spooled {
+		sp := o.store.(*spoolStore).sp
+		if !sp.waitTurn(o.closing) {
+			return // closed before the sink it replaced let go of the spool
+		}
+		defer sp.endTurn()
 		t := time.NewTicker(spoolSyncEvery)
 		defer t.Stop()
 		tick = t.C
@@ -1093,7 +1098,7 @@ func (m *memStore) close() error { return nil }
 
 // spoolStore keeps the events in a spool on disk.
 type spoolStore struct {
-	sp  *spool.Spool
+	sp  *sharedSpool
 	end spool.Cursor // after the last message handed out
 }
 
@@ -1116,4 +1121,4 @@ func (s *spoolStore) pending() bool         { return s.sp.Pending() }
 func (s *spoolStore) wake() <-chan struct{} { return s.sp.Wake() }
 func (s *spoolStore) queued() uint64        { return s.sp.Len() }
 func (s *spoolStore) sync() error           { return s.sp.Sync() }
-func (s *spoolStore) close() error          { return s.sp.Close() }
+func (s *spoolStore) close() error          { return s.sp.release() }

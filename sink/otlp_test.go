@@ -282,7 +282,7 @@ func TestOTLPSpoolOutage(t *testing.T) {
 	}
 	for i, rec := range r.got() {
 		if kv(rec.Body)["reason"].GetStringValue() != fmt.Sprint(i) {
-			t.Fatalf("record %d is %v", i, rec.Body)
+			t.Fatalf("record %d is %v (%d records in %d requests; stats %+v %v)", i, rec.Body, len(r.got()), r.requests(), tee.Stats()[0], tee.Stats()[0].Spool)
 		}
 	}
 	st = tee.Stats()[0]
@@ -429,4 +429,57 @@ func jsonNorm(v any) any {
 		return s
 	}
 	return v
+}
+
+// TestOTLPSpoolReload: a reload opens the new sinks before it closes the
+// old ones; both share the spool, the new one sends only once the old
+// one has stopped, and every event arrives once, in order.
+func TestOTLPSpoolReload(t *testing.T) {
+	var mu sync.Mutex
+	down := true
+	r := newOTLPReceiver(t, func(n int, w http.ResponseWriter) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return false
+		}
+		return true
+	})
+	spec := config.Sink{Type: config.SinkOTLP, OTLP: &config.OTLP{Endpoint: r.URL},
+		DrainTimeout: 200 * time.Millisecond, Spool: config.Spool{Dir: t.TempDir() + "/spool"}}
+	old := otlpTee(t, spec)
+	for i := range 100 {
+		old.Write(gapAt(fmt.Sprint(i)))
+	}
+	tee := otlpTee(t, spec) // the new configuration's sinks
+	for i := 100; i < 150; i++ {
+		tee.Write(gapAt(fmt.Sprint(i)))
+	}
+	if err := old.Close(); err == nil {
+		t.Fatal("the old sink's close said nothing of the events left in the spool")
+	}
+	spec.Spool.MaxBytes = config.DefaultSpoolBytes * 2
+	if _, err := Open([]config.Sink{spec}, Options{Host: "h"}); err == nil || !strings.Contains(err.Error(), "on restart only") {
+		t.Fatalf("a second sink on the spool with another max_bytes: %v", err)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	waitFor(t, func() bool { return len(r.got()) >= 150 })
+	if err := tee.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := r.got()
+	if len(got) != 150 {
+		t.Fatalf("%d records, want 150", len(got))
+	}
+	for i, rec := range got {
+		if kv(rec.Body)["reason"].GetStringValue() != fmt.Sprint(i) {
+			t.Fatalf("record %d is %v", i, rec.Body)
+		}
+	}
+	// The spool is closed once both have let go: it opens again.
+	again := otlpTee(t, spec)
+	again.Close()
 }

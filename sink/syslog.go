@@ -91,7 +91,7 @@ type syslogSink struct {
 	// With a spool (tcp, tls, relp, relp-tls), events wait in it instead
 	// of q, and leave it when the receiver acknowledges them: sp is the
 	// spool, spMsg the producer's scratch; the rest the sender's own.
-	sp        *spool.Spool
+	sp        *sharedSpool
 	spMsg     []byte
 	spBatches []spoolRead // read and not yet wholly acknowledged
 	spAcked   int         // acknowledged messages of spBatches[0]
@@ -162,18 +162,14 @@ func newSyslogSink(c syslogConfig) (*syslogSink, error) {
 	s.tr.reclaims = s.reclaimed
 	s.tr.refusals = s.refused
 	if c.spool.Dir != "" {
-		max := c.spool.MaxBytes
-		if max == 0 {
-			max = config.DefaultSpoolBytes
-		}
-		sp, err := spool.Open(c.spool.Dir, max)
+		sp, err := acquireSpool(c.spool)
 		if err != nil {
 			return nil, err
 		}
 		s.sp = sp
 		s.spRecover = sp.Len()
 		s.tr.acked = s.spoolAcked
-		s.errFull = fmt.Errorf("%s: spool full (max_bytes %d): oldest events dropped", s.name, max)
+		s.errFull = fmt.Errorf("%s: spool full (max_bytes %d): oldest events dropped", s.name, sp.max)
 	}
 	return s, nil
 }
@@ -282,6 +278,10 @@ func (s *syslogSink) run() {
 	var wake <-chan struct{}
 	var tick <-chan time.Time
 	if s.sp != nil {
+		if !s.sp.waitTurn(s.closing) {
+			return // closed before the sink it replaced let go of the spool
+		}
+		defer s.sp.endTurn()
 		wake = s.sp.Wake()
 		t := time.NewTicker(spoolSyncEvery)
 		defer t.Stop()
@@ -602,7 +602,7 @@ func (s *syslogSink) beginClose() {
 func (s *syslogSink) close() error {
 	if !s.started {
 		if s.sp != nil {
-			return s.sp.Close()
+			return s.sp.release()
 		}
 		return nil
 	}
@@ -612,7 +612,7 @@ func (s *syslogSink) close() error {
 	s.abort()
 	if s.sp != nil {
 		left := s.queued() + uint64(max(s.spWritten.Load(), 0))
-		err := s.sp.Close()
+		err := s.sp.release()
 		if err != nil {
 			err = fmt.Errorf("%s: %w", s.name, err)
 		}

@@ -48,7 +48,7 @@ type Stats struct {
 	// DroppedBy splits it by reason.
 	Dropped   uint64
 	DroppedBy [NumDropReasons]uint64
-	// Queued counts events a syslog sink holds for delivery.
+	// Queued counts events a syslog or otlp sink holds for delivery.
 	Queued uint64
 	// Errors counts the output's failures: failed writes and flushes of
 	// a file, failed dials and sends of a syslog sink. A failure drops

@@ -16,12 +16,19 @@ import (
 // rsyslogd is up every event arrives, and the spool empties as rsyslogd
 // acknowledges (RELP: its answers; TCP: its kernel).
 func TestRsyslogSpool(t *testing.T) {
-	for _, mode := range []string{"relp", "tcp"} {
+	pki := newTestPKI(t)
+	for _, mode := range []string{"relp", "tcp", "tls", "relp-tls"} {
 		t.Run(mode, func(t *testing.T) {
-			r := newRsyslog(t, mode, nil)
+			r := newRsyslog(t, mode, pki)
 			dir := t.TempDir() + "/spool"
 			spec := config.Sink{Type: config.SinkSyslog, Network: mode, Address: r.addr(),
 				DrainTimeout: 300 * time.Millisecond, Spool: config.Spool{Dir: dir}}
+			switch mode {
+			case "tls":
+				spec.TLS = config.TLS{CAFile: pki.caFile}
+			case "relp-tls":
+				spec.TLS = config.TLS{CAFile: pki.caFile, CertFile: pki.clientCert, KeyFile: pki.clientKey}
+			}
 			tee := otlpTee(t, spec)
 			for i := range 300 {
 				if err := tee.Write(gapAt(fmt.Sprintf("%04d", i))); err != nil {

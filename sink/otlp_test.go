@@ -239,18 +239,15 @@ func TestOTLPBadRequest(t *testing.T) {
 // and all arrive once the receiver is back.
 func TestOTLPSpoolOutage(t *testing.T) {
 	dir := t.TempDir() + "/spool"
-	var up sync.Mutex
-	down := true
-	r := newOTLPReceiver(t, func(n int, w http.ResponseWriter) bool {
-		up.Lock()
-		defer up.Unlock()
-		if down {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return false
-		}
-		return true
+	// Two receivers, so that a request of the first run that the
+	// receiver handles late cannot be taken: one always unavailable, one
+	// that takes everything.
+	down := newOTLPReceiver(t, func(n int, w http.ResponseWriter) bool {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return false
 	})
-	spec := config.Sink{Type: config.SinkOTLP, OTLP: &config.OTLP{Endpoint: r.URL},
+	r := newOTLPReceiver(t, nil)
+	spec := config.Sink{Type: config.SinkOTLP, OTLP: &config.OTLP{Endpoint: down.URL},
 		DrainTimeout: 200 * time.Millisecond, Spool: config.Spool{Dir: dir}}
 	tee := otlpTee(t, spec)
 	for i := range 500 {
@@ -269,9 +266,7 @@ func TestOTLPSpoolOutage(t *testing.T) {
 		t.Fatalf("a spooled sink dropped at close: %+v", st)
 	}
 
-	up.Lock()
-	down = false
-	up.Unlock()
+	spec.OTLP = &config.OTLP{Endpoint: r.URL}
 	tee = otlpTee(t, spec)
 	for i := 500; i < 600; i++ {
 		tee.Write(gapAt(fmt.Sprint(i)))
@@ -435,23 +430,21 @@ func jsonNorm(v any) any {
 // old ones; both share the spool, the new one sends only once the old
 // one has stopped, and every event arrives once, in order.
 func TestOTLPSpoolReload(t *testing.T) {
-	var mu sync.Mutex
-	down := true
-	r := newOTLPReceiver(t, func(n int, w http.ResponseWriter) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return false
-		}
-		return true
+	// The old configuration sends to a receiver that is always
+	// unavailable, the new one to one that takes everything: a late
+	// request of the old sink cannot be taken.
+	down := newOTLPReceiver(t, func(n int, w http.ResponseWriter) bool {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return false
 	})
-	spec := config.Sink{Type: config.SinkOTLP, OTLP: &config.OTLP{Endpoint: r.URL},
+	r := newOTLPReceiver(t, nil)
+	spec := config.Sink{Type: config.SinkOTLP, OTLP: &config.OTLP{Endpoint: down.URL},
 		DrainTimeout: 200 * time.Millisecond, Spool: config.Spool{Dir: t.TempDir() + "/spool"}}
 	old := otlpTee(t, spec)
 	for i := range 100 {
 		old.Write(gapAt(fmt.Sprint(i)))
 	}
+	spec.OTLP = &config.OTLP{Endpoint: r.URL}
 	tee := otlpTee(t, spec) // the new configuration's sinks
 	for i := 100; i < 150; i++ {
 		tee.Write(gapAt(fmt.Sprint(i)))
@@ -463,9 +456,6 @@ func TestOTLPSpoolReload(t *testing.T) {
 	if _, err := Open([]config.Sink{spec}, Options{Host: "h"}); err == nil || !strings.Contains(err.Error(), "on restart only") {
 		t.Fatalf("a second sink on the spool with another max_bytes: %v", err)
 	}
-	mu.Lock()
-	down = false
-	mu.Unlock()
 	waitFor(t, func() bool { return len(r.got()) >= 150 })
 	if err := tee.Close(); err != nil {
 		t.Fatal(err)

@@ -726,7 +726,7 @@ func (s *Spool) Rewind() {
 // last fsync.
 func (s *Spool) Sync() error {
 	s.mu.Lock()
-	if s.closed || !s.dirty {
+	if s.closed || !s.dirty || s.w == nil {
 		s.mu.Unlock()
 		return nil
 	}

@@ -484,7 +484,9 @@ func (s *Spool) Append(rec []byte, t time.Time) (dropped int, err error) {
 		return 0, ErrClosed
 	}
 	act := &s.segs[len(s.segs)-1]
-	if act.size+need > s.segMax && act.size > int64(len(magic)) {
+	// No active file: starting the last segment failed (disk full); try
+	// again with a new one.
+	if s.w == nil || (act.size+need > s.segMax && act.size > int64(len(magic))) {
 		if err := s.newSegment(act.id + 1); err != nil {
 			return 0, err
 		}

@@ -706,7 +706,40 @@ func (s *Spool) Ack(c Cursor) (uint64, error) {
 		s.disk -= g.size
 		err = errors.Join(err, s.unlink(g.id))
 	}
+	if err == nil {
+		err = s.emptyActive()
+	}
 	return n, err
+}
+
+// truncateAt is the size from which an active segment whose records are
+// all acknowledged is emptied, giving its space back (the only way a
+// spool's disk use shrinks while records keep coming slowly).
+const truncateAt = 256 << 10
+
+// emptyActive cuts the active segment back to its magic when every
+// record in the spool is acknowledged. The head is made durable first:
+// a head that still pointed into the old content would skip records
+// appended after the cut.
+func (s *Spool) emptyActive() error {
+	last := &s.segs[len(s.segs)-1]
+	if len(s.segs) != 1 || s.head.idx != last.end() || last.size < truncateAt || s.w == nil {
+		return nil
+	}
+	s.head = Cursor{seg: last.id, off: int64(len(magic)), idx: last.end()}
+	s.read = s.head
+	if err := s.saveHead(); err != nil {
+		return err
+	}
+	if err := s.headF.Sync(); err != nil {
+		return fmt.Errorf("spool %s: fsync head: %w", s.path, err)
+	}
+	if err := s.w.Truncate(int64(len(magic))); err != nil {
+		return fmt.Errorf("spool %s: empty %s: %w", s.path, segName(last.id), err)
+	}
+	s.disk -= last.size - int64(len(magic))
+	last.first, last.n, last.size = last.end(), 0, int64(len(magic))
+	return nil
 }
 
 // Len returns how many records are not yet acknowledged.

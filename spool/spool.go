@@ -19,7 +19,8 @@
 //
 // Records are only ever appended to the last segment; a segment that has
 // reached its size is closed and a new one started. A segment whose
-// records are all acknowledged is deleted. "head" holds two slots written
+// records are all acknowledged is deleted; the last one is cut back to
+// its magic instead once every record is acknowledged. "head" holds two slots written
 // alternately (sequence number, segment, offset, CRC), so a write torn by
 // a power cut leaves the other slot valid.
 //

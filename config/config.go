@@ -68,6 +68,7 @@ const (
 	SinkStdout SinkType = "stdout"
 	SinkFile   SinkType = "file"
 	SinkSyslog SinkType = "syslog"
+	SinkOTLP   SinkType = "otlp"
 )
 
 // Sink configures one output.
@@ -93,6 +94,11 @@ type Sink struct {
 	// DrainTimeout bounds how long closing the sink waits for its queue
 	// to be delivered. 0 means DefaultDrainTimeout.
 	DrainTimeout time.Duration
+
+	// otlp (TLS, QueueSize and DrainTimeout apply too)
+	OTLP *OTLP
+	// otlp; syslog tcp, tls, relp and relp-tls
+	Spool Spool
 
 	// every type
 	Schema string // native (default when empty) | ecs | ocsf
@@ -295,8 +301,17 @@ func (s *Sink) validate() error {
 		if err := checkDrainTimeout(s.DrainTimeout); err != nil {
 			return fmt.Errorf("drain_timeout: %w", err)
 		}
+		if err := checkSyslogSpool(s.Network, &s.Spool); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		other.Spool = Spool{}
 		other.Type, other.Network, other.Address, other.Format, other.Facility, other.Tag = "", "", "", "", 0, ""
 		other.TLS, other.QueueSize, other.DrainTimeout = TLS{}, 0, 0
+	case SinkOTLP:
+		if err := checkOTLP(s); err != nil {
+			return err
+		}
+		other.Type, other.OTLP, other.TLS, other.QueueSize, other.DrainTimeout, other.Spool = "", nil, TLS{}, 0, 0, Spool{}
 	default:
 		return fmt.Errorf("unknown sink type %q", s.Type)
 	}
@@ -311,6 +326,10 @@ func (s *Sink) validate() error {
 func dupSink(prev []Sink, s *Sink) int {
 	for i := range prev {
 		p := &prev[i]
+		// Two sinks on one spool would take each other's events.
+		if s.Spool.Dir != "" && filepath.Clean(p.Spool.Dir) == filepath.Clean(s.Spool.Dir) {
+			return i
+		}
 		if p.Type != s.Type {
 			continue
 		}
@@ -323,6 +342,10 @@ func dupSink(prev []Sink, s *Sink) int {
 			}
 		case SinkSyslog:
 			if p.Network == s.Network && p.Address == s.Address {
+				return i
+			}
+		case SinkOTLP:
+			if p.OTLP != nil && s.OTLP != nil && p.OTLP.Endpoint == s.OTLP.Endpoint {
 				return i
 			}
 		}

@@ -132,12 +132,12 @@ func TestParseErrors(t *testing.T) {
 		{"sink scalar", "sinks:\n  - stdout\n", 2, "sinks[0]: want a mapping with a type key, not a single value"},
 		{"sink null", "sinks:\n  - type: stdout\n  -\n", 3, "sinks[1]: empty sink"},
 		{"sink without type", "sinks:\n  - path: /x\n", 2, `sinks[0]: missing key "type"`},
-		{"sink unknown type", "sinks:\n  - type: pipe\n", 2, `sinks[0].type: unknown sink type "pipe" (want stdout, file or syslog)`},
+		{"sink unknown type", "sinks:\n  - type: pipe\n", 2, `sinks[0].type: unknown sink type "pipe" (want stdout, file, syslog or otlp)`},
 		{"sink type list", "sinks:\n  - type: [stdout]\n", 2, "sinks[0].type: want a single value, not a list"},
 		{"sink type twice", "sinks:\n  - type: stdout\n    type: stdout\n", 3, `sinks[0]: duplicate key "type" (first at line 2)`},
 		{"sink key twice", "sinks:\n  - type: file\n    path: /a\n    path: /b\n", 4, `sinks[0]: duplicate key "path" (first at line 3)`},
 		{"sink unknown key", "interval: 1s\nsinks:\n  - type: stdout\n  - type: syslog\n    network: udp\n    format: rfc5424\n    adress: 127.0.0.1:514\n",
-			7, `sinks[1]: unknown key "adress" (a syslog sink takes type, network, address, format, facility, tag, tls, queue_size, drain_timeout, schema)`},
+			7, `sinks[1]: unknown key "adress" (a syslog sink takes type, network, address, format, facility, tag, tls, queue_size, drain_timeout, spool, schema)`},
 		{"stdout with path", "sinks:\n  - type: stdout\n    path: /x\n", 3, `sinks[0]: key "path" is for file sinks, not stdout`},
 		{"syslog with path", "sinks:\n  - type: syslog\n    path: /x\n", 3, `sinks[0]: key "path" is for file sinks, not syslog`},
 		{"file with network", "sinks:\n  - type: file\n    path: /x\n    network: udp\n", 4, `sinks[0]: key "network" is for syslog sinks, not file`},
@@ -552,7 +552,10 @@ func TestExample(t *testing.T) {
 		{Type: SinkFile, Path: "/var/log/connlogd/events.json", Mode: 0o640},
 		{Type: SinkSyslog, Network: "tls", Address: "logs.example.net:6514", Format: "rfc5424", Facility: 16, Tag: "connlogd",
 			TLS:       TLS{CAFile: "/etc/connlogd/ca.pem", CertFile: "/etc/connlogd/client.pem", KeyFile: "/etc/connlogd/client.key", ServerName: "logs.example.net"},
-			QueueSize: 10000, DrainTimeout: 5 * time.Second},
+			QueueSize: 10000, DrainTimeout: 5 * time.Second, Spool: Spool{Dir: "/var/lib/connlogd/spool-syslog", MaxBytes: DefaultSpoolBytes}},
+		{Type: SinkOTLP, OTLP: &OTLP{Endpoint: "https://otel.example.net:4318", Compression: "none", Headers: map[string]string{"X-Tenant": "ops"}},
+			TLS: TLS{CAFile: "/etc/connlogd/ca.pem"}, QueueSize: 10000, DrainTimeout: 5 * time.Second,
+			Spool: Spool{Dir: "/var/lib/connlogd/spool-otel", MaxBytes: DefaultSpoolBytes}},
 	}
 	if got := withoutLines(c).Sinks; !reflect.DeepEqual(got, want) {
 		t.Errorf("uncommented example sinks:\ngot  %+v\nwant %+v", got, want)

@@ -421,7 +421,9 @@ func sinkKeys(t SinkType) []string {
 	case SinkFile:
 		return []string{"type", "path", "mode", "schema"}
 	case SinkSyslog:
-		return []string{"type", "network", "address", "format", "facility", "tag", "tls", "queue_size", "drain_timeout", "schema"}
+		return []string{"type", "network", "address", "format", "facility", "tag", "tls", "queue_size", "drain_timeout", "spool", "schema"}
+	case SinkOTLP:
+		return []string{"type", "endpoint", "compression", "headers", "tls", "queue_size", "drain_timeout", "spool", "schema"}
 	}
 	return []string{"type", "schema"}
 }
@@ -442,7 +444,7 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 		}
 	}
 	if typ == nil {
-		return Sink{}, p.errorf(n.Line, path, "missing key \"type\" (stdout, file or syslog)")
+		return Sink{}, p.errorf(n.Line, path, "missing key \"type\" (stdout, file, syslog or otlp)")
 	}
 	name, err := p.scalar(typ, path+".type")
 	if err != nil {
@@ -450,9 +452,9 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 	}
 	t := SinkType(name)
 	switch t {
-	case SinkStdout, SinkFile, SinkSyslog:
+	case SinkStdout, SinkFile, SinkSyslog, SinkOTLP:
 	default:
-		return Sink{}, p.errorf(typ.Line, path+".type", "unknown sink type %q (want stdout, file or syslog)", name)
+		return Sink{}, p.errorf(typ.Line, path+".type", "unknown sink type %q (want stdout, file, syslog or otlp)", name)
 	}
 
 	s := defaultSink(t)
@@ -463,7 +465,7 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 			return nil
 		}
 		if !slices.Contains(sinkKeys(t), key) {
-			for _, other := range []SinkType{SinkFile, SinkSyslog} {
+			for _, other := range []SinkType{SinkFile, SinkSyslog, SinkOTLP} {
 				if slices.Contains(sinkKeys(other), key) {
 					return p.errorf(k.Line, path, "key %q is for %s sinks, not %s", key, other, t)
 				}
@@ -474,6 +476,15 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 		if key == "tls" {
 			tlsNode = k
 			s.TLS, err = p.tls(v, kpath)
+			return err
+		}
+		if key == "headers" {
+			h, err := p.headers(v, kpath)
+			s.otlp().Headers = h
+			return err
+		}
+		if key == "spool" {
+			s.Spool, err = p.spool(v, kpath)
 			return err
 		}
 		val, err := p.scalar(v, kpath)
@@ -500,6 +511,10 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 			s.Tag, err = val, CheckTag(val)
 		case "schema":
 			s.Schema, err = val, checkSchema(val)
+		case "endpoint":
+			s.otlp().Endpoint, err = val, checkEndpoint(val)
+		case "compression":
+			s.otlp().Compression, err = val, checkCompression(val)
 		case "queue_size":
 			n, cerr := strconv.Atoi(val)
 			if cerr != nil || n < 1 || n > MaxQueueSize {
@@ -543,6 +558,16 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 		}
 		if tlsNode != nil && s.Network != "tls" && s.Network != "relp-tls" {
 			return Sink{}, p.errorf(tlsNode.Line, path+".tls", "TLS settings need network tls or relp-tls, not %s", s.Network)
+		}
+		if err := checkSyslogSpool(s.Network, &s.Spool); err != nil {
+			return Sink{}, p.errorf(n.Line, path+".spool", "%w", err)
+		}
+	case SinkOTLP:
+		if s.OTLP == nil || s.OTLP.Endpoint == "" {
+			return Sink{}, p.errorf(n.Line, path, "missing key \"endpoint\" (an otlp sink needs one, like http://127.0.0.1:4318)")
+		}
+		if err := checkOTLP(&s); err != nil {
+			return Sink{}, p.errorf(n.Line, path, "%w", err)
 		}
 	}
 	return s, nil

@@ -48,12 +48,15 @@ type Stats struct {
 	// DroppedBy splits it by reason.
 	Dropped   uint64
 	DroppedBy [NumDropReasons]uint64
-	// Queued counts events a syslog sink holds for delivery.
+	// Queued counts events a syslog or otlp sink holds for delivery.
 	Queued uint64
 	// Errors counts the output's failures: failed writes and flushes of
 	// a file, failed dials and sends of a syslog sink. A failure drops
 	// nothing by itself: the events wait for the next attempt.
 	Errors uint64
+	// Spool describes the sink's spool; nil without one. Queued then
+	// counts the events in it, those a previous run left included.
+	Spool *SpoolStats
 }
 
 // output is one sink.
@@ -120,7 +123,7 @@ func prepare(specs []config.Sink, opt Options) (*Tee, error) {
 	}
 	t := &Tee{}
 	for i := range specs {
-		out, sch, err := open(&specs[i], opt.Host)
+		out, sch, err := open(&specs[i], opt)
 		if err != nil {
 			t.closeAll()
 			return nil, err
@@ -130,9 +133,15 @@ func prepare(specs []config.Sink, opt Options) (*Tee, error) {
 	return t, nil
 }
 
+// background is a sink with a sender goroutine.
+type background interface {
+	start()
+	beginClose()
+}
+
 func (t *Tee) start() {
 	for _, o := range t.outs {
-		if s, ok := o.(*syslogSink); ok {
+		if s, ok := o.(background); ok {
 			s.start()
 		}
 	}
@@ -156,7 +165,8 @@ func (t *Tee) add(o output, s schema, opt Options) {
 	}
 }
 
-func open(s *config.Sink, host string) (output, schema, error) {
+func open(s *config.Sink, opt Options) (output, schema, error) {
+	host := opt.Host
 	where := ""
 	if s.Line > 0 {
 		where = fmt.Sprintf(" (config line %d)", s.Line)
@@ -187,6 +197,12 @@ func open(s *config.Sink, host string) (output, schema, error) {
 			return nil, 0, fmt.Errorf("sink syslog %s %s%s: %w", c.network, c.address, where, err)
 		}
 		return ss, sch, nil
+	case config.SinkOTLP:
+		o, err := newOTLPSink(s, opt)
+		if err != nil {
+			return nil, 0, fmt.Errorf("sink otlp%s: %w", where, err)
+		}
+		return o, sch, nil
 	}
 	return nil, 0, fmt.Errorf("sink%s: unknown type %q", where, s.Type)
 }
@@ -203,6 +219,7 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 		pid:      os.Getpid(),
 		queue:    s.QueueSize,
 		drain:    s.DrainTimeout,
+		spool:    s.Spool,
 	}
 	// Defaults for a Sink built in code; the rules are config's, so that
 	// a check and an open cannot disagree.
@@ -236,6 +253,13 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 		c.tls = &s.TLS
 	} else if s.TLS != (config.TLS{}) {
 		return c, fmt.Errorf("tls settings need network tls or relp-tls, not %s", c.network)
+	}
+	if c.spool.Dir != "" {
+		switch c.network {
+		case "tcp", "tls", "relp", "relp-tls":
+		default:
+			return c, fmt.Errorf("a spool needs network tcp, tls, relp or relp-tls, not %s (nothing acknowledges a datagram)", c.network)
+		}
 	}
 	if c.queue < 0 || c.drain < 0 {
 		return c, errors.New("queue_size and drain_timeout must not be negative")
@@ -333,7 +357,7 @@ func (t *Tee) Close() error {
 
 func (t *Tee) closeAll() error {
 	for _, o := range t.outs {
-		if s, ok := o.(*syslogSink); ok {
+		if s, ok := o.(background); ok {
 			s.beginClose()
 		}
 	}

@@ -325,8 +325,10 @@ func (p *parser) config(doc *yaml.Node) (*Config, error) {
 			c.Attribution, err = p.attribution(v)
 		case "namespaces", "namespace_rescan", "metrics", "state_file":
 			err = p.daemonKey(c, key, v)
+		case "flow_update_interval":
+			c.FlowUpdateInterval, err = p.flowUpdateInterval(v)
 		default:
-			err = p.errorf(k.Line, "", "unknown key %q (want interval, protocols, families, states, sinks, destroy, filters, attribution, namespaces, namespace_rescan, metrics or state_file)", key)
+			err = p.errorf(k.Line, "", "unknown key %q (want interval, protocols, families, states, sinks, destroy, filters, attribution, namespaces, namespace_rescan, metrics, state_file or flow_update_interval)", key)
 		}
 		return err
 	})

@@ -19,6 +19,39 @@
 // hash it searches), the socket must be missing from MissLimit
 // consecutive dumps.
 //
+// # Failed attempts
+//
+// A TCP connection attempt that never reached established is reported
+// closed with a Failure, from what sock_diag shows:
+//
+//   - Outbound: the destroy notification's tcp_info of a socket no poll
+//     saw established says whether the peer ever acknowledged its SYN
+//     (tcpi_bytes_acked counts the SYN once it is). Never acknowledged:
+//     an answer (tcpi_segs_in) means a reset, Refused; no answer after
+//     retransmissions (tcpi_total_retrans), Timeout; neither, an attempt
+//     the kernel or the application ended before a retransmission (an
+//     ICMP error, a cancelled connect), Unknown. The socket's state is no
+//     help: it is close in every destroy notification, which the kernel
+//     sends when it frees the socket. A close found by polls alone proves
+//     nothing, as the connection may have been established and ended
+//     between two polls: it gets no Failure.
+//   - Inbound: a request socket (syn_recv) is replaced by its connection's
+//     socket, under the same tuple, when the handshake completes. One
+//     that the exact lookup says is gone (ENOENT; ESTALE means a socket
+//     holds its tuple, the completed connection) whose tuple no tracked
+//     socket and no recent destroy notification has is a handshake the
+//     client never completed (a scan, a SYN flood, a client that gave
+//     up): Unknown. This needs the destroy notifications
+//     (Options.Destroy): without them a completed connection that ended
+//     between two polls leaves no trace, and no Failure is given.
+//
+// # Flow updates
+//
+// With Options.UpdateInterval, each connection (a TCP socket past its
+// handshake and before TIME_WAIT, a connected UDP socket) that a poll
+// finds alive that long after its last event gets an Updated event with
+// the poll's record: its cumulative counters and its duration so far.
+//
 // # Cost
 //
 // Dumps come back in the same order from poll to poll, so the tracker
@@ -28,6 +61,7 @@
 package differ
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/connlogd/connlogd/event"
@@ -52,6 +86,13 @@ type Options struct {
 	// then never exists in memory as a whole. The event is valid only
 	// during the call.
 	Output func(*event.Event)
+	// UpdateInterval, when positive, is the flow update interval (see
+	// "Flow updates"); 0 turns updates off.
+	UpdateInterval time.Duration
+	// Destroy says the caller feeds Destroyed every destroy notification
+	// of the protocols it dumps, so that a close without one proves an
+	// inbound handshake failed (see "Failed attempts").
+	Destroy bool
 }
 
 // Stats are cumulative counters of the differ's work.
@@ -75,6 +116,42 @@ type conn struct {
 	// held: a TIME_WAIT socket no poll had seen, not announced yet (see
 	// Diff).
 	held bool
+	// phase is how far a TCP handshake got, as polls saw it.
+	phase phase
+	// lastEvent is when the socket's last event was reported (unix ns;
+	// 0: not yet counted), for flow updates.
+	lastEvent int64
+}
+
+// phase is the progress of a TCP connection's handshake.
+type phase uint8
+
+const (
+	phaseNone        phase = iota // not an attempt: a listener, a bound socket, UDP
+	phaseOut                      // first seen sending its SYN (syn_sent)
+	phaseIn                       // first seen answering a SYN (syn_recv)
+	phaseEstablished              // seen past the handshake
+)
+
+// next returns the phase after a poll found s.
+func (p phase) next(s *snapshot.Socket) phase {
+	if s.Proto != snapshot.ProtoTCP {
+		return phaseNone
+	}
+	switch s.State {
+	case snapshot.StateSynSent:
+		if p == phaseNone {
+			return phaseOut
+		}
+	case snapshot.StateSynRecv:
+		if p == phaseNone {
+			return phaseIn
+		}
+	case snapshot.StateEstablished, snapshot.StateFinWait1, snapshot.StateFinWait2, snapshot.StateCloseWait,
+		snapshot.StateClosing, snapshot.StateLastAck, snapshot.StateTimeWait:
+		return phaseEstablished
+	}
+	return p
 }
 
 // Differ tracks the socket table across polls. It is not safe for
@@ -189,12 +266,24 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 			}
 			c.gen = d.gen
 			c.misses = 0
-			if c.held {
+			switch {
+			case c.held:
 				d.unhold(slot)
 				d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
-			} else if c.sock.State != s.State && !c.silent {
+				c.lastEvent = nowNs
+			case c.silent:
+			case c.sock.State != s.State:
 				d.emit(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.sock.State, FirstSeen: time.Unix(0, c.firstSeen)})
+				c.lastEvent = nowNs
+			case d.opts.UpdateInterval > 0 && flowing(s):
+				if c.lastEvent == 0 {
+					c.lastEvent = nowNs // restored: count from now
+				} else if nowNs-c.lastEvent >= int64(d.opts.UpdateInterval) {
+					d.emit(event.Event{Kind: event.Updated, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
+					c.lastEvent = nowNs
+				}
 			}
+			c.phase = c.phase.next(s)
 			c.sock = *s
 			c.pos = int32(len(d.next))
 			d.next = append(d.next, slot)
@@ -208,7 +297,8 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 		// under a new cookie. It is held back one poll: a notification for
 		// its tuple meanwhile makes it silent; otherwise it is announced.
 		held := !silent && !initial && !late && isRemnantState(s.State)
-		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held}
+		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held,
+			phase: phaseNone.next(s), lastEvent: nowNs}
 		d.byCookie[s.Cookie] = slot
 		d.next = append(d.next, slot)
 		if held {
@@ -261,11 +351,24 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 			d.stats.LookupErrors++
 		}
 	}
+	var done map[flowKey]bool // tuples that completed handshakes hold, built when needed
 	for i, slot := range d.suspects {
 		c := &d.conns[slot]
 		c.pos = -1
 		switch res := d.results[i]; {
-		case res == snapshot.LookupGone && goneMeansGone(&c.sock), res == snapshot.LookupStale && staleMeansGone(&c.sock):
+		case res == snapshot.LookupGone && goneMeansGone(&c.sock):
+			fail := event.NotFailed
+			if c.phase == phaseIn && d.opts.Destroy {
+				if done == nil {
+					done = d.completedTuples()
+				}
+				if !done[flowOf(&c.sock)] {
+					fail = event.FailedUnknown
+				}
+			}
+			d.closeSlotFailed(slot, now, event.ReasonGone, late, fail)
+			continue
+		case res == snapshot.LookupStale && staleMeansGone(&c.sock):
 			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
 		case res == snapshot.LookupAlive:
@@ -316,13 +419,17 @@ func (d *Differ) closeSlot(slot int32, now time.Time, reason string) {
 }
 
 func (d *Differ) closeSlotLate(slot int32, now time.Time, reason string, late bool) {
+	d.closeSlotFailed(slot, now, reason, late, event.NotFailed)
+}
+
+func (d *Differ) closeSlotFailed(slot int32, now time.Time, reason string, late bool, fail event.Failure) {
 	c := &d.conns[slot]
 	if c.held {
 		d.unhold(slot)
 		d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
 	}
 	if !c.silent {
-		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late})
+		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late, Failure: fail})
 	}
 	delete(d.byCookie, c.sock.Cookie)
 	*c = conn{pos: -1}
@@ -374,7 +481,14 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 			if final.CgroupID == 0 {
 				final.CgroupID = s.CgroupID
 			}
-			d.emit(event.Event{Kind: event.Closed, Time: now, Socket: final, FirstSeen: time.Unix(0, c.firstSeen), Reason: event.ReasonDestroyed})
+			fail := event.NotFailed
+			if c.phase == phaseOut && s.HasInfo {
+				// The notification's counters, not the combined ones: an
+				// abortive close zeroes them, and the attempt is judged
+				// by what the kernel says at the end.
+				fail = attemptFailure(s)
+			}
+			d.emit(event.Event{Kind: event.Closed, Time: now, Socket: final, FirstSeen: time.Unix(0, c.firstSeen), Reason: event.ReasonDestroyed, Failure: fail})
 			c.silent = true
 			continue
 		}
@@ -391,7 +505,8 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 			d.deadTuples[tuple(s)] = d.gen
 		}
 		d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, ShortLived: true})
-		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: *s, FirstSeen: now, ShortLived: true, Reason: event.ReasonDestroyed})
+		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: *s, FirstSeen: now, ShortLived: true, Reason: event.ReasonDestroyed,
+			Failure: attemptFailure(s)})
 	}
 	return d.events
 }
@@ -523,7 +638,7 @@ func (d *Differ) Restore(ts []Tracked) {
 			continue
 		}
 		slot := d.alloc()
-		d.conns[slot] = conn{sock: t.Socket, firstSeen: t.FirstSeen.UnixNano(), pos: -1, used: true}
+		d.conns[slot] = conn{sock: t.Socket, firstSeen: t.FirstSeen.UnixNano(), pos: -1, used: true, phase: phaseNone.next(&t.Socket)}
 		d.byCookie[t.Socket.Cookie] = slot
 		d.pending = append(d.pending, slot)
 	}
@@ -580,4 +695,65 @@ func (d *Differ) unhold(slot int32) {
 	if j, ok := d.heldTuples[tuple(&c.sock)]; ok && j == slot {
 		delete(d.heldTuples, tuple(&c.sock))
 	}
+}
+
+// flowing says whether a poll's record of s is a connection that carries
+// traffic, for flow updates: a TCP socket past its handshake and before
+// TIME_WAIT (whose remnant carries none), or a connected UDP socket.
+func flowing(s *snapshot.Socket) bool {
+	if s.Dst.Port() == 0 {
+		return false
+	}
+	switch s.State {
+	case snapshot.StateEstablished:
+		return true
+	case snapshot.StateFinWait1, snapshot.StateFinWait2, snapshot.StateCloseWait, snapshot.StateClosing, snapshot.StateLastAck:
+		return s.Proto == snapshot.ProtoTCP
+	}
+	return false
+}
+
+// attemptFailure judges a TCP socket by its destroy notification's
+// tcp_info (see "Failed attempts"): NotFailed when the peer acknowledged
+// its SYN, or when the kernel's tcp_info is too old to tell.
+func attemptFailure(s *snapshot.Socket) event.Failure {
+	in := &s.Info
+	if s.Proto != snapshot.ProtoTCP || !s.HasInfo || !in.HasBytes() || !in.HasSegs() || s.Dst.Port() == 0 || in.BytesAcked != 0 {
+		return event.NotFailed
+	}
+	switch {
+	case in.SegsIn > 0:
+		return event.FailedRefused
+	case in.TotalRetrans > 0:
+		return event.FailedTimeout
+	}
+	return event.FailedUnknown
+}
+
+// flowKey is a connection's tuple without the interface, which a request
+// socket and the connection that replaces it may not share.
+type flowKey struct {
+	proto    snapshot.Proto
+	family   snapshot.Family
+	src, dst netip.AddrPort
+}
+
+func flowOf(s *snapshot.Socket) flowKey {
+	return flowKey{s.Proto, s.Family, s.Src, s.Dst}
+}
+
+// completedTuples returns the tuples of the TCP connections past their
+// handshake that the Differ knows of: tracked ones, and those whose
+// destroy notification it recently had.
+func (d *Differ) completedTuples() map[flowKey]bool {
+	done := make(map[flowKey]bool)
+	for i := range d.conns {
+		if c := &d.conns[i]; c.used && c.sock.Proto == snapshot.ProtoTCP && c.phase != phaseIn {
+			done[flowOf(&c.sock)] = true
+		}
+	}
+	for k := range d.deadTuples {
+		done[flowKey{k.Proto, k.Family, k.Src, k.Dst}] = true
+	}
+	return done
 }

@@ -69,6 +69,7 @@ const (
 type fieldBuilder struct {
 	fields []zapcore.Field
 	ends   endpoints
+	id     idField
 }
 
 // build returns the fields of ev after ts, event and host, in schema
@@ -88,6 +89,7 @@ func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
 		if ev.Count != 0 {
 			f = append(f, zap.Uint64("count", ev.Count))
 		}
+		f = b.appendID(f, ev)
 		b.fields = f
 		return f
 	}
@@ -137,17 +139,34 @@ func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
 	if ev.ShortLived {
 		f = append(f, zap.Bool("short_lived", true))
 	}
-	if ev.Kind == event.Closed {
-		if ev.Reason != "" {
-			f = append(f, zap.String("reason", ev.Reason))
+	if ev.Kind == event.Closed && ev.Reason != "" {
+		f = append(f, zap.String("reason", ev.Reason))
+	}
+	if ev.Kind == event.Closed && ev.Failure.Failed() {
+		f = append(f, zap.String("outcome", "failed"))
+		if cause := ev.Failure.String(); cause != "" {
+			f = append(f, zap.String("failure", cause))
 		}
+	}
+	if ev.Kind == event.Closed || ev.Kind == event.Updated {
 		f = append(f, zap.Float64("duration", ev.Duration().Seconds()))
 		if s.Proto == snapshot.ProtoTCP && s.HasInfo {
 			f = appendInfo(f, &s.Info)
 		}
 	}
+	f = b.appendID(f, ev)
 	b.fields = f
 	return f
+}
+
+// appendID writes event_id, last on the line: added after the other
+// fields, it does not move them.
+func (b *fieldBuilder) appendID(f []zapcore.Field, ev *event.Event) []zapcore.Field {
+	if ev.ID.IsZero() {
+		return f
+	}
+	b.id.id = ev.ID
+	return append(f, zap.Inline(&b.id))
 }
 
 // appendProcess writes the owning process; attribution leaves a field
@@ -205,5 +224,18 @@ func (e *endpoints) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	if id, ok := appendCommunityID(e.scratch[:0], e.proto, e.src, e.dst); ok {
 		enc.AddByteString("community_id", id)
 	}
+	return nil
+}
+
+// idField writes event_id. Like endpoints, it formats into scratch space
+// so that the id costs no allocation.
+type idField struct {
+	id      event.ID
+	scratch [32]byte
+}
+
+func (f *idField) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	b, _ := f.id.AppendText(f.scratch[:0])
+	enc.AddByteString("event_id", b)
 	return nil
 }

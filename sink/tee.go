@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/event"
@@ -72,6 +73,9 @@ type Options struct {
 	// Version is connlogd's version in ECS agent.version and OCSF
 	// metadata.product.version; default: the build's module version.
 	Version string
+	// BootID is the boot the event ids are scoped to (event.NewID);
+	// default: the running kernel's.
+	BootID event.BootID
 }
 
 // Tee writes each event to every sink. Its methods are safe for
@@ -85,6 +89,7 @@ type Tee struct {
 	lines   [numSchemas][]byte
 	errs    [numSchemas]error
 	closed  bool
+	boot    event.BootID
 }
 
 // New opens the configured sinks; host is Options.Host.
@@ -114,7 +119,7 @@ func prepare(specs []config.Sink, opt Options) (*Tee, error) {
 	if opt.Version == "" {
 		opt.Version = buildVersion()
 	}
-	t := &Tee{}
+	t := &Tee{boot: bootOr(opt.BootID)}
 	for i := range specs {
 		out, sch, err := open(&specs[i], opt.Host)
 		if err != nil {
@@ -138,7 +143,7 @@ func (t *Tee) start() {
 // (which it does not close), as `connlogd -once` and tests need. It
 // cannot fail today; it returns an error like New so that it may.
 func NewWriter(w io.Writer, host string) (*Tee, error) {
-	t := &Tee{}
+	t := &Tee{boot: bootOr(event.BootID{})}
 	t.add(newStreamWriter("sink writer", w), schemaNative, Options{Host: host, Version: buildVersion()})
 	return t, nil
 }
@@ -252,12 +257,21 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 
 // Write hands ev to every sink. It never waits for a network receiver:
 // syslog sinks queue the event. A non-nil error means ev was lost by at
-// least one sink (Stats says which); the others still got it.
+// least one sink (Stats says which); the others still got it. Write
+// sets ev.Time when it is zero, and ev.ID when it is zero.
 func (t *Tee) Write(ev *event.Event) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return ErrClosed
+	}
+	// Stamped once here, so that every schema and sink writes the same
+	// time and id, and a resend the same bytes.
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	if ev.ID.IsZero() {
+		ev.ID = event.NewID(t.boot, ev)
 	}
 	for s, enc := range t.encs {
 		if enc != nil {
@@ -277,6 +291,20 @@ func (t *Tee) Write(ev *event.Event) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// readBootID is event.ReadBootID; tests fix it.
+var readBootID = event.ReadBootID
+
+// bootOr returns b, or the running kernel's boot id when b is zero. A
+// kernel without one (not Linux) leaves it zero: the ids are then unique
+// as long as the socket cookies are, within one boot.
+func bootOr(b event.BootID) event.BootID {
+	if b != (event.BootID{}) {
+		return b
+	}
+	b, _ = readBootID()
+	return b
 }
 
 // Sync writes out what the stdout and file sinks buffered; call it once

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"time"
 )
 
 // ID identifies one event: unique among the events of one host, and the
@@ -14,16 +15,15 @@ import (
 // when a sink delivers it again (a RELP or TCP resend), so that a
 // pipeline can drop the copies.
 //
-// It is derived from the event rather than counted: a counter would
-// restart with the daemon (or need the state file, which a crash does
-// not write) and give a new event the id of an old one, which a
-// deduplicating pipeline would then drop. What makes an event unique is
-// the boot (socket cookies are unique only within one), the socket's
-// cookie, the kind, and the time, which no two events of one socket and
-// kind share; a gap has no socket, and its namespace, reason and count
-// stand in for it. Those go through SHA-256, of which the first 128 bits
-// are the id: a collision between two events is as likely as between two
-// random UUIDs.
+// An IDs source assigns them: the event's sequence number in the run
+// that writes it, scoped by the boot and by the run (the writer's process
+// id and start time), through SHA-256, of which the first 128 bits are
+// the id. A bare counter would restart with the daemon, or need the state
+// file, which a crash does not write, and give a new event the id of an
+// old one, which a deduplicating pipeline would then drop; the run makes
+// each restart a new scope. Deriving the id from the event's content
+// alone is not enough: two gaps of one reason in one instant are alike,
+// and are still two events.
 type ID [16]byte
 
 // IsZero reports whether id was never set.
@@ -65,22 +65,28 @@ func ParseBootID(s string) (BootID, error) {
 	return id, nil
 }
 
-// NewID returns the id of ev on the boot boot. ev.Time must be set: it is
-// part of what the id is derived from.
-func NewID(boot BootID, ev *Event) ID {
-	var in [16 + 1 + 8 + 8 + 8 + 8 + 1 + 64]byte
-	b := append(in[:0], boot[:]...)
-	b = append(b, byte(ev.Kind))
-	b = binary.BigEndian.AppendUint64(b, uint64(ev.Time.UnixNano()))
-	b = binary.BigEndian.AppendUint64(b, ev.Netns)
-	if ev.Kind == Gap {
-		b = binary.BigEndian.AppendUint64(b, ev.Count)
-		b = append(b, byte(len(ev.Reason)))
-		b = append(b, ev.Reason...)
-	} else {
-		b = binary.BigEndian.AppendUint64(b, ev.Socket.Cookie)
-	}
-	sum := sha256.Sum256(b)
+// IDs assigns event ids for one writer. It is not safe for concurrent
+// use.
+type IDs struct {
+	in  [16 + 8 + 8 + 8]byte // boot, pid, start, sequence
+	seq uint64
+}
+
+// NewIDs returns the source of the ids of one run: the writer with
+// process id pid that started at start, on the boot boot.
+func NewIDs(boot BootID, pid int, start time.Time) *IDs {
+	g := &IDs{}
+	copy(g.in[:16], boot[:])
+	binary.BigEndian.PutUint64(g.in[16:], uint64(pid))
+	binary.BigEndian.PutUint64(g.in[24:], uint64(start.UnixNano()))
+	return g
+}
+
+// Next returns the id of the run's next event.
+func (g *IDs) Next() ID {
+	g.seq++
+	binary.BigEndian.PutUint64(g.in[32:], g.seq)
+	sum := sha256.Sum256(g.in[:])
 	var id ID
 	copy(id[:], sum[:])
 	return id

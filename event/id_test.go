@@ -1,51 +1,52 @@
 package event
 
 import (
+	"strconv"
 	"testing"
 	"time"
-
-	"github.com/connlogd/connlogd/snapshot"
 )
 
-func TestNewID(t *testing.T) {
+func TestIDs(t *testing.T) {
 	boot, err := ParseBootID("5f1c0e2a-8d0b-4c7e-9a51-3f2d1b6e7c90")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Unix(1765058400, 123456789)
-	base := Event{Kind: Closed, Time: t0, Netns: 4026531840, Socket: snapshot.Socket{Key: snapshot.Key{Cookie: 4102}}}
-	id := NewID(boot, &base)
-	if id.IsZero() || len(id.String()) != 32 {
-		t.Fatalf("id %s", id)
+	seen := map[ID]string{}
+	add := func(what string, id ID) {
+		t.Helper()
+		if id.IsZero() || len(id.String()) != 32 {
+			t.Fatalf("%s: id %s", what, id)
+		}
+		if prev, dup := seen[id]; dup {
+			t.Errorf("%s: same id as %s", what, prev)
+		}
+		seen[id] = what
 	}
-	// The same event gives the same id; the fields that are not part of
-	// its identity do not change it.
-	again := base
-	again.Reason, again.Failure = ReasonDestroyed, FailedRefused
-	if NewID(boot, &again) != id {
-		t.Error("the same event got another id")
-	}
-	other := func(name string, edit func(e *Event), b BootID) {
-		e := base
-		edit(&e)
-		if NewID(b, &e) == id {
-			t.Errorf("%s: same id", name)
+	// Every event of a run, and of runs that differ only in the boot, the
+	// process or the start, gets its own id.
+	for _, run := range []struct {
+		name  string
+		boot  BootID
+		pid   int
+		start time.Time
+	}{
+		{"run", boot, 100, t0},
+		{"other boot", BootID{1}, 100, t0},
+		{"other process", boot, 101, t0},
+		{"restart", boot, 100, t0.Add(time.Nanosecond)},
+	} {
+		g := NewIDs(run.boot, run.pid, run.start)
+		for i := range 1000 {
+			add(run.name+" event "+strconv.Itoa(i), g.Next())
 		}
 	}
-	other("kind", func(e *Event) { e.Kind = Appeared }, boot)
-	other("time", func(e *Event) { e.Time = e.Time.Add(time.Nanosecond) }, boot)
-	other("cookie", func(e *Event) { e.Socket.Cookie++ }, boot)
-	other("netns", func(e *Event) { e.Netns++ }, boot)
-	other("boot", func(*Event) {}, BootID{1})
-	gap := Event{Kind: Gap, Time: t0, Reason: "destroy_overrun"}
-	gid := NewID(boot, &gap)
-	gap2 := gap
-	gap2.Reason = "dump_failed"
-	gap3 := gap
-	gap3.Count = 7
-	if NewID(boot, &gap2) == gid || NewID(boot, &gap3) == gid {
-		t.Error("gaps of other reasons or counts share an id")
+	// The same run gives the same sequence: ids are derived, not random.
+	a, b := NewIDs(boot, 100, t0), NewIDs(boot, 100, t0)
+	if a.Next() != b.Next() {
+		t.Error("the same run's first ids differ")
 	}
+	id := a.Next()
 	if b, _ := id.AppendText([]byte("x")); string(b) != "x"+id.String() {
 		t.Errorf("AppendText %q", b)
 	}

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"testing"
+	"time"
 
 	"github.com/connlogd/connlogd/event"
 
@@ -14,6 +15,8 @@ func TestMain(m *testing.M) {
 	// A fixed boot, so that the event ids of the golden lines and the
 	// docs' examples do not depend on the machine.
 	readBootID = func() (event.BootID, error) { return testBoot, nil }
+	getpid = func() int { return 4242 }
+	runStart = func() time.Time { return time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC) }
 	goleak.VerifyTestMain(m)
 }
 

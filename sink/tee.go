@@ -73,7 +73,7 @@ type Options struct {
 	// Version is connlogd's version in ECS agent.version and OCSF
 	// metadata.product.version; default: the build's module version.
 	Version string
-	// BootID is the boot the event ids are scoped to (event.NewID);
+	// BootID is the boot the event ids are scoped to (event.IDs);
 	// default: the running kernel's.
 	BootID event.BootID
 }
@@ -90,6 +90,7 @@ type Tee struct {
 	errs    [numSchemas]error
 	closed  bool
 	boot    event.BootID
+	ids     *event.IDs // created by the first Write
 }
 
 // New opens the configured sinks; host is Options.Host.
@@ -271,7 +272,10 @@ func (t *Tee) Write(ev *event.Event) error {
 		ev.Time = time.Now()
 	}
 	if ev.ID.IsZero() {
-		ev.ID = event.NewID(t.boot, ev)
+		if t.ids == nil {
+			t.ids = event.NewIDs(t.boot, getpid(), runStart())
+		}
+		ev.ID = t.ids.Next()
 	}
 	for s, enc := range t.encs {
 		if enc != nil {
@@ -293,8 +297,12 @@ func (t *Tee) Write(ev *event.Event) error {
 	return errors.Join(errs...)
 }
 
-// readBootID is event.ReadBootID; tests fix it.
-var readBootID = event.ReadBootID
+// The scope of the event ids; tests fix them.
+var (
+	readBootID = event.ReadBootID
+	getpid     = os.Getpid
+	runStart   = time.Now
+)
 
 // bootOr returns b, or the running kernel's boot id when b is zero. A
 // kernel without one (not Linux) leaves it zero: the ids are then unique

@@ -29,8 +29,11 @@ type ID [16]byte
 // IsZero reports whether id was never set.
 func (id ID) IsZero() bool { return id == ID{} }
 
-// AppendText appends id as 32 lowercase hex digits.
-func (id ID) AppendText(b []byte) ([]byte, error) { return hex.AppendEncode(b, id[:]), nil }
+// Append appends id as 32 lowercase hex digits.
+func (id ID) Append(b []byte) []byte { return hex.AppendEncode(b, id[:]) }
+
+// AppendText is Append as encoding.TextAppender.
+func (id ID) AppendText(b []byte) ([]byte, error) { return id.Append(b), nil }
 
 func (id ID) String() string { return hex.EncodeToString(id[:]) }
 

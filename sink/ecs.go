@@ -37,18 +37,23 @@ func (e *ecsEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	}
 	j.finish()
 
+	var f flow
+	if socketKind(ev) {
+		f = flowOf(ev)
+	}
 	j.object("event")
+	if !ev.ID.IsZero() {
+		j.strBytes("id", ev.ID.Append(e.scratch[:0]))
+	}
 	j.str("kind", "event")
 	j.strs("category", "network")
-	switch ev.Kind {
-	case event.Appeared:
-		j.strs("type", "connection", "start")
-	case event.Closed:
-		j.strs("type", "connection", "end")
-	case event.StateChanged:
-		j.strs("type", "connection", "change")
-	default: // socket (a snapshot) and gap
+	if socketKind(ev) {
+		j.strs("type", ecsTypes(ev, &f)...)
+	} else {
 		j.strs("type", "info")
+	}
+	if ev.Kind == event.Closed && ev.Failure.Failed() {
+		j.str("outcome", "failure")
 	}
 	j.str("action", ev.Kind.String())
 	j.str("module", "connlogd")
@@ -56,12 +61,14 @@ func (e *ecsEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	if ev.Reason != "" && (ev.Kind == event.Closed || ev.Kind == event.Gap) {
 		j.str("reason", ev.Reason)
 	}
-	if ev.Kind == event.Closed {
+	if ev.Kind == event.Closed || ev.Kind == event.Updated {
 		j.int("duration", int64(ev.Duration())) // nanoseconds, as ECS wants
 		if !ev.FirstSeen.IsZero() {
 			j.timestamp("start", ev.FirstSeen)
 		}
-		j.timestamp("end", eventTime(ev))
+		if ev.Kind == event.Closed {
+			j.timestamp("end", eventTime(ev))
+		}
 	}
 	j.finish()
 
@@ -71,7 +78,7 @@ func (e *ecsEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	j.finish()
 
 	if socketKind(ev) {
-		e.socket(&j, ev)
+		e.socket(&j, ev, &f)
 	}
 
 	j.object("connlogd")
@@ -96,31 +103,36 @@ func (e *ecsEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	return append(j.b, '\n'), nil
 }
 
-func (e *ecsEncoder) socket(j *jsonObj, ev *event.Event) {
+// socket writes source (the initiator; absent for a socket without a
+// peer), destination (the responder, or the socket's own end) and
+// network.
+func (e *ecsEncoder) socket(j *jsonObj, ev *event.Event, f *flow) {
 	s := &ev.Socket
-	info := ev.Kind == event.Closed && s.Proto == snapshot.ProtoTCP && s.HasInfo
-	j.object("source")
-	e.endpoint(j, s.Src)
-	if info && s.Info.Len >= infoLenBytesSent {
-		j.uint("bytes", s.Info.BytesSent)
+	c, hasCounters := f.countersOf(ev)
+	if f.hasClient {
+		j.object("source")
+		e.endpoint(j, f.client)
+		if hasCounters && c.hasSrcBytes {
+			j.uint("bytes", c.srcBytes)
+		}
+		if hasCounters && c.hasPackets {
+			j.uint("packets", c.srcPackets)
+		}
+		j.finish()
 	}
-	if info && s.Info.Len >= infoLenSegs {
-		j.uint("packets", uint64(s.Info.SegsOut))
-	}
-	j.finish()
 	j.object("destination")
-	e.endpoint(j, s.Dst)
-	if info && s.Info.Len >= infoLenBytesRecv {
-		j.uint("bytes", s.Info.BytesReceived)
+	e.endpoint(j, f.server)
+	if hasCounters && c.hasDstBytes {
+		j.uint("bytes", c.dstBytes)
 	}
-	if info && s.Info.Len >= infoLenSegs {
-		j.uint("packets", uint64(s.Info.SegsIn))
+	if hasCounters && c.hasPackets {
+		j.uint("packets", c.dstPackets)
 	}
 	j.finish()
 
 	j.object("network")
 	j.str("transport", s.Proto.String())
-	j.str("type", s.Family.String())
+	j.str("type", f.networkType())
 	j.str("iana_number", ianaNumber(s.Proto))
 	if d := ecsDirection(ev.Direction); d != "" {
 		j.str("direction", d)
@@ -128,11 +140,11 @@ func (e *ecsEncoder) socket(j *jsonObj, ev *event.Event) {
 	if id, ok := appendCommunityID(e.scratch[:0], s.Proto, s.Src, s.Dst); ok {
 		j.strBytes("community_id", id)
 	}
-	if info && s.Info.Len >= infoLenBytesSent {
-		j.uint("bytes", s.Info.BytesSent+s.Info.BytesReceived)
+	if hasCounters && c.hasSrcBytes && c.hasDstBytes {
+		j.uint("bytes", c.srcBytes+c.dstBytes)
 	}
-	if info && s.Info.Len >= infoLenSegs {
-		j.uint("packets", uint64(s.Info.SegsOut)+uint64(s.Info.SegsIn))
+	if hasCounters && c.hasPackets {
+		j.uint("packets", c.srcPackets+c.dstPackets)
 	}
 	j.finish()
 
@@ -230,7 +242,10 @@ func (e *ecsEncoder) connlogdSocket(j *jsonObj, ev *event.Event) {
 	if ev.ShortLived {
 		j.boolean("short_lived", true)
 	}
-	if ev.Kind == event.Closed && s.Proto == snapshot.ProtoTCP && s.HasInfo {
+	if cause := ev.Failure.String(); ev.Kind == event.Closed && cause != "" {
+		j.str("failure", cause)
+	}
+	if (ev.Kind == event.Closed || ev.Kind == event.Updated) && s.Proto == snapshot.ProtoTCP && s.HasInfo {
 		if s.Info.Len >= infoLenBytesRecv {
 			j.uint("bytes_acked", s.Info.BytesAcked)
 		}

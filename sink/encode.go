@@ -235,7 +235,6 @@ type idField struct {
 }
 
 func (f *idField) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	b, _ := f.id.AppendText(f.scratch[:0])
-	enc.AddByteString("event_id", b)
+	enc.AddByteString("event_id", f.id.Append(f.scratch[:0]))
 	return nil
 }

@@ -12,14 +12,6 @@ import (
 // (docs/ocsf.md).
 const ocsfVersion = "1.3.0"
 
-// OCSF Network Activity (class 4001) activity ids.
-const (
-	ocsfOpen    = 1
-	ocsfClose   = 2
-	ocsfTraffic = 6
-	ocsfOther   = 99
-)
-
 // ocsfEncoder writes events as OCSF Network Activity (socket events) or
 // Base Event (gaps); docs/ocsf.md is the mapping.
 type ocsfEncoder struct {
@@ -31,26 +23,18 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	j := jsonObj{b: b}
 	j.begin()
 	var classUID, categoryUID, activityID int64
-	var className, categoryName, activityName string
+	var className, categoryName, activityName, typeName string
 	if ev.Kind == event.Gap {
 		// A gap is about connlogd's own delivery, not network activity:
-		// OCSF's Base Event (class 0) carries it.
+		// OCSF's Base Event (class 0) carries it, as activity 99 (Other)
+		// with the source's own name. Its type_uid is then 99 too, whose
+		// sibling takes the source's name as well (a validator flags
+		// "Base Event: Other" there as a caption copied for 99).
 		classUID, className, categoryUID, categoryName = 0, "Base Event", 0, "Uncategorized"
-		activityID, activityName = ocsfOther, "Gap"
+		activityID, activityName, typeName = ocsfActOther, "Gap", "Base Event: Gap"
 	} else {
 		classUID, className, categoryUID, categoryName = 4001, "Network Activity", 4, "Network Activity"
-		switch ev.Kind {
-		case event.Appeared:
-			activityID, activityName = ocsfOpen, "Open"
-		case event.Closed:
-			activityID, activityName = ocsfClose, "Close"
-		case event.StateChanged:
-			// OCSF has no activity for a TCP state transition; 99 with
-			// the source's own name is the schema's rule for that.
-			activityID, activityName = ocsfOther, "State Changed"
-		default: // socket: a line of connlogd -once, a report on an open socket
-			activityID, activityName = ocsfTraffic, "Traffic"
-		}
+		activityID, activityName, typeName = ocsfActivity(ev)
 	}
 	j.int("activity_id", activityID)
 	j.str("activity_name", activityName)
@@ -59,12 +43,7 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	j.int("class_uid", classUID)
 	j.str("class_name", className)
 	j.int("type_uid", classUID*100+activityID)
-	j.key("type_name")
-	j.b = append(j.b, '"')
-	j.b = append(j.b, className...)
-	j.b = append(j.b, ": "...)
-	j.b = append(j.b, activityName...)
-	j.b = append(j.b, '"')
+	j.str("type_name", typeName)
 	if ev.Kind == event.Gap {
 		j.int("severity_id", 3)
 		j.str("severity", "Medium")
@@ -75,8 +54,23 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	t := eventTime(ev)
 	j.int("time", t.UnixMilli())
 
+	container := ev.Cgroup != nil && ev.Cgroup.ContainerID != ""
 	j.object("metadata")
 	j.str("version", ocsfVersion)
+	if !ev.ID.IsZero() {
+		j.strBytes("uid", ev.ID.Append(o.scratch[:0]))
+	}
+	// device and actor belong to the host profile, the endpoints'
+	// container to the container profile: an event that uses them must
+	// list them, or a validator rejects the attributes. A gap's Base
+	// Event has neither.
+	if ev.Kind != event.Gap {
+		if container {
+			j.strs("profiles", "host", "container")
+		} else {
+			j.strs("profiles", "host")
+		}
+	}
 	j.object("product")
 	j.str("name", "connlogd")
 	j.str("vendor_name", "connlogd")
@@ -86,17 +80,13 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	j.str("event_code", ev.Kind.String())
 	j.finish()
 
-	j.object("device")
-	j.str("hostname", o.host)
-	j.int("type_id", 0) // unknown: connlogd cannot tell a server from a desktop
-	j.finish()
-
 	if ev.Kind == event.Gap {
 		j.key("message")
 		j.b = append(j.b, `"events may be missing: `...)
 		j.b = appendJSONBody(j.b, ev.Reason)
 		j.b = append(j.b, '"')
 		j.object("unmapped")
+		j.str("hostname", o.host)
 		o.netns(&j, ev)
 		j.str("reason", ev.Reason)
 		if ev.Count != 0 {
@@ -107,49 +97,59 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 		return append(j.b, '\n'), nil
 	}
 
+	j.object("device")
+	j.str("hostname", o.host)
+	j.int("type_id", 0) // unknown: connlogd cannot tell a server from a desktop
+	j.finish()
+
 	s := &ev.Socket
-	j.object("src_endpoint")
-	o.endpoint(&j, s.Src)
-	// The container the socket was created in: the local end is the
-	// container's. Network Activity has no top-level container (the
-	// container profile applies to endpoints and processes), and the
-	// process may be unknown while the cgroup is not (short-lived
-	// connections).
-	if c := ev.Cgroup; c != nil && c.ContainerID != "" {
-		j.object("container")
-		j.str("uid", c.ContainerID)
+	f := flowOf(ev)
+	// The container the socket was created in is the local end's.
+	// Network Activity has no top-level container (the container profile
+	// applies to endpoints and processes), and the process may be
+	// unknown while the cgroup is not (short-lived connections).
+	if f.hasClient {
+		j.object("src_endpoint")
+		o.endpoint(&j, f.client)
+		if container && f.localIsClient {
+			o.container(&j, ev.Cgroup)
+		}
 		j.finish()
 	}
-	j.finish()
 	j.object("dst_endpoint")
-	o.endpoint(&j, s.Dst)
+	o.endpoint(&j, f.server)
+	if container && !f.localIsClient {
+		o.container(&j, ev.Cgroup)
+	}
 	j.finish()
 
 	j.object("connection_info")
 	j.str("protocol_name", s.Proto.String())
 	j.int("protocol_num", int64(s.Proto))
-	if s.Family == snapshot.FamilyIPv6 {
-		j.int("protocol_ver_id", 6)
-	} else {
-		j.int("protocol_ver_id", 4)
-	}
+	j.int("protocol_ver_id", f.ipVersion())
 	// direction_id is required: an undecided direction is 0, Unknown.
 	dirID, dir := ocsfDirection(ev.Direction)
 	j.int("direction_id", dirID)
 	j.str("direction", dir)
-	if id, ok := appendCommunityID(o.scratch[:0], s.Proto, s.Src, s.Dst); ok {
-		j.strBytes("community_uid", id)
-	}
 	j.finish()
 
-	if ev.Kind == event.Closed {
+	if ev.Kind == event.Closed && ev.Failure.Failed() {
+		j.int("status_id", 2)
+		j.str("status", "Failure")
+		if cause := ev.Failure.String(); cause != "" {
+			j.str("status_detail", cause)
+		}
+	}
+	if ev.Kind == event.Closed || ev.Kind == event.Updated {
 		if !ev.FirstSeen.IsZero() {
 			j.int("start_time", ev.FirstSeen.UnixMilli())
 		}
-		j.int("end_time", t.UnixMilli())
+		if ev.Kind == event.Closed {
+			j.int("end_time", t.UnixMilli())
+		}
 		j.int("duration", ev.Duration().Milliseconds())
-		if s.Proto == snapshot.ProtoTCP && s.HasInfo {
-			o.traffic(&j, &s.Info)
+		if c, ok := f.countersOf(ev); ok {
+			o.traffic(&j, &c)
 		}
 	}
 
@@ -170,6 +170,11 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 
 	j.object("unmapped")
 	o.netns(&j, ev)
+	// OCSF 1.3.0 has no attribute for a Community ID (1.4.0 adds
+	// connection_info.community_uid).
+	if id, ok := appendCommunityID(o.scratch[:0], s.Proto, s.Src, s.Dst); ok {
+		j.strBytes("community_id", id)
+	}
 	j.str("state", s.State.String())
 	if ev.Kind == event.StateChanged {
 		j.str("prev_state", ev.PrevState.String())
@@ -202,7 +207,7 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	if ev.Kind == event.Closed && ev.Reason != "" {
 		j.str("reason", ev.Reason)
 	}
-	if ev.Kind == event.Closed && s.Proto == snapshot.ProtoTCP && s.HasInfo {
+	if (ev.Kind == event.Closed || ev.Kind == event.Updated) && s.Proto == snapshot.ProtoTCP && s.HasInfo {
 		if s.Info.Len >= infoLenBytesRecv {
 			j.uint("bytes_acked", s.Info.BytesAcked)
 		}
@@ -213,6 +218,13 @@ func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 
 	j.finish()
 	return append(j.b, '\n'), nil
+}
+
+// container writes the endpoint's container, the socket's creator's.
+func (o *ocsfEncoder) container(j *jsonObj, c *event.Cgroup) {
+	j.object("container")
+	j.str("uid", c.ContainerID)
+	j.finish()
 }
 
 // ocsfDirection is connection_info's direction_id and direction for d,
@@ -272,21 +284,23 @@ func (o *ocsfEncoder) netns(j *jsonObj, ev *event.Event) {
 	}
 }
 
-// traffic writes the closing counters from the local end's point of view:
-// in is what the socket received, out what it sent.
-func (o *ocsfEncoder) traffic(j *jsonObj, in *snapshot.TCPInfo) {
+// traffic writes the counters by side: out is what the source (the
+// initiator) sent, in what the destination sent, as OCSF defines them.
+func (o *ocsfEncoder) traffic(j *jsonObj, c *counters) {
 	j.object("traffic")
-	if in.Len >= infoLenBytesRecv {
-		j.uint("bytes_in", in.BytesReceived)
+	if c.hasDstBytes {
+		j.uint("bytes_in", c.dstBytes)
 	}
-	if in.Len >= infoLenBytesSent {
-		j.uint("bytes_out", in.BytesSent)
-		j.uint("bytes", in.BytesSent+in.BytesReceived)
+	if c.hasSrcBytes {
+		j.uint("bytes_out", c.srcBytes)
 	}
-	if in.Len >= infoLenSegs {
-		j.uint("packets_in", uint64(in.SegsIn))
-		j.uint("packets_out", uint64(in.SegsOut))
-		j.uint("packets", uint64(in.SegsIn)+uint64(in.SegsOut))
+	if c.hasSrcBytes && c.hasDstBytes {
+		j.uint("bytes", c.srcBytes+c.dstBytes)
+	}
+	if c.hasPackets {
+		j.uint("packets_in", c.dstPackets)
+		j.uint("packets_out", c.srcPackets)
+		j.uint("packets", c.srcPackets+c.dstPackets)
 	}
 	j.finish()
 }

@@ -86,14 +86,27 @@ func TestOutboundFailureNeedsEvidence(t *testing.T) {
 	}
 	// In syn_sent, then gone from the polls: it may have been
 	// established and closed in between; no failure without the
-	// notification.
-	d = New(Options{Destroy: true})
-	d.Diff(table(), t0, nil)
-	s = sock(2, snapshot.StateSynSent)
-	d.Diff(table(s), t0.Add(time.Second), nil)
-	evs, _ := d.Diff(table(), t0.Add(2*time.Second), &fakeProber{answers: map[uint64]snapshot.LookupResult{2: snapshot.LookupGone}})
-	if ev := closedOf(t, evs, 2); ev.Failure.Failed() {
-		t.Errorf("poll-found close of syn_sent reported failed: %v", ev.Failure)
+	// notification. With notifications on, the close waits for one
+	// AttemptWait, then goes without.
+	gone := &fakeProber{answers: map[uint64]snapshot.LookupResult{2: snapshot.LookupGone}}
+	for _, destroy := range []bool{false, true} {
+		d = New(Options{Destroy: destroy})
+		d.Diff(table(), t0, nil)
+		s = sock(2, snapshot.StateSynSent)
+		d.Diff(table(s), t0.Add(time.Second), nil)
+		now := t0.Add(2 * time.Second)
+		evs, _ := d.Diff(table(), now, gone)
+		if destroy {
+			for ; len(evs) == 0 && now.Before(t0.Add(time.Minute)); now = now.Add(time.Second) {
+				evs, _ = d.Diff(table(), now, gone)
+			}
+			if waited := now.Sub(t0.Add(2 * time.Second)); waited < AttemptWait {
+				t.Errorf("closed after %v, want a wait of %v for the notification", waited, AttemptWait)
+			}
+		}
+		if ev := closedOf(t, evs, 2); ev.Failure.Failed() {
+			t.Errorf("destroy %v: poll-found close of syn_sent reported failed: %v", destroy, ev.Failure)
+		}
 	}
 	// Listeners, bound sockets and UDP sockets are no attempts.
 	d = New(Options{})
@@ -101,7 +114,7 @@ func TestOutboundFailureNeedsEvidence(t *testing.T) {
 	l := listener(3)
 	u := sock(4, snapshot.StateEstablished)
 	u.Proto = snapshot.ProtoUDP
-	evs = d.Destroyed(table(destroyed(l, info(0, 0, 0)), destroyed(u, info(0, 0, 0))), t0.Add(time.Second))
+	evs := d.Destroyed(table(destroyed(l, info(0, 0, 0)), destroyed(u, info(0, 0, 0))), t0.Add(time.Second))
 	for _, ev := range evs {
 		if ev.Failure.Failed() {
 			t.Errorf("%d reported failed", ev.Socket.Cookie)
@@ -231,5 +244,52 @@ func TestFlowUpdates(t *testing.T) {
 	evs, _ := d.Diff(table(est), t0.Add(2*time.Second), nil)
 	if summary(evs) != "updated:1:established" || evs[0].Duration() != time.Hour+2*time.Second {
 		t.Errorf("restored: %s", summary(evs))
+	}
+}
+
+// A failed connect leaves the kernel's tables before its notification
+// comes (when the application closes the socket): the close waits for it,
+// and carries its outcome.
+func TestAttemptWaitsForItsNotification(t *testing.T) {
+	d := New(Options{Destroy: true})
+	d.Diff(table(), t0, nil)
+	s := sock(1, snapshot.StateSynSent)
+	d.Diff(table(s), t0.Add(time.Second), nil)
+	gone := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupGone}}
+	for i := 2; i < 6; i++ {
+		if evs, _ := d.Diff(table(), t0.Add(time.Duration(i)*time.Second), gone); len(evs) != 0 {
+			t.Fatalf("closed before its notification: %s", summary(evs))
+		}
+	}
+	evs := d.Destroyed(table(destroyed(s, info(0, 0, 2))), t0.Add(6500*time.Millisecond))
+	if ev := closedOf(t, evs, 1); ev.Failure != event.FailedTimeout || ev.Reason != event.ReasonDestroyed {
+		t.Errorf("failure %v reason %s", ev.Failure, ev.Reason)
+	}
+	if evs, _ := d.Diff(table(), t0.Add(7*time.Second), gone); len(evs) != 0 {
+		t.Errorf("reported again: %s", summary(evs))
+	}
+}
+
+// A socket a poll reported closed before its destroy notification came is
+// not reported again, as short-lived, by the notification.
+func TestLateNotificationOfAPollClose(t *testing.T) {
+	d := New(Options{Destroy: true})
+	d.Diff(table(), t0, nil)
+	s := sock(1, snapshot.StateEstablished)
+	d.Diff(table(s), t0.Add(time.Second), nil)
+	gone := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupGone}}
+	evs, _ := d.Diff(table(), t0.Add(2*time.Second), gone)
+	closedOf(t, evs, 1)
+	if evs := d.Destroyed(table(destroyed(s, info(10, 5, 0))), t0.Add(9*time.Second)); len(evs) != 0 {
+		t.Errorf("late notification reported again: %s", summary(evs))
+	}
+	// Remembered for a while only: the map does not grow for ever.
+	d.Diff(table(), t0.Add(2*time.Second+lateDestroyWindow+time.Second), nil)
+	s2 := sock(2, snapshot.StateEstablished)
+	d.Diff(table(s2), t0.Add(3*lateDestroyWindow), nil)
+	d.Diff(table(), t0.Add(3*lateDestroyWindow+time.Second), &fakeProber{answers: map[uint64]snapshot.LookupResult{2: snapshot.LookupGone}})
+	d.Diff(table(), t0.Add(5*lateDestroyWindow), nil)
+	if len(d.closedCookies) != 0 {
+		t.Errorf("%d cookies remembered after the window", len(d.closedCookies))
 	}
 }

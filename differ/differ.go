@@ -34,7 +34,10 @@
 //     help: it is close in every destroy notification, which the kernel
 //     sends when it frees the socket. A close found by polls alone proves
 //     nothing, as the connection may have been established and ended
-//     between two polls: it gets no Failure.
+//     between two polls: it gets no Failure. A failed connect leaves the
+//     kernel's tables at once but is freed, and notified, only when the
+//     application closes it, so with Options.Destroy an attempt a lookup
+//     says is gone waits up to AttemptWait for its notification.
 //   - Inbound: a request socket (syn_recv) is replaced by its connection's
 //     socket, under the same tuple, when the handshake completes. One
 //     that the exact lookup says is gone (ENOENT; ESTALE means a socket
@@ -121,7 +124,19 @@ type conn struct {
 	// lastEvent is when the socket's last event was reported (unix ns;
 	// 0: not yet counted), for flow updates.
 	lastEvent int64
+	// goneAt is when a lookup first said a connection attempt was gone
+	// (unix ns; 0: it has not).
+	goneAt int64
 }
+
+// AttemptWait is how long a connection attempt (syn_sent) that left the
+// kernel's tables waits for its destroy notification before it is
+// reported closed without one, when destroy notifications are on.
+const AttemptWait = 10 * time.Second
+
+// lateDestroyWindow is how long a poll-found close remembers its cookie,
+// so that a late destroy notification does not report it again.
+const lateDestroyWindow = time.Minute
 
 // phase is the progress of a TCP connection's handshake.
 type phase uint8
@@ -177,6 +192,14 @@ type Differ struct {
 	// dump that started before the destroy is still to come.
 	deadCookies map[uint64]uint32
 	deadTuples  map[snapshot.Key]uint32
+	// closedCookies are sockets a poll reported closed before their
+	// destroy notification came (the kernel unhashes a socket when its
+	// connection ends, and frees it, which sends the notification, when
+	// the application closes it): by cookie, until when a late
+	// notification is recognised (unix ns). Without it the notification
+	// would report them again, as short-lived sockets.
+	closedCookies map[uint64]int64
+	nowNs         int64 // the time of the last Diff
 	// heldTuples indexes the held sockets by tuple.
 	heldTuples map[snapshot.Key]int32
 
@@ -192,11 +215,12 @@ func New(opts Options) *Differ {
 		opts.MissLimit = 3
 	}
 	return &Differ{
-		opts:        opts,
-		byCookie:    make(map[uint64]int32),
-		deadCookies: make(map[uint64]uint32),
-		deadTuples:  make(map[snapshot.Key]uint32),
-		heldTuples:  make(map[snapshot.Key]int32),
+		opts:          opts,
+		byCookie:      make(map[uint64]int32),
+		deadCookies:   make(map[uint64]uint32),
+		closedCookies: make(map[uint64]int64),
+		deadTuples:    make(map[snapshot.Key]uint32),
+		heldTuples:    make(map[snapshot.Key]int32),
 	}
 }
 
@@ -228,6 +252,7 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 	late := d.late
 	d.late = false
 	nowNs := now.UnixNano()
+	d.nowNs = nowNs
 	cur := 0
 	matched := 0
 	for i := range t.Sockets {
@@ -357,6 +382,20 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 		c.pos = -1
 		switch res := d.results[i]; {
 		case res == snapshot.LookupGone && goneMeansGone(&c.sock):
+			if c.phase == phaseOut && d.opts.Destroy && !c.silent {
+				// A failed connect leaves the kernel's tables at once,
+				// and its destroy notification, which says how it
+				// failed, comes when the application closes the socket.
+				// Wait for it a while rather than report the close
+				// without its outcome.
+				if c.goneAt == 0 {
+					c.goneAt = d.nowNs
+				}
+				if d.nowNs-c.goneAt < int64(AttemptWait) {
+					d.pend2 = append(d.pend2, slot)
+					continue
+				}
+			}
 			fail := event.NotFailed
 			if c.phase == phaseIn && d.opts.Destroy {
 				if done == nil {
@@ -430,6 +469,9 @@ func (d *Differ) closeSlotFailed(slot int32, now time.Time, reason string, late 
 	}
 	if !c.silent {
 		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late, Failure: fail})
+		if d.opts.Destroy && reason == event.ReasonGone {
+			d.closedCookies[c.sock.Cookie] = now.Add(lateDestroyWindow).UnixNano()
+		}
 	}
 	delete(d.byCookie, c.sock.Cookie)
 	*c = conn{pos: -1}
@@ -495,6 +537,10 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 		if _, dup := d.deadCookies[s.Cookie]; dup {
 			continue
 		}
+		if _, done := d.closedCookies[s.Cookie]; done {
+			delete(d.closedCookies, s.Cookie) // reported closed by a poll
+			continue
+		}
 		if j, ok := d.heldTuples[tuple(s)]; ok && s.Proto == snapshot.ProtoTCP {
 			// The held remnant was this connection's: never announce it.
 			d.unhold(j)
@@ -528,6 +574,11 @@ func (d *Differ) reported(s *snapshot.Socket) bool {
 }
 
 func (d *Differ) expireDead() {
+	for k, until := range d.closedCookies {
+		if d.nowNs > until {
+			delete(d.closedCookies, k)
+		}
+	}
 	if len(d.deadCookies) == 0 && len(d.deadTuples) == 0 {
 		return
 	}
@@ -577,6 +628,14 @@ func finalInfo(last *snapshot.Socket, fin *snapshot.TCPInfo) snapshot.TCPInfo {
 // SetStates changes the reported-states mask (0: all), for a reload. The
 // tracked table is kept, so no live socket is announced again.
 func (d *Differ) SetStates(mask uint32) { d.opts.States = mask }
+
+// SetUpdateInterval changes Options.UpdateInterval, for a reload. A
+// connection's next update is then due that long after its last event.
+func (d *Differ) SetUpdateInterval(iv time.Duration) { d.opts.UpdateInterval = iv }
+
+// SetDestroy changes Options.Destroy: the caller's destroy subscription
+// started, or stopped.
+func (d *Differ) SetDestroy(on bool) { d.opts.Destroy = on }
 
 // Forget stops tracking, without events, every socket drop selects: used
 // when a reload stops watching a protocol or family, whose sockets will no

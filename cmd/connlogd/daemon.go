@@ -604,6 +604,7 @@ func (d *daemon) drainDestroy(w *watch, now time.Time) (lost bool) {
 				w.stop = nil
 			}
 			w.destroy = nil
+			w.differ.SetDestroy(false)
 			return true
 		}
 		if !full {

@@ -175,6 +175,7 @@ func (d *daemon) reload(r reloadRequest, tick, rescan *time.Ticker) {
 	d.filter = f
 	for _, w := range d.order {
 		w.differ.SetStates(stateMask(cfg.States))
+		w.differ.SetUpdateInterval(cfg.FlowUpdateInterval)
 		if !reflect.DeepEqual(cfg.Filters, prev.Filters) {
 			w.setFilter(f)
 			// Sockets the new filters exclude leave silently: no longer
@@ -211,6 +212,7 @@ func (d *daemon) rewatch(w *watch) {
 	w.close()
 	nw.differ = w.differ
 	nw.differ.SetOutput(nw.output)
+	nw.differ.SetDestroy(nw.destroy != nil && nw.stop != nil)
 	protos, fams := d.cfg.Protocols, d.cfg.Families
 	if n := nw.differ.Forget(func(s *snapshot.Socket) bool {
 		return !slices.Contains(protos, s.Proto) || !slices.Contains(fams, s.Family)

@@ -221,7 +221,7 @@ func exchange(t *testing.T, ns *netnstest.NS, ln net.Listener, network, addr str
 	}()
 	port := 0
 	err := ns.Do(func() error {
-		c, err := net.Dial(network, addr)
+		c, err := dial(network, addr)
 		if err != nil {
 			return err
 		}
@@ -246,6 +246,30 @@ func exchange(t *testing.T, ns *netnstest.NS, ln net.Listener, network, addr str
 		t.Fatal(err)
 	}
 	return port
+}
+
+// dial is net.Dial, and "tcp6-mapped" an IPv6 socket connected to an IPv4
+// address through its IPv4-mapped form, which net.Dial does not make (it
+// opens an IPv4 socket for "::ffff:a.b.c.d").
+func dial(network, addr string) (net.Conn, error) {
+	if network != "tcp6-mapped" {
+		return net.Dial(network, addr)
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := syscall.Socket(syscall.AF_INET6, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "mapped")
+	defer f.Close()
+	sa := &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: netip.AddrFrom16(ap.Addr().As16()).As16()}
+	if err := syscall.Connect(fd, sa); err != nil {
+		return nil, err
+	}
+	return net.FileConn(f)
 }
 
 // TestSchemasEndToEnd runs the daemon on every kind of socket event with
@@ -277,7 +301,7 @@ func TestSchemasEndToEnd(t *testing.T) {
 	dualPort := lnDual.Addr().(*net.TCPAddr).Port
 	c4 := exchange(t, ns, ln4, "tcp4", ln4.Addr().String())
 	c6 := exchange(t, ns, ln6, "tcp6", ln6.Addr().String())
-	cMapped := exchange(t, ns, lnDual, "tcp6", fmt.Sprintf("[::ffff:127.0.0.1]:%d", dualPort))
+	cMapped := exchange(t, ns, lnDual, "tcp6-mapped", fmt.Sprintf("127.0.0.1:%d", dualPort))
 	cV4ToDual := exchange(t, ns, lnDual, "tcp4", fmt.Sprintf("127.0.0.1:%d", dualPort))
 
 	// UDP: a server, a connected client and an unconnected one.

@@ -79,7 +79,7 @@ func openWatch(ns netns.NS, cfg *config.Config, f *filter.Filter, res *attributi
 		}
 		emit(ev)
 	}
-	w.differ = differ.New(differ.Options{States: stateMask(cfg.States), Output: w.output})
+	w.differ = differ.New(differ.Options{States: stateMask(cfg.States), Output: w.output, UpdateInterval: cfg.FlowUpdateInterval})
 	var destroyErr error
 	err := netns.Do(ns, func() error {
 		c, err := diag.Open()
@@ -120,6 +120,7 @@ func openWatch(ns netns.NS, cfg *config.Config, f *filter.Filter, res *attributi
 				"netns", ns.String(), "asked", cfg.Destroy.Buffer, "granted", w.destroy.Buffer)
 		}
 		w.stop = w.waitDestroy(ready)
+		w.differ.SetDestroy(true)
 	}
 	return w, nil
 }

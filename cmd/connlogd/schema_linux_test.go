@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -283,6 +284,7 @@ func TestSchemasEndToEnd(t *testing.T) {
 	ns.Run(t, "ip", "addr", "add", "10.9.9.1/24", "dev", "lo")
 	ns.Run(t, "ip", "route", "add", "10.8.0.0/16", "dev", "lo", "src", "10.9.9.1")
 	ns.Run(t, "sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=1")
+	ns.Run(t, "sysctl", "-q", "-w", "net.ipv4.tcp_synack_retries=1")
 
 	pre := listenIn(t, ns, "tcp4", "127.0.0.1:0")
 	defer pre.Close()
@@ -382,6 +384,17 @@ func TestSchemasEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// An inbound handshake the client never completes: a SYN from an
+	// address whose SYN-ACKs the namespace drops.
+	lnHalf := listenIn(t, ns, "tcp4", "0.0.0.0:0")
+	defer lnHalf.Close()
+	halfPort := lnHalf.Addr().(*net.TCPAddr).Port
+	if err := ns.Do(func() error {
+		return sendSYN(netip.MustParseAddrPort("10.8.1.1:5555"), netip.AddrPortFrom(netip.MustParseAddr("10.9.9.1"), uint16(halfPort)))
+	}); err != nil {
+		t.Fatal(err)
+	}
+
 	// A connection of 5 s, with updates every second.
 	lnLong := listenIn(t, ns, "tcp4", "127.0.0.1:0")
 	defer lnLong.Close()
@@ -427,7 +440,7 @@ func TestSchemasEndToEnd(t *testing.T) {
 				n++
 			}
 		}
-		return n >= 2 && len(match(evs, "closed", "udp", udpConnPort)) > 0
+		return n >= 3 && len(match(evs, "closed", "udp", udpConnPort)) > 0
 	})
 	r.stop()
 	native, ecs, ocsf := r.check(t)
@@ -443,8 +456,9 @@ func TestSchemasEndToEnd(t *testing.T) {
 		}
 	}
 
-	// One closed event with its outcome for each failed connect.
-	var refused, timedOut []ev
+	// One closed event with its outcome for each failed connect, and for
+	// the handshake never completed; no other failure.
+	var refused, timedOut, half []ev
 	for _, e := range native {
 		if e.str("event") != "closed" || e.str("proto") != "tcp" {
 			continue
@@ -452,8 +466,24 @@ func TestSchemasEndToEnd(t *testing.T) {
 		switch {
 		case e.str("dst_ip") == "127.0.0.1" && int(e.num("dst_port")) == closedPort:
 			refused = append(refused, e)
-		case e.str("dst_ip") == "10.8.1.1":
+		case e.str("dst_ip") == "10.8.1.1" && int(e.num("dst_port")) == 80:
 			timedOut = append(timedOut, e)
+		case e.str("dst_ip") == "10.8.1.1" && int(e.num("src_port")) == halfPort:
+			half = append(half, e)
+		case e.str("outcome") != "":
+			t.Errorf("a connection that did not fail has an outcome: %v", e)
+		}
+	}
+	if len(half) != 1 || half[0].str("outcome") != "failed" || half[0].has("failure") || half[0].str("direction") != "inbound" ||
+		half[0].str("state") != "syn_recv" {
+		t.Errorf("inbound handshake never completed: %v", half)
+	} else {
+		id := half[0].str("event_id")
+		if n, _ := val(ocsf[id], "activity_id").(json.Number).Int64(); n != 4 || str(ocsf[id], "src_endpoint.ip") != "10.8.1.1" {
+			t.Errorf("inbound attempt: OCSF %v", ocsf[id])
+		}
+		if str(ecs[id], "event.outcome") != "failure" || str(ecs[id], "source.ip") != "10.8.1.1" {
+			t.Errorf("inbound attempt: ECS %v", ecs[id])
 		}
 	}
 	for _, c := range []struct {
@@ -564,4 +594,50 @@ func TestSchemasGap(t *testing.T) {
 	if gaps == 0 {
 		t.Error("no gap")
 	}
+}
+
+// sendSYN sends one TCP SYN from src to dst through a raw socket, as a
+// scanner or a flood would: no socket of this host owns src, so the
+// handshake is never completed.
+func sendSYN(src, dst netip.AddrPort) error {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	pkt := make([]byte, 40)
+	pkt[0], pkt[8], pkt[9] = 0x45, 64, syscall.IPPROTO_TCP // version 4, 20-byte header; ttl; protocol
+	binary.BigEndian.PutUint16(pkt[2:], 40)                // total length
+	s4, d4 := src.Addr().As4(), dst.Addr().As4()
+	copy(pkt[12:], s4[:])
+	copy(pkt[16:], d4[:])
+	binary.BigEndian.PutUint16(pkt[10:], checksum(pkt[:20], 0))
+	tcp := pkt[20:]
+	binary.BigEndian.PutUint16(tcp[0:], src.Port())
+	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
+	binary.BigEndian.PutUint32(tcp[4:], 1000) // sequence number
+	tcp[12], tcp[13] = 5<<4, 0x02             // 20-byte header; SYN
+	binary.BigEndian.PutUint16(tcp[14:], 65535)
+	// The pseudo-header: addresses, protocol, TCP length.
+	var pseudo uint32
+	for i := 0; i < 4; i += 2 {
+		pseudo += uint32(binary.BigEndian.Uint16(s4[i:])) + uint32(binary.BigEndian.Uint16(d4[i:]))
+	}
+	pseudo += syscall.IPPROTO_TCP + uint32(len(tcp))
+	binary.BigEndian.PutUint16(tcp[16:], checksum(tcp, pseudo))
+	return syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: d4})
+}
+
+// checksum is the Internet checksum of b, starting from sum.
+func checksum(b []byte, sum uint32) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
 }

@@ -24,6 +24,7 @@ type Stats struct {
 
 // warning kinds, each reported once.
 const (
+	//lint:ignore U1000 reported on systems other than Linux (system_other.go)
 	warnUnsupported = 1 << iota
 	// warnPermission: missing capabilities at start, or a descriptor
 	// table refused later (an LSM, hidepid): one warning for both.

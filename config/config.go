@@ -159,8 +159,9 @@ func defaultSink(t SinkType) Sink {
 	return Sink{Type: t}
 }
 
-// StateMask returns the states to report as a mask of 1<<state. With no
-// States it is snapshot.AllStates. Listing syn_recv also sets the bit of
+// StateMask returns the states to report as a mask of 1<<state: the one
+// owner of that rule (the engine's plans and the differ take it as is).
+// With no States it is snapshot.AllStates. Listing syn_recv also sets the bit of
 // the kernel's request sockets and close that of bound-inactive sockets,
 // which dumps report under those names, so the mask also serves as a
 // sock_diag request mask.
@@ -179,11 +180,6 @@ func (c *Config) StateMask() uint32 {
 		}
 	}
 	return m
-}
-
-// WantsState reports whether sockets in state s are to be reported.
-func (c *Config) WantsState(s snapshot.State) bool {
-	return c.StateMask()&(1<<s) != 0
 }
 
 // Validate checks a Config built in code by the rules Parse applies. Its

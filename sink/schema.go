@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"go.uber.org/zap/zapcore"
-
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/snapshot"
@@ -44,27 +42,11 @@ type encoder interface {
 func newSchemaEncoder(s schema, host, version string) encoder {
 	switch s {
 	case schemaECS:
-		return &ecsEncoder{host: host, version: version}
+		return newECSEncoder(host, version)
 	case schemaOCSF:
-		return &ocsfEncoder{host: host, version: version}
+		return newOCSFEncoder(host, version)
 	}
-	return &nativeEncoder{enc: newEncoder(host), fields: fieldBuilder{fields: make([]zapcore.Field, 0, 32)}}
-}
-
-// nativeEncoder is the native schema of docs/events.md, through zap.
-type nativeEncoder struct {
-	enc    zapcore.Encoder
-	fields fieldBuilder
-}
-
-func (n *nativeEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
-	buf, err := n.enc.EncodeEntry(entry(ev), n.fields.build(ev))
-	if err != nil {
-		return b, fmt.Errorf("encode: %w", err)
-	}
-	b = append(b, buf.Bytes()...)
-	buf.Free()
-	return b, nil
+	return newNativeEncoder(host)
 }
 
 // buildVersion is connlogd's version as the Go toolchain recorded it, for

@@ -31,7 +31,11 @@ func encodeSchema(t testing.TB, s schema, evs ...event.Event) []string {
 	if err := tee.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	out := b.String()
+	if !strings.HasSuffix(out, "\n") {
+		t.Fatalf("output does not end in a newline: %q", out)
+	}
+	return strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 }
 
 // doc is a decoded JSON object with typed lookups by dotted path.
@@ -133,6 +137,28 @@ type fields map[string]any
 type missing struct{}
 
 type keys []string
+
+// fieldCase is one event and what its document holds.
+type fieldCase struct {
+	name string
+	ev   event.Event
+	want fields
+}
+
+// expectFields encodes each case's event in schema s and checks its
+// document.
+func expectFields(t *testing.T, s schema, cases []fieldCase) {
+	t.Helper()
+	for _, tt := range cases {
+		t.Run("attribution/"+tt.name, func(t *testing.T) {
+			lines := encodeSchema(t, s, tt.ev)
+			if len(lines) != 1 {
+				t.Fatalf("%d lines", len(lines))
+			}
+			decode(t, lines[0]).expect(tt.want)
+		})
+	}
+}
 
 func (d doc) expect(want fields) {
 	d.t.Helper()
@@ -314,11 +340,7 @@ func TestECS(t *testing.T) {
 	}
 
 	inboundCgroup := "/system.slice/docker-" + attrCtr + ".scope"
-	for _, tt := range []struct {
-		name string
-		ev   event.Event
-		want fields
-	}{{
+	expectFields(t, schemaECS, []fieldCase{{
 		name: "inbound, owner in a container, named netns",
 		ev:   attrInbound(),
 		want: fields{
@@ -439,15 +461,7 @@ func TestECS(t *testing.T) {
 			"connlogd":       keys{"count"},
 			"connlogd.count": int64(3),
 		},
-	}} {
-		t.Run("attribution/"+tt.name, func(t *testing.T) {
-			lines := encodeSchema(t, schemaECS, tt.ev)
-			if len(lines) != 1 {
-				t.Fatalf("%d lines", len(lines))
-			}
-			decode(t, lines[0]).expect(tt.want)
-		})
-	}
+	}})
 }
 
 func TestOCSF(t *testing.T) {
@@ -576,11 +590,7 @@ func TestOCSF(t *testing.T) {
 	}
 
 	inboundCgroup := "/system.slice/docker-" + attrCtr + ".scope"
-	for _, tt := range []struct {
-		name string
-		ev   event.Event
-		want fields
-	}{{
+	expectFields(t, schemaOCSF, []fieldCase{{
 		name: "inbound, owner in a container, named netns",
 		ev:   attrInbound(),
 		want: fields{
@@ -718,15 +728,7 @@ func TestOCSF(t *testing.T) {
 			"unmapped":       keys{"hostname", "reason", "count"},
 			"unmapped.count": int64(3),
 		},
-	}} {
-		t.Run("attribution/"+tt.name, func(t *testing.T) {
-			lines := encodeSchema(t, schemaOCSF, tt.ev)
-			if len(lines) != 1 {
-				t.Fatalf("%d lines", len(lines))
-			}
-			decode(t, lines[0]).expect(tt.want)
-		})
-	}
+	}})
 }
 
 // Attribution test data: container ids, a connection accepted by a
@@ -813,14 +815,20 @@ func schemaEvents() []event.Event {
 	return append(evs, attributionEvents()...)
 }
 
-// TestSchemaDocsExamples keeps docs/ecs.md and docs/ocsf.md honest: each
-// example there is what the encoder writes for one of schemaEvents (with
-// version 1.2.3).
-func TestSchemaDocsExamples(t *testing.T) {
+// TestDocsExamples keeps docs/events.md, docs/ecs.md and docs/ocsf.md
+// honest: each example there is exactly what the encoder writes for one
+// of schemaEvents (with version 1.2.3).
+func TestDocsExamples(t *testing.T) {
 	for _, tt := range []struct {
-		file string
-		s    schema
-	}{{"../docs/ecs.md", schemaECS}, {"../docs/ocsf.md", schemaOCSF}} {
+		file   string
+		s      schema
+		prefix string // of an example line
+		min    int
+	}{
+		{"../docs/events.md", schemaNative, `{"ts":`, 5}, // one per kind
+		{"../docs/ecs.md", schemaECS, "{", 3},
+		{"../docs/ocsf.md", schemaOCSF, "{", 3},
+	} {
 		doc, err := os.ReadFile(tt.file)
 		if err != nil {
 			t.Fatal(err)
@@ -831,43 +839,50 @@ func TestSchemaDocsExamples(t *testing.T) {
 		}
 		n := 0
 		for _, l := range strings.Split(string(doc), "\n") {
-			if strings.HasPrefix(l, "{") {
+			if strings.HasPrefix(l, tt.prefix) {
 				n++
 				if !want[l] {
 					t.Errorf("%s example is not what the encoder writes:\n%s", tt.file, l)
 				}
 			}
 		}
-		if n < 3 {
-			t.Errorf("%s: %d examples, want at least 3", tt.file, n)
+		if n < tt.min {
+			t.Errorf("%s: %d examples, want at least %d", tt.file, n, tt.min)
 		}
 	}
 }
 
-// The hand-written JSON strings decode as encoding/json reads them.
+// Strings of every kind of byte decode as encoding/json reads them, in
+// every schema: one writer quotes them all.
 func TestJSONStrings(t *testing.T) {
-	for _, s := range []string{"", "plain", `q"uote\back`, "ctl\x00\x01\x1f\n\r\t", "bad\xffutf8", "é ü 日本", "line\u2028sep\u2029", "<html>&"} {
-		b := appendJSONString(nil, s)
-		var got string
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Errorf("%q: %s does not decode: %v", s, b, err)
-			continue
-		}
-		want := strings.ToValidUTF8(s, "\ufffd")
-		if got != want {
-			t.Errorf("%q: decoded %q", s, got)
+	paths := [numSchemas]string{schemaNative: "cmdline", schemaECS: "process.command_line", schemaOCSF: "actor.process.cmd_line"}
+	for s, path := range paths {
+		for _, str := range []string{"", "plain", `q"uote\back`, "ctl\x00\x01\x1f\n\r\t\x7f", "bad\xffutf8", "é ü 日本", "line\u2028sep\u2029", "<html>&"} {
+			ev := attrInbound()
+			ev.Process.Cmdline = str
+			line := encodeSchema(t, schema(s), ev)[0]
+			d := decode(t, line)
+			if str == "" {
+				d.absent(path)
+				continue
+			}
+			if got, want := d.str(path), strings.ToValidUTF8(str, "\ufffd"); got != want {
+				t.Errorf("schema %d: %q decoded as %q from %s", s, str, got, line)
+			}
 		}
 	}
 }
 
-func TestSchemaNoAllocs(t *testing.T) {
+// TestEncodeNoAllocs: encoding costs no allocation in any schema, for
+// every kind of event, owners and namespaces included.
+func TestEncodeNoAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under -race")
 	}
-	for _, s := range []schema{schemaECS, schemaOCSF} {
+	evs := append(schemaEvents(), benchEvents()...)
+	for s := range numSchemas {
 		tee := &Tee{}
 		tee.add(newStreamWriter("sink test", io.Discard), s, Options{Host: "web-1", Version: "1"})
-		evs := append(benchEvents(), attributionEvents()...)
 		allocs := testing.AllocsPerRun(1000, func() {
 			for i := range evs {
 				if err := tee.Write(&evs[i]); err != nil {

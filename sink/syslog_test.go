@@ -645,14 +645,24 @@ func TestSyslogReopenRedials(t *testing.T) {
 	}
 }
 
+// waitFor waits until cond holds, failing the test after 10s.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for end := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(end) {
-			t.Fatal("condition not met in 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !waitUntil(10*time.Second, cond) {
+		t.Fatal("condition not met in 10s")
 	}
+}
+
+// waitUntil polls cond until it holds or timeout passes, and reports
+// whether it held. The machine may be busy: callers give generous
+// timeouts, and nothing is slept on and then asserted.
+func waitUntil(timeout time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(timeout); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			return false
+		}
+	}
+	return true
 }
 
 func TestSyslogConfigErrors(t *testing.T) {

@@ -2,7 +2,10 @@
 // syslog) in one of three schemas: native (one JSON object per line,
 // documented in docs/events.md), ECS (docs/ecs.md) or OCSF
 // (docs/ocsf.md). A Tee encodes each event once per schema in use and
-// hands the line to every sink. Syslog sinks queue it for a sender
+// hands the line to every sink. One writer, zap's JSON encoder, writes
+// all three: the native schema as a zap log line (native.go), ECS and
+// OCSF as nested zap objects, one Go type per schema object (ecs.go,
+// ocsf.go), so that a mapping is edited in one place. Syslog sinks queue it for a sender
 // goroutine (docs/delivery.md); stdout and file sinks buffer it until
 // Sync.
 //
@@ -120,7 +123,7 @@ func prepare(specs []config.Sink, opt Options) (*Tee, error) {
 	if opt.Version == "" {
 		opt.Version = buildVersion()
 	}
-	t := &Tee{boot: bootOr(opt.BootID)}
+	t := &Tee{boot: opt.BootID}
 	for i := range specs {
 		out, sch, err := open(&specs[i], opt.Host)
 		if err != nil {
@@ -144,7 +147,7 @@ func (t *Tee) start() {
 // (which it does not close), as `connlogd -once` and tests need. It
 // cannot fail today; it returns an error like New so that it may.
 func NewWriter(w io.Writer, host string) (*Tee, error) {
-	t := &Tee{boot: bootOr(event.BootID{})}
+	t := &Tee{}
 	t.add(newStreamWriter("sink writer", w), schemaNative, Options{Host: host, Version: buildVersion()})
 	return t, nil
 }
@@ -273,7 +276,7 @@ func (t *Tee) Write(ev *event.Event) error {
 	}
 	if ev.ID.IsZero() {
 		if t.ids == nil {
-			t.ids = event.NewIDs(t.boot, getpid(), runStart())
+			t.ids = event.NewIDs(bootOr(t.boot), getpid(), runStart())
 		}
 		ev.ID = t.ids.Next()
 	}

@@ -11,7 +11,6 @@ type Stats struct {
 	Malformed   uint64 // messages or datagrams that did not parse
 	Foreign     uint64 // messages not from the kernel or not for our request
 	Interrupted uint64 // messages flagged NLM_F_DUMP_INTR
-	Duplicates  uint64 // sockets a dump returned twice
 }
 
 // Add adds o to s.
@@ -19,7 +18,6 @@ func (s *Stats) Add(o Stats) {
 	s.Malformed += o.Malformed
 	s.Foreign += o.Foreign
 	s.Interrupted += o.Interrupted
-	s.Duplicates += o.Duplicates
 }
 
 // DumpParser collects the replies of one dump request into a Table.

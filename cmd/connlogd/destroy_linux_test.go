@@ -207,7 +207,7 @@ func TestOverrunReportsGapAndResyncs(t *testing.T) {
 	}
 	// Many workers, no pause: a burst.
 	shortLived(t, ns, tcpAddr, udpAddr, 3000, 0, 16, 0)
-	evs := d.waitFor("gap event", 10*time.Second, func(evs []ev) bool {
+	d.waitFor("gap event", 10*time.Second, func(evs []ev) bool {
 		for _, e := range evs {
 			if e.str("event") == "gap" && e.str("reason") == "destroy_overrun" {
 				return true
@@ -216,8 +216,7 @@ func TestOverrunReportsGapAndResyncs(t *testing.T) {
 		return false
 	})
 	time.Sleep(2500 * time.Millisecond)
-	evs = d.events()
-	for _, e := range evs {
+	for _, e := range d.events() {
 		if e.str("event") == "closed" && live[string(mustJSON(e["cookie"]))] {
 			t.Errorf("live socket reported closed: %v", e)
 		}

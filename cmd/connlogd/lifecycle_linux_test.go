@@ -74,7 +74,7 @@ func TestListenerAppearsAndCloses(t *testing.T) {
 				t.Errorf("appeared event %v", ap)
 			}
 			ln.Close()
-			evs = d.waitFor("listener closed", 5*time.Second, func(evs []ev) bool { return len(match(evs, "closed", "tcp", port)) > 0 })
+			d.waitFor("listener closed", 5*time.Second, func(evs []ev) bool { return len(match(evs, "closed", "tcp", port)) > 0 })
 			// Two more polls: nothing may repeat.
 			time.Sleep(500 * time.Millisecond)
 			evs = d.events()

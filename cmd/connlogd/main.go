@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/engine"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -55,7 +56,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if *once {
-		if err := runOnce(cfg, stdout); err != nil {
+		if err := engine.Snapshot(cfg, stdout, log); err != nil {
 			fmt.Fprintln(stderr, "connlogd:", err)
 			return 1
 		}
@@ -105,4 +106,32 @@ func cfgFile(flagPath, source string) string {
 		return source
 	}
 	return ""
+}
+
+// run wires the engine to the signals, the configuration file, systemd and
+// the metrics endpoint, and runs it until ctx is done.
+func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logger) error {
+	met, err := startMetrics(cfg.Metrics.Listen, log)
+	if err != nil {
+		return err
+	}
+	defer met.close()
+	reopen := make(chan os.Signal, 1)
+	signal.Notify(reopen, syscall.SIGUSR1)
+	defer signal.Stop(reopen)
+	reloads, stopReload := watchConfig(cfgPath, log)
+	defer stopReload()
+	n := newNotifier(log)
+	opts := engine.Options{
+		Log:            log,
+		Version:        buildVersion(),
+		Notify:         n,
+		WatchdogPeriod: n.watchdogPeriod(),
+		Reload:         reloads,
+		Reopen:         reopen,
+	}
+	if met != nil {
+		opts.Metrics = met // a nil *metrics in the interface would not be nil
+	}
+	return engine.Run(ctx, cfg, opts)
 }

@@ -8,14 +8,15 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/connlogd/connlogd/engine"
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/sink"
-	"github.com/connlogd/connlogd/snapshot"
 )
 
 // metrics is the Prometheus endpoint. A nil *metrics (metrics off) is
@@ -34,16 +35,15 @@ type metrics struct {
 	reloads    *prometheus.CounterVec
 	reloadTime prometheus.Gauge
 	nsCount    prometheus.Gauge
-	out        func() *sink.Tee
+	out        atomic.Pointer[engine.Output] // for the scraper
 }
 
 // startMetrics serves metrics on listen; an empty listen turns them off.
-func startMetrics(listen string, log *slog.Logger, out func() *sink.Tee) (*metrics, error) {
+func startMetrics(listen string, log *slog.Logger) (*metrics, error) {
 	if listen == "" {
 		return nil, nil
 	}
 	m := &metrics{
-		out:  out,
 		done: make(chan struct{}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "connlogd_events_total", Help: "Events written, by kind.",
@@ -119,46 +119,21 @@ func (m *metrics) close() {
 	<-m.done
 }
 
-func (m *metrics) event(ev *event.Event) {
+func (m *metrics) Event(ev *event.Event) {
 	if m != nil {
 		m.events.WithLabelValues(ev.Kind.String()).Inc()
 	}
 }
 
-// polled records one namespace's poll and its socket counts, which
-// publishSockets sums over the namespaces.
-func (m *metrics) polled(w *watch, took time.Duration) {
-	if m == nil {
-		return
+func (m *metrics) Polled(took time.Duration) {
+	if m != nil {
+		m.pollTime.Observe(took.Seconds())
 	}
-	m.pollTime.Observe(took.Seconds())
-	var c [2][2]int
-	for i := range w.tab.Sockets {
-		s := &w.tab.Sockets[i]
-		p, f := 0, 0
-		if s.Proto == snapshot.ProtoUDP {
-			p = 1
-		}
-		if s.Family == snapshot.FamilyIPv6 {
-			f = 1
-		}
-		c[p][f]++
-	}
-	w.counts = c
 }
 
-// publishSockets sets the socket gauges from every watch's last poll.
-func (m *metrics) publishSockets(ws []*watch) {
+func (m *metrics) Sockets(sum [2][2]int) {
 	if m == nil {
 		return
-	}
-	var sum [2][2]int
-	for _, w := range ws {
-		for p := range 2 {
-			for f := range 2 {
-				sum[p][f] += w.counts[p][f]
-			}
-		}
 	}
 	for p, pn := range []string{"tcp", "udp"} {
 		for f, fn := range []string{"ipv4", "ipv6"} {
@@ -167,26 +142,26 @@ func (m *metrics) publishSockets(ws []*watch) {
 	}
 }
 
-func (m *metrics) netlink(malformed, foreign uint64) {
+func (m *metrics) Netlink(malformed, foreign uint64) {
 	if m != nil {
 		m.netlinkErr.WithLabelValues("malformed").Add(float64(malformed))
 		m.netlinkErr.WithLabelValues("foreign").Add(float64(foreign))
 	}
 }
 
-func (m *metrics) overrun() {
+func (m *metrics) Overrun() {
 	if m != nil {
 		m.overruns.Inc()
 	}
 }
 
-func (m *metrics) dumpFailed() {
+func (m *metrics) DumpFailed() {
 	if m != nil {
 		m.dumpFail.Inc()
 	}
 }
 
-func (m *metrics) reloaded(ok bool) {
+func (m *metrics) Reloaded(ok bool) {
 	if m == nil {
 		return
 	}
@@ -198,9 +173,15 @@ func (m *metrics) reloaded(ok bool) {
 	m.reloads.WithLabelValues("failure").Inc()
 }
 
-func (m *metrics) namespaces(n int) {
+func (m *metrics) Namespaces(n int) {
 	if m != nil {
 		m.nsCount.Set(float64(n))
+	}
+}
+
+func (m *metrics) Sinks(out engine.Output) {
+	if m != nil {
+		m.out.Store(&out)
 	}
 }
 
@@ -223,10 +204,11 @@ func (c sinkCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
-	if c.m.out == nil {
+	out := c.m.out.Load()
+	if out == nil {
 		return
 	}
-	for _, st := range c.m.out().Stats() {
+	for _, st := range (*out).Stats() {
 		ch <- prometheus.MustNewConstMetric(sinkWrittenDesc, prometheus.CounterValue, float64(st.Written), st.Sink)
 		for r, n := range st.DroppedBy {
 			ch <- prometheus.MustNewConstMetric(sinkDroppedDesc, prometheus.CounterValue, float64(n), st.Sink, sink.DropReason(r).String())

@@ -18,8 +18,8 @@ type notifier struct {
 	warned bool
 }
 
-func newNotifier(log *slog.Logger) notifier {
-	n := notifier{log: log}
+func newNotifier(log *slog.Logger) *notifier {
+	n := &notifier{log: log}
 	// false: keep NOTIFY_SOCKET and WATCHDOG_USEC set; the daemon sends
 	// for its whole life.
 	if d, err := sd.SdWatchdogEnabled(false); err == nil && d > 0 {
@@ -28,14 +28,8 @@ func newNotifier(log *slog.Logger) notifier {
 	return n
 }
 
-// watchdogPeriod is the ticker period for pings; a long idle period when
-// the watchdog is off, so the ticker costs nothing.
-func (n *notifier) watchdogPeriod() time.Duration {
-	if n.dog > 0 {
-		return n.dog
-	}
-	return 24 * time.Hour
-}
+// watchdogPeriod is the period of the pings; 0 when the watchdog is off.
+func (n *notifier) watchdogPeriod() time.Duration { return n.dog }
 
 func (n *notifier) send(state string) {
 	if _, err := sd.SdNotify(false, state); err != nil && !n.warned {
@@ -44,18 +38,18 @@ func (n *notifier) send(state string) {
 	}
 }
 
-func (n *notifier) ready() { n.send(sd.SdNotifyReady) }
+func (n *notifier) Ready() { n.send(sd.SdNotifyReady) }
 
-func (n *notifier) watchdog() {
+func (n *notifier) Watchdog() {
 	if n.dog > 0 {
 		n.send(sd.SdNotifyWatchdog)
 	}
 }
 
-func (n *notifier) stopping() { n.send(sd.SdNotifyStopping) }
+func (n *notifier) Stopping() { n.send(sd.SdNotifyStopping) }
 
-// reloading announces a reload; systemd wants the monotonic time with it.
-func (n *notifier) reloading() {
+// Reloading announces a reload; systemd wants the monotonic time with it.
+func (n *notifier) Reloading() {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	usec := ts.Sec*1e6 + ts.Nsec/1e3

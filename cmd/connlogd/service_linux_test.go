@@ -282,11 +282,11 @@ func TestRestartContinuity(t *testing.T) {
 	fp := fresh.Addr().(*net.TCPAddr).Port
 
 	d2 := startWith(t, ns, cfg, out)
-	evs := d2.waitFor("late events", 5*time.Second, func(evs []ev) bool {
+	d2.waitFor("late events", 5*time.Second, func(evs []ev) bool {
 		return len(match(evs[before:], "closed", "tcp", gp)) > 0 && len(match(evs[before:], "appeared", "tcp", fp)) > 0
 	})
 	time.Sleep(600 * time.Millisecond)
-	evs = d2.events()[before:]
+	evs := d2.events()[before:]
 	if len(evs) != 2 {
 		t.Errorf("after restart %d events, want exactly 2 (one late closed, one late appeared):\n%s", len(evs), dump(evs))
 	}

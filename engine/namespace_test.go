@@ -1,4 +1,4 @@
-package main
+package engine
 
 import (
 	"fmt"
@@ -64,7 +64,7 @@ func TestActiveRequestsSkip(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			p4, p6 := filepath.Join(dir, "sockstat"), filepath.Join(dir, "sockstat6")
-			w := &watch{
+			w := &namespace{
 				reqs:    diag.Requests([]snapshot.Proto{snapshot.ProtoTCP, snapshot.ProtoUDP}, tt.fams, true),
 				statBuf: make([]byte, 512),
 			}
@@ -93,7 +93,7 @@ func TestActiveRequestsSkip(t *testing.T) {
 				w.diffed = i > 0
 				var got []string
 				udp := 0
-				for _, r := range w.activeRequests(nil) {
+				for _, r := range w.activeRequests(nil, w.reqs) {
 					if r.Proto == snapshot.ProtoUDP {
 						udp++
 						continue

@@ -1,4 +1,4 @@
-package main
+package engine
 
 import (
 	"bytes"
@@ -42,9 +42,9 @@ func bootID() string {
 
 // statePath is the configured state file or, under systemd with
 // StateDirectory=, state.json there.
-func (d *daemon) statePath() string {
-	if d.cfg.StateFile != "" {
-		return d.cfg.StateFile
+func (d *loop) statePath() string {
+	if d.plan.Config.StateFile != "" {
+		return d.plan.Config.StateFile
 	}
 	if dir := os.Getenv("STATE_DIRECTORY"); dir != "" && filepath.IsAbs(dir) {
 		// Several directories may be listed, colon-separated; use the first.
@@ -58,12 +58,12 @@ func (d *daemon) statePath() string {
 
 // saveState writes the tables, atomically, when a state file is
 // configured. Failure costs only continuity, so it is logged.
-func (d *daemon) saveState() {
+func (d *loop) saveState() {
 	path := d.statePath()
 	if path == "" {
 		return
 	}
-	st := savedState{Version: stateVersion, BootID: bootID(), SavedAt: time.Now().UTC()}
+	st := savedState{Version: stateVersion, BootID: bootID(), SavedAt: d.clock.Now().UTC()}
 	n := 0
 	for _, w := range d.order {
 		ts := w.differ.Export()
@@ -109,7 +109,7 @@ func writeState(path string, st *savedState) error {
 // a crash later would make the next start replay closes already logged.
 // A missing file is normal; a corrupt or stale one is ignored with a
 // warning. It returns how many sockets were restored.
-func (d *daemon) restoreState() int {
+func (d *loop) restoreState() int {
 	path := d.statePath()
 	if path == "" {
 		return 0

@@ -1,0 +1,675 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/connlogd/connlogd/attribution"
+	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/diag"
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/netns"
+	"github.com/connlogd/connlogd/sink"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// sinkReportEvery bounds how often sink drops are reported while a sink
+// keeps failing.
+const sinkReportEvery = 10 * time.Second
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "unknown"
+	}
+	return h
+}
+
+// usableRequests dumps each request once and keeps those the kernel
+// serves. A family or protocol the kernel lacks (IPv6 disabled, udp_diag
+// not built) is reported once and left out, instead of failing every poll.
+func usableRequests(conn Dumper, reqs []diag.Request, log *slog.Logger) ([]diag.Request, error) {
+	var ok []diag.Request
+	var tab snapshot.Table
+	var firstErr error
+	for i := 0; i < len(reqs); i++ {
+		r := reqs[i]
+		err := conn.Dump(&tab, []diag.Request{r})
+		switch {
+		case err == nil:
+			ok = append(ok, r)
+		case r.Family == snapshot.FamilyAny:
+			// No v1 request here: one request per family instead.
+			reqs = append(reqs, r.Split()...)
+		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EAFNOSUPPORT), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL):
+			log.Warn("kernel cannot dump these sockets; they will not be logged", "sockets", r.String(), "err", err)
+		default:
+			if firstErr == nil {
+				firstErr = err
+			}
+			ok = append(ok, r) // a passing failure: keep trying
+		}
+	}
+	if len(ok) == 0 {
+		if firstErr == nil {
+			firstErr = errors.New("no protocol and family can be dumped")
+		}
+		return nil, fmt.Errorf("sock_diag: %w", firstErr)
+	}
+	return ok, nil
+}
+
+// Snapshot writes the host namespace's socket table as it is now
+// (`connlogd -once`), through the loop's own path: the plan's filter,
+// state mask, attribution and owner rules.
+func Snapshot(cfg *config.Config, stdout io.Writer, log *slog.Logger) error {
+	plan, err := NewPlan(cfg, 1)
+	if err != nil {
+		return err
+	}
+	conn, err := diag.Open()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	reqs, err := usableRequests(conn, diag.Requests(cfg.Protocols, cfg.Families, true), log)
+	if err != nil {
+		return err
+	}
+	np := plan.forNamespace(reqs)
+	var tab snapshot.Table
+	if err := conn.Dump(&tab, np.reqs); err != nil {
+		return err
+	}
+	out, err := sink.NewWriter(stdout, hostname())
+	if err != nil {
+		return err
+	}
+	owners := attribution.New(cfg.Attribution)
+	defer owners.Close()
+	tr := owners.NewTracker()
+	defer tr.Close()
+	if !np.kernelFiltered {
+		plan.keep(&tab)
+	}
+	tr.Refresh(&tab)
+	for _, w := range owners.Warnings() {
+		log.Warn("owner attribution degraded", "err", w)
+	}
+	seen := make(map[snapshot.Key]bool, tab.Len())
+	now := systemClock{}.Now()
+	for i := range tab.Sockets {
+		s := &tab.Sockets[i]
+		if seen[s.Key] || !plan.wantsState(s.State) {
+			continue
+		}
+		seen[s.Key] = true
+		ev := event.Event{Kind: event.Snapshot, Time: now, Socket: *s}
+		if !plan.admit(tr, &ev) {
+			continue
+		}
+		if err := out.Write(&ev); err != nil {
+			return err
+		}
+	}
+	return out.Close()
+}
+
+// Notifier hears of the loop's life cycle; the daemon speaks systemd's
+// sd_notify through it. Its calls come from the loop's goroutine.
+type Notifier interface {
+	Ready()
+	Reloading()
+	Stopping()
+	// Watchdog is called every Options.WatchdogPeriod from the loop, so a
+	// stuck loop stops the pings.
+	Watchdog()
+}
+
+// Metrics receives the engine's counters. Its calls come from the loop's
+// goroutine, except that the outputs handed to Sinks are read by a
+// scraper.
+type Metrics interface {
+	Event(ev *event.Event)
+	// Polled: one namespace's poll (dump and diff) took this long.
+	Polled(took time.Duration)
+	// Sockets: the sockets of the last poll's tables, summed over the
+	// namespaces, by protocol (tcp, udp) and family (ipv4, ipv6).
+	Sockets(counts [2][2]int)
+	Netlink(malformed, foreign uint64)
+	Overrun()
+	DumpFailed()
+	Reloaded(ok bool)
+	Namespaces(n int)
+	// Sinks: the outputs events now go to (at start and after a reload).
+	Sinks(out Output)
+}
+
+// ReloadRequest asks the loop to apply the configuration file again.
+type ReloadRequest struct {
+	Path   string // "" when running on built-in defaults: nothing to read
+	Reason string // for the log: "SIGHUP", "file changed"
+}
+
+// Options are what Run needs besides the configuration.
+type Options struct {
+	Log     *slog.Logger
+	Version string // the daemon's version, for the sinks
+	// Notify and Metrics may be nil.
+	Notify         Notifier
+	WatchdogPeriod time.Duration // 0: no watchdog pings
+	Metrics        Metrics
+	// Reload asks for a reload; Reopen for the sinks' files to be reopened
+	// after a rotation (the daemon sends SIGUSR1 here); Rescan for the
+	// namespaces to be listed again now, ahead of the periodic rescan (a
+	// namespace watcher sends here). Each may be nil.
+	Reload <-chan ReloadRequest
+	Reopen <-chan os.Signal
+	Rescan <-chan struct{}
+}
+
+// loop is the engine's state. Everything here is touched by the loop's
+// goroutine only; the dump worker gets a job and gives it back, and the
+// destroy waiters only tell the loop when to read.
+type loop struct {
+	log     *slog.Logger
+	version string
+	host    string
+	out     Output
+	plan    *Plan // the running plan; replaced whole by a reload
+	watches map[netns.ID]*namespace
+	order   []*namespace    // watched namespaces in a stable order, for polling
+	ready   chan *namespace // a namespace has destroy notifications queued
+	owners  *attribution.Resolver
+	met     Metrics
+	notify  Notifier
+
+	clock     Clock
+	open      opener
+	discover  discoverer
+	openSinks sinkOpener
+
+	dumpReq  chan dumpJob // to the dump worker
+	dumpDone chan dumpJob // from it
+	sched    scheduler
+
+	nsDenied bool // entering namespaces was refused; said once
+	sinkErr  bool
+
+	dropped      uint64 // sink drops already reported
+	dropReported time.Time
+}
+
+// newLoop builds a loop on the given seams; opts.Metrics and opts.Notify
+// may be nil. It opens the sinks but no namespace.
+func newLoop(cfg *config.Config, opts Options, clock Clock, open opener, discover discoverer, openSinks sinkOpener) (*loop, error) {
+	plan, err := NewPlan(cfg, 1)
+	if err != nil {
+		return nil, err
+	}
+	d := &loop{
+		log:       opts.Log,
+		version:   opts.Version,
+		host:      hostname(),
+		plan:      plan,
+		watches:   map[netns.ID]*namespace{},
+		ready:     make(chan *namespace),
+		met:       opts.Metrics,
+		notify:    opts.Notify,
+		clock:     clock,
+		open:      open,
+		discover:  discover,
+		openSinks: openSinks,
+		dumpReq:   make(chan dumpJob, 1),
+		dumpDone:  make(chan dumpJob, 1),
+	}
+	if d.met == nil {
+		d.met = noMetrics{}
+	}
+	if d.notify == nil {
+		d.notify = noNotifier{}
+	}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.out, err = openSinks(cfg); err != nil {
+		return nil, err
+	}
+	d.owners = attribution.New(cfg.Attribution)
+	d.met.Sinks(d.out)
+	return d, nil
+}
+
+// openSinksFunc returns the daemon's sink opener.
+func openSinksFunc(host, version string) sinkOpener {
+	return func(cfg *config.Config) (Output, error) {
+		return sink.Open(cfg.Sinks, sink.Options{Host: host, Version: version})
+	}
+}
+
+// close releases every namespace and the resolver.
+func (d *loop) close() {
+	for _, w := range d.order {
+		w.close()
+	}
+	d.owners.Close()
+}
+
+// Run watches the namespaces cfg names until ctx is done, then saves the
+// table (when configured) and flushes the sinks. Everything happens on
+// one goroutine, this loop, except the dumps (one worker, one dump at a
+// time) and the waits for destroy notifications.
+func Run(ctx context.Context, cfg *config.Config, opts Options) error {
+	d, err := newLoop(cfg, opts, systemClock{}, openKernel, discoverKernel, openSinksFunc(hostname(), opts.Version))
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	log := d.log
+	if err := d.rescan(d.clock.Now()); err != nil {
+		d.out.Close()
+		return err
+	}
+	restored := d.restoreState()
+
+	// A ticker drops ticks a slow poll overran instead of queueing them.
+	tick := time.NewTicker(cfg.Interval)
+	defer tick.Stop()
+	rescan := time.NewTicker(cfg.NamespaceRescan)
+	defer rescan.Stop()
+	// The watchdog is fed from this loop, so a stuck poll stops the pings.
+	var dogC <-chan time.Time
+	if opts.WatchdogPeriod > 0 {
+		dog := time.NewTicker(opts.WatchdogPeriod)
+		defer dog.Stop()
+		dogC = dog.C
+	}
+
+	// The first poll builds every table at once: collect garbage eagerly
+	// meanwhile, so the heap does not double past the live tables, then
+	// hand the burst's memory back rather than carry it as RSS.
+	go d.dumper()
+	defer close(d.dumpReq)
+	gc := debug.SetGCPercent(25)
+	d.startRound()
+	d.finishRounds()
+	debug.SetGCPercent(gc)
+	debug.FreeOSMemory()
+	d.notify.Ready()
+	log.Info("watching", "namespaces", len(d.order), "restored_sockets", restored)
+	for {
+		select {
+		case <-ctx.Done():
+			d.notify.Stopping()
+			d.sched.queue = nil
+			d.finishRounds() // finish the cycle under way
+			return d.shutdown()
+		case <-tick.C:
+			d.startRound()
+		case j := <-d.dumpDone:
+			d.dumped(j)
+		case w := <-d.ready:
+			d.destroyReady(w)
+		case <-dogC:
+			d.notify.Watchdog()
+		case <-rescan.C:
+			if d.plan.Config.Namespaces.Mode != config.NamespacesHost {
+				d.rescanNow()
+			}
+		case <-opts.Rescan:
+			d.rescanNow()
+		case sig := <-opts.Reopen:
+			if err := d.out.Reopen(); err != nil {
+				log.Error("reopening sinks failed; writing to the old files", "signal", sig, "err", err)
+			} else {
+				log.Info("sinks reopened", "signal", sig)
+			}
+		case r := <-opts.Reload:
+			if prev, ok := d.reload(r); ok {
+				cfg := d.plan.Config
+				if cfg.Interval != prev.Interval {
+					tick.Reset(cfg.Interval)
+				}
+				if cfg.NamespaceRescan != prev.NamespaceRescan {
+					rescan.Reset(cfg.NamespaceRescan)
+				}
+			}
+		}
+	}
+}
+
+func (d *loop) rescanNow() {
+	if err := d.rescan(d.clock.Now()); err != nil {
+		d.log.Error("namespace rescan failed", "err", err)
+	}
+	d.sync()
+}
+
+// destroyReady reads what w's destroy waiter signalled, then lets it wait
+// again.
+func (d *loop) destroyReady(w *namespace) {
+	if d.watches[w.ns.ID] == w {
+		if d.drainDestroy(w, d.clock.Now()) {
+			d.resync(w)
+		}
+		d.sync()
+	}
+	select {
+	case w.drained <- struct{}{}:
+	default:
+	}
+}
+
+type noMetrics struct{}
+
+func (noMetrics) Event(*event.Event)     {}
+func (noMetrics) Polled(time.Duration)   {}
+func (noMetrics) Sockets([2][2]int)      {}
+func (noMetrics) Netlink(uint64, uint64) {}
+func (noMetrics) Overrun()               {}
+func (noMetrics) DumpFailed()            {}
+func (noMetrics) Reloaded(bool)          {}
+func (noMetrics) Namespaces(int)         {}
+func (noMetrics) Sinks(Output)           {}
+
+type noNotifier struct{}
+
+func (noNotifier) Ready()     {}
+func (noNotifier) Reloading() {}
+func (noNotifier) Stopping()  {}
+func (noNotifier) Watchdog()  {}
+
+// shutdown saves the table when configured and flushes the sinks.
+func (d *loop) shutdown() error {
+	var tracked, dups, skips, undecided, overruns uint64
+	for _, w := range d.order {
+		ds := w.differ.Stats()
+		tracked += uint64(w.differ.Len())
+		dups += ds.Duplicates
+		skips += ds.Skipped
+		undecided += ds.Unconfirmed
+		overruns += w.overruns
+	}
+	d.log.Info("stopping", "sockets_tracked", tracked,
+		"dump_duplicates", dups, "dump_skips_confirmed_alive", skips,
+		"lookups_undecided", undecided, "destroy_overruns", overruns)
+	for _, w := range d.order {
+		if w.stop != nil {
+			w.stop()
+		}
+	}
+	d.saveState()
+	if err := d.out.Close(); err != nil {
+		return fmt.Errorf("flush sinks: %w", err)
+	}
+	return nil
+}
+
+// rescan opens namespaces new to the configuration's list and closes
+// those that vanished, reporting their sockets closed.
+func (d *loop) rescan(now time.Time) error {
+	want, err := d.discover(d.plan.Config.Namespaces)
+	if err != nil {
+		return err
+	}
+	seen := make(map[netns.ID]bool, len(want))
+	changed := false
+	for _, ns := range want {
+		seen[ns.ID] = true
+		if _, ok := d.watches[ns.ID]; ok {
+			continue
+		}
+		w, err := d.openNamespace(ns)
+		if err != nil {
+			if !ns.Host && netns.IsPermission(err) {
+				if !d.nsDenied {
+					d.nsDenied = true
+					d.log.Warn("cannot enter other network namespaces (needs CAP_SYS_ADMIN); watching the host namespace only", "err", err)
+					d.write(&event.Event{Kind: event.Gap, Time: now, Reason: event.GapNetnsUnwatchable})
+				}
+				continue
+			}
+			if ns.Host {
+				return err
+			}
+			d.log.Warn("cannot watch namespace; will retry at the next rescan", "netns", ns.String(), "err", err)
+			continue
+		}
+		d.watches[ns.ID] = w
+		changed = true
+		if len(d.order) > 0 {
+			d.log.Info("watching namespace", "netns", ns.String(), "inode", ns.ID.Ino)
+			// A namespace found after start-up: its sockets are new to us,
+			// not initial; the first poll reports them as appeared.
+			w.differ.NotInitial()
+		}
+	}
+	for id, w := range d.watches {
+		if seen[id] {
+			continue
+		}
+		d.log.Info("namespace gone", "netns", w.ns.String(), "inode", id.Ino)
+		evs := w.differ.CloseAll(now, event.ReasonNetnsGone)
+		for i := range evs {
+			w.tag(&evs[i])
+			d.write(&evs[i])
+		}
+		w.close()
+		delete(d.watches, id)
+		changed = true
+	}
+	if changed {
+		d.order = d.order[:0]
+		for _, w := range d.watches {
+			d.order = append(d.order, w)
+		}
+		sort.Slice(d.order, func(i, j int) bool { return d.order[i].ns.ID.Ino < d.order[j].ns.ID.Ino })
+		d.met.Namespaces(len(d.order))
+	}
+	return nil
+}
+
+// finishPoll takes a namespace's finished dump: diffs it, or reports its
+// failure.
+func (d *loop) finishPoll(j dumpJob) {
+	w, now := j.w, j.now
+	w.lastCost = d.clock.Now().Sub(j.start)
+	if err := j.err; err != nil {
+		// A partial table must not be diffed: every socket it lacks would
+		// become a suspect. Report the failure once per streak.
+		d.met.DumpFailed()
+		w.diffed = false // tab holds part of a dump
+		if !w.failing {
+			w.failing = true
+			d.log.Error("poll failed; retrying every interval", "netns", w.String(), "err", err)
+			ev := event.Event{Kind: event.Gap, Time: now, Reason: event.GapDumpFailed}
+			w.tag(&ev)
+			d.write(&ev)
+		}
+		return
+	}
+	if w.failing {
+		w.failing = false
+		d.log.Info("polling recovered", "netns", w.String())
+	}
+	// The kernel filtered this dump with the plan it was made with; a
+	// reload since then may have changed the filter (and forgotten the
+	// sockets the new one excludes), so only the running plan's own
+	// dumps skip the filter here.
+	if !w.plan.filtered(j.plan) {
+		w.plan.keep(&w.tab)
+	}
+	// Notifications queued while the dump ran go first: the dump may hold
+	// the TIME_WAIT remnant of a connection they report.
+	lost := d.drainDestroy(w, d.clock.Now()) // stamped when read, not with the poll's time
+	w.owners.Refresh(&w.tab)
+	d.ownerWarnings()
+	if _, err := w.differ.Diff(&w.tab, now, w.conn); err != nil {
+		d.log.Warn("lookup of missing sockets failed; they stay tracked until confirmed", "netns", w.String(), "err", err)
+	}
+	w.diffed = true
+	w.countSockets()
+	d.met.Polled(w.lastCost)
+	d.reportCounters(w, now)
+	if lost {
+		d.resync(w) // the dump predates the lost notifications
+	}
+}
+
+// drainDestroy logs the closes of every destroy notification queued in
+// w's subscription. It reports whether notifications were lost, after
+// reporting the gap: the caller then resynchronises with a fresh dump.
+func (d *loop) drainDestroy(w *namespace, now time.Time) (lost bool) {
+	// Bounded: under a flood the queue refills as fast as it drains, and
+	// the loop must get back to its other work; the waiter signals again.
+	for range maxDrainBatches {
+		if w.destroy == nil {
+			break
+		}
+		w.dtab.Reset()
+		full, err := w.destroy.Drain(&w.dtab)
+		w.plan.keep(&w.dtab) // the kernel does not filter notifications
+		w.differ.Destroyed(&w.dtab, now)
+		if err != nil {
+			ev := event.Event{Kind: event.Gap, Time: now}
+			w.tag(&ev)
+			if errors.Is(err, diag.ErrOverrun) {
+				w.overruns++
+				d.met.Overrun()
+				d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "netns", w.String(), "overruns", w.overruns)
+				ev.Reason = event.GapOverrun
+				d.write(&ev)
+				lost = true
+				continue
+			}
+			d.log.Error("destroy notifications stopped; closes come from polls only", "netns", w.String(), "err", err)
+			ev.Reason = event.GapDestroyFailed
+			d.write(&ev)
+			if w.stop != nil {
+				w.stop()
+				w.stop = nil
+			}
+			w.destroy = nil
+			w.differ.SetDestroy(false)
+			return true
+		}
+		if !full {
+			break
+		}
+	}
+	return lost
+}
+
+// maxDrainBatches bounds one drain: 16 batches of up to 1,024 sockets.
+const maxDrainBatches = 16
+
+// reportCounters logs what the netlink layer refused since the last poll,
+// and reports malformed replies, which may hide sockets, as a gap.
+func (d *loop) reportCounters(w *namespace, now time.Time) {
+	var st snapshot.Stats
+	var lastBad error
+	if c, ok := w.conn.(netlinkCounter); ok {
+		st, lastBad = c.Stats(), c.LastMalformed()
+	}
+	if w.destroy != nil {
+		st.Add(w.destroy.Stats())
+		if e := w.destroy.LastMalformed(); e != nil {
+			lastBad = e
+		}
+	}
+	if n := st.Malformed - w.parse.Malformed; n > 0 {
+		d.log.Warn("malformed netlink messages dropped", "netns", w.String(), "count", n, "example", lastBad)
+		ev := event.Event{Kind: event.Gap, Time: now, Reason: event.GapMalformed, Count: n}
+		w.tag(&ev)
+		d.write(&ev)
+	}
+	if n := st.Interrupted - w.parse.Interrupted; n > 0 {
+		// The table changed while the kernel walked it: sockets may be
+		// missing or doubled, which the differ's confirmed closes absorb.
+		d.log.Info("dump flagged interrupted by the kernel; missing sockets are confirmed by lookup", "netns", w.String(), "count", n)
+	}
+	if n := st.Foreign - w.parse.Foreign; n > 0 {
+		d.log.Warn("netlink messages not from the kernel or not for our requests dropped", "netns", w.String(), "count", n)
+	}
+	d.met.Netlink(st.Malformed-w.parse.Malformed, st.Foreign-w.parse.Foreign)
+	w.parse = st
+}
+
+// ownerWarnings logs what attribution could not do (missing privileges,
+// no cgroup v2), each kind once: it reports each only once itself.
+func (d *loop) ownerWarnings() {
+	for _, w := range d.owners.Warnings() {
+		d.log.Warn("owner attribution degraded", "err", w)
+	}
+}
+
+func (d *loop) reportSinkDrops(now time.Time) {
+	if n := d.out.Dropped(); n > d.dropped && now.Sub(d.dropReported) >= sinkReportEvery {
+		d.log.Warn("sinks dropped events", "count", n-d.dropped, "dropped_by_sink", droppedBySink(d.out.Stats()))
+		// The gap reaches the sinks that work; the failing one counts it
+		// among its drops.
+		d.write(&event.Event{Kind: event.Gap, Time: now, Reason: event.GapSinkDropped, Count: n - d.dropped})
+		d.dropped = n
+		d.dropReported = now
+	}
+}
+
+// droppedBySink says which sinks lost events: "name=count" for each,
+// comma-separated, for one log field.
+func droppedBySink(st []sink.Stats) string {
+	var b []byte
+	for _, s := range st {
+		if s.Dropped == 0 {
+			continue
+		}
+		if len(b) > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, "%s=%d", s.Sink, s.Dropped)
+	}
+	return string(b)
+}
+
+func (d *loop) write(ev *event.Event) {
+	d.met.Event(ev)
+	if err := d.out.Write(ev); err != nil && !d.sinkErr {
+		d.sinkErr = true
+		d.log.Error("writing events failed; counting drops", "err", err)
+	}
+}
+
+func (d *loop) sync() {
+	if err := d.out.Sync(); err != nil {
+		if !d.sinkErr {
+			d.sinkErr = true
+			d.log.Error("flushing events failed", "err", err)
+		}
+		return
+	}
+	if d.sinkErr && d.out.Dropped() == d.dropped {
+		d.sinkErr = false
+		d.log.Info("sinks recovered")
+	}
+}
+
+// publishSockets sums every namespace's last poll into the socket gauges.
+func (d *loop) publishSockets() {
+	var sum [2][2]int
+	for _, w := range d.order {
+		for p := range 2 {
+			for f := range 2 {
+				sum[p][f] += w.counts[p][f]
+			}
+		}
+	}
+	d.met.Sockets(sum)
+}

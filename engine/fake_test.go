@@ -1,0 +1,299 @@
+package engine
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/diag"
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/netns"
+	"github.com/connlogd/connlogd/sink"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// The fakes of this file stand for the kernel, the sinks and the time, so
+// that the tests drive the loop step by step, as its goroutine would,
+// without privilege.
+
+// fakeClock is a clock that moves only when told. The dump worker reads
+// and moves it too, hence the lock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// fakeDumper is one namespace's kernel: the sockets it holds, what a dump
+// costs (on the fake clock), and whether dumps fail.
+type fakeDumper struct {
+	clock *fakeClock
+
+	mu      sync.Mutex
+	sockets []snapshot.Socket
+	cost    time.Duration
+	fail    error
+	dumps   int
+	closed  bool
+	lastReq []diag.Request
+	// kernel, when set, is the in-kernel filter: it says whether a request
+	// carrying program bc returns s. Unset, programs are ignored.
+	kernel func(bc []byte, s *snapshot.Socket) bool
+	// gate, when set, holds every dump until it is closed; entered hears
+	// of each dump as it starts waiting there.
+	gate    chan struct{}
+	entered chan struct{}
+}
+
+func (f *fakeDumper) Dump(t *snapshot.Table, reqs []diag.Request) error {
+	f.mu.Lock()
+	gate, entered := f.gate, f.entered
+	f.mu.Unlock()
+	if gate != nil {
+		entered <- struct{}{}
+		<-gate
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dumps++
+	f.lastReq = slices.Clone(reqs)
+	f.clock.Advance(f.cost)
+	t.Reset()
+	if f.fail != nil {
+		return f.fail
+	}
+	for _, r := range reqs {
+		for i := range f.sockets {
+			s := &f.sockets[i]
+			if s.Proto != r.Proto || (r.Family != snapshot.FamilyAny && r.Family != s.Family) {
+				continue
+			}
+			if f.kernel != nil && len(r.Bytecode) > 0 && !f.kernel(r.Bytecode, s) {
+				continue
+			}
+			*t.Append() = *s
+		}
+	}
+	return nil
+}
+
+// Lookup answers as the kernel does: alive when it holds the socket,
+// gone otherwise.
+func (f *fakeDumper) Lookup(keys []snapshot.Key, out []snapshot.LookupResult) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, k := range keys {
+		out[i] = snapshot.LookupGone
+		if slices.ContainsFunc(f.sockets, func(s snapshot.Socket) bool { return s.Key == k }) {
+			out[i] = snapshot.LookupAlive
+		}
+	}
+	return nil
+}
+
+func (f *fakeDumper) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeDumper) set(socks ...snapshot.Socket) {
+	f.mu.Lock()
+	f.sockets = socks
+	f.mu.Unlock()
+}
+
+func (f *fakeDumper) dumpCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dumps
+}
+
+// fakeSub is a destroy subscription that reports an overrun when told.
+type fakeSub struct {
+	mu      sync.Mutex
+	overrun bool
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func newFakeSub() *fakeSub { return &fakeSub{closed: make(chan struct{})} }
+
+func (s *fakeSub) Drain(t *snapshot.Table) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.overrun {
+		s.overrun = false
+		return false, diag.ErrOverrun
+	}
+	return false, nil
+}
+
+func (s *fakeSub) WaitReadable() error { <-s.closed; return errors.New("closed") }
+
+func (s *fakeSub) Close() error {
+	s.once.Do(func() { close(s.closed) })
+	return nil
+}
+
+func (s *fakeSub) Stats() snapshot.Stats { return snapshot.Stats{} }
+func (s *fakeSub) LastMalformed() error  { return nil }
+
+// fakeOutput records the events written; a reload's "new" sinks are the
+// same recorder.
+type fakeOutput struct {
+	events []event.Event
+}
+
+func (o *fakeOutput) Write(ev *event.Event) error { o.events = append(o.events, *ev); return nil }
+func (o *fakeOutput) Sync() error                 { return nil }
+func (o *fakeOutput) Reopen() error               { return nil }
+func (o *fakeOutput) Close() error                { return nil }
+func (o *fakeOutput) Dropped() uint64             { return 0 }
+func (o *fakeOutput) Stats() []sink.Stats         { return nil }
+
+// take returns the events written since the last take.
+func (o *fakeOutput) take() []event.Event {
+	evs := o.events
+	o.events = nil
+	return evs
+}
+
+// kinds counts evs by kind and reason ("closed/gone", "gap/dump_failed",
+// "appeared").
+func kinds(evs []event.Event) map[string]int {
+	m := map[string]int{}
+	for _, ev := range evs {
+		k := ev.Kind.String()
+		if ev.Reason != "" {
+			k += "/" + ev.Reason
+		}
+		m[k]++
+	}
+	return m
+}
+
+// harness is a loop on fakes, with its dump worker running.
+type harness struct {
+	t      *testing.T
+	d      *loop
+	clock  *fakeClock
+	out    *fakeOutput
+	kernel map[netns.ID]*fakeDumper
+	subs   map[netns.ID]*fakeSub
+	nss    []netns.NS // what discovery finds
+}
+
+// testConfig parses yaml over a base without attribution, so that tests
+// read nothing of /proc.
+func testConfig(t *testing.T, yaml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte("attribution:\n  process: false\n  cgroup: false\n"+yaml), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func newHarness(t *testing.T, cfg *config.Config, nss ...netns.NS) *harness {
+	t.Helper()
+	h := &harness{t: t, clock: newFakeClock(), out: &fakeOutput{}, kernel: map[netns.ID]*fakeDumper{}, subs: map[netns.ID]*fakeSub{}, nss: nss}
+	for _, ns := range nss {
+		h.kernel[ns.ID] = &fakeDumper{clock: h.clock}
+	}
+	open := func(ns netns.NS, cfg *config.Config) (handles, error, error) {
+		k := h.kernel[ns.ID]
+		if k == nil {
+			return handles{}, nil, os.ErrNotExist
+		}
+		var hd handles
+		hd.Dumper = k
+		if sub := h.subs[ns.ID]; sub != nil && cfg.Destroy.Enabled {
+			hd.Destroy, hd.DestroyBuffer = sub, cfg.Destroy.Buffer
+		}
+		return hd, nil, nil
+	}
+	discover := func(config.Namespaces) ([]netns.NS, error) { return slices.Clone(h.nss), nil }
+	openSinks := func(*config.Config) (Output, error) { return h.out, nil }
+	d, err := newLoop(cfg, Options{}, h.clock, open, discover, openSinks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.d = d
+	go d.dumper()
+	t.Cleanup(func() {
+		close(d.dumpReq)
+		d.close()
+	})
+	return h
+}
+
+// start opens the namespaces and makes the first poll, as Run does.
+func (h *harness) start() {
+	h.t.Helper()
+	if err := h.d.rescan(h.clock.Now()); err != nil {
+		h.t.Fatal(err)
+	}
+	// Opening a namespace probes each request with a dump; count polls.
+	for _, k := range h.kernel {
+		k.mu.Lock()
+		k.dumps = 0
+		k.mu.Unlock()
+	}
+	h.round()
+}
+
+// round makes one tick's polls and waits for them.
+func (h *harness) round() {
+	h.d.startRound()
+	h.d.finishRounds()
+}
+
+func hostNS() netns.NS { return netns.NS{ID: netns.ID{Dev: 4, Ino: 1000}, Host: true} }
+
+func otherNS(i int) netns.NS {
+	return netns.NS{ID: netns.ID{Dev: 4, Ino: 2000 + uint64(i)}, Name: "ns" + itoa(i)}
+}
+
+func itoa(i int) string { return string(rune('a'+i%26)) + string(rune('a'+i/26%26)) }
+
+// listener returns a TCP IPv4 socket listening on port.
+func listener(cookie uint64, port uint16) snapshot.Socket {
+	var s snapshot.Socket
+	s.Proto, s.Family, s.Cookie, s.State = snapshot.ProtoTCP, snapshot.FamilyIPv4, cookie, snapshot.StateListen
+	s.Src = netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port)
+	s.Dst = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	return s
+}
+
+// writeConfig writes yaml (over testConfig's base) to a file for reload.
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "connlogd.yaml")
+	if err := os.WriteFile(p, []byte("attribution:\n  process: false\n  cgroup: false\n"+yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -1,0 +1,192 @@
+package engine
+
+import (
+	"slices"
+	"time"
+
+	"github.com/connlogd/connlogd/diag"
+)
+
+// nsBudget is the share of each interval that polling namespaces other
+// than the host's may take. A dump walks the whole host-wide TCP hash even
+// for a namespace with three sockets (milliseconds each), so at a hundred
+// namespaces polling all of them every tick would cost most of a core;
+// past the budget they are polled round-robin over several ticks. Closes
+// stay immediate through the destroy notifications; appearances and state
+// changes in those namespaces are seen up to a round later.
+const nsBudget = 5 // 1/nsBudget of the interval
+
+// candidate is what the scheduler knows of a namespace.
+type candidate struct {
+	host bool
+	cost time.Duration // what its last poll took
+}
+
+// planRound decides one tick's polls; it is a pure function. The host's
+// namespace is always polled; the others are taken round-robin from
+// position rr (an index among the non-host ones) while the costs of
+// those taken stay under budget, and at least one is taken so that every
+// namespace is polled in turn however slow. It returns the indexes into
+// cands in polling order, the rr of the next round, and whether some
+// namespace was left for later rounds.
+func planRound(cands []candidate, rr int, budget time.Duration) (picks []int, next int, short bool) {
+	var others []int
+	for i, c := range cands {
+		if c.host {
+			picks = append(picks, i)
+		} else {
+			others = append(others, i)
+		}
+	}
+	if len(others) == 0 {
+		return picks, rr, false
+	}
+	var spent time.Duration
+	taken := 0
+	for taken < len(others) && (taken == 0 || spent < budget) {
+		rr %= len(others)
+		i := others[rr]
+		picks = append(picks, i)
+		spent += cands[i].cost
+		rr++
+		taken++
+	}
+	return picks, rr, taken < len(others)
+}
+
+// mayResync reports whether a namespace last resynchronised at last may
+// be again at now: at most once an interval, so that under a flood that
+// overruns the buffer again and again, resyncs neither starve the other
+// namespaces nor keep the first round from ever ending.
+func mayResync(last, now time.Time, interval time.Duration) bool {
+	return last.IsZero() || now.Sub(last) >= interval
+}
+
+// scheduler is the state of the rounds: the namespace being dumped, those
+// queued, the round-robin position and the round's event time. It does no
+// I/O and reads no clock: the loop passes the time in.
+type scheduler struct {
+	inflight *namespace   // being dumped
+	queue    []*namespace // to dump in this round
+	roundNow time.Time    // the round's event time
+	rr       int          // next non-host namespace to poll
+	warned   bool         // the namespace budget overran; said once
+}
+
+// dumpJob is one namespace's dump, run by the dump worker so that the
+// loop keeps logging destroy notifications while the kernel walks its
+// tables (100 ms and more for a large table): a close then waits for the
+// loop only as long as a diff takes, not a dump. It carries the plan the
+// dump is made with: a reload while it runs must not change how its
+// result is read.
+type dumpJob struct {
+	w          *namespace
+	plan       *nsPlan
+	reqs       []diag.Request // plan's requests, less those not worth making now
+	now, start time.Time
+	err        error
+}
+
+// dumper runs dumps one at a time; the loop starts the next one when it
+// has the result of the last.
+func (d *loop) dumper() {
+	for j := range d.dumpReq {
+		j.err = j.w.conn.Dump(&j.w.tab, j.reqs)
+		d.dumpDone <- j
+	}
+}
+
+// startRound queues this tick's polls (see planRound). A round still
+// running when the next tick comes is not doubled: the tick is skipped,
+// as a slow poll skips ticks.
+func (d *loop) startRound() {
+	s := &d.sched
+	if s.inflight != nil || len(s.queue) > 0 {
+		return
+	}
+	cands := make([]candidate, len(d.order))
+	for i, w := range d.order {
+		cands[i] = candidate{host: w.ns.Host, cost: w.lastCost}
+	}
+	budget := d.plan.Config.Interval / nsBudget
+	picks, next, short := planRound(cands, s.rr, budget)
+	s.rr = next
+	for _, i := range picks {
+		s.queue = append(s.queue, d.order[i])
+	}
+	if short && !s.warned {
+		s.warned = true
+		others := countOthers(cands)
+		hosts := len(cands) - others
+		d.log.Warn("polling every namespace takes longer than its budget; namespaces are polled in turn over several intervals (closes stay immediate)",
+			"namespaces", others, "per_interval", len(picks)-hosts, "budget", budget)
+	}
+	s.roundNow = d.clock.Now()
+	d.nextDump()
+}
+
+// countOthers counts the namespaces other than the host's.
+func countOthers(cands []candidate) int {
+	n := 0
+	for _, c := range cands {
+		if !c.host {
+			n++
+		}
+	}
+	return n
+}
+
+// resync polls w as soon as the worker is free, ahead of the round, at
+// most once an interval (mayResync).
+func (d *loop) resync(w *namespace) {
+	s := &d.sched
+	now := d.clock.Now()
+	if w == s.inflight || slices.Contains(s.queue, w) || !mayResync(w.lastResync, now, d.plan.Config.Interval) {
+		return
+	}
+	w.lastResync = now
+	s.queue = append(s.queue, w)
+	if s.inflight == nil && len(s.queue) == 1 {
+		s.roundNow = now
+	}
+	d.nextDump()
+}
+
+// nextDump hands the next queued namespace to the worker, with the
+// running plan; when the round is over, it publishes and flushes.
+func (d *loop) nextDump() {
+	s := &d.sched
+	for s.inflight == nil && len(s.queue) > 0 {
+		w := s.queue[0]
+		s.queue = s.queue[1:]
+		if d.watches[w.ns.ID] != w {
+			continue // closed meanwhile
+		}
+		s.inflight = w
+		w.reqsNow = w.activeRequests(w.reqsNow[:0], w.plan.reqs)
+		d.dumpReq <- dumpJob{w: w, plan: w.plan, reqs: w.reqsNow, now: s.roundNow, start: d.clock.Now()}
+		return
+	}
+	if s.inflight == nil {
+		d.publishSockets()
+		d.reportSinkDrops(d.clock.Now())
+		d.sync()
+	}
+}
+
+// dumped takes a finished dump and starts the next.
+func (d *loop) dumped(j dumpJob) {
+	d.sched.inflight = nil
+	if d.watches[j.w.ns.ID] == j.w {
+		d.finishPoll(j)
+	}
+	d.nextDump()
+}
+
+// finishRounds waits for the dumps in flight and queued, for the first
+// poll and for shutdown.
+func (d *loop) finishRounds() {
+	for d.sched.inflight != nil {
+		d.dumped(<-d.dumpDone)
+	}
+}

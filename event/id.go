@@ -15,15 +15,16 @@ import (
 // when a sink delivers it again (a RELP or TCP resend), so that a
 // pipeline can drop the copies.
 //
-// An IDs source assigns them: the event's sequence number in the run
-// that writes it, scoped by the boot and by the run (the writer's process
-// id and start time), through SHA-256, of which the first 128 bits are
-// the id. A bare counter would restart with the daemon, or need the state
-// file, which a crash does not write, and give a new event the id of an
-// old one, which a deduplicating pipeline would then drop; the run makes
-// each restart a new scope. Deriving the id from the event's content
-// alone is not enough: two gaps of one reason in one instant are alike,
-// and are still two events.
+// An IDs source assigns them: 64 bits that name the run writing the
+// events (the first half of the SHA-256 of the boot, the writer's process
+// id and its start time), then the event's sequence number in the run.
+// A bare counter would restart with the daemon, or need the state file,
+// which a crash does not write, and give a new event the id of an old
+// one, which a deduplicating pipeline would then drop; the run makes
+// each restart a new scope, and two runs share a prefix with the odds
+// of a 64-bit collision. Deriving the id from the event's content alone
+// is not enough: two gaps of one reason in one instant are alike, and are
+// still two events. The ids of one run sort in the order of its events.
 type ID [16]byte
 
 // IsZero reports whether id was never set.
@@ -71,26 +72,28 @@ func ParseBootID(s string) (BootID, error) {
 // IDs assigns event ids for one writer. It is not safe for concurrent
 // use.
 type IDs struct {
-	in  [16 + 8 + 8 + 8]byte // boot, pid, start, sequence
+	run [8]byte
 	seq uint64
 }
 
 // NewIDs returns the source of the ids of one run: the writer with
 // process id pid that started at start, on the boot boot.
 func NewIDs(boot BootID, pid int, start time.Time) *IDs {
+	var in [16 + 8 + 8]byte
+	copy(in[:16], boot[:])
+	binary.BigEndian.PutUint64(in[16:], uint64(pid))
+	binary.BigEndian.PutUint64(in[24:], uint64(start.UnixNano()))
+	sum := sha256.Sum256(in[:])
 	g := &IDs{}
-	copy(g.in[:16], boot[:])
-	binary.BigEndian.PutUint64(g.in[16:], uint64(pid))
-	binary.BigEndian.PutUint64(g.in[24:], uint64(start.UnixNano()))
+	copy(g.run[:], sum[:8])
 	return g
 }
 
 // Next returns the id of the run's next event.
 func (g *IDs) Next() ID {
 	g.seq++
-	binary.BigEndian.PutUint64(g.in[32:], g.seq)
-	sum := sha256.Sum256(g.in[:])
 	var id ID
-	copy(id[:], sum[:])
+	copy(id[:8], g.run[:])
+	binary.BigEndian.PutUint64(id[8:], g.seq)
 	return id
 }

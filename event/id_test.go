@@ -73,3 +73,13 @@ func TestFailure(t *testing.T) {
 		t.Errorf("Updated is %q", Updated)
 	}
 }
+
+func BenchmarkIDsNext(b *testing.B) {
+	g := NewIDs(BootID{1}, 100, time.Unix(1765058400, 0))
+	b.ReportAllocs()
+	var id ID
+	for b.Loop() {
+		id = g.Next()
+	}
+	_ = id
+}

@@ -344,6 +344,14 @@ func TestSchemasEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sa, err := syscall.Getsockname(boundFD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boundPort := sa.(*syscall.SockaddrInet4).Port
+	udpUnconnPort := unconnected.LocalAddr().(*net.UDPAddr).Port
+	// Let a poll see the bound socket before it closes.
+	r.waitFor("the bound-only socket", 10*time.Second, countOf(nil, "appeared", "tcp", boundPort))
 
 	// A refused connect and one that times out.
 	closedPort := 0
@@ -544,6 +552,32 @@ func TestSchemasEndToEnd(t *testing.T) {
 		}
 		if str(ecs[id], "network.direction") != "ingress" {
 			t.Errorf("server end: ECS network.direction %q", str(ecs[id], "network.direction"))
+		}
+	}
+	// Sockets without a peer: the bound-only TCP socket and the
+	// unconnected UDP one have only their own end, as destination.
+	for _, c := range []struct {
+		proto string
+		port  int
+	}{{"tcp", boundPort}, {"udp", udpUnconnPort}} {
+		evs := byPort(native, "appeared", c.port)
+		if len(evs) == 0 {
+			t.Errorf("no appeared event for the %s socket without a peer on port %d", c.proto, c.port)
+		}
+		for _, e := range evs {
+			id := e.str("event_id")
+			if e.str("proto") != c.proto || val(ecs[id], "source") != nil || val(ocsf[id], "src_endpoint") != nil {
+				t.Errorf("%s socket without a peer: %v %v", c.proto, ecs[id], ocsf[id])
+			}
+			if p, _ := val(ecs[id], "destination.port").(json.Number).Int64(); int(p) != c.port {
+				t.Errorf("%s socket without a peer: destination.port %d, want its own %d", c.proto, p, c.port)
+			}
+		}
+	}
+	// The connected UDP client initiated its flow.
+	for _, e := range byPort(native, "appeared", udpConnPort) {
+		if p, _ := val(ecs[e.str("event_id")], "source.port").(json.Number).Int64(); int(p) != udpConnPort {
+			t.Errorf("connected UDP: ECS source.port %d, want %d", p, udpConnPort)
 		}
 	}
 	// Listeners have no peer; IPv4-mapped flows are IPv4 on the wire.

@@ -2,7 +2,6 @@ package sink
 
 import (
 	"fmt"
-	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -47,15 +46,6 @@ func newSchemaEncoder(s schema, host, version string) encoder {
 		return newOCSFEncoder(host, version)
 	}
 	return newNativeEncoder(host)
-}
-
-// buildVersion is connlogd's version as the Go toolchain recorded it, for
-// the ECS and OCSF product fields when the caller gives none.
-func buildVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
 }
 
 // socketKind reports whether ev describes a socket (not a gap).

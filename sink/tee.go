@@ -25,6 +25,7 @@ import (
 
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/internal/version"
 )
 
 // ErrClosed is returned by a Tee's methods after Close.
@@ -121,7 +122,7 @@ func Open(specs []config.Sink, opt Options) (*Tee, error) {
 // tests can adjust them first.
 func prepare(specs []config.Sink, opt Options) (*Tee, error) {
 	if opt.Version == "" {
-		opt.Version = buildVersion()
+		opt.Version = version.Version()
 	}
 	t := &Tee{boot: opt.BootID}
 	for i := range specs {
@@ -148,7 +149,7 @@ func (t *Tee) start() {
 // cannot fail today; it returns an error like New so that it may.
 func NewWriter(w io.Writer, host string) (*Tee, error) {
 	t := &Tee{}
-	t.add(newStreamWriter("sink writer", w), schemaNative, Options{Host: host, Version: buildVersion()})
+	t.add(newStreamWriter("sink writer", w), schemaNative, Options{Host: host, Version: version.Version()})
 	return t, nil
 }
 

@@ -13,15 +13,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/engine"
+	"github.com/connlogd/connlogd/internal/version"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = ""
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -30,11 +27,15 @@ func main() {
 func realMain(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("connlogd", flag.ContinueOnError)
 	fl.SetOutput(stderr)
+	fl.Usage = func() { usage(fl) }
 	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+" when it exists, else built-in defaults)")
 	check := fl.Bool("check-config", false, "validate the configuration and exit (0: valid, 1: invalid)")
 	once := fl.Bool("once", false, "print the current socket table as JSON lines and exit")
 	showVersion := fl.Bool("version", false, "print the version and exit")
 	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fl.NArg() > 0 {
@@ -42,7 +43,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "connlogd", buildVersion())
+		printVersion(stdout)
 		return 0
 	}
 	cfg, source, err := loadConfig(*cfgPath)
@@ -64,7 +65,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	log.Info("starting", "version", buildVersion(), "config", source, "interval", cfg.Interval)
+	log.Info("starting", "version", version.Version(), "config", source, "interval", cfg.Interval)
 	if err := run(ctx, cfg, cfgFile(*cfgPath, source), log); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
@@ -84,16 +85,6 @@ func loadConfig(path string) (*config.Config, string, error) {
 		return config.Default(), "built-in defaults", nil
 	}
 	return cfg, config.DefaultPath, err
-}
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
 }
 
 // cfgFile returns the file a running daemon reloads: the one it read, or
@@ -124,7 +115,7 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 	n := newNotifier(log)
 	opts := engine.Options{
 		Log:            log,
-		Version:        buildVersion(),
+		Version:        version.Version(),
 		Notify:         n,
 		WatchdogPeriod: n.watchdogPeriod(),
 		Reload:         reloads,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/connlogd/connlogd/engine"
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/internal/version"
 	"github.com/connlogd/connlogd/sink"
 )
 
@@ -78,7 +79,7 @@ func startMetrics(listen string, log *slog.Logger) (*metrics, error) {
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "connlogd_build_info", Help: "Build information; the value is 1.",
 	}, []string{"version", "goversion"})
-	build.WithLabelValues(buildVersion(), runtime.Version()).Set(1)
+	build.WithLabelValues(version.Version(), runtime.Version()).Set(1)
 	for _, k := range []event.Kind{event.Appeared, event.StateChanged, event.Updated, event.Closed, event.Gap} {
 		m.events.WithLabelValues(k.String())
 	}

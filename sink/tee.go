@@ -309,8 +309,8 @@ var (
 )
 
 // bootOr returns b, or the running kernel's boot id when b is zero. A
-// kernel without one (not Linux) leaves it zero: the ids are then unique
-// as long as the socket cookies are, within one boot.
+// kernel without one (not Linux) leaves it zero: the runs are then told
+// apart by the process id and start time alone.
 func bootOr(b event.BootID) event.BootID {
 	if b != (event.BootID{}) {
 		return b

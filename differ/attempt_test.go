@@ -8,9 +8,14 @@ import (
 	"github.com/connlogd/connlogd/snapshot"
 )
 
-// info is a tcp_info as Linux 6.x sends it (280 bytes).
+// info is a tcp_info as Linux 6.x sends it (280 bytes): a connection
+// that acked bytes has an RTT.
 func info(acked uint64, segsIn, retrans uint32) snapshot.TCPInfo {
-	return snapshot.TCPInfo{Len: 280, BytesAcked: acked, SegsIn: segsIn, SegsOut: 1 + retrans, TotalRetrans: retrans}
+	in := snapshot.TCPInfo{Len: 280, BytesAcked: acked, SegsIn: segsIn, SegsOut: 1 + retrans, TotalRetrans: retrans}
+	if acked > 0 {
+		in.RTT = 60
+	}
+	return in
 }
 
 // destroyed is a destroy notification of s: state close, with tcp_info.
@@ -51,6 +56,11 @@ func TestOutboundAttempts(t *testing.T) {
 		{"gave up before a retransmission", info(0, 0, 0), event.FailedUnknown},
 		{"established then closed", info(2, 3, 0), event.NotFailed},
 		{"SYN acknowledged, then reset", info(1, 2, 0), event.NotFailed},
+		// An accepted connection that sent nothing and was reset: no
+		// byte acknowledged (its SYN-ACK is not counted), but an RTT.
+		{"accepted, then reset by the client", snapshot.TCPInfo{Len: 280, RTT: 9, RTTVar: 4, BytesReceived: 5, SegsOut: 1, SegsIn: 4}, event.NotFailed},
+		// SO_LINGER 0: tcp_disconnect zeroes the counters.
+		{"abortive close", snapshot.TCPInfo{Len: 280, RTTVar: 250000}, event.NotFailed},
 		{"tcp_info too old to tell", snapshot.TCPInfo{Len: 104}, event.NotFailed},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

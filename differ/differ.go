@@ -25,12 +25,17 @@
 // closed with a Failure, from what sock_diag shows:
 //
 //   - Outbound: the destroy notification's tcp_info of a socket no poll
-//     saw established says whether the peer ever acknowledged its SYN
-//     (tcpi_bytes_acked counts the SYN once it is). Never acknowledged:
-//     an answer (tcpi_segs_in) means a reset, Refused; no answer after
+//     saw established says whether its handshake ever completed: a
+//     completed one leaves a round-trip time (tcpi_rtt, sampled from the
+//     SYN-ACK or the handshake's last ACK) and, on the client, the SYN
+//     acknowledged (tcpi_bytes_acked), while an attempt that sent its SYN
+//     (tcpi_segs_out) has neither. For such an attempt, an answer
+//     (tcpi_segs_in) means a reset, Refused; no answer after
 //     retransmissions (tcpi_total_retrans), Timeout; neither, an attempt
 //     the kernel or the application ended before a retransmission (an
-//     ICMP error, a cancelled connect), Unknown. The socket's state is no
+//     ICMP error, a cancelled connect), Unknown. An abortive close
+//     (SO_LINGER 0) zeroes every counter, the segments sent included, and
+//     the peer's address: it is no failed attempt. The socket's state is no
 //     help: it is close in every destroy notification, which the kernel
 //     sends when it frees the socket. A close found by polls alone proves
 //     nothing, as the connection may have been established and ended
@@ -773,11 +778,15 @@ func flowing(s *snapshot.Socket) bool {
 }
 
 // attemptFailure judges a TCP socket by its destroy notification's
-// tcp_info (see "Failed attempts"): NotFailed when the peer acknowledged
-// its SYN, or when the kernel's tcp_info is too old to tell.
+// tcp_info (see "Failed attempts"): NotFailed when its handshake
+// completed, when it sent nothing (or an abortive close zeroed the
+// counters), or when the kernel's tcp_info is too old to tell.
 func attemptFailure(s *snapshot.Socket) event.Failure {
 	in := &s.Info
-	if s.Proto != snapshot.ProtoTCP || !s.HasInfo || !in.HasBytes() || !in.HasSegs() || s.Dst.Port() == 0 || in.BytesAcked != 0 {
+	if s.Proto != snapshot.ProtoTCP || !s.HasInfo || !in.HasBytes() || !in.HasSegs() || s.Dst.Port() == 0 {
+		return event.NotFailed
+	}
+	if in.RTT != 0 || in.BytesAcked != 0 || in.SegsOut == 0 {
 		return event.NotFailed
 	}
 	switch {

@@ -50,6 +50,10 @@ type Config struct {
 	StateFile string
 	// Containers says how container names are asked for.
 	Containers Containers
+	// FlowUpdateInterval, when not 0, reports each connection still alive
+	// that long after its last event in an updated event (docs/events.md).
+	// 0, the default, turns flow updates off.
+	FlowUpdateInterval time.Duration
 }
 
 // Destroy configures the destroy-notification subscription.
@@ -241,6 +245,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Filters.Validate(); err != nil {
 		return fmt.Errorf("filters: %w", err)
+	}
+	if err := checkFlowUpdateInterval(c.FlowUpdateInterval); err != nil {
+		return fmt.Errorf("flow_update_interval: %w", err)
 	}
 	if err := c.Attribution.validate(); err != nil {
 		return fmt.Errorf("attribution.%w", err)

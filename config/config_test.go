@@ -88,7 +88,7 @@ func TestParseErrors(t *testing.T) {
 		{"CR lines", "interval: 1s\r\rfoo: 1\r", 3, `unknown key "foo"`},
 
 		// Keys.
-		{"unknown top key", "intervall: 1s\n", 1, `unknown key "intervall" (want interval, protocols, families, states, sinks, destroy, filters, attribution, namespaces, namespace_rescan, metrics, state_file or containers)`},
+		{"unknown top key", "intervall: 1s\n", 1, `unknown key "intervall" (want interval, protocols, families, states, sinks, destroy, filters, attribution, namespaces, namespace_rescan, metrics, state_file, containers or flow_update_interval)`},
 		{"unknown top key later", "interval: 1s\n# c\nprotocol: [tcp]\n", 3, `unknown key "protocol"`},
 		{"merge key", "interval: 1s\n<<: {protocols: [tcp]}\n", 2, `unknown key "<<"`},
 		{"duplicate top key", "interval: 1s\nprotocols: [tcp]\ninterval: 2s\n", 3, `duplicate key "interval" (first at line 1)`},

@@ -333,8 +333,10 @@ func (p *parser) config(doc *yaml.Node) (*Config, error) {
 			err = p.daemonKey(c, key, v)
 		case "containers":
 			c.Containers, err = p.containers(v)
+		case "flow_update_interval":
+			c.FlowUpdateInterval, err = p.flowUpdateInterval(v)
 		default:
-			err = p.errorf(k.Line, "", "unknown key %q (want interval, protocols, families, states, sinks, destroy, filters, attribution, namespaces, namespace_rescan, metrics, state_file or containers)", key)
+			err = p.errorf(k.Line, "", "unknown key %q (want interval, protocols, families, states, sinks, destroy, filters, attribution, namespaces, namespace_rescan, metrics, state_file, containers or flow_update_interval)", key)
 		}
 		return err
 	})

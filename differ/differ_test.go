@@ -283,6 +283,34 @@ func BenchmarkDiffSteady(b *testing.B) {
 	}
 }
 
+// BenchmarkDiffSteadyUpdates is BenchmarkDiffSteady with flow updates on:
+// none due (the check alone), and due for every connection at every poll
+// (the events, discarded by Output).
+func BenchmarkDiffSteadyUpdates(b *testing.B) {
+	const n = 100000
+	for _, c := range []struct {
+		name string
+		iv   time.Duration
+	}{{"none-due", time.Hour}, {"all-due", time.Nanosecond}} {
+		b.Run(c.name, func(b *testing.B) {
+			events := 0
+			d := New(Options{UpdateInterval: c.iv, Output: func(*event.Event) { events++ }})
+			tab := bigTable(n)
+			now := t0
+			d.Diff(tab, now, nil)
+			events = 0 // the table's appeared events
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				now = now.Add(time.Second)
+				d.Diff(tab, now, nil)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
+			b.ReportMetric(float64(events)/float64(b.N), "events/poll")
+		})
+	}
+}
+
 // BenchmarkDiffChurn replaces 1% of the sockets each poll.
 func BenchmarkDiffChurn(b *testing.B) {
 	const n = 100000

@@ -666,6 +666,7 @@ func (d *loop) drainDestroy(w *namespace, now time.Time) (lost bool) {
 				w.stop = nil
 			}
 			w.destroy = nil
+			w.differ.SetDestroy(false)
 			return true
 		}
 		if !full {

@@ -158,7 +158,7 @@ func (d *loop) build(o opened) (*namespace, error) {
 			d.finishEvent(ev)
 		}
 	}
-	w.differ = differ.New(differ.Options{States: d.plan.States, Output: w.output})
+	w.differ = differ.New(differ.Options{States: d.plan.States, Output: w.output, UpdateInterval: cfg.FlowUpdateInterval})
 	w.conn, w.destroy, w.sockstat, w.sockstat6 = h.Dumper, h.Destroy, h.Sockstat, h.Sockstat6
 	w.reqs = o.reqs
 	w.plan = d.plan.forNamespace(o.reqs)
@@ -177,6 +177,7 @@ func (d *loop) build(o opened) (*namespace, error) {
 				"netns", ns.String(), "asked", cfg.Destroy.Buffer, "granted", h.DestroyBuffer)
 		}
 		w.stop = w.waitDestroy(d.ready)
+		w.differ.SetDestroy(true)
 	}
 	return w, nil
 }

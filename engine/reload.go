@@ -81,6 +81,7 @@ func (d *loop) apply(plan *Plan, out Output) (prev *config.Config) {
 	filterChanged := !reflect.DeepEqual(cfg.Filters, prev.Filters)
 	for _, w := range d.order {
 		w.differ.SetStates(plan.States)
+		w.differ.SetUpdateInterval(plan.Config.FlowUpdateInterval)
 		// A dump in flight keeps the nsPlan it was made with; finishPoll
 		// sees it is not this one and filters its result here.
 		w.plan = plan.forNamespace(w.reqs)
@@ -122,6 +123,7 @@ func (d *loop) rewatch(w *namespace) {
 	nw.differ = w.differ
 	nw.differ.SetOutput(nw.output)
 	nw.container = w.container
+	nw.differ.SetDestroy(nw.destroy != nil && nw.stop != nil)
 	protos, fams := d.plan.Config.Protocols, d.plan.Config.Families
 	if n := nw.differ.Forget(func(s *snapshot.Socket) bool {
 		return !slices.Contains(protos, s.Proto) || !slices.Contains(fams, s.Family)

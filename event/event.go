@@ -23,6 +23,10 @@ const (
 	Gap
 	// Snapshot is a line of `connlogd -once`: a socket as it is now.
 	Snapshot
+	// Updated reports a connection that is still alive, with its
+	// cumulative counters and its duration so far: one per connection
+	// and flow update interval (see differ.Options.UpdateInterval).
+	Updated
 )
 
 var kindNames = [...]string{
@@ -31,6 +35,7 @@ var kindNames = [...]string{
 	Closed:       "closed",
 	Gap:          "gap",
 	Snapshot:     "socket",
+	Updated:      "updated",
 }
 
 func (k Kind) String() string {
@@ -125,6 +130,11 @@ type Event struct {
 	// NetnsName its /run/netns name when it has one.
 	Netns     uint64
 	NetnsName string
+	// Failure marks the Closed event of a connection attempt that never
+	// reached established, and says why when sock_diag tells.
+	Failure Failure
+	// ID identifies the event (see NewID); zero until the output sets it.
+	ID ID
 }
 
 // ContainerID returns the id of the socket's container: its cgroup's, or,
@@ -140,7 +150,8 @@ func (e *Event) ContainerID() string {
 	return ""
 }
 
-// Duration returns how long the socket was known, for Closed events.
+// Duration returns how long the socket was known: for Closed events its
+// whole life, for Updated ones its life so far.
 func (e *Event) Duration() time.Duration {
 	if e.FirstSeen.IsZero() || e.Time.Before(e.FirstSeen) {
 		return 0
@@ -210,4 +221,42 @@ type Container struct {
 	PodName      string
 	PodNamespace string
 	PodUID       string
+}
+
+// Failure says how a connection attempt failed. The differ decides it
+// from what sock_diag shows (see package differ, "Failed attempts").
+type Failure uint8
+
+// Failures.
+const (
+	// NotFailed: the connection was established, or the socket was no
+	// connection attempt, or nothing shows that it failed.
+	NotFailed Failure = iota
+	// FailedUnknown: the attempt failed for a reason sock_diag does not
+	// show: an outbound connect that got no answer and was not retried
+	// (an ICMP error, or the application gave up first), or an inbound
+	// handshake that the client never completed (a scan, a SYN flood, a
+	// client that gave up).
+	FailedUnknown
+	// FailedRefused: the peer answered the SYN with a reset.
+	FailedRefused
+	// FailedTimeout: the SYN was sent again and never answered.
+	FailedTimeout
+)
+
+var failureNames = [...]string{
+	FailedRefused: "refused",
+	FailedTimeout: "timeout",
+}
+
+// Failed reports whether f marks a failed attempt.
+func (f Failure) Failed() bool { return f != NotFailed }
+
+// String returns the cause's event name: "refused", "timeout", or "" when
+// the attempt did not fail or its cause is unknown.
+func (f Failure) String() string {
+	if int(f) < len(failureNames) {
+		return failureNames[f]
+	}
+	return ""
 }

@@ -94,12 +94,12 @@ func NewWatcher(opts WatchOptions) (*LiveWatcher, []error, error) {
 		return nil, nil, err
 	}
 	w := &LiveWatcher{
-		out:    make(chan Change, 256),
+		out:      make(chan Change, 256),
 		seen:     map[ID]struct{}{host.ID: {}},
 		firstPid: map[int32]ID{},
-		host:   host.ID,
-		checks: make(chan struct{}, maxBindChecks),
-		quit:   make(chan struct{}),
+		host:     host.ID,
+		checks:   make(chan struct{}, maxBindChecks),
+		quit:     make(chan struct{}),
 	}
 	var warns []error
 	dirs := opts.Dirs

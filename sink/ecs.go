@@ -29,6 +29,10 @@ func newECSEncoder(host, version string) *ecsEncoder {
 
 func (e *ecsEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	e.doc.ev = ev
+	if socketKind(ev) {
+		e.doc.f = flowOf(ev)
+		e.doc.c, e.doc.hasCounters = e.doc.f.countersOf(ev)
+	}
 	b, err := e.w.writeObject(b, &e.doc)
 	e.doc.ev = nil
 	return b, err
@@ -39,6 +43,10 @@ type ecsDoc struct {
 	ev            *event.Event
 	host, version string
 	scratch       [64]byte
+	// The socket as a connection (flow.go): initiator first.
+	f           flow
+	c           counters
+	hasCounters bool
 }
 
 func (d *ecsDoc) MarshalLogObject(enc zapcore.ObjectEncoder) error {
@@ -50,7 +58,11 @@ func (d *ecsDoc) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddObject("event", (*ecsEvent)(d))
 	enc.AddObject("host", (*ecsHost)(d))
 	if socketKind(ev) {
-		enc.AddObject("source", (*ecsSource)(d))
+		// A socket without a peer has no source: its own end is the
+		// destination connections are made to.
+		if d.f.hasClient {
+			enc.AddObject("source", (*ecsSource)(d))
+		}
 		enc.AddObject("destination", (*ecsDestination)(d))
 		enc.AddObject("network", (*ecsNetwork)(d))
 		// The kernel sends no owner in destroy notifications: uid 0
@@ -99,30 +111,25 @@ func (d *ecsLog) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
-// event.category and event.type values.
-var (
-	ecsCategoryNetwork = strArray{"network"}
-	ecsTypeStart       = strArray{"connection", "start"}
-	ecsTypeEnd         = strArray{"connection", "end"}
-	ecsTypeChange      = strArray{"connection", "change"}
-	ecsTypeInfo        = strArray{"info"}
-)
+// event.category: every event is network (event.type values: flow.go).
+var ecsCategoryNetwork = strArray{"network"}
 
 type ecsEvent ecsDoc
 
 func (d *ecsEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	ev := d.ev
+	if !ev.ID.IsZero() {
+		enc.AddByteString("id", ev.ID.Append(d.scratch[:0]))
+	}
 	enc.AddString("kind", "event")
 	enc.AddArray("category", &ecsCategoryNetwork)
-	switch ev.Kind {
-	case event.Appeared:
-		enc.AddArray("type", &ecsTypeStart)
-	case event.Closed:
-		enc.AddArray("type", &ecsTypeEnd)
-	case event.StateChanged:
-		enc.AddArray("type", &ecsTypeChange)
-	default: // socket (a snapshot) and gap
-		enc.AddArray("type", &ecsTypeInfo)
+	if socketKind(ev) {
+		enc.AddArray("type", ecsTypes(ev, &d.f))
+	} else {
+		enc.AddArray("type", &ecsInfo)
+	}
+	if ev.Kind == event.Closed && ev.Failure.Failed() {
+		enc.AddString("outcome", "failure")
 	}
 	enc.AddString("action", ev.Kind.String())
 	enc.AddString("module", "connlogd")
@@ -130,12 +137,14 @@ func (d *ecsEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	if ev.Reason != "" && (ev.Kind == event.Closed || ev.Kind == event.Gap) {
 		enc.AddString("reason", ev.Reason)
 	}
-	if ev.Kind == event.Closed {
+	if ev.Kind == event.Closed || ev.Kind == event.Updated {
 		enc.AddInt64("duration", int64(ev.Duration())) // nanoseconds, as ECS wants
 		if !ev.FirstSeen.IsZero() {
 			enc.AddTime("start", ev.FirstSeen)
 		}
-		enc.AddTime("end", eventTime(ev))
+		if ev.Kind == event.Closed {
+			enc.AddTime("end", eventTime(ev))
+		}
 	}
 	return nil
 }
@@ -148,36 +157,35 @@ func (d *ecsHost) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
-// ecsSource is the local end, with what it sent when the socket closed.
+// ecsSource is the initiator, with what it sent (on closed and updated
+// TCP events).
 type ecsSource ecsDoc
 
 func (d *ecsSource) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	s := &d.ev.Socket
-	addEndpoint(enc, s.Src, &d.scratch)
-	if in := closingInfo(d.ev); in != nil {
-		if in.Len >= infoLenBytesSent {
-			enc.AddUint64("bytes", in.BytesSent)
+	addEndpoint(enc, d.f.client, &d.scratch)
+	if d.hasCounters {
+		if d.c.hasSrcBytes {
+			enc.AddUint64("bytes", d.c.srcBytes)
 		}
-		if in.Len >= infoLenSegs {
-			enc.AddUint64("packets", uint64(in.SegsOut))
+		if d.c.hasPackets {
+			enc.AddUint64("packets", d.c.srcPackets)
 		}
 	}
 	return nil
 }
 
-// ecsDestination is the remote end, with what the local end received
-// from it when the socket closed.
+// ecsDestination is the responder, or a peerless socket's own end, with
+// what it sent.
 type ecsDestination ecsDoc
 
 func (d *ecsDestination) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	s := &d.ev.Socket
-	addEndpoint(enc, s.Dst, &d.scratch)
-	if in := closingInfo(d.ev); in != nil {
-		if in.Len >= infoLenBytesRecv {
-			enc.AddUint64("bytes", in.BytesReceived)
+	addEndpoint(enc, d.f.server, &d.scratch)
+	if d.hasCounters {
+		if d.c.hasDstBytes {
+			enc.AddUint64("bytes", d.c.dstBytes)
 		}
-		if in.Len >= infoLenSegs {
-			enc.AddUint64("packets", uint64(in.SegsIn))
+		if d.c.hasPackets {
+			enc.AddUint64("packets", d.c.dstPackets)
 		}
 	}
 	return nil
@@ -188,7 +196,7 @@ type ecsNetwork ecsDoc
 func (d *ecsNetwork) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	s := &d.ev.Socket
 	enc.AddString("transport", s.Proto.String())
-	enc.AddString("type", s.Family.String())
+	enc.AddString("type", d.f.networkType())
 	enc.AddString("iana_number", ianaNumber(s.Proto))
 	if dir := ecsDirection(d.ev.Direction); dir != "" {
 		enc.AddString("direction", dir)
@@ -196,12 +204,12 @@ func (d *ecsNetwork) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	if id, ok := appendCommunityID(d.scratch[:0], s.Proto, s.Src, s.Dst); ok {
 		enc.AddByteString("community_id", id)
 	}
-	if in := closingInfo(d.ev); in != nil {
-		if in.Len >= infoLenBytesSent {
-			enc.AddUint64("bytes", in.BytesSent+in.BytesReceived)
+	if d.hasCounters {
+		if d.c.hasSrcBytes && d.c.hasDstBytes {
+			enc.AddUint64("bytes", d.c.srcBytes+d.c.dstBytes)
 		}
-		if in.Len >= infoLenSegs {
-			enc.AddUint64("packets", uint64(in.SegsOut)+uint64(in.SegsIn))
+		if d.c.hasPackets {
+			enc.AddUint64("packets", d.c.srcPackets+d.c.dstPackets)
 		}
 	}
 	return nil
@@ -290,11 +298,20 @@ func (d *ecsContainerImage) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddString("name", name)
 	}
 	if tag != "" {
-		enc.AddString("tag", tag)
+		// ecs_flat: container.image.tag is normalized to an array.
+		enc.AddArray("tag", (*ecsImageTag)(d))
 	}
 	if c.ImageID != "" || digest != "" {
 		enc.AddObject("hash", (*ecsImageHash)(d))
 	}
+	return nil
+}
+
+type ecsImageTag ecsDoc
+
+func (d *ecsImageTag) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	_, tag, _ := splitImageRef(d.ev.Container.Image)
+	enc.AppendString(tag)
 	return nil
 }
 
@@ -391,17 +408,21 @@ func (d *ecsConnlogd) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	// container.id.
 	addCgroup(enc, ev.Cgroup)
 	addFlags(enc, ev)
-	if in := closingInfo(ev); in != nil {
+	if cause := ev.Failure.String(); ev.Kind == event.Closed && cause != "" {
+		enc.AddString("failure", cause)
+	}
+	if in := trafficInfo(ev); in != nil {
 		addInfoRest(enc, in)
 	}
 	return nil
 }
 
-// closingInfo is the TCP counters of a closed TCP socket, nil for any
-// other event: ECS and OCSF report traffic once, when it is final.
-func closingInfo(ev *event.Event) *snapshot.TCPInfo {
+// trafficInfo is the TCP counters of a closed or updated TCP socket, nil
+// for any other event: ECS and OCSF report traffic when it is final, and
+// in flow updates.
+func trafficInfo(ev *event.Event) *snapshot.TCPInfo {
 	s := &ev.Socket
-	if ev.Kind == event.Closed && s.Proto == snapshot.ProtoTCP && s.HasInfo {
+	if (ev.Kind == event.Closed || ev.Kind == event.Updated) && s.Proto == snapshot.ProtoTCP && s.HasInfo {
 		return &s.Info
 	}
 	return nil

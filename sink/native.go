@@ -41,6 +41,7 @@ func entry(ev *event.Event) zapcore.Entry {
 type fieldBuilder struct {
 	fields []zapcore.Field
 	ends   endpoints
+	id     idField
 }
 
 // build returns the fields of ev after ts, event and host, in schema
@@ -60,6 +61,7 @@ func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
 		if ev.Count != 0 {
 			f = append(f, zap.Uint64("count", ev.Count))
 		}
+		f = b.appendID(f, ev)
 		b.fields = f
 		return f
 	}
@@ -112,17 +114,46 @@ func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
 	if ev.ShortLived {
 		f = append(f, zap.Bool("short_lived", true))
 	}
-	if ev.Kind == event.Closed {
-		if ev.Reason != "" {
-			f = append(f, zap.String("reason", ev.Reason))
+	if ev.Kind == event.Closed && ev.Reason != "" {
+		f = append(f, zap.String("reason", ev.Reason))
+	}
+	if ev.Kind == event.Closed && ev.Failure.Failed() {
+		f = append(f, zap.String("outcome", "failed"))
+		if cause := ev.Failure.String(); cause != "" {
+			f = append(f, zap.String("failure", cause))
 		}
+	}
+	if ev.Kind == event.Closed || ev.Kind == event.Updated {
 		f = append(f, zap.Float64("duration", ev.Duration().Seconds()))
 		if s.Proto == snapshot.ProtoTCP && s.HasInfo {
 			f = appendInfo(f, &s.Info)
 		}
 	}
+	f = b.appendID(f, ev)
 	b.fields = f
 	return f
+}
+
+// appendID writes event_id, last on the line: added after the other
+// fields, it does not move them.
+func (b *fieldBuilder) appendID(f []zapcore.Field, ev *event.Event) []zapcore.Field {
+	if ev.ID.IsZero() {
+		return f
+	}
+	b.id.id = ev.ID
+	return append(f, zap.Inline(&b.id))
+}
+
+// idField writes event_id. Like endpoints, it formats into scratch space
+// so that the id costs no allocation.
+type idField struct {
+	id      event.ID
+	scratch [32]byte
+}
+
+func (f *idField) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddByteString("event_id", f.id.Append(f.scratch[:0]))
+	return nil
 }
 
 // appendProcess writes the owning process; attribution leaves a field

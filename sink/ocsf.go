@@ -6,7 +6,6 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/connlogd/connlogd/event"
-	"github.com/connlogd/connlogd/snapshot"
 )
 
 // ocsfVersion is the OCSF schema version the mapping follows
@@ -30,61 +29,75 @@ func newOCSFEncoder(host, version string) *ocsfEncoder {
 
 func (o *ocsfEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
 	o.doc.ev = ev
+	if socketKind(ev) {
+		o.doc.f = flowOf(ev)
+		o.doc.c, o.doc.hasCounters = o.doc.f.countersOf(ev)
+	}
 	b, err := o.w.writeObject(b, &o.doc)
 	o.doc.ev = nil
 	return b, err
 }
 
 // ocsfClass is an event's class and activity, with the names OCSF pairs
-// with each id.
+// with each id: type_name is the caption of type_uid (class_uid*100 +
+// activity_id) in the schema, which a validator compares.
 type ocsfClass struct {
 	classUID, categoryUID, activityID int64
 	className, categoryName           string
 	activityName, typeName            string
 }
 
-func newOCSFClass(classUID int64, className string, categoryUID int64, categoryName string, activityID int64, activityName string) ocsfClass {
-	return ocsfClass{
-		classUID: classUID, className: className,
-		categoryUID: categoryUID, categoryName: categoryName,
-		activityID: activityID, activityName: activityName,
-		typeName: className + ": " + activityName,
-	}
+func networkActivity(activityID int64, activityName, typeName string) ocsfClass {
+	return ocsfClass{classUID: 4001, className: "Network Activity", categoryUID: 4, categoryName: "Network Activity",
+		activityID: activityID, activityName: activityName, typeName: typeName}
 }
-
-// OCSF Network Activity (class 4001) activity ids.
-const (
-	ocsfActivityOpen    = 1
-	ocsfActivityClose   = 2
-	ocsfActivityTraffic = 6
-	ocsfActivityOther   = 99
-)
 
 var (
 	// A gap is about connlogd's own delivery, not network activity:
-	// OCSF's Base Event (class 0) carries it.
-	ocsfGap    = newOCSFClass(0, "Base Event", 0, "Uncategorized", ocsfActivityOther, "Gap")
-	ocsfOpened = newOCSFClass(4001, "Network Activity", 4, "Network Activity", ocsfActivityOpen, "Open")
-	ocsfClosed = newOCSFClass(4001, "Network Activity", 4, "Network Activity", ocsfActivityClose, "Close")
-	// OCSF has no activity for a TCP state transition; 99 with the
-	// source's own name is the schema's rule for that.
-	ocsfChanged = newOCSFClass(4001, "Network Activity", 4, "Network Activity", ocsfActivityOther, "State Changed")
-	// socket: a line of connlogd -once, a report on an open socket.
-	ocsfSocket = newOCSFClass(4001, "Network Activity", 4, "Network Activity", ocsfActivityTraffic, "Traffic")
+	// OCSF's Base Event (class 0) carries it, as activity 99 (Other)
+	// with the source's own name. Its type_uid is then 99 too, whose
+	// sibling takes the source's name as well (a validator flags "Base
+	// Event: Other" there as a caption copied for 99).
+	ocsfGap = ocsfClass{classUID: 0, className: "Base Event", categoryUID: 0, categoryName: "Uncategorized",
+		activityID: 99, activityName: "Gap", typeName: "Base Event: Gap"}
+	ocsfOpened  = networkActivity(1, "Open", "Network Activity: Open")
+	ocsfClosed  = networkActivity(2, "Close", "Network Activity: Close")
+	ocsfFailed  = networkActivity(4, "Fail", "Network Activity: Fail")
+	ocsfRefused = networkActivity(5, "Refuse", "Network Activity: Refuse")
+	// updated, and a -once line of a connection: a report on its traffic.
+	ocsfTrafficReport = networkActivity(6, "Traffic", "Network Activity: Traffic")
+	ocsfListen        = networkActivity(7, "Listen", "Network Activity: Listen")
+	// OCSF has no activity for a TCP state transition: 99 (Other) with
+	// the source's own name, while type_name stays the caption of 400199.
+	ocsfChanged = networkActivity(99, "State Changed", "Network Activity: Other")
 )
 
-func ocsfClassOf(k event.Kind) *ocsfClass {
-	switch k {
+func ocsfClassOf(ev *event.Event) *ocsfClass {
+	listen := ev.Direction == event.DirectionListen
+	switch ev.Kind {
 	case event.Gap:
 		return &ocsfGap
 	case event.Appeared:
+		if listen {
+			return &ocsfListen
+		}
 		return &ocsfOpened
 	case event.Closed:
+		switch {
+		case ev.Failure == event.FailedRefused:
+			return &ocsfRefused
+		case ev.Failure.Failed():
+			return &ocsfFailed
+		}
 		return &ocsfClosed
 	case event.StateChanged:
 		return &ocsfChanged
+	case event.Snapshot:
+		if listen {
+			return &ocsfListen
+		}
 	}
-	return &ocsfSocket
+	return &ocsfTrafficReport
 }
 
 // ocsfDoc is the document of one event: its top-level attributes, in
@@ -94,11 +107,15 @@ type ocsfDoc struct {
 	host, version string
 	scratch       [64]byte
 	message       []byte // a gap's message, reused
+	// The socket as a connection (flow.go): initiator first.
+	f           flow
+	c           counters
+	hasCounters bool
 }
 
 func (d *ocsfDoc) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	ev := d.ev
-	c := ocsfClassOf(ev.Kind)
+	c := ocsfClassOf(ev)
 	enc.AddInt64("activity_id", c.activityID)
 	enc.AddString("activity_name", c.activityName)
 	enc.AddInt64("category_uid", c.categoryUID)
@@ -117,7 +134,6 @@ func (d *ocsfDoc) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	t := eventTime(ev)
 	enc.AddInt64("time", t.UnixMilli())
 	enc.AddObject("metadata", (*ocsfMetadata)(d))
-	enc.AddObject("device", (*ocsfDevice)(d))
 
 	if ev.Kind == event.Gap {
 		d.message = append(append(d.message[:0], "events may be missing: "...), ev.Reason...)
@@ -126,16 +142,32 @@ func (d *ocsfDoc) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		return nil
 	}
 
-	enc.AddObject("src_endpoint", (*ocsfSrcEndpoint)(d))
+	// device (and actor) belong to the host profile: a Base Event has
+	// neither, and its host is unmapped.hostname.
+	enc.AddObject("device", (*ocsfDevice)(d))
+	// A socket without a peer has no src_endpoint: its own end is the
+	// dst_endpoint connections are made to.
+	if d.f.hasClient {
+		enc.AddObject("src_endpoint", (*ocsfSrcEndpoint)(d))
+	}
 	enc.AddObject("dst_endpoint", (*ocsfDstEndpoint)(d))
 	enc.AddObject("connection_info", (*ocsfConnectionInfo)(d))
-	if ev.Kind == event.Closed {
+	if ev.Kind == event.Closed && ev.Failure.Failed() {
+		enc.AddInt64("status_id", 2)
+		enc.AddString("status", "Failure")
+		if cause := ev.Failure.String(); cause != "" {
+			enc.AddString("status_detail", cause)
+		}
+	}
+	if ev.Kind == event.Closed || ev.Kind == event.Updated {
 		if !ev.FirstSeen.IsZero() {
 			enc.AddInt64("start_time", ev.FirstSeen.UnixMilli())
 		}
-		enc.AddInt64("end_time", t.UnixMilli())
+		if ev.Kind == event.Closed {
+			enc.AddInt64("end_time", t.UnixMilli())
+		}
 		enc.AddInt64("duration", ev.Duration().Milliseconds())
-		if closingInfo(ev) != nil {
+		if d.hasCounters {
 			enc.AddObject("traffic", (*ocsfTraffic)(d))
 		}
 	}
@@ -150,8 +182,26 @@ func (d *ocsfDoc) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 
 type ocsfMetadata ocsfDoc
 
+// OCSF profiles: device and actor belong to host, an endpoint's
+// container to container. A validator accepts them only when
+// metadata.profiles lists their profile.
+var (
+	ocsfProfilesHost          = strArray{"host"}
+	ocsfProfilesHostContainer = strArray{"host", "container"}
+)
+
 func (d *ocsfMetadata) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("version", ocsfVersion)
+	if !d.ev.ID.IsZero() {
+		enc.AddByteString("uid", d.ev.ID.Append(d.scratch[:0]))
+	}
+	if socketKind(d.ev) {
+		if d.ev.ContainerID() != "" {
+			enc.AddArray("profiles", &ocsfProfilesHostContainer)
+		} else {
+			enc.AddArray("profiles", &ocsfProfilesHost)
+		}
+	}
 	enc.AddObject("product", (*ocsfProduct)(d))
 	enc.AddString("log_name", "connlogd")
 	enc.AddString("event_code", d.ev.Kind.String())
@@ -180,6 +230,7 @@ type ocsfGapUnmapped ocsfDoc
 
 func (d *ocsfGapUnmapped) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	ev := d.ev
+	enc.AddString("hostname", d.host)
 	addNetns(enc, ev)
 	enc.AddString("reason", ev.Reason)
 	if ev.Count != 0 {
@@ -188,20 +239,25 @@ func (d *ocsfGapUnmapped) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
-// ocsfSrcEndpoint is the local end.
+// ocsfSrcEndpoint is the initiator (client).
 type ocsfSrcEndpoint ocsfDoc
 
 func (d *ocsfSrcEndpoint) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	addEndpoint(enc, d.ev.Socket.Src, &d.scratch)
-	// The container the socket was created in: the local end is the
-	// container's. Network Activity has no top-level container (the
-	// container profile applies to endpoints and processes), and the
-	// process may be unknown while the cgroup is not (short-lived
-	// connections).
+	addEndpoint(enc, d.f.client, &d.scratch)
+	if d.f.localIsClient {
+		(*ocsfDoc)(d).addContainer(enc)
+	}
+	return nil
+}
+
+// addContainer writes the container the socket was created in, on the
+// local end's endpoint. Network Activity has no top-level container (the
+// container profile applies to endpoints and processes), and the process
+// may be unknown while the cgroup is not (short-lived connections).
+func (d *ocsfDoc) addContainer(enc zapcore.ObjectEncoder) {
 	if d.ev.ContainerID() != "" {
 		enc.AddObject("container", (*ocsfContainer)(d))
 	}
-	return nil
 }
 
 type ocsfContainer ocsfDoc
@@ -266,11 +322,15 @@ func isUUID(s string) bool {
 	return true
 }
 
-// ocsfDstEndpoint is the remote end.
+// ocsfDstEndpoint is the responder (server), or a peerless socket's own
+// end.
 type ocsfDstEndpoint ocsfDoc
 
 func (d *ocsfDstEndpoint) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	addEndpoint(enc, d.ev.Socket.Dst, &d.scratch)
+	addEndpoint(enc, d.f.server, &d.scratch)
+	if !d.f.localIsClient {
+		(*ocsfDoc)(d).addContainer(enc)
+	}
 	return nil
 }
 
@@ -280,18 +340,11 @@ func (d *ocsfConnectionInfo) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	s := &d.ev.Socket
 	enc.AddString("protocol_name", s.Proto.String())
 	enc.AddInt64("protocol_num", int64(s.Proto))
-	if s.Family == snapshot.FamilyIPv6 {
-		enc.AddInt64("protocol_ver_id", 6)
-	} else {
-		enc.AddInt64("protocol_ver_id", 4)
-	}
+	enc.AddInt64("protocol_ver_id", d.f.ipVersion()) // on the wire
 	// direction_id is required: an undecided direction is 0, Unknown.
 	dirID, dir := ocsfDirection(d.ev.Direction)
 	enc.AddInt64("direction_id", dirID)
 	enc.AddString("direction", dir)
-	if id, ok := appendCommunityID(d.scratch[:0], s.Proto, s.Src, s.Dst); ok {
-		enc.AddByteString("community_uid", id)
-	}
 	return nil
 }
 
@@ -311,23 +364,25 @@ func ocsfDirection(d event.Direction) (int64, string) {
 	return 0, "Unknown"
 }
 
-// ocsfTraffic is the closing counters from the local end's point of
-// view: in is what the socket received, out what it sent.
+// ocsfTraffic is the counters by side, as OCSF defines them: out is what
+// the source (the initiator) sent, in what the destination sent.
 type ocsfTraffic ocsfDoc
 
 func (d *ocsfTraffic) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	in := &d.ev.Socket.Info
-	if in.Len >= infoLenBytesRecv {
-		enc.AddUint64("bytes_in", in.BytesReceived)
+	c := &d.c
+	if c.hasDstBytes {
+		enc.AddUint64("bytes_in", c.dstBytes)
 	}
-	if in.Len >= infoLenBytesSent {
-		enc.AddUint64("bytes_out", in.BytesSent)
-		enc.AddUint64("bytes", in.BytesSent+in.BytesReceived)
+	if c.hasSrcBytes {
+		enc.AddUint64("bytes_out", c.srcBytes)
 	}
-	if in.Len >= infoLenSegs {
-		enc.AddUint64("packets_in", uint64(in.SegsIn))
-		enc.AddUint64("packets_out", uint64(in.SegsOut))
-		enc.AddUint64("packets", uint64(in.SegsIn)+uint64(in.SegsOut))
+	if c.hasSrcBytes && c.hasDstBytes {
+		enc.AddUint64("bytes", c.srcBytes+c.dstBytes)
+	}
+	if c.hasPackets {
+		enc.AddUint64("packets_in", c.dstPackets)
+		enc.AddUint64("packets_out", c.srcPackets)
+		enc.AddUint64("packets", c.srcPackets+c.dstPackets)
 	}
 	return nil
 }
@@ -405,6 +460,11 @@ func (d *ocsfUnmapped) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	ev := d.ev
 	s := &ev.Socket
 	addNetns(enc, ev)
+	// OCSF 1.3.0 has no attribute for a Community ID (1.4.0 adds
+	// connection_info.community_uid).
+	if id, ok := appendCommunityID(d.scratch[:0], s.Proto, s.Src, s.Dst); ok {
+		enc.AddByteString("community_id", id)
+	}
 	enc.AddString("state", s.State.String())
 	if ev.Kind == event.StateChanged {
 		enc.AddString("prev_state", ev.PrevState.String())
@@ -422,7 +482,7 @@ func (d *ocsfUnmapped) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	if ev.Kind == event.Closed && ev.Reason != "" {
 		enc.AddString("reason", ev.Reason)
 	}
-	if in := closingInfo(ev); in != nil {
+	if in := trafficInfo(ev); in != nil {
 		addInfoRest(enc, in)
 	}
 	return nil

@@ -21,6 +21,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/event"
@@ -79,6 +80,9 @@ type Options struct {
 	// Version is connlogd's version in ECS agent.version and OCSF
 	// metadata.product.version; default: the build's module version.
 	Version string
+	// BootID is the boot the event ids are scoped to (event.IDs);
+	// default: the running kernel's.
+	BootID event.BootID
 }
 
 // Tee writes each event to every sink. Its methods are safe for
@@ -92,6 +96,8 @@ type Tee struct {
 	lines   [numSchemas][]byte
 	errs    [numSchemas]error
 	closed  bool
+	boot    event.BootID
+	ids     *event.IDs // created by the first Write
 }
 
 // New opens the configured sinks; host is Options.Host.
@@ -121,7 +127,7 @@ func prepare(specs []config.Sink, opt Options) (*Tee, error) {
 	if opt.Version == "" {
 		opt.Version = version.Version()
 	}
-	t := &Tee{}
+	t := &Tee{boot: opt.BootID}
 	for i := range specs {
 		out, sch, err := open(&specs[i], opt)
 		if err != nil {
@@ -278,12 +284,24 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 
 // Write hands ev to every sink. It never waits for a network receiver:
 // syslog sinks queue the event. A non-nil error means ev was lost by at
-// least one sink (Stats says which); the others still got it.
+// least one sink (Stats says which); the others still got it. Write
+// sets ev.Time when it is zero, and ev.ID when it is zero.
 func (t *Tee) Write(ev *event.Event) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return ErrClosed
+	}
+	// Stamped once here, so that every schema and sink writes the same
+	// time and id, and a resend the same bytes.
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	if ev.ID.IsZero() {
+		if t.ids == nil {
+			t.ids = event.NewIDs(bootOr(t.boot), getpid(), runStart())
+		}
+		ev.ID = t.ids.Next()
 	}
 	for s, enc := range t.encs {
 		if enc != nil {
@@ -303,6 +321,24 @@ func (t *Tee) Write(ev *event.Event) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// The scope of the event ids; tests fix them.
+var (
+	readBootID = event.ReadBootID
+	getpid     = os.Getpid
+	runStart   = time.Now
+)
+
+// bootOr returns b, or the running kernel's boot id when b is zero. A
+// kernel without one (not Linux) leaves it zero: the runs are then told
+// apart by the process id and start time alone.
+func bootOr(b event.BootID) event.BootID {
+	if b != (event.BootID{}) {
+		return b
+	}
+	b, _ = readBootID()
+	return b
 }
 
 // Sync writes out what the stdout and file sinks buffered; call it once

@@ -83,7 +83,7 @@ func startMetrics(listen string, log *slog.Logger) (*metrics, error) {
 		Name: "connlogd_build_info", Help: "Build information; the value is 1.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version.Version(), runtime.Version()).Set(1)
-	for _, k := range []event.Kind{event.Appeared, event.StateChanged, event.Closed, event.Gap} {
+	for _, k := range []event.Kind{event.Appeared, event.StateChanged, event.Updated, event.Closed, event.Gap} {
 		m.events.WithLabelValues(k.String())
 	}
 	for _, r := range []string{"success", "failure"} {

@@ -294,7 +294,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			d.audit.stop() // shutdown has written what it held
 		}
 	}()
-	if err := d.rescan(d.clock.Now()); err != nil {
+	if err := d.rescan(); err != nil {
 		d.out.Close()
 		return err
 	}
@@ -415,7 +415,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 }
 
 func (d *loop) rescanNow() {
-	if err := d.rescan(d.clock.Now()); err != nil {
+	if err := d.rescan(); err != nil {
 		d.log.Error("namespace rescan failed", "err", err)
 	}
 	d.sync()
@@ -425,7 +425,7 @@ func (d *loop) rescanNow() {
 // again.
 func (d *loop) destroyReady(w *namespace) {
 	if d.watches[w.ns.ID] == w {
-		if d.drainDestroy(w, d.clock.Now()) {
+		if d.drainDestroy(w) {
 			d.resync(w)
 		}
 		d.sync()
@@ -470,6 +470,14 @@ func (d *loop) shutdown() error {
 		"dump_duplicates", dups, "dump_skips_confirmed_alive", skips,
 		"lookups_undecided", undecided, "destroy_overruns", overruns)
 	for _, w := range d.order {
+		// What the kernel queued before the stop is logged, not dropped
+		// with the socket: under load the queue holds seconds of closes.
+		for range shutdownDrains {
+			if w.destroy == nil {
+				break
+			}
+			d.drainDestroy(w)
+		}
 		if w.stop != nil {
 			w.stop()
 		}
@@ -484,11 +492,13 @@ func (d *loop) shutdown() error {
 
 // rescan opens namespaces new to the configuration's list and closes
 // those that vanished, reporting their sockets closed.
-func (d *loop) rescan(now time.Time) error {
+func (d *loop) rescan() error {
 	want, err := d.discover(d.plan.Config.Namespaces)
 	if err != nil {
 		return err
 	}
+	// A namespace is known gone once the listing that misses it is done.
+	now := d.clock.Now()
 	seen := make(map[netns.ID]bool, len(want))
 	changed := false
 	var denied []string // namespaces entering was refused for
@@ -531,7 +541,7 @@ func (d *loop) rescan(now time.Time) error {
 		d.log.Info("namespace gone", "netns", w.ns.String(), "inode", id.Ino)
 		// Closes queued before it went are its sockets' last words: a
 		// short-lived namespace's last connections may be there alone.
-		d.drainDestroy(w, now)
+		d.drainDestroy(w)
 		evs := w.differ.CloseAll(now, event.ReasonNetnsGone)
 		for i := range evs {
 			w.tag(&evs[i])
@@ -585,9 +595,12 @@ func (d *loop) reorder() {
 }
 
 // finishPoll takes a namespace's finished dump: diffs it, or reports its
-// failure.
+// failure. Its events are stamped with the time the dump ended: the dump
+// is what told the loop, and it listed each socket before then. Closes
+// its lookups confirm are stamped when they answered (differ's Clock),
+// notifications with the time they were read.
 func (d *loop) finishPoll(j dumpJob) {
-	w, now := j.w, j.now
+	w, now := j.w, j.end
 	w.lastCost = d.clock.Now().Sub(j.start)
 	if err := j.err; err != nil {
 		// A partial table must not be diffed: every socket it lacks would
@@ -616,26 +629,49 @@ func (d *loop) finishPoll(j dumpJob) {
 	}
 	// Notifications queued while the dump ran go first: the dump may hold
 	// the TIME_WAIT remnant of a connection they report.
-	lost := d.drainDestroy(w, d.clock.Now()) // stamped when read, not with the poll's time
+	lost := d.drainDestroy(w)
 	w.owners.Refresh(&w.tab)
 	d.ownerWarnings()
-	if _, err := w.differ.Diff(&w.tab, now, w.conn); err != nil {
+	// A large table takes tens of milliseconds to compare: the closes
+	// queued meanwhile are read between chunks, not held until the end.
+	w.differ.SetTimeWaitDumped(!j.noTimeWait)
+	w.differ.Begin(&w.tab, now)
+	for !w.differ.Step(diffChunk) {
+		if w.destroy != nil {
+			lost = d.drainDestroy(w) || lost
+		}
+	}
+	if _, err := w.differ.Finish(w.conn); err != nil {
 		d.log.Warn("lookup of missing sockets failed; they stay tracked until confirmed", "netns", w.String(), "err", err)
 	}
 	w.diffed = true
 	w.countSockets()
+	// A resynchronising dump may have listed a minute of TIME_WAIT
+	// sockets: its storage is not kept for the smaller dumps after it.
+	if n, c := len(w.tab.Sockets), cap(w.tab.Sockets); c > 4096 && c > 4*n {
+		w.tab.Sockets = make([]snapshot.Socket, 0, 2*n)
+	}
 	d.met.Polled(w.lastCost)
-	d.reportCounters(w, now)
+	d.reportCounters(w, d.clock.Now())
 	if lost {
 		d.resync(w) // the dump predates the lost notifications
 	}
 }
 
+// diffChunk is how many sockets the differ compares between two reads of
+// the destroy notifications: about a millisecond of work.
+const diffChunk = 4096
+
 // drainDestroy logs the closes of every destroy notification queued in
 // w's subscription. It reports whether notifications were lost, after
 // reporting the gap: the caller then resynchronises with a fresh dump.
-func (d *loop) drainDestroy(w *namespace, now time.Time) (lost bool) {
-	d.drainAudit(now) // the calls behind the closes first
+//
+// Each batch is stamped when its read returned: every notification in it
+// was queued, so its socket destroyed, before then. A time read before
+// the read (a poll's, or the drain's start) could precede closes that
+// were queued while it ran.
+func (d *loop) drainDestroy(w *namespace) (lost bool) {
+	d.drainAudit(d.clock.Now()) // the calls behind the closes first
 	// Bounded: under a flood the queue refills as fast as it drains, and
 	// the loop must get back to its other work; the waiter signals again.
 	for range maxDrainBatches {
@@ -644,6 +680,7 @@ func (d *loop) drainDestroy(w *namespace, now time.Time) (lost bool) {
 		}
 		w.dtab.Reset()
 		full, err := w.destroy.Drain(&w.dtab)
+		now := d.clock.Now()
 		w.plan.keep(&w.dtab) // the kernel does not filter notifications
 		w.differ.Destroyed(&w.dtab, now)
 		if err != nil {
@@ -675,6 +712,10 @@ func (d *loop) drainDestroy(w *namespace, now time.Time) (lost bool) {
 	}
 	return lost
 }
+
+// shutdownDrains bounds the drains at shutdown: up to 64 × 16 batches of
+// 1,024 sockets, more than a 16 MiB receive buffer holds.
+const shutdownDrains = 64
 
 // maxDrainBatches bounds one drain: 16 batches of up to 1,024 sockets.
 const maxDrainBatches = 16

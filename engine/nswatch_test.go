@@ -89,7 +89,7 @@ func TestWatchedNamespaceOpenedAndAdopted(t *testing.T) {
 
 	// Discovery never found it (the rescan's list lacks it): it is gone.
 	h.clock.Advance(time.Second)
-	if err := h.d.rescan(h.clock.Now()); err != nil {
+	if err := h.d.rescan(); err != nil {
 		t.Fatal(err)
 	}
 	if got := kinds(h.out.take()); got["closed/"+event.ReasonNetnsGone] != 1 {
@@ -210,7 +210,7 @@ func TestVanishedNamespaceDrainsItsQueuedCloses(t *testing.T) {
 	sub.push(s)
 	h.nss = []netns.NS{host}
 	h.clock.Advance(time.Second)
-	if err := h.d.rescan(h.clock.Now()); err != nil {
+	if err := h.d.rescan(); err != nil {
 		t.Fatal(err)
 	}
 	got := kinds(h.out.take())

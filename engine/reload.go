@@ -100,7 +100,7 @@ func (d *loop) apply(plan *Plan, out Output) (prev *config.Config) {
 		d.log.Warn("new namespaces are watched as they appear from a restart on; until then the rescan finds them", "every", cfg.NamespaceRescan)
 	}
 	if !slices.Equal(cfg.Namespaces.List, prev.Namespaces.List) || cfg.Namespaces.Mode != prev.Namespaces.Mode {
-		if err := d.rescan(d.clock.Now()); err != nil {
+		if err := d.rescan(); err != nil {
 			d.log.Error("namespace rescan failed", "err", err)
 		}
 	}

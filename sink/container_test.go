@@ -54,10 +54,14 @@ func TestContainerFields(t *testing.T) {
 	ecs := decode(t, encodeSchema(t, schemaECS, ev)[0])
 	ecs.expect(fields{
 		"container.id": c.ID, "container.name": c.Name,
-		"container.image.name": "registry.local:5000/shop/api", "container.image.tag": "1.4",
+		"container.image.name": "registry.local:5000/shop/api",
 		"orchestrator.type": "kubernetes", "orchestrator.namespace": "shop",
 		"orchestrator.resource.type": "pod", "orchestrator.resource.name": "api-7d4b9", "orchestrator.resource.id": c.PodUID,
 	})
+	// ecs_flat normalizes container.image.tag to an array.
+	if got := ecs.strs("container.image.tag"); len(got) != 1 || got[0] != "1.4" {
+		t.Errorf("container.image.tag %v, want [1.4]", got)
+	}
 	if got := ecs.strs("container.image.hash.all"); len(got) != 1 || got[0] != c.ImageID {
 		t.Errorf("container.image.hash.all %v", got)
 	}

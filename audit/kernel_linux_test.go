@@ -3,6 +3,8 @@
 package audit
 
 import (
+	"github.com/connlogd/connlogd/internal/testlock"
+
 	"bytes"
 	"errors"
 	"flag"
@@ -26,6 +28,8 @@ var captureFile = flag.String("capture", "", "write the records of known calls t
 // runs) when the test cannot manage the kernel's audit rules.
 func requireAudit(t *testing.T) {
 	t.Helper()
+	// The rules are the kernel's: one test at a time, in any package.
+	testlock.Exclusive(t, "audit")
 	c, err := openControl()
 	if err == nil {
 		_, err = c.status()

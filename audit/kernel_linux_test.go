@@ -3,8 +3,6 @@
 package audit
 
 import (
-	"github.com/connlogd/connlogd/internal/testlock"
-
 	"bytes"
 	"errors"
 	"flag"
@@ -20,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/connlogd/connlogd/internal/testlock"
 )
 
 var captureFile = flag.String("capture", "", "write the records of known calls to this file (refreshes testdata/records.txt)")

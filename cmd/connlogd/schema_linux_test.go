@@ -433,9 +433,28 @@ func TestSchemasEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Bursts of short-lived connections.
+	// Bursts of short-lived connections, and some aborted by the client
+	// (SO_LINGER 0: a reset, counters zeroed), which are no failed
+	// attempts on either end.
 	tcpAddr, udpAddr := servers(t, ns)
 	shortLived(t, ns, tcpAddr, udpAddr, 200, 20, 8, 0)
+	err = ns.Do(func() error {
+		for range 20 {
+			c, err := net.Dial("tcp4", tcpAddr)
+			if err != nil {
+				return err
+			}
+			if _, err := c.Write([]byte("hello")); err != nil {
+				return err
+			}
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	syscall.Close(boundFD)
 	connected.Close()
 	unconnected.Close()

@@ -17,7 +17,21 @@
 // TCP socket whose tuple another socket now owns). When the lookup cannot
 // answer, or cannot see the socket (a TCP socket in state close is in no
 // hash it searches), the socket must be missing from MissLimit
-// consecutive dumps.
+// consecutive dumps. A socket whose close a destroy notification already
+// reported is not looked up when a dump misses it: it is forgotten.
+//
+// # Time
+//
+// Diff's now is when the dump ended: what it shows was true by then. The
+// closes its lookups confirm are stamped by Options.Clock once they have
+// answered, and Destroyed's events with the time the caller read them:
+// no event carries a time before its change.
+//
+// # Steps
+//
+// Diff is Begin, Step and Finish; a caller that must not hold destroy
+// notifications back while a large table is compared calls Destroyed
+// between the steps.
 //
 // # Failed attempts
 //
@@ -69,7 +83,6 @@
 package differ
 
 import (
-	"net/netip"
 	"time"
 
 	"github.com/connlogd/connlogd/event"
@@ -101,6 +114,12 @@ type Options struct {
 	// of the protocols it dumps, so that a close without one proves an
 	// inbound handshake failed (see "Failed attempts").
 	Destroy bool
+	// Clock, when set, is read once the lookups of a diff have answered:
+	// the closes they confirm are stamped with it, not with the diff's
+	// time. A socket a dump skipped may have been alive until just before
+	// the lookup, so the dump's time could precede its close. Unset, those
+	// closes take the diff's time (tests, and callers without lookups).
+	Clock func() time.Time
 }
 
 // Stats are cumulative counters of the differ's work.
@@ -124,6 +143,11 @@ type conn struct {
 	// held: a TIME_WAIT socket no poll had seen, not announced yet (see
 	// Diff).
 	held bool
+	// afterlife: a TIME_WAIT remnant no poll had seen, tracked silently
+	// because dumps leave TIME_WAIT out: its connection is reported by
+	// its notification, which Destroyed still reports should it carry
+	// the remnant's cookie.
+	afterlife bool
 	// phase is how far a TCP handshake got, as polls saw it.
 	phase phase
 	// lastEvent is when the socket's last event was reported (unix ns;
@@ -189,6 +213,17 @@ type Differ struct {
 	started  bool
 	late     bool // the next Diff follows a Restore
 	stats    Stats
+	// noTimeWait: the dumps leave TIME_WAIT sockets out (SetTimeWaitDumped).
+	noTimeWait bool
+
+	// The diff under way, between Begin and Finish.
+	tab      *snapshot.Table
+	now      time.Time
+	cur      int // where in order the next guess is
+	matched  int
+	done     int // sockets of tab compared
+	initial  bool
+	diffLate bool
 
 	// Destroyed sockets no poll had seen, by cookie and (for TCP, whose
 	// TIME_WAIT remnant of a never-dumped socket gets a new cookie) by
@@ -196,7 +231,8 @@ type Differ struct {
 	// make them appear again. Kept for two generations: after that no
 	// dump that started before the destroy is still to come.
 	deadCookies map[uint64]uint32
-	deadTuples  map[snapshot.Key]uint32
+	deadTuples  map[tupleKey]uint32
+	deadPeak    int // most entries deadCookies held since it was rebuilt
 	// closedCookies are sockets a poll reported closed before their
 	// destroy notification came (the kernel unhashes a socket when its
 	// connection ends, and frees it, which sends the notification, when
@@ -206,8 +242,9 @@ type Differ struct {
 	closedCookies map[uint64]int64
 	nowNs         int64 // the time of the last Diff
 	// heldTuples indexes the held sockets by tuple.
-	heldTuples map[snapshot.Key]int32
+	heldTuples map[tupleKey]int32
 
+	ev       event.Event // the event being emitted
 	suspects []int32
 	keys     []snapshot.Key
 	results  []snapshot.LookupResult
@@ -224,8 +261,8 @@ func New(opts Options) *Differ {
 		byCookie:      make(map[uint64]int32),
 		deadCookies:   make(map[uint64]uint32),
 		closedCookies: make(map[uint64]int64),
-		deadTuples:    make(map[snapshot.Key]uint32),
-		heldTuples:    make(map[snapshot.Key]int32),
+		deadTuples:    make(map[tupleKey]uint32),
+		heldTuples:    make(map[tupleKey]int32),
 	}
 }
 
@@ -236,15 +273,29 @@ func (d *Differ) Stats() Stats { return d.stats }
 func (d *Differ) Len() int { return len(d.byCookie) }
 
 // Diff compares t with what the Differ knows and returns the events, in
-// the order: appeared and state_changed in dump order, then closed. The
-// slice is reused by the next call. p may be nil when lookups are
+// the order: appeared and state_changed in dump order, then closed. now
+// is when the dump that made t ended: what it shows was true by then.
+// The slice is reused by the next call. p may be nil when lookups are
 // impossible. A Prober error is returned after the events were computed
-// without it; the events are valid either way.
+// without it; the events are valid either way. Diff is Begin, Step until
+// done, then Finish.
 func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event, error) {
+	d.Begin(t, now)
+	for !d.Step(len(t.Sockets)) {
+	}
+	return d.Finish(p)
+}
+
+// Begin starts a diff of t, dumped by now, to be compared by Step and
+// ended by Finish. Between the steps the caller may hand the Differ
+// destroy notifications (Destroyed), so that a large table does not hold
+// them back; nothing else may be called until Finish. t must stay
+// unchanged until then.
+func (d *Differ) Begin(t *snapshot.Table, now time.Time) {
 	d.gen++
 	d.resetEvents()
 	d.next = d.next[:0]
-	initial := !d.started
+	d.initial = !d.started
 	if len(d.conns) == 0 && len(t.Sockets) > cap(d.conns) {
 		// Size the tracker from the first table instead of growing it
 		// socket by socket, which leaves garbage several times its size.
@@ -254,13 +305,22 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 		d.next = make([]int32, 0, cap(d.conns))
 	}
 	d.started = true
-	late := d.late
+	d.diffLate = d.late
 	d.late = false
+	d.tab, d.now = t, now
+	d.cur, d.matched, d.done = 0, 0, 0
+}
+
+// Step compares up to n more sockets of the table given to Begin, and
+// reports whether all of them are compared.
+func (d *Differ) Step(n int) bool {
+	t, now := d.tab, d.now
+	initial, late := d.initial, d.diffLate
 	nowNs := now.UnixNano()
 	d.nowNs = nowNs
-	cur := 0
-	matched := 0
-	for i := range t.Sockets {
+	end := min(len(t.Sockets), d.done+max(n, 1))
+	cur, matched := d.cur, d.matched
+	for i := d.done; i < end; i++ {
 		s := &t.Sockets[i]
 		slot := int32(-1)
 		if cur < len(d.order) {
@@ -277,7 +337,13 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 					if c.pos >= 0 && c.gen != d.gen {
 						cur = int(c.pos) + 1
 					}
-				} else if c.gen != d.gen {
+				} else if c.gen == d.gen {
+					// This dump listed the socket already, under its other
+					// tuple (the kernel walks its hashes one after the
+					// other while the socket moves): one socket, one record.
+					d.stats.Duplicates++
+					continue
+				} else {
 					// Same socket, new tuple (e.g. a UDP socket that
 					// connected): under a tuple key that is a close of the
 					// old identity and the appearance of a new one.
@@ -299,17 +365,17 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 			switch {
 			case c.held:
 				d.unhold(slot)
-				d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
+				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
 				c.lastEvent = nowNs
 			case c.silent:
 			case c.sock.State != s.State:
-				d.emit(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.sock.State, FirstSeen: time.Unix(0, c.firstSeen)})
+				d.emitNew(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.sock.State, FirstSeen: time.Unix(0, c.firstSeen)})
 				c.lastEvent = nowNs
 			case d.opts.UpdateInterval > 0 && flowing(s):
 				if c.lastEvent == 0 {
 					c.lastEvent = nowNs // restored: count from now
 				} else if nowNs-c.lastEvent >= int64(d.opts.UpdateInterval) {
-					d.emit(event.Event{Kind: event.Updated, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
+					d.emitNew(event.Event{Kind: event.Updated, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
 					c.lastEvent = nowNs
 				}
 			}
@@ -326,23 +392,41 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 		// sent yet (it sends them from a work queue, late under load),
 		// under a new cookie. It is held back one poll: a notification for
 		// its tuple meanwhile makes it silent; otherwise it is announced.
-		held := !silent && !initial && !late && isRemnantState(s.State)
-		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held,
+		// When dumps leave TIME_WAIT out, the caller has notifications,
+		// which report every connection: a remnant a dump still lists
+		// (one in the fin_wait2 substate) is never announced, however late
+		// the notification is read.
+		remnant := !silent && !initial && !late && isRemnant(s)
+		afterlife := remnant && d.noTimeWait
+		held := remnant && !afterlife
+		silent = silent || afterlife
+		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held, afterlife: afterlife,
 			phase: phaseNone.next(s), lastEvent: nowNs}
 		d.byCookie[s.Cookie] = slot
 		d.next = append(d.next, slot)
 		if held {
 			d.heldTuples[tuple(s)] = slot
 		} else if !silent {
-			d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial, Late: late})
+			d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial, Late: late})
 		}
+	}
+	d.cur, d.matched, d.done = cur, matched, end
+	return end == len(t.Sockets)
+}
+
+// Finish ends the diff Begin started: the tracked sockets the dump did
+// not return are suspects, looked up through p (nil: no lookups), and
+// reported closed when confirmed gone. It returns the events of the
+// whole diff, as Diff does.
+func (d *Differ) Finish(p Prober) ([]event.Event, error) {
+	for !d.Step(len(d.tab.Sockets)) {
 	}
 	d.expireDead()
 
 	// Suspects: tracked sockets this dump did not return. When every
 	// socket of the last dump matched, only the pending ones can be.
 	d.suspects = d.suspects[:0]
-	if matched < len(d.order) {
+	if d.matched < len(d.order) {
 		for _, slot := range d.order {
 			if c := &d.conns[slot]; c.used && c.gen != d.gen && c.pos >= 0 {
 				d.suspects = append(d.suspects, slot)
@@ -355,13 +439,80 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 		}
 	}
 	d.order, d.next = d.next, d.order
-	err := d.confirm(now, p, late)
+	err := d.confirm(d.now, p, d.diffLate)
+	d.tab = nil
+	d.compact()
 	return d.events, err
+}
+
+// compactMin is the fewest free slots worth a compaction.
+const compactMin = 4096
+
+// compact gives back the memory of a burst: once more than half of the
+// slots are free (a resynchronising dump that listed a minute of TIME_WAIT
+// sockets, since forgotten), the live sockets move to a tracker of their
+// own size, and the cookie index, which a Go map never shrinks, is
+// rebuilt. Slot numbers change; nothing outside the Differ holds them.
+func (d *Differ) compact() {
+	if len(d.free) < compactMin || len(d.free) < len(d.conns)/2 {
+		return
+	}
+	live := len(d.conns) - len(d.free)
+	remap := make([]int32, len(d.conns))
+	conns := make([]conn, 0, live+live/8)
+	for i := range d.conns {
+		remap[i] = -1
+		if d.conns[i].used {
+			remap[i] = int32(len(conns))
+			conns = append(conns, d.conns[i])
+		}
+	}
+	byCookie := make(map[uint64]int32, live)
+	for k, v := range d.byCookie {
+		byCookie[k] = remap[v]
+	}
+	move := func(slots []int32) []int32 {
+		out := make([]int32, 0, max(len(slots), live+live/8))
+		for _, v := range slots {
+			if r := remap[v]; r >= 0 {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	d.order, d.pending = move(d.order), move(d.pending)
+	for i := range conns {
+		conns[i].pos = -1
+	}
+	for i, slot := range d.order {
+		conns[slot].pos = int32(i)
+	}
+	for k, v := range d.heldTuples {
+		d.heldTuples[k] = remap[v]
+	}
+	d.conns, d.byCookie, d.free = conns, byCookie, nil
+	d.next, d.pend2, d.suspects, d.keys, d.results = nil, nil, nil, nil, nil
 }
 
 // confirm decides the fate of each suspect.
 func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 	d.pend2 = d.pend2[:0]
+	// A suspect whose close a destroy notification already reported needs
+	// no lookup: what a dump no longer returns is at most its TIME_WAIT
+	// remnant, which polls may not even ask for, and which a lookup would
+	// find alive (same cookie) for a minute. It is forgotten, its cookie
+	// kept as a dead one so that a later dump returning the remnant does
+	// not announce it.
+	live := d.suspects[:0]
+	for _, slot := range d.suspects {
+		if c := &d.conns[slot]; c.silent {
+			d.deadCookies[c.sock.Cookie] = d.gen
+			d.release(slot)
+			continue
+		}
+		live = append(live, slot)
+	}
+	d.suspects = live
 	if len(d.suspects) == 0 {
 		d.pending, d.pend2 = d.pend2, d.pending
 		return nil
@@ -382,6 +533,10 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 		}
 	}
 	var done map[flowKey]bool // tuples that completed handshakes hold, built when needed
+	// The lookups, or this diff when there are none, tell the closes.
+	if d.opts.Clock != nil {
+		now = d.opts.Clock()
+	}
 	for i, slot := range d.suspects {
 		c := &d.conns[slot]
 		c.pos = -1
@@ -415,7 +570,18 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 		case res == snapshot.LookupStale && staleMeansGone(&c.sock):
 			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
-		case res == snapshot.LookupAlive:
+		case res == snapshot.LookupTimeWait && d.noTimeWait && c.misses > 0:
+			// Only its remnant is left, which dumps no longer list, at two
+			// polls in a row: the connection closed and its notification
+			// was lost (a late one had one poll to come, with the final
+			// counters). Its cookie is kept as a dead one, as for a
+			// reported close.
+			d.deadCookies[c.sock.Cookie] = d.gen
+			d.closeSlotLate(slot, now, event.ReasonGone, late)
+			continue
+		case res == snapshot.LookupTimeWait && d.noTimeWait:
+			c.misses++
+		case res == snapshot.LookupAlive, res == snapshot.LookupTimeWait:
 			d.stats.Skipped++
 			c.misses = 0
 		default:
@@ -470,28 +636,41 @@ func (d *Differ) closeSlotFailed(slot int32, now time.Time, reason string, late 
 	c := &d.conns[slot]
 	if c.held {
 		d.unhold(slot)
-		d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
+		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
 	}
 	if !c.silent {
-		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late, Failure: fail})
+		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late, Failure: fail})
 		if d.opts.Destroy && reason == event.ReasonGone {
 			d.closedCookies[c.sock.Cookie] = now.Add(lateDestroyWindow).UnixNano()
 		}
+	}
+	d.release(slot)
+}
+
+// release stops tracking slot, without events.
+func (d *Differ) release(slot int32) {
+	c := &d.conns[slot]
+	if c.held {
+		d.unhold(slot)
 	}
 	delete(d.byCookie, c.sock.Cookie)
 	*c = conn{pos: -1}
 	d.free = append(d.free, slot)
 }
 
-func (d *Differ) emit(ev event.Event) {
-	if !d.wanted(&ev) {
+// emitNew reports ev. It goes through d.ev, not the stack: handed by
+// pointer to Output, a stack copy would escape and cost an allocation per
+// event.
+func (d *Differ) emitNew(ev event.Event) {
+	d.ev = ev
+	if !d.wanted(&d.ev) {
 		return
 	}
 	if d.opts.Output != nil {
-		d.opts.Output(&ev)
+		d.opts.Output(&d.ev)
 		return
 	}
-	d.events = append(d.events, ev)
+	d.events = append(d.events, d.ev)
 }
 
 func (d *Differ) wanted(ev *event.Event) bool {
@@ -512,13 +691,22 @@ func (d *Differ) wanted(ev *event.Event) bool {
 // socket no poll saw is reported as appeared and closed, both marked
 // short-lived. The slice is reused by the next call of Diff or Destroyed.
 func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
-	d.resetEvents()
+	if d.tab == nil {
+		d.resetEvents() // between two steps of a diff, its events are kept
+	}
 	for i := range t.Sockets {
 		s := &t.Sockets[i]
-		if j, ok := d.byCookie[s.Cookie]; ok && d.conns[j].sock.Proto == s.Proto && d.conns[j].sock.Family == s.Family {
+		if j, ok := d.byCookie[s.Cookie]; ok && d.conns[j].sock.Proto == s.Proto && d.conns[j].sock.Family == s.Family && !d.conns[j].afterlife {
 			c := &d.conns[j]
 			if c.silent {
 				continue // a repeated notification
+			}
+			if c.held {
+				// Held as a possible remnant, yet its own destroy came: a
+				// remnant has none, so it was a real socket. Announce it
+				// before its close.
+				d.unhold(j)
+				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
 			}
 			final := c.sock
 			if s.HasInfo {
@@ -535,7 +723,7 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 				// by what the kernel says at the end.
 				fail = attemptFailure(s)
 			}
-			d.emit(event.Event{Kind: event.Closed, Time: now, Socket: final, FirstSeen: time.Unix(0, c.firstSeen), Reason: event.ReasonDestroyed, Failure: fail})
+			d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: final, FirstSeen: time.Unix(0, c.firstSeen), Reason: event.ReasonDestroyed, Failure: fail})
 			c.silent = true
 			continue
 		}
@@ -546,17 +734,23 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 			delete(d.closedCookies, s.Cookie) // reported closed by a poll
 			continue
 		}
-		if j, ok := d.heldTuples[tuple(s)]; ok && s.Proto == snapshot.ProtoTCP {
-			// The held remnant was this connection's: never announce it.
-			d.unhold(j)
-			d.conns[j].silent = true
+		if j, ok := d.byCookie[s.Cookie]; ok && d.conns[j].afterlife {
+			// The connection of a silent remnant that kept its cookie.
+			d.conns[j].afterlife = false
+		}
+		if len(d.heldTuples) > 0 && s.Proto == snapshot.ProtoTCP {
+			if j, ok := d.heldTuples[tuple(s)]; ok {
+				// The held remnant was this connection's: never announce it.
+				d.unhold(j)
+				d.conns[j].silent = true
+			}
 		}
 		d.deadCookies[s.Cookie] = d.gen
 		if s.Proto == snapshot.ProtoTCP {
 			d.deadTuples[tuple(s)] = d.gen
 		}
-		d.emit(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, ShortLived: true})
-		d.emit(event.Event{Kind: event.Closed, Time: now, Socket: *s, FirstSeen: now, ShortLived: true, Reason: event.ReasonDestroyed,
+		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, ShortLived: true})
+		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: *s, FirstSeen: now, ShortLived: true, Reason: event.ReasonDestroyed,
 			Failure: attemptFailure(s)})
 	}
 	return d.events
@@ -569,8 +763,11 @@ func (d *Differ) reported(s *snapshot.Socket) bool {
 		return true
 	}
 	// A TIME_WAIT remnant shows as time_wait, or as fin_wait2 while the
-	// kernel's timewait socket is in that substate.
-	if s.State == snapshot.StateTimeWait || s.State == snapshot.StateFinWait2 {
+	// kernel's timewait socket is in that substate. A socket with
+	// tcp_info is a full socket, never a remnant: a new connection that
+	// reuses the tuple of one just closed (connect reuses a port whose
+	// TIME_WAIT is a second old) must not pass for its remnant.
+	if isRemnant(s) {
 		if _, ok := d.deadTuples[tuple(s)]; ok {
 			return true
 		}
@@ -587,6 +784,7 @@ func (d *Differ) expireDead() {
 	if len(d.deadCookies) == 0 && len(d.deadTuples) == 0 {
 		return
 	}
+	d.deadPeak = max(d.deadPeak, len(d.deadCookies))
 	for k, g := range d.deadCookies {
 		if d.gen-g >= 2 {
 			delete(d.deadCookies, k)
@@ -597,13 +795,45 @@ func (d *Differ) expireDead() {
 			delete(d.deadTuples, k)
 		}
 	}
+	// A Go map keeps the size of its peak: after a burst of closes,
+	// start afresh once a quarter of it is left.
+	if d.deadPeak >= compactMin && len(d.deadCookies) < d.deadPeak/4 {
+		d.deadCookies = copyMap(d.deadCookies)
+		d.deadTuples = copyMap(d.deadTuples)
+		d.deadPeak = len(d.deadCookies)
+	}
 }
 
-// tuple is a socket's key without the cookie.
-func tuple(s *snapshot.Socket) snapshot.Key {
-	k := s.Key
-	k.Cookie = 0
-	return k
+// copyMap returns m in a map of its own size.
+func copyMap[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// tupleKey is a socket's key without the cookie, compact and free of
+// pointers (netip.Addr holds one, for its zone): the dead-tuple index holds
+// one per short-lived TCP connection for two polls, and a map without
+// pointers is not scanned by the garbage collector.
+type tupleKey struct {
+	src, dst     [16]byte
+	sport, dport uint16
+	ifIndex      uint32
+	proto        snapshot.Proto
+	family       snapshot.Family
+}
+
+// tuple is s's tupleKey. Within a family As16 is one-to-one (an IPv4
+// socket's addresses and an IPv6 socket's IPv4-mapped ones differ by
+// family); sockets carry no zone.
+func tuple(s *snapshot.Socket) tupleKey {
+	return tupleKey{
+		src: s.Src.Addr().As16(), dst: s.Dst.Addr().As16(),
+		sport: s.Src.Port(), dport: s.Dst.Port(),
+		ifIndex: s.IfIndex, proto: s.Proto, family: s.Family,
+	}
 }
 
 // finalInfo combines the last polled tcp_info with the destroy message's.
@@ -629,6 +859,13 @@ func finalInfo(last *snapshot.Socket, fin *snapshot.TCPInfo) snapshot.TCPInfo {
 	}
 	return out
 }
+
+// SetTimeWaitDumped says whether the dumps to come list TIME_WAIT
+// sockets (the default) or leave them out, as a caller that has destroy
+// notifications may: then a tracked socket a lookup finds only as its
+// TIME_WAIT remnant is reported closed, instead of waiting, alive, for
+// a dump to list it.
+func (d *Differ) SetTimeWaitDumped(dumped bool) { d.noTimeWait = !dumped }
 
 // SetStates changes the reported-states mask (0: all), for a reload. The
 // tracked table is kept, so no live socket is announced again.
@@ -746,11 +983,11 @@ func (d *Differ) resetEvents() {
 // a new owner.
 func (d *Differ) SetOutput(fn func(*event.Event)) { d.opts.Output = fn }
 
-// isRemnantState says whether a socket in state st may be a TIME_WAIT
-// remnant: the kernel's timewait sockets show as time_wait, or as
-// fin_wait2 in that substate.
-func isRemnantState(st snapshot.State) bool {
-	return st == snapshot.StateTimeWait || st == snapshot.StateFinWait2
+// isRemnant says s may be a TIME_WAIT remnant: in a state a timewait
+// socket shows, and without tcp_info, which the kernel sends for full
+// sockets only (dumps ask for it).
+func isRemnant(s *snapshot.Socket) bool {
+	return (s.State == snapshot.StateTimeWait || s.State == snapshot.StateFinWait2) && !s.HasInfo
 }
 
 func (d *Differ) unhold(slot int32) {
@@ -801,13 +1038,17 @@ func attemptFailure(s *snapshot.Socket) event.Failure {
 // flowKey is a connection's tuple without the interface, which a request
 // socket and the connection that replaces it may not share.
 type flowKey struct {
-	proto    snapshot.Proto
-	family   snapshot.Family
-	src, dst netip.AddrPort
+	src, dst     [16]byte
+	sport, dport uint16
+	proto        snapshot.Proto
+	family       snapshot.Family
 }
 
-func flowOf(s *snapshot.Socket) flowKey {
-	return flowKey{s.Proto, s.Family, s.Src, s.Dst}
+func flowOf(s *snapshot.Socket) flowKey { return tuple(s).flow() }
+
+// flow is k without the interface.
+func (k tupleKey) flow() flowKey {
+	return flowKey{src: k.src, dst: k.dst, sport: k.sport, dport: k.dport, proto: k.proto, family: k.family}
 }
 
 // completedTuples returns the tuples of the TCP connections past their
@@ -821,7 +1062,7 @@ func (d *Differ) completedTuples() map[flowKey]bool {
 		}
 	}
 	for k := range d.deadTuples {
-		done[flowKey{k.Proto, k.Family, k.Src, k.Dst}] = true
+		done[k.flow()] = true
 	}
 	return done
 }

@@ -23,12 +23,27 @@
 //
 // Each tick starts a round: the host's namespace and, within a budget of
 // a fifth of the interval judged by what their last polls cost, the
-// other namespaces round-robin (planRound, a pure function). A round's
-// events are stamped with the time the round started, closes read from
-// destroy notifications with the time they were read, and a vanished
-// namespace's closes with the time of the rescan that missed it: never
-// a time before the change could have been seen. All of these come from
-// the loop's Clock.
+// other namespaces round-robin (planRound, a pure function).
+//
+// # Time stamps
+//
+// Every event's time is when the loop learnt of the change, read from the
+// loop's Clock after whatever told it, never before: a dump's events when
+// the dump ended (the worker reads the clock as it returns), closes its
+// lookups confirm when they answered (the differ's Clock), each batch of
+// destroy notifications when its read returned, a vanished namespace's
+// closes when the listing that missed it was done. A time read earlier (a
+// round's start, a drain's start) could precede a change that happened
+// while the dump, lookup or read ran.
+//
+// # Latency
+//
+// A dump runs on the worker; what the loop does with it, the diff, is
+// cut into chunks (diffChunk) between which it reads the notifications
+// queued meanwhile, so a large table does not hold closes back. Where
+// notifications work, dumps leave out TIME_WAIT sockets
+// (leaveOutTimeWait): their closes were reported as they entered
+// TIME_WAIT, and on a busy server they are most of the table.
 //
 // # Plans
 //

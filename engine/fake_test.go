@@ -64,6 +64,13 @@ type fakeDumper struct {
 	// of each dump as it starts waiting there.
 	gate    chan struct{}
 	entered chan struct{}
+	// skip: cookies dumps leave out although the sockets live (a dump
+	// racing with the table's changes does).
+	skip map[uint64]bool
+	// onLookup, when set, runs (unlocked) as a lookup starts: the table
+	// may change while the kernel answers.
+	onLookup func()
+	lookups  int
 }
 
 func (f *fakeDumper) Dump(t *snapshot.Table, reqs []diag.Request) error {
@@ -92,6 +99,9 @@ func (f *fakeDumper) Dump(t *snapshot.Table, reqs []diag.Request) error {
 			if f.kernel != nil && len(r.Bytecode) > 0 && !f.kernel(r.Bytecode, s) {
 				continue
 			}
+			if r.States&(1<<s.State) == 0 || f.skip[s.Cookie] {
+				continue
+			}
 			*t.Append() = *s
 		}
 	}
@@ -102,11 +112,21 @@ func (f *fakeDumper) Dump(t *snapshot.Table, reqs []diag.Request) error {
 // gone otherwise.
 func (f *fakeDumper) Lookup(keys []snapshot.Key, out []snapshot.LookupResult) error {
 	f.mu.Lock()
+	hook := f.onLookup
+	f.lookups += len(keys)
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, k := range keys {
 		out[i] = snapshot.LookupGone
-		if slices.ContainsFunc(f.sockets, func(s snapshot.Socket) bool { return s.Key == k }) {
+		if j := slices.IndexFunc(f.sockets, func(s snapshot.Socket) bool { return s.Key == k }); j >= 0 {
 			out[i] = snapshot.LookupAlive
+			if f.sockets[j].State == snapshot.StateTimeWait {
+				out[i] = snapshot.LookupTimeWait
+			}
 		}
 	}
 	return nil
@@ -131,15 +151,35 @@ func (f *fakeDumper) dumpCount() int {
 	return f.dumps
 }
 
-// fakeSub is a destroy subscription that reports an overrun when told.
+// fakeSub is a destroy subscription: it delivers the closes pushed to
+// it at once, and those queued by close each once the fake clock has
+// reached the time it was queued, reading each takes readCost; it reports
+// an overrun when told.
 type fakeSub struct {
-	mu      sync.Mutex
-	overrun bool
-	closed  chan struct{}
-	once    sync.Once
+	clock    *fakeClock
+	mu       sync.Mutex
+	overrun  bool
+	queued   []snapshot.Socket
+	queue    []queuedClose
+	readCost time.Duration
+	closed   chan struct{}
+	once     sync.Once
+}
+
+// queuedClose is a notification the kernel queues at a given time.
+type queuedClose struct {
+	s  snapshot.Socket
+	at time.Time
 }
 
 func newFakeSub() *fakeSub { return &fakeSub{closed: make(chan struct{})} }
+
+// close queues s's destroy notification at time at.
+func (s *fakeSub) close(sock snapshot.Socket, at time.Time) {
+	s.mu.Lock()
+	s.queue = append(s.queue, queuedClose{sock, at})
+	s.mu.Unlock()
+}
 
 func (s *fakeSub) Drain(t *snapshot.Table) (bool, error) {
 	s.mu.Lock()
@@ -148,7 +188,25 @@ func (s *fakeSub) Drain(t *snapshot.Table) (bool, error) {
 		s.overrun = false
 		return false, diag.ErrOverrun
 	}
+	for _, q := range s.queued {
+		*t.Append() = q
+	}
+	s.queued = nil
+	// As recvfrom does: take what is queued by now, one message at a
+	// time, while the time goes on.
+	for len(s.queue) > 0 && s.clock != nil && !s.queue[0].at.After(s.clock.Now()) {
+		*t.Append() = s.queue[0].s
+		s.queue = s.queue[1:]
+		s.clock.Advance(s.readCost)
+	}
 	return false, nil
+}
+
+// push queues the destroy notification of s, delivered at the next drain.
+func (s *fakeSub) push(sock snapshot.Socket) {
+	s.mu.Lock()
+	s.queued = append(s.queued, sock)
+	s.mu.Unlock()
 }
 
 func (s *fakeSub) WaitReadable() error { <-s.closed; return errors.New("closed") }
@@ -253,7 +311,7 @@ func newHarness(t *testing.T, cfg *config.Config, nss ...netns.NS) *harness {
 // start opens the namespaces and makes the first poll, as Run does.
 func (h *harness) start() {
 	h.t.Helper()
-	if err := h.d.rescan(h.clock.Now()); err != nil {
+	if err := h.d.rescan(); err != nil {
 		h.t.Fatal(err)
 	}
 	// Opening a namespace probes each request with a dump; count polls.

@@ -215,7 +215,7 @@ func TestVanishedNamespaceClosesItsSockets(t *testing.T) {
 	h.out.take()
 	h.nss = []netns.NS{host}
 	h.clock.Advance(time.Second)
-	if err := h.d.rescan(h.clock.Now()); err != nil {
+	if err := h.d.rescan(); err != nil {
 		t.Fatal(err)
 	}
 	evs := h.out.take()
@@ -241,28 +241,6 @@ func TestVanishedNamespaceClosesItsSockets(t *testing.T) {
 	h.round()
 	if k.dumpCount() != n {
 		t.Error("a vanished namespace is still polled")
-	}
-}
-
-// TestEventsStampedWithRoundStart: a poll's events carry the time its
-// round started, not the time its dump ended: never later than the change
-// could have been seen.
-func TestEventsStampedWithRoundStart(t *testing.T) {
-	ns := hostNS()
-	h := newHarness(t, testConfig(t, ""), ns)
-	k := h.kernel[ns.ID]
-	k.cost = 300 * time.Millisecond
-	h.start()
-	k.set(listener(1, 22))
-	h.clock.Advance(time.Second)
-	start := h.clock.Now()
-	h.round()
-	evs := h.out.take()
-	if len(evs) != 1 || evs[0].Kind != event.Appeared {
-		t.Fatalf("wrote %v; want one appeared", kinds(evs))
-	}
-	if !evs[0].Time.Equal(start) {
-		t.Errorf("appeared stamped %v; want the round's start %v", evs[0].Time, start)
 	}
 }
 

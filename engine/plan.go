@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"slices"
 
 	"github.com/connlogd/connlogd/attribution"
 	"github.com/connlogd/connlogd/config"
@@ -24,6 +25,10 @@ type Plan struct {
 	Filter *filter.Filter
 	// States is config.StateMask's: the states whose events are reported.
 	States uint32
+	// dumpTimeWait: the configured states name time_wait, so polls ask
+	// for TIME_WAIT sockets even where destroy notifications report the
+	// closes (see namespace.leaveOutTimeWait).
+	dumpTimeWait bool
 }
 
 // NewPlan compiles cfg's filters into a plan numbered gen.
@@ -32,7 +37,8 @@ func NewPlan(cfg *config.Config, gen uint64) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Plan{Gen: gen, Config: cfg, Filter: f, States: cfg.StateMask()}, nil
+	return &Plan{Gen: gen, Config: cfg, Filter: f, States: cfg.StateMask(),
+		dumpTimeWait: slices.Contains(cfg.States, snapshot.StateTimeWait)}, nil
 }
 
 // nsPlan is a plan applied to one namespace: the requests the kernel
@@ -111,6 +117,11 @@ func (p *Plan) keep(t *snapshot.Table) {
 // (process, user) judge it. It reports whether ev is to be written.
 func (p *Plan) admit(tr *attribution.Tracker, ev *event.Event) bool {
 	tr.AnnotateEvent(ev)
+	return p.admitOwner(ev)
+}
+
+// admitOwner is admit's second half, for an event already annotated.
+func (p *Plan) admitOwner(ev *event.Event) bool {
 	return !p.Filter.NeedsOwner() || p.Filter.MatchOwner(&ev.Socket, ownerOf(ev))
 }
 

@@ -63,12 +63,10 @@ func mayResync(last, now time.Time, interval time.Duration) bool {
 }
 
 // scheduler is the state of the rounds: the namespace being dumped, those
-// queued, the round-robin position and the round's event time. It does no
-// I/O and reads no clock: the loop passes the time in.
+// queued and the round-robin position. It does no I/O and reads no clock.
 type scheduler struct {
 	inflight *namespace   // being dumped
 	queue    []*namespace // to dump in this round
-	roundNow time.Time    // the round's event time
 	rr       int          // next non-host namespace to poll
 	warned   bool         // the namespace budget overran; said once
 }
@@ -80,10 +78,17 @@ type scheduler struct {
 // dump is made with: a reload while it runs must not change how its
 // result is read.
 type dumpJob struct {
-	w          *namespace
-	plan       *nsPlan
-	reqs       []diag.Request // plan's requests, less those not worth making now
-	now, start time.Time
+	w    *namespace
+	plan *nsPlan
+	reqs []diag.Request // plan's requests, less those not worth making now
+	// noTimeWait: reqs leave TIME_WAIT sockets out (leaveOutTimeWait).
+	noTimeWait bool
+	// start is when the loop handed the job over; end when the dump
+	// returned, read by the worker. The dump's events are stamped with
+	// end: a socket it lists may have appeared, or changed state, at any
+	// moment of the walk, and had by its end; the round's or the dump's
+	// start could precede the change.
+	start, end time.Time
 	err        error
 }
 
@@ -92,6 +97,7 @@ type dumpJob struct {
 func (d *loop) dumper() {
 	for j := range d.dumpReq {
 		j.err = j.w.conn.Dump(&j.w.tab, j.reqs)
+		j.end = d.clock.Now()
 		d.dumpDone <- j
 	}
 }
@@ -121,7 +127,6 @@ func (d *loop) startRound() {
 		d.log.Warn("polling every namespace takes longer than its budget; namespaces are polled in turn over several intervals (closes stay immediate)",
 			"namespaces", others, "per_interval", len(picks)-hosts, "budget", budget)
 	}
-	s.roundNow = d.clock.Now()
 	d.nextDump()
 }
 
@@ -146,9 +151,6 @@ func (d *loop) resync(w *namespace) {
 	}
 	w.lastResync = now
 	s.queue = append(s.queue, w)
-	if s.inflight == nil && len(s.queue) == 1 {
-		s.roundNow = now
-	}
 	d.nextDump()
 }
 
@@ -164,11 +166,13 @@ func (d *loop) nextDump() {
 		}
 		s.inflight = w
 		w.reqsNow = w.activeRequests(w.reqsNow[:0], w.plan.reqs)
-		d.dumpReq <- dumpJob{w: w, plan: w.plan, reqs: w.reqsNow, now: s.roundNow, start: d.clock.Now()}
+		noTW := w.leaveOutTimeWait(w.reqsNow)
+		d.dumpReq <- dumpJob{w: w, plan: w.plan, reqs: w.reqsNow, noTimeWait: noTW, start: d.clock.Now()}
 		return
 	}
 	if s.inflight == nil {
 		d.publishSockets()
+		d.auditLost(d.clock.Now())
 		d.reportSinkDrops(d.clock.Now())
 		d.sync()
 	}

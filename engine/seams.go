@@ -17,7 +17,8 @@ import (
 // seams of this file, so that tests drive it with fakes and no privilege.
 
 // Clock tells the time. Every event the loop stamps, and every interval
-// it measures, reads it here.
+// it measures, reads it here. The dump worker reads it too (when a dump
+// ends), so it must be safe for concurrent use.
 type Clock interface {
 	Now() time.Time
 }

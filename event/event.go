@@ -79,6 +79,11 @@ const (
 	// GapNetnsUnwatchable: other network namespaces cannot be entered
 	// (no CAP_SYS_ADMIN); only the host's is watched.
 	GapNetnsUnwatchable = "netns_unwatchable"
+	// GapAuditLost: audit records were lost (the kernel's lost counter
+	// grew, or the read-log subscription overran), so connections of that
+	// window may have no owner. Count is how many records the kernel
+	// counted lost, 0 when unknown.
+	GapAuditLost = "audit_lost"
 )
 
 // Event is one line of output.
@@ -111,6 +116,11 @@ type Event struct {
 	// values are shared between events and must not be modified.
 	Process *Process
 	Cgroup  *Cgroup
+	// Container is what the container runtime says of the container of
+	// Cgroup.ContainerID: its name, image and Kubernetes pod; nil while
+	// the runtime has not answered (a later event of the socket has it)
+	// or when no runtime knows the container. Shared, like Process.
+	Container *Container
 	// Reason qualifies Closed (see the Reason constants) and Gap events.
 	Reason string
 	// Count is how many notifications a Gap may have lost (0: unknown).
@@ -125,6 +135,19 @@ type Event struct {
 	Failure Failure
 	// ID identifies the event (see NewID); zero until the output sets it.
 	ID ID
+}
+
+// ContainerID returns the id of the socket's container: its cgroup's, or,
+// for a socket whose cgroup is unknown (a destroy notification carries
+// none), the container its network namespace belongs to. "" for none.
+func (e *Event) ContainerID() string {
+	if e.Cgroup != nil && e.Cgroup.ContainerID != "" {
+		return e.Cgroup.ContainerID
+	}
+	if e.Container != nil {
+		return e.Container.ID
+	}
+	return ""
 }
 
 // Duration returns how long the socket was known: for Closed events its
@@ -182,6 +205,22 @@ type Cgroup struct {
 	Path        string // relative to the cgroup2 mount: "/system.slice/nginx.service"
 	SystemdUnit string // "nginx.service"; "" when the path holds none
 	ContainerID string // 64 hex digits; "" when the path is no container's
+}
+
+// Container is what a container runtime reports of a container. Each
+// field but ID is "" when the runtime has no value for it.
+type Container struct {
+	ID    string // the container's id, 64 hex digits
+	Name  string // "web-1", without docker's leading "/"
+	Image string // the image as the container was created from it: "nginx:1.27"
+	// ImageID is the runtime's id of that image ("sha256:…"): a tag can
+	// be moved to another image, the id cannot.
+	ImageID string
+	// The Kubernetes pod, from the labels the kubelet sets
+	// (io.kubernetes.pod.name, .namespace, .uid).
+	PodName      string
+	PodNamespace string
+	PodUID       string
 }
 
 // Failure says how a connection attempt failed. The differ decides it

@@ -1,6 +1,8 @@
 package sink
 
 import (
+	"strings"
+
 	"go.uber.org/zap/zapcore"
 
 	"github.com/connlogd/connlogd/event"
@@ -71,8 +73,11 @@ func (d *ecsDoc) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		if ev.Process != nil {
 			enc.AddObject("process", (*ecsProcess)(d))
 		}
-		if c := ev.Cgroup; c != nil && c.ContainerID != "" {
+		if ev.ContainerID() != "" {
 			enc.AddObject("container", (*ecsContainer)(d))
+		}
+		if c := ev.Container; c != nil && (c.PodName != "" || c.PodNamespace != "" || c.PodUID != "") {
+			enc.AddObject("orchestrator", (*ecsOrchestrator)(d))
 		}
 	}
 	enc.AddObject("connlogd", (*ecsConnlogd)(d))
@@ -269,8 +274,104 @@ func (d *ecsProcessUser) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 type ecsContainer ecsDoc
 
 func (d *ecsContainer) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddString("id", d.ev.Cgroup.ContainerID)
+	enc.AddString("id", d.ev.ContainerID())
+	if c := d.ev.Container; c != nil {
+		if c.Name != "" {
+			enc.AddString("name", c.Name)
+		}
+		if c.Image != "" || c.ImageID != "" {
+			enc.AddObject("image", (*ecsContainerImage)(d))
+		}
+	}
 	return nil
+}
+
+// ecsContainerImage splits the image reference as ECS wants it:
+// container.image.name is the repository, container.image.tag its tag;
+// the runtime's image id is a digest of the image, in hash.all.
+type ecsContainerImage ecsDoc
+
+func (d *ecsContainerImage) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	c := d.ev.Container
+	name, tag, digest := splitImageRef(c.Image)
+	if name != "" {
+		enc.AddString("name", name)
+	}
+	if tag != "" {
+		// ecs_flat: container.image.tag is normalized to an array.
+		enc.AddArray("tag", (*ecsImageTag)(d))
+	}
+	if c.ImageID != "" || digest != "" {
+		enc.AddObject("hash", (*ecsImageHash)(d))
+	}
+	return nil
+}
+
+type ecsImageTag ecsDoc
+
+func (d *ecsImageTag) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	_, tag, _ := splitImageRef(d.ev.Container.Image)
+	enc.AppendString(tag)
+	return nil
+}
+
+type ecsImageHash ecsDoc
+
+func (d *ecsImageHash) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	return enc.AddArray("all", (*ecsImageDigests)(d))
+}
+
+type ecsImageDigests ecsDoc
+
+func (d *ecsImageDigests) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	c := d.ev.Container
+	_, _, digest := splitImageRef(c.Image)
+	if digest != "" {
+		enc.AppendString(digest)
+	}
+	if c.ImageID != "" && c.ImageID != digest {
+		enc.AppendString(c.ImageID)
+	}
+	return nil
+}
+
+// ecsOrchestrator is the Kubernetes pod the container belongs to.
+type ecsOrchestrator ecsDoc
+
+func (d *ecsOrchestrator) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	c := d.ev.Container
+	enc.AddString("type", "kubernetes")
+	if c.PodNamespace != "" {
+		enc.AddString("namespace", c.PodNamespace)
+	}
+	return enc.AddObject("resource", (*ecsOrchestratorResource)(d))
+}
+
+type ecsOrchestratorResource ecsDoc
+
+func (d *ecsOrchestratorResource) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	c := d.ev.Container
+	enc.AddString("type", "pod")
+	if c.PodName != "" {
+		enc.AddString("name", c.PodName)
+	}
+	if c.PodUID != "" {
+		enc.AddString("id", c.PodUID)
+	}
+	return nil
+}
+
+// splitImageRef splits an image reference ("registry:5000/shop/web:1.4",
+// "web@sha256:…") into its repository, tag and digest; each is "" when
+// absent.
+func splitImageRef(ref string) (name, tag, digest string) {
+	if i := strings.LastIndexByte(ref, '@'); i >= 0 {
+		ref, digest = ref[:i], ref[i+1:]
+	}
+	if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
+		ref, tag = ref[:i], ref[i+1:]
+	}
+	return ref, tag, digest
 }
 
 // ecsConnlogd holds what ECS has no field for. ECS has no network

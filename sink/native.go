@@ -98,9 +98,12 @@ func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
 		if c.SystemdUnit != "" {
 			f = append(f, zap.String("systemd_unit", c.SystemdUnit))
 		}
-		if c.ContainerID != "" {
-			f = append(f, zap.String("container_id", c.ContainerID))
-		}
+	}
+	if id := ev.ContainerID(); id != "" {
+		f = append(f, zap.String("container_id", id))
+	}
+	if c := ev.Container; c != nil {
+		f = appendContainer(f, c)
 	}
 	if ev.Initial && ev.Kind == event.Appeared {
 		f = append(f, zap.Bool("initial", true))
@@ -209,4 +212,22 @@ func (e *endpoints) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddByteString("community_id", id)
 	}
 	return nil
+}
+
+// appendContainer adds what the container runtime said of the socket's
+// container, each field when it has a value.
+func appendContainer(f []zapcore.Field, c *event.Container) []zapcore.Field {
+	for _, kv := range [...]struct{ k, v string }{
+		{"container_name", c.Name},
+		{"container_image", c.Image},
+		{"container_image_id", c.ImageID},
+		{"pod_name", c.PodName},
+		{"pod_namespace", c.PodNamespace},
+		{"pod_uid", c.PodUID},
+	} {
+		if kv.v != "" {
+			f = append(f, zap.String(kv.k, kv.v))
+		}
+	}
+	return f
 }

@@ -196,7 +196,7 @@ func (d *ocsfMetadata) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddByteString("uid", d.ev.ID.Append(d.scratch[:0]))
 	}
 	if socketKind(d.ev) {
-		if c := d.ev.Cgroup; c != nil && c.ContainerID != "" {
+		if d.ev.ContainerID() != "" {
 			enc.AddArray("profiles", &ocsfProfilesHostContainer)
 		} else {
 			enc.AddArray("profiles", &ocsfProfilesHost)
@@ -255,7 +255,7 @@ func (d *ocsfSrcEndpoint) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 // container profile applies to endpoints and processes), and the process
 // may be unknown while the cgroup is not (short-lived connections).
 func (d *ocsfDoc) addContainer(enc zapcore.ObjectEncoder) {
-	if c := d.ev.Cgroup; c != nil && c.ContainerID != "" {
+	if d.ev.ContainerID() != "" {
 		enc.AddObject("container", (*ocsfContainer)(d))
 	}
 }
@@ -263,8 +263,63 @@ func (d *ocsfDoc) addContainer(enc zapcore.ObjectEncoder) {
 type ocsfContainer ocsfDoc
 
 func (d *ocsfContainer) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddString("uid", d.ev.Cgroup.ContainerID)
+	enc.AddString("uid", d.ev.ContainerID())
+	c := d.ev.Container
+	if c == nil {
+		return nil
+	}
+	if c.Name != "" {
+		enc.AddString("name", c.Name)
+	}
+	// image.uid is required in OCSF's image object: without the runtime's
+	// image id, no image object.
+	if c.ImageID != "" {
+		enc.AddObject("image", (*ocsfImage)(d))
+	}
+	// OCSF 1.3.0's container has the pod's uid (a UUID) and the
+	// orchestrator's name, not the pod's name or namespace: those stay
+	// in the native and ECS schemas.
+	if isUUID(c.PodUID) {
+		enc.AddString("pod_uuid", c.PodUID)
+	}
+	if c.PodName != "" || c.PodNamespace != "" || c.PodUID != "" {
+		enc.AddString("orchestrator", "Kubernetes")
+	}
 	return nil
+}
+
+type ocsfImage ocsfDoc
+
+func (d *ocsfImage) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	c := d.ev.Container
+	enc.AddString("uid", c.ImageID)
+	name, tag, _ := splitImageRef(c.Image)
+	if name != "" {
+		enc.AddString("name", name)
+	}
+	if tag != "" {
+		enc.AddString("tag", tag)
+	}
+	return nil
+}
+
+// isUUID reports whether s has the 8-4-4-4-12 hex form of OCSF's uuid_t.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case (c < '0' || c > '9') && (c < 'a' || c > 'f') && (c < 'A' || c > 'F'):
+			return false
+		}
+	}
+	return true
 }
 
 // ocsfDstEndpoint is the responder (server), or a peerless socket's own

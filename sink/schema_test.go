@@ -504,7 +504,7 @@ func TestOCSF(t *testing.T) {
 				return
 			}
 			wantProfiles := "host"
-			if ev.Cgroup != nil && ev.Cgroup.ContainerID != "" {
+			if ev.ContainerID() != "" {
 				wantProfiles = "host,container"
 			}
 			if d.str("device.hostname") != "web-1" || strings.Join(d.strs("metadata.profiles"), ",") != wantProfiles {
@@ -794,6 +794,24 @@ func attrShort() event.Event {
 		Direction: event.DirectionOutbound, Cgroup: &c, Netns: 4026532449, NetnsName: "web"}
 }
 
+// attrPod is a short-lived connection in a Kubernetes pod's namespace:
+// no cgroup (a destroy notification), the container known from the
+// namespace and named by its runtime.
+func attrPod() event.Event {
+	sock := snapshot.Socket{
+		Key: snapshot.Key{
+			Proto: snapshot.ProtoTCP, Family: snapshot.FamilyIPv4, Cookie: 4104,
+			Src: netip.MustParseAddrPort("10.244.1.7:38030"), Dst: netip.MustParseAddrPort("10.96.0.1:443"),
+		},
+		State: snapshot.StateEstablished,
+	}
+	c := event.Container{ID: attrCtr2, Name: "k8s_api_api-7d4b9_shop_5f1c0e2a_0", Image: "registry.local:5000/shop/api:1.4",
+		ImageID: "sha256:3f2d1b6e7c905f1c0e2a8d0b4c7e9a513f2d1b6e7c905f1c0e2a8d0b4c7e9a51",
+		PodName: "api-7d4b9", PodNamespace: "shop", PodUID: "5f1c0e2a-8d0b-4c7e-9a51-3f2d1b6e7c90"}
+	return event.Event{Kind: event.Closed, Time: t0, Socket: sock, FirstSeen: t0, ShortLived: true, Reason: event.ReasonDestroyed,
+		Direction: event.DirectionOutbound, Container: &c, Netns: 4026532450}
+}
+
 func attrGap() event.Event {
 	return event.Event{Kind: event.Gap, Time: t0, Reason: "destroy_overrun", Netns: 4026532449, NetnsName: "web"}
 }
@@ -801,7 +819,7 @@ func attrGap() event.Event {
 // attributionEvents are the events above, for the docs' examples and the
 // allocation test.
 func attributionEvents() []event.Event {
-	return []event.Event{attrInbound(), attrListen(), attrPartial(), attrShort(), attrGap()}
+	return []event.Event{attrInbound(), attrListen(), attrPartial(), attrShort(), attrPod(), attrGap()}
 }
 
 // schemaEvents are the golden events (every kind, both protocols and

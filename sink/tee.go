@@ -49,12 +49,15 @@ type Stats struct {
 	// DroppedBy splits it by reason.
 	Dropped   uint64
 	DroppedBy [NumDropReasons]uint64
-	// Queued counts events a syslog sink holds for delivery.
+	// Queued counts events a syslog or otlp sink holds for delivery.
 	Queued uint64
 	// Errors counts the output's failures: failed writes and flushes of
 	// a file, failed dials and sends of a syslog sink. A failure drops
 	// nothing by itself: the events wait for the next attempt.
 	Errors uint64
+	// Spool describes the sink's spool; nil without one. Queued then
+	// counts the events in it, those a previous run left included.
+	Spool *SpoolStats
 }
 
 // output is one sink.
@@ -126,7 +129,7 @@ func prepare(specs []config.Sink, opt Options) (*Tee, error) {
 	}
 	t := &Tee{boot: opt.BootID}
 	for i := range specs {
-		out, sch, err := open(&specs[i], opt.Host)
+		out, sch, err := open(&specs[i], opt)
 		if err != nil {
 			t.closeAll()
 			return nil, err
@@ -136,9 +139,15 @@ func prepare(specs []config.Sink, opt Options) (*Tee, error) {
 	return t, nil
 }
 
+// background is a sink with a sender goroutine.
+type background interface {
+	start()
+	beginClose()
+}
+
 func (t *Tee) start() {
 	for _, o := range t.outs {
-		if s, ok := o.(*syslogSink); ok {
+		if s, ok := o.(background); ok {
 			s.start()
 		}
 	}
@@ -162,7 +171,8 @@ func (t *Tee) add(o output, s schema, opt Options) {
 	}
 }
 
-func open(s *config.Sink, host string) (output, schema, error) {
+func open(s *config.Sink, opt Options) (output, schema, error) {
+	host := opt.Host
 	where := ""
 	if s.Line > 0 {
 		where = fmt.Sprintf(" (config line %d)", s.Line)
@@ -193,6 +203,12 @@ func open(s *config.Sink, host string) (output, schema, error) {
 			return nil, 0, fmt.Errorf("sink syslog %s %s%s: %w", c.network, c.address, where, err)
 		}
 		return ss, sch, nil
+	case config.SinkOTLP:
+		o, err := newOTLPSink(s, opt)
+		if err != nil {
+			return nil, 0, fmt.Errorf("sink otlp%s: %w", where, err)
+		}
+		return o, sch, nil
 	}
 	return nil, 0, fmt.Errorf("sink%s: unknown type %q", where, s.Type)
 }
@@ -209,53 +225,59 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 		pid:      os.Getpid(),
 		queue:    s.QueueSize,
 		drain:    s.DrainTimeout,
+		spool:    s.Spool,
 	}
+	// Defaults for a Sink built in code; the rules are config's, so that
+	// a check and an open cannot disagree.
 	if c.network == "" {
-		c.network = "unix"
+		c.network = config.DefaultSyslogNetwork
 	}
-	switch c.network {
-	case "unix":
-		if c.address == "" {
-			c.address = DefaultSyslogAddress
-		}
-	case "udp", "tcp", "tls", "relp", "relp-tls":
-		if c.address == "" {
-			return c, fmt.Errorf("network %s needs an address", c.network)
-		}
-		if _, _, err := net.SplitHostPort(c.address); err != nil {
-			return c, fmt.Errorf("address: %w", err)
-		}
-	default:
-		return c, fmt.Errorf("unknown network %q (want unix, udp, tcp, tls, relp or relp-tls)", c.network)
+	if c.address == "" && c.network == "unix" {
+		c.address = DefaultSyslogAddress
 	}
-	if c.network == "tls" || c.network == "relp-tls" {
-		c.tls = &s.TLS
-	} else if s.TLS != (config.TLS{}) {
-		return c, fmt.Errorf("tls settings need network tls or relp-tls, not %s", c.network)
-	}
-	if c.queue < 0 || c.drain < 0 {
-		return c, errors.New("queue_size and drain_timeout must not be negative")
-	}
-	switch c.format {
-	case "":
+	if c.format == "" {
 		c.format = FormatRFC5424
-	case FormatRFC5424, FormatRFC3164:
-	default:
-		return c, fmt.Errorf("unknown format %q (want %s or %s)", c.format, FormatRFC5424, FormatRFC3164)
 	}
 	if c.tag == "" {
 		c.tag = DefaultTag
-	}
-	if !validTag(c.tag) {
-		return c, fmt.Errorf("tag %q: want 1 to 48 printable ASCII characters without spaces, brackets or colons", c.tag)
 	}
 	// Facility 0 (kern) is the zero value, and userspace cannot log as
 	// the kernel anyway: glibc's syslog(3) turns it into its default too.
 	if c.facility == 0 {
 		c.facility = DefaultFacility
 	}
-	if c.facility < 0 || c.facility > 23 {
-		return c, fmt.Errorf("facility %d out of range 0-23", c.facility)
+	if err := config.CheckNetwork(c.network); err != nil {
+		return c, err
+	}
+	if c.address == "" {
+		return c, fmt.Errorf("network %s needs an address", c.network)
+	}
+	if err := config.CheckAddress(c.network, c.address); err != nil {
+		return c, fmt.Errorf("address: %w", err)
+	}
+	if c.network == "tls" || c.network == "relp-tls" {
+		c.tls = &s.TLS
+	} else if s.TLS != (config.TLS{}) {
+		return c, fmt.Errorf("tls settings need network tls or relp-tls, not %s", c.network)
+	}
+	if c.spool.Dir != "" {
+		switch c.network {
+		case "tcp", "tls", "relp", "relp-tls":
+		default:
+			return c, fmt.Errorf("a spool needs network tcp, tls, relp or relp-tls, not %s (nothing acknowledges a datagram)", c.network)
+		}
+	}
+	if c.queue < 0 || c.drain < 0 {
+		return c, errors.New("queue_size and drain_timeout must not be negative")
+	}
+	if err := config.CheckFormat(c.format); err != nil {
+		return c, err
+	}
+	if err := config.CheckTag(c.tag); err != nil {
+		return c, fmt.Errorf("tag: %w", err)
+	}
+	if err := config.CheckFacility(c.facility); err != nil {
+		return c, fmt.Errorf("facility: %w", err)
 	}
 	return c, nil
 }
@@ -371,7 +393,7 @@ func (t *Tee) Close() error {
 
 func (t *Tee) closeAll() error {
 	for _, o := range t.outs {
-		if s, ok := o.(*syslogSink); ok {
+		if s, ok := o.(background); ok {
 			s.beginClose()
 		}
 	}

@@ -93,6 +93,10 @@ type transport struct {
 	resend   batch       // reclaimed messages, unframed, for the next connection
 	spare    batch       // scratch for reclaim
 	reclaims func(n int) // tells the sink that n written messages came back
+	// acked tells the sink that the receiver acknowledged the n oldest
+	// written messages (or a graceful close delivered them): a spool
+	// lets them go.
+	acked func(n int)
 	// refusals tells the sink that the receiver refused n written
 	// messages (RELP), err the last refusal.
 	refusals func(n int, err error)

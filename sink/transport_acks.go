@@ -96,6 +96,9 @@ func (t *transport) trimAcked() {
 		return
 	}
 	t.progress = true
+	if t.acked != nil {
+		t.acked(k)
+	}
 	cut := t.spans[k-1].end
 	t.unacked = t.unacked[:copy(t.unacked, t.unacked[cut:])]
 	t.spans = t.spans[:copy(t.spans, t.spans[k:])]

@@ -210,6 +210,9 @@ func (t *transport) drop(graceful bool) error {
 		t.reclaim() // once the reader has taken every answer that came
 	}
 	// Reclaimed, or delivered by the graceful close.
+	if n := len(t.spans); n > 0 && t.acked != nil {
+		t.acked(n)
+	}
 	t.unacked, t.spans = t.unacked[:0], t.spans[:0]
 	t.conn, t.raw, t.gone, t.readerDone, t.counted, t.br, t.probe = nil, nil, nil, nil, nil, nil, nil
 	return err

@@ -98,6 +98,10 @@ const (
 	LookupAlive                       // the kernel returned the socket
 	LookupGone                        // ENOENT: no socket has that tuple
 	LookupStale                       // ESTALE: the tuple belongs to another socket now
+	// LookupTimeWait: the kernel returned the socket's TIME_WAIT remnant
+	// (state time_wait; it keeps the cookie): the connection is closed,
+	// its full socket destroyed.
+	LookupTimeWait
 )
 
 const (
@@ -111,6 +115,9 @@ func ParseLookupReply(h Header, payload []byte) (LookupResult, error) {
 	case SockDiagByFam:
 		if len(payload) < DiagMsgLen {
 			return LookupUnknown, fmt.Errorf("%w: lookup reply of %d bytes", ErrMalformed, len(payload))
+		}
+		if State(payload[1]) == StateTimeWait { // idiag_state
+			return LookupTimeWait, nil
 		}
 		return LookupAlive, nil
 	case MsgError:

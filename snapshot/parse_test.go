@@ -303,3 +303,16 @@ func BenchmarkParseDump(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/4, "ns/socket")
 }
+
+// TestParseLookupReplyTimeWait: a reply whose socket is in TIME_WAIT is
+// the connection's remnant; any other state is the socket alive.
+func TestParseLookupReplyTimeWait(t *testing.T) {
+	msg := make([]byte, DiagMsgLen)
+	for st, want := range map[State]LookupResult{StateTimeWait: LookupTimeWait, StateEstablished: LookupAlive, StateFinWait2: LookupAlive} {
+		msg[1] = byte(st)
+		got, err := ParseLookupReply(Header{Type: SockDiagByFam}, msg)
+		if err != nil || got != want {
+			t.Errorf("state %s: %v, %v; want %v", st, got, err, want)
+		}
+	}
+}

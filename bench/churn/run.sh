@@ -19,10 +19,12 @@
 # niceness, e.g. 19, so the daemon gets the CPU it asks for), QUIET_WAIT
 # (300: seconds to wait for an idle machine before each pass), METRICS=1
 # (serve the daemon's metrics in the namespace and report the polls'
-# durations; recent versions only), SKIP_LATENCY=1, SKIP_CHURN=1, KEEP=1
+# durations; recent versions only), SAMPLE (10: seconds between samples
+# of the daemon's CPU and RSS during a pass), SKIP_LATENCY=1, SKIP_CHURN=1, KEEP=1
 # (keep the event and record files), CONNLOGD_REV (build connlogd from
 # this commit, e.g. HEAD, instead of the working tree, which may be
-# mid-edit), CONNLOGD (a daemon binary to use as is). Results stay in a
+# mid-edit), CONNLOGD (a daemon binary to use as is), AUDIT=1 (audit
+# attribution on; counts the closed events that name their process). Results stay in a
 # directory under /tmp, printed at the end.
 set -euo pipefail
 
@@ -33,8 +35,8 @@ CHURN_SECONDS=${CHURN_SECONDS:-60}
 CHURN_WORKERS=${CHURN_WORKERS:-4}
 CHURN_RATE=${CHURN_RATE:-0}
 ADDRS=${ADDRS:-4}
-NS=connlogd-churn
-BIN=/tmp/connlogd-churn
+NS=${CHURN_NS:-connlogd-churn}
+BIN=/tmp/$NS
 # Past two polls after a pass: closes confirmed by a poll are in by then.
 SETTLE=3
 
@@ -145,7 +147,7 @@ wait_quiet() {
 	echo "WARNING: the machine was busy with other work when this pass started" >>"$WORK/summary.txt"
 }
 
-if ip netns list | grep -qw "^$NS"; then
+if ip netns list | awk '{ print $1 }' | grep -qx "$NS"; then
 	log "namespace $NS exists: another run, or a leftover (ip netns del $NS)"
 	exit 1
 fi
@@ -171,6 +173,16 @@ TCK=$(getconf CLK_TCK)
 
 ip netns add "$NS"
 NS_MADE=1
+# Another job's net.ipv4.tcp_child_ehash_entries on the host gives a new
+# namespace a hash of its own, with 64 TIME_WAIT buckets instead of 131072:
+# a different benchmark. Such settings are often brief (a test's): make
+# the namespace again for up to a minute before measuring anyway.
+for _ in $(seq 30); do
+	(($(ip netns exec "$NS" sysctl -n net.ipv4.tcp_max_tw_buckets) >= 65536)) && break
+	ip netns del "$NS"
+	sleep 2
+	ip netns add "$NS"
+done
 ip -n "$NS" link set lo up
 # A 60 s run at thousands of connections/s would exhaust the default
 # 28k ephemeral ports with TIME_WAIT: widen the range and let connect
@@ -183,6 +195,11 @@ sinks:
   - type: file
     path: $WORK/events.jsonl
 CFG
+# AUDIT=1: audit attribution on (owners of every connection, however
+# short); the analysis then counts the closed events that name a process.
+if [[ ${AUDIT:-} == 1 ]]; then
+	printf 'attribution:\n  audit: true\n' >>"$WORK/config.yaml"
+fi
 # Metrics give the poll durations, which hold notifications back; the key
 # exists only in recent versions of the configuration.
 METRICS_ADDR=127.0.0.1:9477
@@ -229,17 +246,22 @@ pass() {
 	local name=$1 port=$2
 	shift 2
 	log "pass $name: churn $*"
-	local c0 c1 c2 t0 t1 b0 b1
+	local c0 c1 c2 t0 t1 b0 b1 load0
 	wait_quiet
 	proc_ticks >"$WORK/$name.procs0"
+	load0=$(cut -d' ' -f1-3 /proc/loadavg)
 	metrics connlogd_poll_duration_seconds >"$WORK/$name.metrics0"
 	b0=$(busy_ticks)
 	c0=$(cpu_ticks "$DAEMON_PID")
 	t0=$(now)
 	ip netns exec "$NS" nice -n "${GEN_NICE:-0}" "$WORK/churn" -port "$port" -addrs "$ADDRS" -out "$WORK/$name.csv" "$@" >"$WORK/$name.gen" &
 	GEN_PID=$!
+	sample "$WORK/$name.samples" &
+	local sampler=$!
 	wait "$GEN_PID"
 	GEN_PID=
+	kill "$sampler" 2>/dev/null || true
+	wait "$sampler" 2>/dev/null || true
 	c1=$(cpu_ticks "$DAEMON_PID")
 	t1=$(now)
 	b1=$(busy_ticks)
@@ -255,6 +277,7 @@ pass() {
 	{
 		echo
 		echo "== $name: churn $*"
+		echo "load average at start: $load0; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 		cat "$WORK/$name.gen"
 		ip netns exec "$NS" nstat -asz TcpExtTCPTimeWaitOverflow | awk 'NR > 1 && $1 ~ /^TcpExt/ { print "kernel: " $1 " (cumulative) " $2 }'
 		local gen
@@ -293,7 +316,21 @@ pass() {
 			printf "daemon CPU: %.1f%% of one core during the pass; %.2f s in all (to %d s after), %.1f ms per 1000 connections\n",
 				100 * c01 / tck / (t1 - t0), c02 / tck, s, 1000 * c02 / tck / n * 1000
 		}'
+		# CPU (% of one core over each sample period) and RSS over time.
+		awk -v tck="$TCK" 'NR > 1 && $1 > pt { printf "%s %ds %.0f%% %.1fMiB", (n++ ? "," : "daemon over time (s since start: CPU, RSS):"), $1, 100 * ($2 - pc) / tck / ($1 - pt), $3 / 1024 }
+			{ pt = $1; pc = $2 } END { if (n) print "" }' "$WORK/$name.samples"
 	} >>"$WORK/summary.txt"
+}
+
+# sample FILE: every SAMPLE seconds (10), the seconds since the pass
+# began, the daemon's utime+stime ticks and its VmRSS in KiB, until
+# killed: CPU and RSS over the pass, to see them flat or growing.
+sample() {
+	local t0=$SECONDS
+	while kill -0 "$DAEMON_PID" 2>/dev/null; do
+		echo "$((SECONDS - t0)) $(cpu_ticks "$DAEMON_PID") $(awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status")"
+		sleep "${SAMPLE:-10}"
+	done >"$1"
 }
 
 # Separate server ports keep the passes apart in the one event file.
@@ -317,6 +354,12 @@ for name in latency churn; do
 		echo
 		echo "== $name: analysis"
 		"$WORK/analyze" -events "$WORK/events.jsonl" -records "$WORK/$name.csv" -port "$port"
+		if [[ ${AUDIT:-} == 1 ]]; then
+			# The generator's sockets: closed events toward the pass's port.
+			closed=$(grep '"event":"closed"' "$WORK/events.jsonl" | grep -c "\"dst_port\":$port," || true)
+			owned=$(grep '"event":"closed"' "$WORK/events.jsonl" | grep "\"dst_port\":$port," | grep -c '"pid":' || true)
+			echo "owners: $owned of $closed closed client sockets name a process"
+		fi
 	} >>"$WORK/summary.txt"
 done
 {

@@ -18,6 +18,7 @@ import (
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/engine"
 	"github.com/connlogd/connlogd/internal/version"
+	"github.com/connlogd/connlogd/netns"
 )
 
 func main() {
@@ -51,11 +52,22 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "connlogd:", err)
 		return 1
 	}
+	// Start, reload and -check-config apply the same checks.
+	if err := cfg.Check(); err != nil {
+		fmt.Fprintf(stderr, "connlogd: %s: %v\n", source, err)
+		return 1
+	}
 	if *check {
+		for _, w := range namespaceWarnings(cfg) {
+			fmt.Fprintf(stderr, "connlogd: %s: warning: %s\n", source, w)
+		}
 		fmt.Fprintf(stdout, "%s: configuration is valid\n", source)
 		return 0
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	for _, w := range namespaceWarnings(cfg) {
+		log.Warn(w, "config", source)
+	}
 	if *once {
 		if err := engine.Snapshot(cfg, stdout, log); err != nil {
 			fmt.Fprintln(stderr, "connlogd:", err)
@@ -66,11 +78,30 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log.Info("starting", "version", version.Version(), "config", source, "interval", cfg.Interval)
+	// Exit status (README): 0 when every event was delivered or counted
+	// as dropped while running; 1 when start failed or the final flush
+	// did (events lost at the stop, which the unit then shows as failed).
 	if err := run(ctx, cfg, cfgFile(*cfgPath, source), log); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// namespaceWarnings names the listed namespaces that do not exist now.
+// They are not errors: a namespace may be created after connlogd starts
+// (a container), and it is watched from the rescan that finds it.
+func namespaceWarnings(cfg *config.Config) []string {
+	var out []string
+	for _, e := range cfg.Namespaces.List {
+		if e == config.NamespacesHost {
+			continue
+		}
+		if _, err := netns.Resolve(e); err != nil {
+			out = append(out, fmt.Sprintf("namespaces: %q does not exist yet (%v); it is watched once it appears", e, errors.Unwrap(err)))
+		}
+	}
+	return out
 }
 
 // loadConfig reads the named file, or the default path when it exists, or

@@ -36,7 +36,8 @@ Files:
 
 Signals:
   SIGTERM, SIGINT
-    	finish the current poll, flush the sinks and exit 0
+    	finish the current poll, flush the sinks and exit 0; exit 1 when
+    	the final flush fails (events lost at the stop)
   SIGHUP
     	reload the configuration (a bad file is refused, the running one
     	stays) and reopen the file sinks; connlogd also reloads when the

@@ -191,7 +191,7 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle, 
 		captured, missing, dup, partial      int
 		srvCaptured, srvMissing, srvDup      int
 		lat, latStart, latDestroyed, latGone []int64
-		closesReported, stamped              int
+		closesReported, stamped, stamped1ms  int
 		stampedMax                           int64
 		phases                               [11][]int64 // latency by time since the last poll tick, 100 ms buckets
 		shortLived, polled, remnant, zeroed  int
@@ -224,6 +224,9 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle, 
 				if own.closedAt < r.closeStart {
 					stamped++
 					stampedMax = max(stampedMax, r.closeStart-own.closedAt)
+					if r.closeStart-own.closedAt > int64(time.Millisecond) {
+						stamped1ms++
+					}
 				}
 				d := own.closedAt - r.closeEnd
 				lat = append(lat, d)
@@ -289,7 +292,7 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle, 
 		fmt.Printf("unplaceable closes  %d (destroyed long before any close(2) of the tuple: clocks or records are wrong)\n", early)
 	}
 	fmt.Printf("server side         %d of %d captured, %d missing, %d duplicated\n", srvCaptured, nrec, srvMissing, srvDup)
-	fmt.Printf("stamped early       %d (closed ts before close(2) was called, by up to %.3f ms)\n", stamped, ms(stampedMax))
+	fmt.Printf("stamped early       %d (closed ts before close(2) was called, by up to %.3f ms); %d by more than 1 ms (beyond clock-read noise)\n", stamped, ms(stampedMax), stamped1ms)
 	printLatency("latency (own closed ts - close(2) return)", lat)
 	printLatency("  from close(2) call instead", latStart)
 	if len(latGone) > 0 {
@@ -325,10 +328,10 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle, 
 		}
 	}
 	// One line for scripts.
-	fmt.Printf("RESULT made=%d conn_per_s=%.0f captured=%d capture_pct=%.4f own_closes=%d missing=%d incomplete=%d duplicated=%d gaps=%d p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
+	fmt.Printf("RESULT made=%d conn_per_s=%.0f captured=%d capture_pct=%.4f own_closes=%d missing=%d incomplete=%d duplicated=%d gaps=%d stamped_early=%d stamped_early_over_1ms=%d p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f\n",
 		nrec, float64(nrec)/secs, captured, 100*float64(captured)/float64(nrec), closesReported, missing, partial, dup,
-		countGaps(gaps, lo-int64(2*time.Second), hi+int64(settle)),
-		ms(pct(lat, 50)), ms(pct(lat, 90)), ms(pct(lat, 99)), ms(pct(lat, 100)))
+		countGaps(gaps, lo-int64(2*time.Second), hi+int64(settle)), stamped, stamped1ms,
+		ms(pct(lat, 50)), ms(pct(lat, 90)), ms(pct(lat, 99)), ms(pct(lat, 99.9)), ms(pct(lat, 100)))
 	return nil
 }
 

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/connlogd/connlogd/internal/testlock"
 )
 
 var captureFile = flag.String("capture", "", "write the records of known calls to this file (refreshes testdata/records.txt)")
@@ -26,6 +28,8 @@ var captureFile = flag.String("capture", "", "write the records of known calls t
 // runs) when the test cannot manage the kernel's audit rules.
 func requireAudit(t *testing.T) {
 	t.Helper()
+	// The rules are the kernel's: one test at a time, in any package.
+	testlock.Exclusive(t, "audit")
 	c, err := openControl()
 	if err == nil {
 		_, err = c.status()

@@ -469,11 +469,14 @@ func (d *loop) shutdown() error {
 	d.log.Info("stopping", "sockets_tracked", tracked,
 		"dump_duplicates", dups, "dump_skips_confirmed_alive", skips,
 		"lookups_undecided", undecided, "destroy_overruns", overruns)
+	// Under a flood that goes on, the queue never empties: stop chasing
+	// it once the time is up, as closes read then happened after the stop.
+	deadline := d.clock.Now().Add(shutdownDrainTime)
 	for _, w := range d.order {
 		// What the kernel queued before the stop is logged, not dropped
 		// with the socket: under load the queue holds seconds of closes.
 		for range shutdownDrains {
-			if w.destroy == nil {
+			if w.destroy == nil || d.clock.Now().After(deadline) {
 				break
 			}
 			d.drainDestroy(w)
@@ -716,6 +719,10 @@ func (d *loop) drainDestroy(w *namespace) (lost bool) {
 // shutdownDrains bounds the drains at shutdown: up to 64 × 16 batches of
 // 1,024 sockets, more than a 16 MiB receive buffer holds.
 const shutdownDrains = 64
+
+// shutdownDrainTime bounds the time the drains at shutdown take, for all
+// namespaces together: well within systemd's stop timeout.
+const shutdownDrainTime = 5 * time.Second
 
 // maxDrainBatches bounds one drain: 16 batches of up to 1,024 sockets.
 const maxDrainBatches = 16

@@ -34,6 +34,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/connlogd/connlogd/internal/systemdtest"
+	"github.com/connlogd/connlogd/internal/testlock"
 )
 
 // require skips the test (fails it under CI) when a command is missing or
@@ -753,6 +754,9 @@ func missingWords(t *testing.T, page, rendered, md string) {
 // pulled: the image is FROM scratch) and runs -version in it.
 func TestImage(t *testing.T) {
 	require(t, true, "dockerd", "docker")
+	// Every dockerd shares /run/docker and /run/containerd, which this
+	// test removes at its end: one daemon at a time, in any package.
+	testlock.Exclusive(t, "dockerd")
 	b := build(t)
 	dir, err := os.MkdirTemp("", "connlogd-docker-")
 	if err != nil {

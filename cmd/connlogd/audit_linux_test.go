@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/connlogd/connlogd/internal/netnstest"
+	"github.com/connlogd/connlogd/internal/testlock"
 )
 
 // clientGap separates the short-lived clients of one test.
@@ -62,6 +63,8 @@ func auditState(t *testing.T) string {
 // they were, and puts them back if not.
 func keepAuditState(t *testing.T) string {
 	t.Helper()
+	// The rules are the kernel's: one test at a time, in any package.
+	testlock.Exclusive(t, "audit")
 	before := auditState(t)
 	t.Cleanup(func() {
 		if after := auditState(t); after != before {

@@ -8,6 +8,8 @@
 package dockertest
 
 import (
+	"github.com/connlogd/connlogd/internal/testlock"
+
 	"bufio"
 	"bytes"
 	"os"
@@ -59,6 +61,9 @@ func found(cmd string) bool { _, err := exec.LookPath(cmd); return err == nil }
 func Start(t testing.TB) *Daemon {
 	t.Helper()
 	Require(t)
+	// Every dockerd shares /run/docker and /run/containerd, which each
+	// test removes at its end: one daemon at a time, in any package.
+	testlock.Exclusive(t, "dockerd")
 	// A short directory: unix socket paths are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "cldk")
 	if err != nil {

@@ -217,6 +217,9 @@ func exchange(t *testing.T, ns *netnstest.NS, ln net.Listener, network, addr str
 			served <- err
 			return
 		}
+		// Half-closed for a while: the client in fin_wait2, this end in
+		// close_wait, each seen by a poll.
+		time.Sleep(400 * time.Millisecond)
 		_, err = c.Write([]byte("bye"))
 		served <- err
 	}()
@@ -236,7 +239,6 @@ func exchange(t *testing.T, ns *netnstest.NS, ln net.Listener, network, addr str
 		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 			return err
 		}
-		time.Sleep(300 * time.Millisecond)
 		_, err = io.ReadAll(c)
 		return err
 	})

@@ -55,7 +55,7 @@ func TestContainerFields(t *testing.T) {
 	ecs.expect(fields{
 		"container.id": c.ID, "container.name": c.Name,
 		"container.image.name": "registry.local:5000/shop/api",
-		"orchestrator.type": "kubernetes", "orchestrator.namespace": "shop",
+		"orchestrator.type":    "kubernetes", "orchestrator.namespace": "shop",
 		"orchestrator.resource.type": "pod", "orchestrator.resource.name": "api-7d4b9", "orchestrator.resource.id": c.PodUID,
 	})
 	// ecs_flat normalizes container.image.tag to an array.

@@ -460,8 +460,8 @@ func (d *ocsfUnmapped) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	ev := d.ev
 	s := &ev.Socket
 	addNetns(enc, ev)
-	// OCSF 1.3.0 has no attribute for a Community ID (1.4.0 adds
-	// connection_info.community_uid).
+	// OCSF 1.3.0 has no attribute for a Community ID
+	// (connection_info.community_uid is not in it).
 	if id, ok := appendCommunityID(d.scratch[:0], s.Proto, s.Src, s.Dst); ok {
 		enc.AddByteString("community_id", id)
 	}

@@ -217,6 +217,9 @@ func exchange(t *testing.T, ns *netnstest.NS, ln net.Listener, network, addr str
 			served <- err
 			return
 		}
+		// Half-closed for a while: the client in fin_wait2, this end in
+		// close_wait, each seen by a poll.
+		time.Sleep(400 * time.Millisecond)
 		_, err = c.Write([]byte("bye"))
 		served <- err
 	}()
@@ -236,7 +239,6 @@ func exchange(t *testing.T, ns *netnstest.NS, ln net.Listener, network, addr str
 		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 			return err
 		}
-		time.Sleep(300 * time.Millisecond)
 		_, err = io.ReadAll(c)
 		return err
 	})
@@ -433,9 +435,28 @@ func TestSchemasEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Bursts of short-lived connections.
+	// Bursts of short-lived connections, and some aborted by the client
+	// (SO_LINGER 0: a reset, counters zeroed), which are no failed
+	// attempts on either end.
 	tcpAddr, udpAddr := servers(t, ns)
 	shortLived(t, ns, tcpAddr, udpAddr, 200, 20, 8, 0)
+	err = ns.Do(func() error {
+		for range 20 {
+			c, err := net.Dial("tcp4", tcpAddr)
+			if err != nil {
+				return err
+			}
+			if _, err := c.Write([]byte("hello")); err != nil {
+				return err
+			}
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	syscall.Close(boundFD)
 	connected.Close()
 	unconnected.Close()

@@ -5,32 +5,59 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
 
 // Dir returns the directory of the official schema files: shared/schemas
-// beside the repository's root (the directory holding go.mod), or
-// $CONNLOGD_SCHEMAS when set (a checkout kept elsewhere, such as a git
-// worktree). A missing directory fails the test: the conformance tests
-// must not pass by not running.
+// beside the repository's root (the directory holding go.mod); in a git
+// worktree kept elsewhere, beside the main checkout (found through git's
+// common directory); or $CONNLOGD_SCHEMAS when set. A missing directory
+// fails the test: the conformance tests must not pass by not running.
 func Dir(t testing.TB) string {
 	t.Helper()
 	if d := os.Getenv("CONNLOGD_SCHEMAS"); d != "" {
 		return d
 	}
-	dir, err := os.Getwd()
+	root, err := repoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
+	dir := filepath.Join(root, "..", "shared", "schemas")
+	if _, err := os.Stat(dir); err == nil {
+		return dir
+	}
+	// A worktree: its common git directory is the main checkout's .git.
+	out, err := exec.Command("git", "-C", root, "rev-parse", "--path-format=absolute", "--git-common-dir").Output()
+	if err == nil {
+		mainRoot := filepath.Dir(strings.TrimSpace(string(out)))
+		if alt := filepath.Join(mainRoot, "..", "shared", "schemas"); mainRoot != root {
+			if _, err := os.Stat(alt); err == nil {
+				return alt
+			}
+		}
+	}
+	t.Fatalf("schematest: no official schema files in %s (set CONNLOGD_SCHEMAS to their directory)", dir)
+	return ""
+}
+
+// repoRoot is the nearest directory above the working directory that
+// holds go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "schemas")
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Fatal("schematest: no go.mod above the working directory")
+			return "", fmt.Errorf("schematest: no go.mod above the working directory")
 		}
 		dir = parent
 	}

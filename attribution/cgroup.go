@@ -170,3 +170,32 @@ func unescapeMount(s string) string {
 }
 
 func isOctal(c byte) bool { return c >= '0' && c <= '7' }
+
+// ContainerOfProcCgroup returns the container id that a /proc/PID/cgroup
+// text names: that of the cgroup v2 line ("0::/…") when it names one,
+// else that of the first v1 line that does; "" for none.
+func ContainerOfProcCgroup(b []byte) string {
+	first := ""
+	for line := range strings.SplitSeq(string(b), "\n") {
+		// ID:CONTROLLERS:PATH; the path may hold colons.
+		id, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		_, path, ok := strings.Cut(rest, ":")
+		if !ok {
+			continue
+		}
+		_, ctr := ParseCgroupPath(path)
+		if ctr == "" {
+			continue
+		}
+		if id == "0" {
+			return ctr
+		}
+		if first == "" {
+			first = ctr
+		}
+	}
+	return first
+}

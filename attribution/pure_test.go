@@ -240,3 +240,21 @@ func TestListenersResetForgetsUnusedKeys(t *testing.T) {
 		t.Errorf("after reset, direction = %q; want outbound", d)
 	}
 }
+
+func TestContainerOfProcCgroup(t *testing.T) {
+	const id = "45ea1a6a804e7788d39c8de42baf74cf00297ef44c6b258c7e053ecf6efab10a"
+	const other = "0000000000000000000000000000000000000000000000000000000000000001"
+	tests := []struct{ name, text, want string }{
+		{"hybrid", "9:name=systemd:/docker/" + other + "\n1:cpu:/docker/" + other + "\n0::/docker/" + id + "\n", id},
+		{"v2 only", "0::/system.slice/docker-" + id + ".scope\n", id},
+		{"v1 only", "4:memory:/kubepods/besteffort/pod1/" + id + "\n", id},
+		{"none", "0::/user.slice/user-0.slice/session-1.scope\n", ""},
+		{"empty", "", ""},
+		{"malformed", "garbage\n0:/docker/" + id + "\n", ""},
+	}
+	for _, tt := range tests {
+		if got := ContainerOfProcCgroup([]byte(tt.text)); got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

@@ -21,6 +21,11 @@ type Attribution struct {
 	// Cgroup adds the cgroup v2 path, systemd unit and container id of the
 	// socket's cgroup. Default true.
 	Cgroup bool
+	// Audit also names the process of connections too short for /proc
+	// (package audit): connlogd adds audit rules for connect and accept
+	// and reads their records. Default false: the rules cost every process
+	// on the host some system call overhead (docs/events.md).
+	Audit bool
 }
 
 // Attribution defaults and limits.
@@ -41,6 +46,9 @@ func (a *Attribution) validate() error {
 	if a.Cmdline && !a.Process {
 		return fmt.Errorf("cmdline: true needs process: true (the command line is the owning process's)")
 	}
+	if a.Audit && !a.Process {
+		return fmt.Errorf("audit: true needs process: true (audit names the owning process)")
+	}
 	return nil
 }
 
@@ -48,9 +56,9 @@ func (a *Attribution) validate() error {
 func (p *parser) attribution(n *yaml.Node) (Attribution, error) {
 	a := defaultAttribution()
 	if n.Kind != yaml.MappingNode {
-		return a, p.errorf(n.Line, "attribution", "want a mapping with process, cmdline, cmdline_max_bytes and cgroup, not a %s", kindName(n))
+		return a, p.errorf(n.Line, "attribution", "want a mapping with process, cmdline, cmdline_max_bytes, cgroup and audit, not a %s", kindName(n))
 	}
-	cmdlineLine := 0
+	cmdlineLine, auditLine := 0, 0
 	err := p.fields(n, "attribution", func(key string, k, v *yaml.Node) error {
 		path := "attribution." + key
 		s, err := p.scalar(v, path)
@@ -58,7 +66,7 @@ func (p *parser) attribution(n *yaml.Node) (Attribution, error) {
 			return err
 		}
 		switch key {
-		case "process", "cmdline", "cgroup":
+		case "process", "cmdline", "cgroup", "audit":
 			var b bool
 			switch s {
 			case "true":
@@ -72,6 +80,8 @@ func (p *parser) attribution(n *yaml.Node) (Attribution, error) {
 				a.Process = b
 			case "cmdline":
 				a.Cmdline, cmdlineLine = b, v.Line
+			case "audit":
+				a.Audit, auditLine = b, v.Line
 			default:
 				a.Cgroup = b
 			}
@@ -82,12 +92,15 @@ func (p *parser) attribution(n *yaml.Node) (Attribution, error) {
 			}
 			a.CmdlineMaxBytes = b
 		default:
-			return p.errorf(k.Line, "attribution", "unknown key %q (want process, cmdline, cmdline_max_bytes or cgroup)", key)
+			return p.errorf(k.Line, "attribution", "unknown key %q (want process, cmdline, cmdline_max_bytes, cgroup or audit)", key)
 		}
 		return nil
 	})
 	if err == nil && a.Cmdline && !a.Process {
 		err = p.errorf(cmdlineLine, "attribution.cmdline", "true needs process: true (the command line is the owning process's)")
+	}
+	if err == nil && a.Audit && !a.Process {
+		err = p.errorf(auditLine, "attribution.audit", "true needs process: true (audit names the owning process)")
 	}
 	return a, err
 }

@@ -17,6 +17,7 @@ func TestParseAttribution(t *testing.T) {
 		{"all off", "attribution:\n  process: false\n  cgroup: false\n", Attribution{CmdlineMaxBytes: 256}},
 		{"cgroup only", "attribution: {process: false}\n", Attribution{Cgroup: true, CmdlineMaxBytes: 256}},
 		{"smallest length", "attribution: {cmdline: true, cmdline_max_bytes: 1}\n", Attribution{Process: true, Cmdline: true, Cgroup: true, CmdlineMaxBytes: 1}},
+		{"audit on", "attribution:\n  audit: true\n", Attribution{Process: true, Cgroup: true, Audit: true, CmdlineMaxBytes: 256}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,13 +41,14 @@ func TestParseAttributionErrors(t *testing.T) {
 		yaml string
 		want string // the whole message
 	}{
-		{"not a mapping", "attribution: true\n", `c.yaml:1: attribution: want a mapping with process, cmdline, cmdline_max_bytes and cgroup, not a single value`},
-		{"unknown key", "attribution:\n  cmdline: true\n  comandline_max: 10\n", `c.yaml:3: attribution: unknown key "comandline_max" (want process, cmdline, cmdline_max_bytes or cgroup)`},
+		{"not a mapping", "attribution: true\n", `c.yaml:1: attribution: want a mapping with process, cmdline, cmdline_max_bytes, cgroup and audit, not a single value`},
+		{"unknown key", "attribution:\n  cmdline: true\n  comandline_max: 10\n", `c.yaml:3: attribution: unknown key "comandline_max" (want process, cmdline, cmdline_max_bytes, cgroup or audit)`},
 		{"not a bool", "attribution:\n  process: yes\n", `c.yaml:2: attribution.process: "yes" is not true or false`},
 		{"zero length", "attribution:\n  cmdline_max_bytes: 0\n", `c.yaml:2: attribution.cmdline_max_bytes: "0" is not a byte count from 1 to 65536`},
 		{"too long", "attribution:\n  cmdline_max_bytes: 65537\n", `c.yaml:2: attribution.cmdline_max_bytes: "65537" is not a byte count from 1 to 65536`},
 		{"not a number", "attribution:\n  cmdline_max_bytes: 1k\n", `c.yaml:2: attribution.cmdline_max_bytes: "1k" is not a byte count from 1 to 65536`},
 		{"cmdline without process", "attribution:\n  process: false\n  cmdline: true\n", `c.yaml:3: attribution.cmdline: true needs process: true (the command line is the owning process's)`},
+		{"audit without process", "attribution:\n  process: false\n  audit: true\n", `c.yaml:3: attribution.audit: true needs process: true (audit names the owning process)`},
 		{"duplicate key", "attribution:\n  cgroup: true\n  cgroup: false\n", `c.yaml:3: attribution: duplicate key "cgroup" (first at line 2)`},
 		{"list value", "attribution:\n  cgroup: [true]\n", `c.yaml:2: attribution.cgroup: want a single value, not a list`},
 	}

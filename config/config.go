@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/connlogd/connlogd/safefile"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
@@ -47,6 +48,12 @@ type Config struct {
 	Metrics Metrics
 	// StateFile, when set, keeps the socket table across restarts.
 	StateFile string
+	// Containers says how container names are asked for.
+	Containers Containers
+	// FlowUpdateInterval, when not 0, reports each connection still alive
+	// that long after its last event in an updated event (docs/events.md).
+	// 0, the default, turns flow updates off.
+	FlowUpdateInterval time.Duration
 }
 
 // Destroy configures the destroy-notification subscription.
@@ -65,6 +72,7 @@ const (
 	SinkStdout SinkType = "stdout"
 	SinkFile   SinkType = "file"
 	SinkSyslog SinkType = "syslog"
+	SinkOTLP   SinkType = "otlp"
 )
 
 // Sink configures one output.
@@ -90,6 +98,11 @@ type Sink struct {
 	// DrainTimeout bounds how long closing the sink waits for its queue
 	// to be delivered. 0 means DefaultDrainTimeout.
 	DrainTimeout time.Duration
+
+	// otlp (TLS, QueueSize and DrainTimeout apply too)
+	OTLP *OTLP
+	// otlp; syslog tcp, tls, relp and relp-tls
+	Spool Spool
 
 	// every type
 	Schema string // native (default when empty) | ecs | ocsf
@@ -139,6 +152,8 @@ func Default() *Config {
 
 		Namespaces:      Namespaces{Mode: NamespacesHost},
 		NamespaceRescan: DefaultNamespaceRescan,
+
+		Containers: defaultContainers(),
 	}
 }
 
@@ -231,8 +246,20 @@ func (c *Config) Validate() error {
 	if err := c.Filters.Validate(); err != nil {
 		return fmt.Errorf("filters: %w", err)
 	}
+	if err := checkFlowUpdateInterval(c.FlowUpdateInterval); err != nil {
+		return fmt.Errorf("flow_update_interval: %w", err)
+	}
 	if err := c.Attribution.validate(); err != nil {
 		return fmt.Errorf("attribution.%w", err)
+	}
+	if err := checkListen(c.Metrics.Listen); err != nil {
+		return fmt.Errorf("metrics.listen: %w", err)
+	}
+	if c.StateFile != "" && !filepath.IsAbs(c.StateFile) {
+		return fmt.Errorf("state_file: %q is not an absolute path", c.StateFile)
+	}
+	if err := c.Containers.validate(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -257,19 +284,19 @@ func (s *Sink) validate() error {
 		}
 		other.Type, other.Path, other.Mode = "", "", 0
 	case SinkSyslog:
-		if err := checkNetwork(s.Network); err != nil {
+		if err := CheckNetwork(s.Network); err != nil {
 			return fmt.Errorf("network: %w", err)
 		}
-		if err := checkAddress(s.Network, s.Address); err != nil {
+		if err := CheckAddress(s.Network, s.Address); err != nil {
 			return fmt.Errorf("address: %w", err)
 		}
-		if err := checkFormat(s.Format); err != nil {
+		if err := CheckFormat(s.Format); err != nil {
 			return fmt.Errorf("format: %w", err)
 		}
-		if err := checkFacility(s.Facility); err != nil {
+		if err := CheckFacility(s.Facility); err != nil {
 			return fmt.Errorf("facility: %w", err)
 		}
-		if err := checkTag(s.Tag); err != nil {
+		if err := CheckTag(s.Tag); err != nil {
 			return fmt.Errorf("tag: %w", err)
 		}
 		if err := checkTLS(s.Network, &s.TLS); err != nil {
@@ -281,8 +308,17 @@ func (s *Sink) validate() error {
 		if err := checkDrainTimeout(s.DrainTimeout); err != nil {
 			return fmt.Errorf("drain_timeout: %w", err)
 		}
+		if err := checkSyslogSpool(s.Network, &s.Spool); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		other.Spool = Spool{}
 		other.Type, other.Network, other.Address, other.Format, other.Facility, other.Tag = "", "", "", "", 0, ""
 		other.TLS, other.QueueSize, other.DrainTimeout = TLS{}, 0, 0
+	case SinkOTLP:
+		if err := checkOTLP(s); err != nil {
+			return err
+		}
+		other.Type, other.OTLP, other.TLS, other.QueueSize, other.DrainTimeout, other.Spool = "", nil, TLS{}, 0, 0, Spool{}
 	default:
 		return fmt.Errorf("unknown sink type %q", s.Type)
 	}
@@ -297,6 +333,10 @@ func (s *Sink) validate() error {
 func dupSink(prev []Sink, s *Sink) int {
 	for i := range prev {
 		p := &prev[i]
+		// Two sinks on one spool would take each other's events.
+		if s.Spool.Dir != "" && filepath.Clean(p.Spool.Dir) == filepath.Clean(s.Spool.Dir) {
+			return i
+		}
 		if p.Type != s.Type {
 			continue
 		}
@@ -309,6 +349,10 @@ func dupSink(prev []Sink, s *Sink) int {
 			}
 		case SinkSyslog:
 			if p.Network == s.Network && p.Address == s.Address {
+				return i
+			}
+		case SinkOTLP:
+			if p.OTLP != nil && s.OTLP != nil && p.OTLP.Endpoint == s.OTLP.Endpoint {
 				return i
 			}
 		}
@@ -330,14 +374,17 @@ func checkPath(p string) error {
 	return nil
 }
 
+// checkMode accepts 0 (the default, 0640) and what safefile.CheckMode
+// accepts, which owns the rule.
 func checkMode(m fs.FileMode) error {
-	if m&^fs.ModePerm != 0 {
-		return fmt.Errorf("%#o is not a permission of at most 0777", uint32(m))
+	if m == 0 {
+		return nil
 	}
-	return nil
+	return safefile.CheckMode(m)
 }
 
-func checkNetwork(n string) error {
+// CheckNetwork is the one rule for a syslog network name.
+func CheckNetwork(n string) error {
 	switch n {
 	case "unix", "udp", "tcp", "tls", "relp", "relp-tls":
 		return nil
@@ -389,9 +436,10 @@ func checkDrainTimeout(d time.Duration) error {
 	return nil
 }
 
-// checkAddress checks the syslog address for the network: a socket path
-// for unix, host:port otherwise (a port name such as "syslog" is allowed).
-func checkAddress(network, addr string) error {
+// CheckAddress checks the syslog address for the network: a socket path
+// for unix, host:port otherwise (a port name such as "syslog" is allowed
+// when the services database knows it).
+func CheckAddress(network, addr string) error {
 	if addr == "" {
 		return errors.New("must not be empty")
 	}
@@ -410,13 +458,39 @@ func checkAddress(network, addr string) error {
 	if host == "" || port == "" {
 		return fmt.Errorf("%q is not host:port: missing host or port", addr)
 	}
-	if n, err := strconv.ParseUint(port, 10, 64); err == nil && (n == 0 || n > 65535) {
-		return fmt.Errorf("port %s is out of range 1-65535", port)
+	if err := checkPort(network, port, false); err != nil {
+		return fmt.Errorf("%q: %w", addr, err)
 	}
 	return nil
 }
 
-func checkFormat(f string) error {
+// checkPort checks that port is a number in range, or a service name
+// the services database knows for network (tcp or udp; "" for tcp).
+// zeroOK allows 0, which asks a listener for any free port.
+func checkPort(network, port string, zeroOK bool) error {
+	if n, err := strconv.ParseUint(port, 10, 64); err == nil {
+		if n > 65535 || (n == 0 && !zeroOK) {
+			lo := 1
+			if zeroOK {
+				lo = 0
+			}
+			return fmt.Errorf("port %s is out of range %d-65535", port, lo)
+		}
+		return nil
+	}
+	switch network {
+	case "udp":
+	default:
+		network = "tcp"
+	}
+	if _, err := net.LookupPort(network, port); err != nil {
+		return fmt.Errorf("port %q is neither a number nor a known %s service name", port, network)
+	}
+	return nil
+}
+
+// CheckFormat is the one rule for a syslog format name.
+func CheckFormat(f string) error {
 	switch f {
 	case "rfc5424", "rfc3164":
 		return nil
@@ -424,22 +498,25 @@ func checkFormat(f string) error {
 	return fmt.Errorf("unknown format %q (want rfc5424 or rfc3164)", f)
 }
 
-func checkFacility(f int) error {
+// CheckFacility is the one rule for a syslog facility number.
+func CheckFacility(f int) error {
 	if f < 0 || f > 23 {
 		return fmt.Errorf("%d is out of range 0-23", f)
 	}
 	return nil
 }
 
-// checkTag applies RFC 5424's APP-NAME rule: 1 to 48 printable ASCII
-// characters, no spaces; RFC 3164 receivers accept it too.
-func checkTag(t string) error {
+// CheckTag is the one rule for a syslog tag (RFC 5424 APP-NAME, RFC 3164
+// TAG): 1 to 48 printable ASCII characters without spaces, and without
+// '[', ']' or ':', which end an RFC 3164 TAG ("connlogd[42]: …"): a tag
+// holding them would be cut there by receivers.
+func CheckTag(t string) error {
 	if t == "" || len(t) > 48 {
 		return fmt.Errorf("%q must be 1 to 48 characters long", t)
 	}
 	for i := 0; i < len(t); i++ {
-		if t[i] < '!' || t[i] > '~' {
-			return fmt.Errorf("%q must be printable ASCII without spaces", t)
+		if c := t[i]; c < '!' || c > '~' || c == '[' || c == ']' || c == ':' {
+			return fmt.Errorf("%q must be printable ASCII without spaces, brackets or colons", t)
 		}
 	}
 	return nil
@@ -476,7 +553,7 @@ func parseFacility(s string) (int, bool) {
 		return 16 + int(rest[0]-'0'), true
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || checkFacility(n) != nil {
+	if err != nil || CheckFacility(n) != nil {
 		return 0, false
 	}
 	return n, true

@@ -88,7 +88,7 @@ func TestParseErrors(t *testing.T) {
 		{"CR lines", "interval: 1s\r\rfoo: 1\r", 3, `unknown key "foo"`},
 
 		// Keys.
-		{"unknown top key", "intervall: 1s\n", 1, `unknown key "intervall" (want interval, protocols, families, states, sinks, destroy, filters, attribution, namespaces, namespace_rescan, metrics or state_file)`},
+		{"unknown top key", "intervall: 1s\n", 1, `unknown key "intervall" (want interval, protocols, families, states, sinks, destroy, filters, attribution, namespaces, namespace_rescan, metrics, state_file, containers or flow_update_interval)`},
 		{"unknown top key later", "interval: 1s\n# c\nprotocol: [tcp]\n", 3, `unknown key "protocol"`},
 		{"merge key", "interval: 1s\n<<: {protocols: [tcp]}\n", 2, `unknown key "<<"`},
 		{"duplicate top key", "interval: 1s\nprotocols: [tcp]\ninterval: 2s\n", 3, `duplicate key "interval" (first at line 1)`},
@@ -132,12 +132,12 @@ func TestParseErrors(t *testing.T) {
 		{"sink scalar", "sinks:\n  - stdout\n", 2, "sinks[0]: want a mapping with a type key, not a single value"},
 		{"sink null", "sinks:\n  - type: stdout\n  -\n", 3, "sinks[1]: empty sink"},
 		{"sink without type", "sinks:\n  - path: /x\n", 2, `sinks[0]: missing key "type"`},
-		{"sink unknown type", "sinks:\n  - type: pipe\n", 2, `sinks[0].type: unknown sink type "pipe" (want stdout, file or syslog)`},
+		{"sink unknown type", "sinks:\n  - type: pipe\n", 2, `sinks[0].type: unknown sink type "pipe" (want stdout, file, syslog or otlp)`},
 		{"sink type list", "sinks:\n  - type: [stdout]\n", 2, "sinks[0].type: want a single value, not a list"},
 		{"sink type twice", "sinks:\n  - type: stdout\n    type: stdout\n", 3, `sinks[0]: duplicate key "type" (first at line 2)`},
 		{"sink key twice", "sinks:\n  - type: file\n    path: /a\n    path: /b\n", 4, `sinks[0]: duplicate key "path" (first at line 3)`},
 		{"sink unknown key", "interval: 1s\nsinks:\n  - type: stdout\n  - type: syslog\n    network: udp\n    format: rfc5424\n    adress: 127.0.0.1:514\n",
-			7, `sinks[1]: unknown key "adress" (a syslog sink takes type, network, address, format, facility, tag, tls, queue_size, drain_timeout, schema)`},
+			7, `sinks[1]: unknown key "adress" (a syslog sink takes type, network, address, format, facility, tag, tls, queue_size, drain_timeout, spool, schema)`},
 		{"stdout with path", "sinks:\n  - type: stdout\n    path: /x\n", 3, `sinks[0]: key "path" is for file sinks, not stdout`},
 		{"syslog with path", "sinks:\n  - type: syslog\n    path: /x\n", 3, `sinks[0]: key "path" is for file sinks, not syslog`},
 		{"file with network", "sinks:\n  - type: file\n    path: /x\n    network: udp\n", 4, `sinks[0]: key "network" is for syslog sinks, not file`},
@@ -152,8 +152,13 @@ func TestParseErrors(t *testing.T) {
 		{"mode hex", "sinks:\n  - type: file\n    path: /x\n    mode: 0x1a0\n", 4, `sinks[0].mode: "0x1a0" is not an octal permission`},
 		{"mode symbolic", "sinks:\n  - type: file\n    path: /x\n    mode: rw-r-----\n", 4, `sinks[0].mode: "rw-r-----" is not an octal permission`},
 		{"mode empty", "sinks:\n  - type: file\n    path: /x\n    mode: ''\n", 4, `sinks[0].mode: "" is not an octal permission`},
-		{"mode above 0777", "sinks:\n  - type: file\n    path: /x\n    mode: 01777\n", 4, "sinks[0].mode: 01777 is not a permission of at most 0777"},
-		{"mode 0o above 0777", "sinks:\n  - type: file\n    path: /x\n    mode: 0o1000\n", 4, "sinks[0].mode: 01000 is not a permission of at most 0777"},
+		{"mode above 0777", "sinks:\n  - type: file\n    path: /x\n    mode: 01777\n", 4, "sinks[0].mode: 01777: only read and write bits (at most 0666) are allowed"},
+		{"mode 0o above 0777", "sinks:\n  - type: file\n    path: /x\n    mode: 0o1000\n", 4, "sinks[0].mode: 01000: only read and write bits"},
+		// An audit log others can write is not an audit log.
+		{"mode 0777", "sinks:\n  - type: file\n    path: /x\n    mode: 0777\n", 4, "sinks[0].mode: 0777: only read and write bits"},
+		{"mode 0666", "sinks:\n  - type: file\n    path: /x\n    mode: 0666\n", 4, "sinks[0].mode: 0666 lets group or others write"},
+		{"mode 0620", "sinks:\n  - type: file\n    path: /x\n    mode: 0o620\n", 4, "sinks[0].mode: 0620 lets group or others write"},
+		{"mode 0755", "sinks:\n  - type: file\n    path: /x\n    mode: 0755\n", 4, "sinks[0].mode: 0755: only read and write bits"},
 		{"mode huge", "sinks:\n  - type: file\n    path: /x\n    mode: 077777777777777\n", 4, "sinks[0].mode: \"077777777777777\" is not an octal permission"},
 
 		// syslog sinks.
@@ -175,6 +180,10 @@ func TestParseErrors(t *testing.T) {
 		{"syslog empty tag", "sinks:\n  - type: syslog\n    tag: ''\n", 3, "sinks[0].tag: \"\" must be 1 to 48 characters long"},
 		{"syslog long tag", "sinks:\n  - type: syslog\n    tag: " + strings.Repeat("x", 49) + "\n", 3, "must be 1 to 48 characters long"},
 		{"syslog tag with space", "sinks:\n  - type: syslog\n    tag: 'conn logd'\n", 3, `sinks[0].tag: "conn logd" must be printable ASCII without spaces`},
+		// One rule with the sink's: ':' and brackets end an RFC 3164 TAG.
+		{"syslog tag with colon", "sinks:\n  - type: syslog\n    tag: 'app:1'\n", 3, `sinks[0].tag: "app:1" must be printable ASCII without spaces, brackets or colons`},
+		{"syslog tag with bracket", "sinks:\n  - type: syslog\n    tag: 'app[1]'\n", 3, "without spaces, brackets or colons"},
+		{"syslog address port name unknown", "sinks:\n  - type: syslog\n    network: tcp\n    address: 'h:abc'\n", 4, `port "abc" is neither a number nor a known tcp service name`},
 		{"syslog tag not ASCII", "sinks:\n  - type: syslog\n    tag: connlögd\n", 3, "must be printable ASCII"},
 
 		// Delivery, TLS and schemas.
@@ -259,11 +268,11 @@ func TestParse(t *testing.T) {
 		{"file mode quoted", "sinks:\n  - type: file\n    path: /x\n    mode: \"0644\"\n", func(c *Config) {
 			c.Sinks = []Sink{{Type: SinkFile, Line: 2, Path: "/x", Mode: 0o644}}
 		}},
-		{"file mode 0o", "sinks:\n  - type: file\n    path: /x\n    mode: 0o755\n", func(c *Config) {
-			c.Sinks = []Sink{{Type: SinkFile, Line: 2, Path: "/x", Mode: 0o755}}
+		{"file mode 0o", "sinks:\n  - type: file\n    path: /x\n    mode: 0o604\n", func(c *Config) {
+			c.Sinks = []Sink{{Type: SinkFile, Line: 2, Path: "/x", Mode: 0o604}}
 		}},
-		{"file mode 0777 and 0", "sinks:\n  - {type: file, path: /x, mode: 0777}\n  - {type: file, path: /y, mode: 0}\n", func(c *Config) {
-			c.Sinks = []Sink{{Type: SinkFile, Line: 2, Path: "/x", Mode: 0o777}, {Type: SinkFile, Line: 3, Path: "/y", Mode: 0}}
+		{"file mode 0644 and 0", "sinks:\n  - {type: file, path: /x, mode: 0644}\n  - {type: file, path: /y, mode: 0}\n", func(c *Config) {
+			c.Sinks = []Sink{{Type: SinkFile, Line: 2, Path: "/x", Mode: 0o644}, {Type: SinkFile, Line: 3, Path: "/y", Mode: 0}}
 		}},
 		{"syslog sink defaults", "sinks:\n  - type: syslog\n", func(c *Config) {
 			c.Sinks = []Sink{{Type: SinkSyslog, Line: 2, Network: "unix", Address: "/dev/log", Format: "rfc5424", Facility: 16, Tag: "connlogd"}}
@@ -349,6 +358,8 @@ func TestDefault(t *testing.T) {
 
 		Namespaces:      Namespaces{Mode: "host"},
 		NamespaceRescan: 5 * time.Second,
+
+		Containers: Containers{Names: true},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v; want %+v", c, want)
@@ -423,6 +434,9 @@ func TestValidate(t *testing.T) {
 		{"file with a tag", func(c *Config) { c.Sinks = []Sink{{Type: SinkFile, Path: "/x", Tag: "t"}} }, "sinks[0]: sets fields that a file sink does not use"},
 		{"file without path", func(c *Config) { c.Sinks = []Sink{{Type: SinkFile, Mode: 0o640}} }, "sinks[0]: path: must not be empty"},
 		{"file mode too big", func(c *Config) { c.Sinks = []Sink{{Type: SinkFile, Path: "/x", Mode: fs.ModeDir | 0o755}} }, "sinks[0]: mode:"},
+		{"file mode 0777", func(c *Config) { c.Sinks = []Sink{{Type: SinkFile, Path: "/x", Mode: 0o777}} }, "sinks[0]: mode: 0777"},
+		{"file mode 0666", func(c *Config) { c.Sinks = []Sink{{Type: SinkFile, Path: "/x", Mode: 0o666}} }, "sinks[0]: mode: 0666 lets group or others write"},
+		{"syslog tag with colon", syslog(func(s *Sink) { s.Tag = "app:1" }), "sinks[0]: tag:"},
 		{"syslog with mode", syslog(func(s *Sink) { s.Mode = 0o640 }), "sets fields that a syslog sink does not use"},
 		{"syslog bad network", syslog(func(s *Sink) { s.Network = "" }), `sinks[0]: network: unknown network ""`},
 		{"syslog udp without address", syslog(func(s *Sink) { s.Network, s.Address = "udp", "" }), "sinks[0]: address: must not be empty"},
@@ -538,7 +552,10 @@ func TestExample(t *testing.T) {
 		{Type: SinkFile, Path: "/var/log/connlogd/events.json", Mode: 0o640},
 		{Type: SinkSyslog, Network: "tls", Address: "logs.example.net:6514", Format: "rfc5424", Facility: 16, Tag: "connlogd",
 			TLS:       TLS{CAFile: "/etc/connlogd/ca.pem", CertFile: "/etc/connlogd/client.pem", KeyFile: "/etc/connlogd/client.key", ServerName: "logs.example.net"},
-			QueueSize: 10000, DrainTimeout: 5 * time.Second},
+			QueueSize: 10000, DrainTimeout: 5 * time.Second, Spool: Spool{Dir: "/var/lib/connlogd/spool-syslog", MaxBytes: DefaultSpoolBytes}},
+		{Type: SinkOTLP, OTLP: &OTLP{Endpoint: "https://otel.example.net:4318", Compression: "none", Headers: map[string]string{"X-Tenant": "ops"}},
+			TLS: TLS{CAFile: "/etc/connlogd/ca.pem"}, QueueSize: 10000, DrainTimeout: 5 * time.Second,
+			Spool: Spool{Dir: "/var/lib/connlogd/spool-otel", MaxBytes: DefaultSpoolBytes}},
 	}
 	if got := withoutLines(c).Sinks; !reflect.DeepEqual(got, want) {
 		t.Errorf("uncommented example sinks:\ngot  %+v\nwant %+v", got, want)

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"time"
@@ -32,8 +34,49 @@ type Namespaces struct {
 
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
-	// Listen is host:port; empty (the default) disables metrics.
+	// Listen is host:port; empty (the default) disables metrics. See
+	// Network for which families an address listens on.
 	Listen string
+}
+
+// Network returns the network to listen on for Listen, so that the
+// endpoint listens on what was asked and no more: "tcp4" for an IPv4
+// literal (0.0.0.0:P is every IPv4 address, not IPv6 too), "tcp6" for an
+// IPv6 literal ([::]:P is IPv6 only: the socket is opened with
+// IPV6_V6ONLY, so it takes no v4-mapped connections), and "tcp" for an
+// empty host (:P, both families) or a name (Go listens on the first
+// address the name resolves to).
+func (m Metrics) Network() string {
+	host, _, err := net.SplitHostPort(m.Listen)
+	if err != nil {
+		return "tcp"
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Is4() {
+			return "tcp4"
+		}
+		return "tcp6"
+	}
+	return "tcp"
+}
+
+// checkListen checks a listen address: empty, or host:port whose port is
+// a number from 0 to 65535 or a known service name.
+func checkListen(s string) error {
+	if s == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", s)
+	}
+	if port == "" {
+		return fmt.Errorf("%q has no port", s)
+	}
+	if err := checkPort("tcp", port, true); err != nil {
+		return fmt.Errorf("%q: %w", s, err)
+	}
+	return nil
 }
 
 // daemonKey parses the daemon-wide keys: namespaces, namespace_rescan,
@@ -95,10 +138,8 @@ func (p *parser) daemonKey(c *Config, key string, v *yaml.Node) error {
 			if err != nil {
 				return err
 			}
-			if s != "" {
-				if _, _, err := net.SplitHostPort(s); err != nil {
-					return p.errorf(vn.Line, "metrics.listen", "%q is not host:port", s)
-				}
+			if err := checkListen(s); err != nil {
+				return p.errorf(vn.Line, "metrics.listen", "%w", err)
 			}
 			c.Metrics.Listen = s
 			return nil

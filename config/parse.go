@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/connlogd/connlogd/safefile"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
@@ -34,12 +34,18 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Load reads and parses the file at path. A missing file gives an error
-// that matches fs.ErrNotExist, so callers can fall back to Default.
+// MaxFileSize bounds a configuration file: a real one is a few KiB, and
+// reading /dev/zero or a runaway file must stop quickly.
+const MaxFileSize = 1 << 20
+
+// Load reads and parses the file at path, a regular file or a pipe of
+// at most MaxFileSize bytes (a device such as /dev/zero is refused). A
+// missing file gives an error that matches fs.ErrNotExist, so callers
+// can fall back to Default.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path, MaxFileSize)
 	if err != nil {
-		return nil, err // *fs.PathError already names the file
+		return nil, err // the error already names the file
 	}
 	return Parse(data, path)
 }
@@ -325,8 +331,12 @@ func (p *parser) config(doc *yaml.Node) (*Config, error) {
 			c.Attribution, err = p.attribution(v)
 		case "namespaces", "namespace_rescan", "metrics", "state_file":
 			err = p.daemonKey(c, key, v)
+		case "containers":
+			c.Containers, err = p.containers(v)
+		case "flow_update_interval":
+			c.FlowUpdateInterval, err = p.flowUpdateInterval(v)
 		default:
-			err = p.errorf(k.Line, "", "unknown key %q (want interval, protocols, families, states, sinks, destroy, filters, attribution, namespaces, namespace_rescan, metrics or state_file)", key)
+			err = p.errorf(k.Line, "", "unknown key %q (want interval, protocols, families, states, sinks, destroy, filters, attribution, namespaces, namespace_rescan, metrics, state_file, containers or flow_update_interval)", key)
 		}
 		return err
 	})
@@ -413,7 +423,9 @@ func sinkKeys(t SinkType) []string {
 	case SinkFile:
 		return []string{"type", "path", "mode", "schema"}
 	case SinkSyslog:
-		return []string{"type", "network", "address", "format", "facility", "tag", "tls", "queue_size", "drain_timeout", "schema"}
+		return []string{"type", "network", "address", "format", "facility", "tag", "tls", "queue_size", "drain_timeout", "spool", "schema"}
+	case SinkOTLP:
+		return []string{"type", "endpoint", "compression", "headers", "tls", "queue_size", "drain_timeout", "spool", "schema"}
 	}
 	return []string{"type", "schema"}
 }
@@ -434,7 +446,7 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 		}
 	}
 	if typ == nil {
-		return Sink{}, p.errorf(n.Line, path, "missing key \"type\" (stdout, file or syslog)")
+		return Sink{}, p.errorf(n.Line, path, "missing key \"type\" (stdout, file, syslog or otlp)")
 	}
 	name, err := p.scalar(typ, path+".type")
 	if err != nil {
@@ -442,9 +454,9 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 	}
 	t := SinkType(name)
 	switch t {
-	case SinkStdout, SinkFile, SinkSyslog:
+	case SinkStdout, SinkFile, SinkSyslog, SinkOTLP:
 	default:
-		return Sink{}, p.errorf(typ.Line, path+".type", "unknown sink type %q (want stdout, file or syslog)", name)
+		return Sink{}, p.errorf(typ.Line, path+".type", "unknown sink type %q (want stdout, file, syslog or otlp)", name)
 	}
 
 	s := defaultSink(t)
@@ -455,7 +467,7 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 			return nil
 		}
 		if !slices.Contains(sinkKeys(t), key) {
-			for _, other := range []SinkType{SinkFile, SinkSyslog} {
+			for _, other := range []SinkType{SinkFile, SinkSyslog, SinkOTLP} {
 				if slices.Contains(sinkKeys(other), key) {
 					return p.errorf(k.Line, path, "key %q is for %s sinks, not %s", key, other, t)
 				}
@@ -468,6 +480,15 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 			s.TLS, err = p.tls(v, kpath)
 			return err
 		}
+		if key == "headers" {
+			h, err := p.headers(v, kpath)
+			s.otlp().Headers = h
+			return err
+		}
+		if key == "spool" {
+			s.Spool, err = p.spool(v, kpath)
+			return err
+		}
 		val, err := p.scalar(v, kpath)
 		if err != nil {
 			return err
@@ -478,20 +499,24 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 		case "mode":
 			s.Mode, err = parseMode(val)
 		case "network":
-			s.Network, err = val, checkNetwork(val)
+			s.Network, err = val, CheckNetwork(val)
 		case "address":
 			s.Address, addrNode = val, v // checked below: it depends on the network
 		case "format":
-			s.Format, err = val, checkFormat(val)
+			s.Format, err = val, CheckFormat(val)
 		case "facility":
 			var ok bool
 			if s.Facility, ok = parseFacility(val); !ok {
 				err = fmt.Errorf("unknown facility %q (want a name such as daemon or local0, or a number 0-23)", val)
 			}
 		case "tag":
-			s.Tag, err = val, checkTag(val)
+			s.Tag, err = val, CheckTag(val)
 		case "schema":
 			s.Schema, err = val, checkSchema(val)
+		case "endpoint":
+			s.otlp().Endpoint, err = val, checkEndpoint(val)
+		case "compression":
+			s.otlp().Compression, err = val, checkCompression(val)
 		case "queue_size":
 			n, cerr := strconv.Atoi(val)
 			if cerr != nil || n < 1 || n > MaxQueueSize {
@@ -525,7 +550,7 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 	case SinkSyslog:
 		switch {
 		case addrNode != nil:
-			if err := checkAddress(s.Network, s.Address); err != nil {
+			if err := CheckAddress(s.Network, s.Address); err != nil {
 				return Sink{}, p.errorf(addrNode.Line, path+".address", "%w", err)
 			}
 		case s.Network == "unix":
@@ -535,6 +560,16 @@ func (p *parser) sink(n *yaml.Node, path string) (Sink, error) {
 		}
 		if tlsNode != nil && s.Network != "tls" && s.Network != "relp-tls" {
 			return Sink{}, p.errorf(tlsNode.Line, path+".tls", "TLS settings need network tls or relp-tls, not %s", s.Network)
+		}
+		if err := checkSyslogSpool(s.Network, &s.Spool); err != nil {
+			return Sink{}, p.errorf(n.Line, path+".spool", "%w", err)
+		}
+	case SinkOTLP:
+		if s.OTLP == nil || s.OTLP.Endpoint == "" {
+			return Sink{}, p.errorf(n.Line, path, "missing key \"endpoint\" (an otlp sink needs one, like http://127.0.0.1:4318)")
+		}
+		if err := checkOTLP(&s); err != nil {
+			return Sink{}, p.errorf(n.Line, path, "%w", err)
 		}
 	}
 	return s, nil

@@ -33,6 +33,47 @@
 // notifications back while a large table is compared calls Destroyed
 // between the steps.
 //
+// # Failed attempts
+//
+// A TCP connection attempt that never reached established is reported
+// closed with a Failure, from what sock_diag shows:
+//
+//   - Outbound: the destroy notification's tcp_info of a socket no poll
+//     saw established says whether its handshake ever completed: a
+//     completed one leaves a round-trip time (tcpi_rtt, sampled from the
+//     SYN-ACK or the handshake's last ACK) and, on the client, the SYN
+//     acknowledged (tcpi_bytes_acked), while an attempt that sent its SYN
+//     (tcpi_segs_out) has neither. For such an attempt, an answer
+//     (tcpi_segs_in) means a reset, Refused; no answer after
+//     retransmissions (tcpi_total_retrans), Timeout; neither, an attempt
+//     the kernel or the application ended before a retransmission (an
+//     ICMP error, a cancelled connect), Unknown. An abortive close
+//     (SO_LINGER 0) zeroes every counter, the segments sent included, and
+//     the peer's address: it is no failed attempt. The socket's state is no
+//     help: it is close in every destroy notification, which the kernel
+//     sends when it frees the socket. A close found by polls alone proves
+//     nothing, as the connection may have been established and ended
+//     between two polls: it gets no Failure. A failed connect leaves the
+//     kernel's tables at once but is freed, and notified, only when the
+//     application closes it, so with Options.Destroy an attempt a lookup
+//     says is gone waits up to AttemptWait for its notification.
+//   - Inbound: a request socket (syn_recv) is replaced by its connection's
+//     socket, under the same tuple, when the handshake completes. One
+//     that the exact lookup says is gone (ENOENT; ESTALE means a socket
+//     holds its tuple, the completed connection) whose tuple no tracked
+//     socket and no recent destroy notification has is a handshake the
+//     client never completed (a scan, a SYN flood, a client that gave
+//     up): Unknown. This needs the destroy notifications
+//     (Options.Destroy): without them a completed connection that ended
+//     between two polls leaves no trace, and no Failure is given.
+//
+// # Flow updates
+//
+// With Options.UpdateInterval, each connection (a TCP socket past its
+// handshake and before TIME_WAIT, a connected UDP socket) that a poll
+// finds alive that long after its last event gets an Updated event with
+// the poll's record: its cumulative counters and its duration so far.
+//
 // # Cost
 //
 // Dumps come back in the same order from poll to poll, so the tracker
@@ -66,6 +107,13 @@ type Options struct {
 	// then never exists in memory as a whole. The event is valid only
 	// during the call.
 	Output func(*event.Event)
+	// UpdateInterval, when positive, is the flow update interval (see
+	// "Flow updates"); 0 turns updates off.
+	UpdateInterval time.Duration
+	// Destroy says the caller feeds Destroyed every destroy notification
+	// of the protocols it dumps, so that a close without one proves an
+	// inbound handshake failed (see "Failed attempts").
+	Destroy bool
 	// Clock, when set, is read once the lookups of a diff have answered:
 	// the closes they confirm are stamped with it, not with the diff's
 	// time. A socket a dump skipped may have been alive until just before
@@ -100,6 +148,54 @@ type conn struct {
 	// its notification, which Destroyed still reports should it carry
 	// the remnant's cookie.
 	afterlife bool
+	// phase is how far a TCP handshake got, as polls saw it.
+	phase phase
+	// lastEvent is when the socket's last event was reported (unix ns;
+	// 0: not yet counted), for flow updates.
+	lastEvent int64
+	// goneAt is when a lookup first said a connection attempt was gone
+	// (unix ns; 0: it has not).
+	goneAt int64
+}
+
+// AttemptWait is how long a connection attempt (syn_sent) that left the
+// kernel's tables waits for its destroy notification before it is
+// reported closed without one, when destroy notifications are on.
+const AttemptWait = 10 * time.Second
+
+// lateDestroyWindow is how long a poll-found close remembers its cookie,
+// so that a late destroy notification does not report it again.
+const lateDestroyWindow = time.Minute
+
+// phase is the progress of a TCP connection's handshake.
+type phase uint8
+
+const (
+	phaseNone        phase = iota // not an attempt: a listener, a bound socket, UDP
+	phaseOut                      // first seen sending its SYN (syn_sent)
+	phaseIn                       // first seen answering a SYN (syn_recv)
+	phaseEstablished              // seen past the handshake
+)
+
+// next returns the phase after a poll found s.
+func (p phase) next(s *snapshot.Socket) phase {
+	if s.Proto != snapshot.ProtoTCP {
+		return phaseNone
+	}
+	switch s.State {
+	case snapshot.StateSynSent:
+		if p == phaseNone {
+			return phaseOut
+		}
+	case snapshot.StateSynRecv:
+		if p == phaseNone {
+			return phaseIn
+		}
+	case snapshot.StateEstablished, snapshot.StateFinWait1, snapshot.StateFinWait2, snapshot.StateCloseWait,
+		snapshot.StateClosing, snapshot.StateLastAck, snapshot.StateTimeWait:
+		return phaseEstablished
+	}
+	return p
 }
 
 // Differ tracks the socket table across polls. It is not safe for
@@ -137,6 +233,14 @@ type Differ struct {
 	deadCookies map[uint64]uint32
 	deadTuples  map[tupleKey]uint32
 	deadPeak    int // most entries deadCookies held since it was rebuilt
+	// closedCookies are sockets a poll reported closed before their
+	// destroy notification came (the kernel unhashes a socket when its
+	// connection ends, and frees it, which sends the notification, when
+	// the application closes it): by cookie, until when a late
+	// notification is recognised (unix ns). Without it the notification
+	// would report them again, as short-lived sockets.
+	closedCookies map[uint64]int64
+	nowNs         int64 // the time of the last Diff
 	// heldTuples indexes the held sockets by tuple.
 	heldTuples map[tupleKey]int32
 
@@ -153,11 +257,12 @@ func New(opts Options) *Differ {
 		opts.MissLimit = 3
 	}
 	return &Differ{
-		opts:        opts,
-		byCookie:    make(map[uint64]int32),
-		deadCookies: make(map[uint64]uint32),
-		deadTuples:  make(map[tupleKey]uint32),
-		heldTuples:  make(map[tupleKey]int32),
+		opts:          opts,
+		byCookie:      make(map[uint64]int32),
+		deadCookies:   make(map[uint64]uint32),
+		closedCookies: make(map[uint64]int64),
+		deadTuples:    make(map[tupleKey]uint32),
+		heldTuples:    make(map[tupleKey]int32),
 	}
 }
 
@@ -212,6 +317,7 @@ func (d *Differ) Step(n int) bool {
 	t, now := d.tab, d.now
 	initial, late := d.initial, d.diffLate
 	nowNs := now.UnixNano()
+	d.nowNs = nowNs
 	end := min(len(t.Sockets), d.done+max(n, 1))
 	cur, matched := d.cur, d.matched
 	for i := d.done; i < end; i++ {
@@ -256,12 +362,24 @@ func (d *Differ) Step(n int) bool {
 			}
 			c.gen = d.gen
 			c.misses = 0
-			if c.held {
+			switch {
+			case c.held:
 				d.unhold(slot)
 				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
-			} else if c.sock.State != s.State && !c.silent {
+				c.lastEvent = nowNs
+			case c.silent:
+			case c.sock.State != s.State:
 				d.emitNew(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.sock.State, FirstSeen: time.Unix(0, c.firstSeen)})
+				c.lastEvent = nowNs
+			case d.opts.UpdateInterval > 0 && flowing(s):
+				if c.lastEvent == 0 {
+					c.lastEvent = nowNs // restored: count from now
+				} else if nowNs-c.lastEvent >= int64(d.opts.UpdateInterval) {
+					d.emitNew(event.Event{Kind: event.Updated, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
+					c.lastEvent = nowNs
+				}
 			}
+			c.phase = c.phase.next(s)
 			c.sock = *s
 			c.pos = int32(len(d.next))
 			d.next = append(d.next, slot)
@@ -282,7 +400,8 @@ func (d *Differ) Step(n int) bool {
 		afterlife := remnant && d.noTimeWait
 		held := remnant && !afterlife
 		silent = silent || afterlife
-		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held, afterlife: afterlife}
+		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held, afterlife: afterlife,
+			phase: phaseNone.next(s), lastEvent: nowNs}
 		d.byCookie[s.Cookie] = slot
 		d.next = append(d.next, slot)
 		if held {
@@ -413,6 +532,7 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 			d.stats.LookupErrors++
 		}
 	}
+	var done map[flowKey]bool // tuples that completed handshakes hold, built when needed
 	// The lookups, or this diff when there are none, tell the closes.
 	if d.opts.Clock != nil {
 		now = d.opts.Clock()
@@ -421,7 +541,33 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 		c := &d.conns[slot]
 		c.pos = -1
 		switch res := d.results[i]; {
-		case res == snapshot.LookupGone && goneMeansGone(&c.sock), res == snapshot.LookupStale && staleMeansGone(&c.sock):
+		case res == snapshot.LookupGone && goneMeansGone(&c.sock):
+			if c.phase == phaseOut && d.opts.Destroy && !c.silent {
+				// A failed connect leaves the kernel's tables at once,
+				// and its destroy notification, which says how it
+				// failed, comes when the application closes the socket.
+				// Wait for it a while rather than report the close
+				// without its outcome.
+				if c.goneAt == 0 {
+					c.goneAt = d.nowNs
+				}
+				if d.nowNs-c.goneAt < int64(AttemptWait) {
+					d.pend2 = append(d.pend2, slot)
+					continue
+				}
+			}
+			fail := event.NotFailed
+			if c.phase == phaseIn && d.opts.Destroy {
+				if done == nil {
+					done = d.completedTuples()
+				}
+				if !done[flowOf(&c.sock)] {
+					fail = event.FailedUnknown
+				}
+			}
+			d.closeSlotFailed(slot, now, event.ReasonGone, late, fail)
+			continue
+		case res == snapshot.LookupStale && staleMeansGone(&c.sock):
 			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
 		case res == snapshot.LookupTimeWait && d.noTimeWait && c.misses > 0:
@@ -483,13 +629,20 @@ func (d *Differ) closeSlot(slot int32, now time.Time, reason string) {
 }
 
 func (d *Differ) closeSlotLate(slot int32, now time.Time, reason string, late bool) {
+	d.closeSlotFailed(slot, now, reason, late, event.NotFailed)
+}
+
+func (d *Differ) closeSlotFailed(slot int32, now time.Time, reason string, late bool, fail event.Failure) {
 	c := &d.conns[slot]
 	if c.held {
 		d.unhold(slot)
 		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
 	}
 	if !c.silent {
-		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late})
+		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late, Failure: fail})
+		if d.opts.Destroy && reason == event.ReasonGone {
+			d.closedCookies[c.sock.Cookie] = now.Add(lateDestroyWindow).UnixNano()
+		}
 	}
 	d.release(slot)
 }
@@ -549,7 +702,9 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 				continue // a repeated notification
 			}
 			if c.held {
-				// Its own notification: announced, then closed.
+				// Held as a possible remnant, yet its own destroy came: a
+				// remnant has none, so it was a real socket. Announce it
+				// before its close.
 				d.unhold(j)
 				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
 			}
@@ -561,11 +716,22 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 			if final.CgroupID == 0 {
 				final.CgroupID = s.CgroupID
 			}
-			d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: final, FirstSeen: time.Unix(0, c.firstSeen), Reason: event.ReasonDestroyed})
+			fail := event.NotFailed
+			if c.phase == phaseOut && s.HasInfo {
+				// The notification's counters, not the combined ones: an
+				// abortive close zeroes them, and the attempt is judged
+				// by what the kernel says at the end.
+				fail = attemptFailure(s)
+			}
+			d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: final, FirstSeen: time.Unix(0, c.firstSeen), Reason: event.ReasonDestroyed, Failure: fail})
 			c.silent = true
 			continue
 		}
 		if _, dup := d.deadCookies[s.Cookie]; dup {
+			continue
+		}
+		if _, done := d.closedCookies[s.Cookie]; done {
+			delete(d.closedCookies, s.Cookie) // reported closed by a poll
 			continue
 		}
 		if j, ok := d.byCookie[s.Cookie]; ok && d.conns[j].afterlife {
@@ -584,7 +750,8 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 			d.deadTuples[tuple(s)] = d.gen
 		}
 		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, ShortLived: true})
-		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: *s, FirstSeen: now, ShortLived: true, Reason: event.ReasonDestroyed})
+		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: *s, FirstSeen: now, ShortLived: true, Reason: event.ReasonDestroyed,
+			Failure: attemptFailure(s)})
 	}
 	return d.events
 }
@@ -596,8 +763,11 @@ func (d *Differ) reported(s *snapshot.Socket) bool {
 		return true
 	}
 	// A TIME_WAIT remnant shows as time_wait, or as fin_wait2 while the
-	// kernel's timewait socket is in that substate.
-	if s.State == snapshot.StateTimeWait || s.State == snapshot.StateFinWait2 {
+	// kernel's timewait socket is in that substate. A socket with
+	// tcp_info is a full socket, never a remnant: a new connection that
+	// reuses the tuple of one just closed (connect reuses a port whose
+	// TIME_WAIT is a second old) must not pass for its remnant.
+	if isRemnant(s) {
 		if _, ok := d.deadTuples[tuple(s)]; ok {
 			return true
 		}
@@ -606,6 +776,11 @@ func (d *Differ) reported(s *snapshot.Socket) bool {
 }
 
 func (d *Differ) expireDead() {
+	for k, until := range d.closedCookies {
+		if d.nowNs > until {
+			delete(d.closedCookies, k)
+		}
+	}
 	if len(d.deadCookies) == 0 && len(d.deadTuples) == 0 {
 		return
 	}
@@ -696,6 +871,14 @@ func (d *Differ) SetTimeWaitDumped(dumped bool) { d.noTimeWait = !dumped }
 // tracked table is kept, so no live socket is announced again.
 func (d *Differ) SetStates(mask uint32) { d.opts.States = mask }
 
+// SetUpdateInterval changes Options.UpdateInterval, for a reload. A
+// connection's next update is then due that long after its last event.
+func (d *Differ) SetUpdateInterval(iv time.Duration) { d.opts.UpdateInterval = iv }
+
+// SetDestroy changes Options.Destroy: the caller's destroy subscription
+// started, or stopped.
+func (d *Differ) SetDestroy(on bool) { d.opts.Destroy = on }
+
 // Forget stops tracking, without events, every socket drop selects: used
 // when a reload stops watching a protocol or family, whose sockets will no
 // longer be dumped and must not be reported closed for that.
@@ -756,7 +939,7 @@ func (d *Differ) Restore(ts []Tracked) {
 			continue
 		}
 		slot := d.alloc()
-		d.conns[slot] = conn{sock: t.Socket, firstSeen: t.FirstSeen.UnixNano(), pos: -1, used: true}
+		d.conns[slot] = conn{sock: t.Socket, firstSeen: t.FirstSeen.UnixNano(), pos: -1, used: true, phase: phaseNone.next(&t.Socket)}
 		d.byCookie[t.Socket.Cookie] = slot
 		d.pending = append(d.pending, slot)
 	}
@@ -800,18 +983,11 @@ func (d *Differ) resetEvents() {
 // a new owner.
 func (d *Differ) SetOutput(fn func(*event.Event)) { d.opts.Output = fn }
 
-// isRemnantState says whether a socket in state st may be a TIME_WAIT
-// remnant: the kernel's timewait sockets show as time_wait, or as
-// fin_wait2 in that substate.
-func isRemnantState(st snapshot.State) bool {
-	return st == snapshot.StateTimeWait || st == snapshot.StateFinWait2
-}
-
-// isRemnant says whether s is a TIME_WAIT remnant: in a remnant state,
-// and without tcp_info, which dumps carry for every full TCP socket (a
-// full socket in fin_wait2 is alive, half-closed).
+// isRemnant says s may be a TIME_WAIT remnant: in a state a timewait
+// socket shows, and without tcp_info, which the kernel sends for full
+// sockets only (dumps ask for it).
 func isRemnant(s *snapshot.Socket) bool {
-	return isRemnantState(s.State) && !s.HasInfo
+	return (s.State == snapshot.StateTimeWait || s.State == snapshot.StateFinWait2) && !s.HasInfo
 }
 
 func (d *Differ) unhold(slot int32) {
@@ -820,4 +996,73 @@ func (d *Differ) unhold(slot int32) {
 	if j, ok := d.heldTuples[tuple(&c.sock)]; ok && j == slot {
 		delete(d.heldTuples, tuple(&c.sock))
 	}
+}
+
+// flowing says whether a poll's record of s is a connection that carries
+// traffic, for flow updates: a TCP socket past its handshake and before
+// TIME_WAIT (whose remnant carries none), or a connected UDP socket.
+func flowing(s *snapshot.Socket) bool {
+	if s.Dst.Port() == 0 {
+		return false
+	}
+	switch s.State {
+	case snapshot.StateEstablished:
+		return true
+	case snapshot.StateFinWait1, snapshot.StateFinWait2, snapshot.StateCloseWait, snapshot.StateClosing, snapshot.StateLastAck:
+		return s.Proto == snapshot.ProtoTCP
+	}
+	return false
+}
+
+// attemptFailure judges a TCP socket by its destroy notification's
+// tcp_info (see "Failed attempts"): NotFailed when its handshake
+// completed, when it sent nothing (or an abortive close zeroed the
+// counters), or when the kernel's tcp_info is too old to tell.
+func attemptFailure(s *snapshot.Socket) event.Failure {
+	in := &s.Info
+	if s.Proto != snapshot.ProtoTCP || !s.HasInfo || !in.HasBytes() || !in.HasSegs() || s.Dst.Port() == 0 {
+		return event.NotFailed
+	}
+	if in.RTT != 0 || in.BytesAcked != 0 || in.SegsOut == 0 {
+		return event.NotFailed
+	}
+	switch {
+	case in.SegsIn > 0:
+		return event.FailedRefused
+	case in.TotalRetrans > 0:
+		return event.FailedTimeout
+	}
+	return event.FailedUnknown
+}
+
+// flowKey is a connection's tuple without the interface, which a request
+// socket and the connection that replaces it may not share.
+type flowKey struct {
+	src, dst     [16]byte
+	sport, dport uint16
+	proto        snapshot.Proto
+	family       snapshot.Family
+}
+
+func flowOf(s *snapshot.Socket) flowKey { return tuple(s).flow() }
+
+// flow is k without the interface.
+func (k tupleKey) flow() flowKey {
+	return flowKey{src: k.src, dst: k.dst, sport: k.sport, dport: k.dport, proto: k.proto, family: k.family}
+}
+
+// completedTuples returns the tuples of the TCP connections past their
+// handshake that the Differ knows of: tracked ones, and those whose
+// destroy notification it recently had.
+func (d *Differ) completedTuples() map[flowKey]bool {
+	done := make(map[flowKey]bool)
+	for i := range d.conns {
+		if c := &d.conns[i]; c.used && c.sock.Proto == snapshot.ProtoTCP && c.phase != phaseIn {
+			done[flowOf(&c.sock)] = true
+		}
+	}
+	for k := range d.deadTuples {
+		done[k.flow()] = true
+	}
+	return done
 }

@@ -283,6 +283,34 @@ func BenchmarkDiffSteady(b *testing.B) {
 	}
 }
 
+// BenchmarkDiffSteadyUpdates is BenchmarkDiffSteady with flow updates on:
+// none due (the check alone), and due for every connection at every poll
+// (the events, discarded by Output).
+func BenchmarkDiffSteadyUpdates(b *testing.B) {
+	const n = 100000
+	for _, c := range []struct {
+		name string
+		iv   time.Duration
+	}{{"none-due", time.Hour}, {"all-due", time.Nanosecond}} {
+		b.Run(c.name, func(b *testing.B) {
+			events := 0
+			d := New(Options{UpdateInterval: c.iv, Output: func(*event.Event) { events++ }})
+			tab := bigTable(n)
+			now := t0
+			d.Diff(tab, now, nil)
+			events = 0 // the table's appeared events
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				now = now.Add(time.Second)
+				d.Diff(tab, now, nil)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
+			b.ReportMetric(float64(events)/float64(b.N), "events/poll")
+		})
+	}
+}
+
 // BenchmarkDiffChurn replaces 1% of the sockets each poll.
 func BenchmarkDiffChurn(b *testing.B) {
 	const n = 100000
@@ -317,7 +345,8 @@ func summaryShort(evs []event.Event) string {
 func TestDestroyed(t *testing.T) {
 	est, tw := snapshot.StateEstablished, snapshot.StateTimeWait
 	withCookie := func(s snapshot.Socket, c uint64) snapshot.Socket { s.Cookie = c; return s }
-	gone := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupGone, 2: snapshot.LookupGone, 5: snapshot.LookupGone, 99: snapshot.LookupGone}}
+	withInfo := func(s snapshot.Socket) snapshot.Socket { s.HasInfo, s.Info.Len = true, 232; return s }
+	gone := &fakeProber{answers: map[uint64]snapshot.LookupResult{1: snapshot.LookupGone, 2: snapshot.LookupGone, 5: snapshot.LookupGone, 7: snapshot.LookupGone, 99: snapshot.LookupGone}}
 	type step struct {
 		destroy bool
 		tab     *snapshot.Table
@@ -375,6 +404,29 @@ func TestDestroyed(t *testing.T) {
 			{false, table(), ""},
 			{true, table(sock(2, snapshot.StateClose)), "appeared:2:close closed:2:close:destroyed [short]"},
 			{false, table(withCookie(sock(2, snapshot.StateFinWait2), 99)), ""},
+			{false, table(), ""},
+		}},
+		// Loopback connect reuses a port whose TIME_WAIT is a second old:
+		// the new connection has the tuple of one reported closed, and a
+		// dump may catch it in fin_wait2. It carries tcp_info, so it is
+		// a full socket, not the old one's remnant.
+		{"a full socket on a reused tuple is announced, not taken for a remnant", []step{
+			{false, table(), ""},
+			{true, table(sock(2, snapshot.StateClose)), "appeared:2:close closed:2:close:destroyed [short]"},
+			{false, table(withInfo(withCookie(sock(2, snapshot.StateFinWait2), 7))), "appeared:7:fin_wait2"},
+			{true, table(withCookie(sock(2, snapshot.StateClose), 7)), "closed:7:fin_wait2:destroyed"},
+			{false, table(), ""},
+		}},
+		{"a full fin_wait2 socket no poll saw is not held", []step{
+			{false, table(), ""},
+			{false, table(withInfo(sock(7, snapshot.StateFinWait2))), "appeared:7:fin_wait2"},
+			{true, table(sock(7, snapshot.StateClose)), "closed:7:fin_wait2:destroyed"},
+			{false, table(), ""},
+		}},
+		{"a held socket whose own destroy comes was real: appeared, then closed", []step{
+			{false, table(), ""},
+			{false, table(sock(7, snapshot.StateFinWait2)), ""},
+			{true, table(sock(7, snapshot.StateClose)), "appeared:7:fin_wait2 closed:7:fin_wait2:destroyed"},
 			{false, table(), ""},
 		}},
 		{"a dump that raced with the destroy does not resurrect it", []step{

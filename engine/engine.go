@@ -9,12 +9,15 @@ import (
 	"os"
 	"runtime/debug"
 	"sort"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/connlogd/connlogd/attribution"
 	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/containers"
 	"github.com/connlogd/connlogd/diag"
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/netns"
@@ -190,6 +193,7 @@ type loop struct {
 	order   []*namespace    // watched namespaces in a stable order, for polling
 	ready   chan *namespace // a namespace has destroy notifications queued
 	owners  *attribution.Resolver
+	audit   *auditFeed // nil: audit attribution off
 	met     Metrics
 	notify  Notifier
 
@@ -204,6 +208,14 @@ type loop struct {
 
 	nsDenied bool // entering namespaces was refused; said once
 	sinkErr  bool
+
+	// nsw reports namespaces as they appear; nil when only the host is
+	// watched. cfgNow is the running configuration for the goroutines
+	// that open what it reports. names asks container runtimes for
+	// names; nil when off.
+	nsw    netns.Watcher
+	cfgNow atomic.Pointer[config.Config]
+	names  *containers.Namer
 
 	dropped      uint64 // sink drops already reported
 	dropReported time.Time
@@ -245,6 +257,7 @@ func newLoop(cfg *config.Config, opts Options, clock Clock, open opener, discove
 		return nil, err
 	}
 	d.owners = attribution.New(cfg.Attribution)
+	d.cfgNow.Store(cfg)
 	d.met.Sinks(d.out)
 	return d, nil
 }
@@ -275,11 +288,39 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	defer d.close()
 	log := d.log
+	d.openAudit()
+	defer func() {
+		if d.audit != nil {
+			d.audit.stop() // shutdown has written what it held
+		}
+	}()
 	if err := d.rescan(); err != nil {
 		d.out.Close()
 		return err
 	}
 	restored := d.restoreState()
+	if cfg.Containers.Names {
+		d.names = containers.New(containers.DockerSources(cfg.Containers.DockerSockets), containers.Options{})
+		defer d.names.Close()
+	}
+	var nsChanges <-chan netns.Change
+	var nsOpened <-chan opened
+	var soon <-chan time.Time // a rescan after the watcher's Gone
+	if d.nsw = d.startNamespaceWatch(startLiveWatcher); d.nsw != nil {
+		changes, done := make(chan netns.Change), make(chan struct{})
+		openedC := make(chan opened)
+		quit := make(chan struct{})
+		go func() {
+			defer close(done)
+			openNamespaces(d.nsw, d.open, &d.cfgNow, d.log, changes, openedC, quit)
+		}()
+		defer func() {
+			close(quit)
+			d.nsw.Close()
+			<-done
+		}()
+		nsChanges, nsOpened = changes, openedC
+	}
 
 	// A ticker drops ticks a slow poll overran instead of queueing them.
 	tick := time.NewTicker(cfg.Interval)
@@ -319,6 +360,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			d.dumped(j)
 		case w := <-d.ready:
 			d.destroyReady(w)
+		case <-d.auditReady():
+			d.auditWoke()
+		case <-d.auditRelease():
+			d.drainAudit(d.clock.Now())
+			d.sync()
 		case <-dogC:
 			d.notify.Watchdog()
 		case <-rescan.C:
@@ -327,6 +373,27 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			}
 		case <-opts.Rescan:
 			d.rescanNow()
+		case c := <-nsChanges:
+			switch {
+			case d.plan.Config.Namespaces.Mode == config.NamespacesHost:
+			case c.Gone:
+				// A namespace may have vanished: list them again soon,
+				// once for a burst.
+				if soon == nil {
+					soon = time.After(goneDelay)
+				}
+			default:
+				// The watcher fell behind, or a bind directory changed
+				// while namespaces are listed: list them again now.
+				d.rescanNow()
+			}
+		case <-soon:
+			soon = nil
+			if d.plan.Config.Namespaces.Mode != config.NamespacesHost {
+				d.rescanNow()
+			}
+		case o := <-nsOpened:
+			d.adopt(o)
 		case sig := <-opts.Reopen:
 			if err := d.out.Reopen(); err != nil {
 				log.Error("reopening sinks failed; writing to the old files", "signal", sig, "err", err)
@@ -402,11 +469,14 @@ func (d *loop) shutdown() error {
 	d.log.Info("stopping", "sockets_tracked", tracked,
 		"dump_duplicates", dups, "dump_skips_confirmed_alive", skips,
 		"lookups_undecided", undecided, "destroy_overruns", overruns)
+	// Under a flood that goes on, the queue never empties: stop chasing
+	// it once the time is up, as closes read then happened after the stop.
+	deadline := d.clock.Now().Add(shutdownDrainTime)
 	for _, w := range d.order {
 		// What the kernel queued before the stop is logged, not dropped
 		// with the socket: under load the queue holds seconds of closes.
 		for range shutdownDrains {
-			if w.destroy == nil {
+			if w.destroy == nil || d.clock.Now().After(deadline) {
 				break
 			}
 			d.drainDestroy(w)
@@ -415,6 +485,7 @@ func (d *loop) shutdown() error {
 			w.stop()
 		}
 	}
+	d.closeAudit()
 	d.saveState()
 	if err := d.out.Close(); err != nil {
 		return fmt.Errorf("flush sinks: %w", err)
@@ -433,6 +504,8 @@ func (d *loop) rescan() error {
 	now := d.clock.Now()
 	seen := make(map[netns.ID]bool, len(want))
 	changed := false
+	var denied []string // namespaces entering was refused for
+	var deniedErr error
 	for _, ns := range want {
 		seen[ns.ID] = true
 		if _, ok := d.watches[ns.ID]; ok {
@@ -441,11 +514,7 @@ func (d *loop) rescan() error {
 		w, err := d.openNamespace(ns)
 		if err != nil {
 			if !ns.Host && netns.IsPermission(err) {
-				if !d.nsDenied {
-					d.nsDenied = true
-					d.log.Warn("cannot enter other network namespaces (needs CAP_SYS_ADMIN); watching the host namespace only", "err", err)
-					d.write(&event.Event{Kind: event.Gap, Time: now, Reason: event.GapNetnsUnwatchable})
-				}
+				denied, deniedErr = append(denied, ns.String()), err
 				continue
 			}
 			if ns.Host {
@@ -463,29 +532,69 @@ func (d *loop) rescan() error {
 			w.differ.NotInitial()
 		}
 	}
+	if len(denied) > 0 && !d.nsDenied {
+		d.nsDenied = true
+		d.deniedNamespaces(denied, deniedErr)
+		d.write(&event.Event{Kind: event.Gap, Time: now, Reason: event.GapNetnsUnwatchable})
+	}
 	for id, w := range d.watches {
 		if seen[id] {
 			continue
 		}
 		d.log.Info("namespace gone", "netns", w.ns.String(), "inode", id.Ino)
+		// Closes queued before it went are its sockets' last words: a
+		// short-lived namespace's last connections may be there alone.
+		d.drainDestroy(w)
 		evs := w.differ.CloseAll(now, event.ReasonNetnsGone)
 		for i := range evs {
 			w.tag(&evs[i])
 			d.write(&evs[i])
+		}
+		// Forgotten before the close: closing frees the namespace, whose
+		// inode a new namespace may then take and be reported under.
+		if d.nsw != nil {
+			d.nsw.Forget(id)
 		}
 		w.close()
 		delete(d.watches, id)
 		changed = true
 	}
 	if changed {
-		d.order = d.order[:0]
-		for _, w := range d.watches {
-			d.order = append(d.order, w)
-		}
-		sort.Slice(d.order, func(i, j int) bool { return d.order[i].ns.ID.Ino < d.order[j].ns.ID.Ino })
-		d.met.Namespaces(len(d.order))
+		d.reorder()
 	}
 	return nil
+}
+
+// deniedNamespaces says, once, which namespaces cannot be entered and
+// what is watched instead: the host namespace when the configuration
+// asks for it, or nothing.
+func (d *loop) deniedNamespaces(denied []string, err error) {
+	const show = 10
+	names := strings.Join(denied[:min(len(denied), show)], ",")
+	if len(denied) > show {
+		names += fmt.Sprintf(",… (%d in all)", len(denied))
+	}
+	var watching []string
+	for _, w := range d.watches {
+		watching = append(watching, w.ns.String())
+	}
+	sort.Strings(watching)
+	what := strings.Join(watching, ",")
+	if what == "" {
+		what = "none"
+	}
+	d.log.Warn("cannot enter these network namespaces (needs CAP_SYS_ADMIN); they are not watched",
+		"not_watched", names, "watching", what, "err", err)
+}
+
+// reorder rebuilds the polling order after namespaces came or went.
+func (d *loop) reorder() {
+	d.order = d.order[:0]
+	for _, w := range d.watches {
+		d.order = append(d.order, w)
+	}
+	sort.Slice(d.order, func(i, j int) bool { return d.order[i].ns.ID.Ino < d.order[j].ns.ID.Ino })
+	d.met.Namespaces(len(d.order))
 }
 
 // finishPoll takes a namespace's finished dump: diffs it, or reports its
@@ -565,6 +674,7 @@ const diffChunk = 4096
 // the read (a poll's, or the drain's start) could precede closes that
 // were queued while it ran.
 func (d *loop) drainDestroy(w *namespace) (lost bool) {
+	d.drainAudit(d.clock.Now()) // the calls behind the closes first
 	// Bounded: under a flood the queue refills as fast as it drains, and
 	// the loop must get back to its other work; the waiter signals again.
 	for range maxDrainBatches {
@@ -596,6 +706,7 @@ func (d *loop) drainDestroy(w *namespace) (lost bool) {
 				w.stop = nil
 			}
 			w.destroy = nil
+			w.differ.SetDestroy(false)
 			return true
 		}
 		if !full {
@@ -608,6 +719,10 @@ func (d *loop) drainDestroy(w *namespace) (lost bool) {
 // shutdownDrains bounds the drains at shutdown: up to 64 × 16 batches of
 // 1,024 sockets, more than a 16 MiB receive buffer holds.
 const shutdownDrains = 64
+
+// shutdownDrainTime bounds the time the drains at shutdown take, for all
+// namespaces together: well within systemd's stop timeout.
+const shutdownDrainTime = 5 * time.Second
 
 // maxDrainBatches bounds one drain: 16 batches of up to 1,024 sockets.
 const maxDrainBatches = 16
@@ -650,6 +765,11 @@ func (d *loop) ownerWarnings() {
 	for _, w := range d.owners.Warnings() {
 		d.log.Warn("owner attribution degraded", "err", w)
 	}
+	if d.names != nil {
+		for _, w := range d.names.Warnings() {
+			d.log.Warn("container names degraded", "err", w)
+		}
+	}
 }
 
 func (d *loop) reportSinkDrops(now time.Time) {
@@ -680,6 +800,9 @@ func droppedBySink(st []sink.Stats) string {
 }
 
 func (d *loop) write(ev *event.Event) {
+	if d.names != nil && ev.Container == nil && ev.Cgroup != nil && ev.Cgroup.ContainerID != "" {
+		ev.Container = d.names.Lookup(ev.Cgroup.ContainerID)
+	}
 	d.met.Event(ev)
 	if err := d.out.Write(ev); err != nil && !d.sinkErr {
 		d.sinkErr = true

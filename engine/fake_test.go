@@ -151,13 +151,15 @@ func (f *fakeDumper) dumpCount() int {
 	return f.dumps
 }
 
-// fakeSub is a destroy subscription: it delivers the closes queued by
-// close, each once the fake clock has reached the time it was queued,
-// reading each takes readCost, and it reports an overrun when told.
+// fakeSub is a destroy subscription: it delivers the closes pushed to
+// it at once, and those queued by close each once the fake clock has
+// reached the time it was queued, reading each takes readCost; it reports
+// an overrun when told.
 type fakeSub struct {
 	clock    *fakeClock
 	mu       sync.Mutex
 	overrun  bool
+	queued   []snapshot.Socket
 	queue    []queuedClose
 	readCost time.Duration
 	closed   chan struct{}
@@ -186,6 +188,10 @@ func (s *fakeSub) Drain(t *snapshot.Table) (bool, error) {
 		s.overrun = false
 		return false, diag.ErrOverrun
 	}
+	for _, q := range s.queued {
+		*t.Append() = q
+	}
+	s.queued = nil
 	// As recvfrom does: take what is queued by now, one message at a
 	// time, while the time goes on.
 	for len(s.queue) > 0 && s.clock != nil && !s.queue[0].at.After(s.clock.Now()) {
@@ -195,6 +201,14 @@ func (s *fakeSub) Drain(t *snapshot.Table) (bool, error) {
 	}
 	return false, nil
 }
+
+// push queues the destroy notification of s, delivered at the next drain.
+func (s *fakeSub) push(sock snapshot.Socket) {
+	s.mu.Lock()
+	s.queued = append(s.queued, sock)
+	s.mu.Unlock()
+}
+
 func (s *fakeSub) WaitReadable() error { <-s.closed; return errors.New("closed") }
 
 func (s *fakeSub) Close() error {

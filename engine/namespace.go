@@ -1,11 +1,13 @@
 package engine
 
 import (
+	"log/slog"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/connlogd/connlogd/attribution"
+	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/diag"
 	"github.com/connlogd/connlogd/differ"
 	"github.com/connlogd/connlogd/event"
@@ -42,6 +44,13 @@ type namespace struct {
 	plan *nsPlan
 	// owners attributes the namespace's sockets to processes and cgroups.
 	owners *attribution.Tracker
+	// container is the id of the container the namespace belongs to: that
+	// of its first process when the watcher saw it, else that of its
+	// first socket with a container's cgroup. Sockets whose cgroup is
+	// unknown (those of destroy notifications) are given it through
+	// containerOf, which the loop sets. Never set for the host's namespace.
+	container   string
+	containerOf func(id string) *event.Container
 	// output tags, annotates and filters each event of the differ, then
 	// writes it.
 	output func(*event.Event)
@@ -61,40 +70,104 @@ type namespace struct {
 	overruns uint64
 }
 
-// openNamespace opens the sock_diag sockets of ns through the loop's
-// opener and probes which requests the kernel serves there. Its differ
-// hands each event, as it is found, to output: tagged with the namespace,
-// annotated and judged by the running plan's owner rules, then written.
-func (d *loop) openNamespace(ns netns.NS) (*namespace, error) {
-	cfg := d.plan.Config
-	w := &namespace{ns: ns, statBuf: make([]byte, 512), owners: d.owners.NewTracker()}
-	w.output = func(ev *event.Event) {
-		w.tag(ev)
-		if d.plan.admit(w.owners, ev) {
-			d.write(ev)
-		}
+// opened is a namespace's kernel handles, opened and probed: by the loop
+// itself (openNamespace), or away from it for a namespace the watcher
+// reported (openNamespaces), which the loop then builds.
+type opened struct {
+	ns         netns.NS
+	cfg        *config.Config // the configuration it was opened for
+	h          handles
+	destroyErr error
+	reqs       []diag.Request // those the kernel serves, without filter programs
+	err        error
+	// container is the id of the container of the process the namespace
+	// was seen in, when the watcher saw one.
+	container string
+}
+
+// openHandles opens the sock_diag sockets of ns through open and probes
+// which requests the kernel serves there. It touches nothing of the
+// loop's, so it may run on any goroutine. enter is the path to enter ns
+// by, when not ns.Path.
+func openHandles(open opener, ns netns.NS, enter string, cfg *config.Config, log *slog.Logger) opened {
+	o := opened{ns: ns, cfg: cfg}
+	in := ns
+	if enter != "" {
+		in.Path = enter
 	}
-	w.differ = differ.New(differ.Options{States: d.plan.States, Output: w.output, Clock: d.clock.Now})
-	h, destroyErr, err := d.open(ns, cfg)
-	w.conn, w.destroy, w.sockstat, w.sockstat6 = h.Dumper, h.Destroy, h.Sockstat, h.Sockstat6
-	if err != nil {
-		w.close()
-		return nil, err
+	o.h, o.destroyErr, o.err = open(in, cfg)
+	if o.err != nil {
+		return o
 	}
 	// Probe without the filter program: usableRequests reads EINVAL as
 	// "cannot dump this family", which a bad program must not fake.
-	reqs, err := usableRequests(w.conn, diag.Requests(cfg.Protocols, cfg.Families, true), d.log.With("netns", ns.String()))
-	if err != nil {
-		w.close()
-		return nil, err
+	o.reqs, o.err = usableRequests(o.h.Dumper, diag.Requests(cfg.Protocols, cfg.Families, true), log.With("netns", ns.String()))
+	return o
+}
+
+// closeHandles releases what openHandles opened, when no namespace took it.
+func (o *opened) closeHandles() {
+	if o.h.Destroy != nil {
+		_ = o.h.Destroy.Close()
 	}
-	w.reqs = reqs
-	w.plan = d.plan.forNamespace(reqs)
+	if o.h.Dumper != nil {
+		_ = o.h.Dumper.Close()
+	}
+	for _, f := range []*os.File{o.h.Sockstat, o.h.Sockstat6} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// openNamespace opens the sock_diag sockets of ns through the loop's
+// opener and builds its namespace.
+func (d *loop) openNamespace(ns netns.NS) (*namespace, error) {
+	return d.build(openHandles(d.open, ns, "", d.plan.Config, d.log))
+}
+
+// build makes the namespace of what openHandles opened. Its differ hands
+// each event, as it is found, to output: tagged with the namespace,
+// annotated and judged by the running plan's owner rules, then written.
+// Handles opened for a configuration reloaded since are opened again.
+func (d *loop) build(o opened) (*namespace, error) {
+	if o.err == nil && o.cfg != d.plan.Config {
+		o.closeHandles()
+		c := o.container
+		o = openHandles(d.open, o.ns, "", d.plan.Config, d.log)
+		o.container = c
+	}
+	if o.err != nil {
+		o.closeHandles()
+		return nil, o.err
+	}
+	cfg, ns, h := d.plan.Config, o.ns, o.h
+	w := &namespace{ns: ns, statBuf: make([]byte, 512), owners: d.owners.NewTracker()}
+	w.output = func(ev *event.Event) {
+		w.tag(ev)
+		if d.audit == nil {
+			if d.plan.admit(w.owners, ev) {
+				w.nameContainer(ev)
+				d.write(ev)
+			}
+			return
+		}
+		w.owners.AnnotateEvent(ev)
+		w.nameContainer(ev)
+		if !d.auditHold(ev) { // held: written once its owner is known
+			d.finishEvent(ev)
+		}
+	}
+	w.differ = differ.New(differ.Options{States: d.plan.States, Output: w.output, UpdateInterval: cfg.FlowUpdateInterval, Clock: d.clock.Now})
+	w.conn, w.destroy, w.sockstat, w.sockstat6 = h.Dumper, h.Destroy, h.Sockstat, h.Sockstat6
+	w.reqs = o.reqs
+	w.plan = d.plan.forNamespace(o.reqs)
+	d.setContainer(w, o.container)
 	switch {
 	case !cfg.Destroy.Enabled:
-	case destroyErr != nil:
+	case o.destroyErr != nil:
 		d.log.Warn("destroy notifications unavailable; closes come from polls only, and connections shorter than the interval are missed",
-			"netns", ns.String(), "err", destroyErr)
+			"netns", ns.String(), "err", o.destroyErr)
 	default:
 		if w.destroy == nil {
 			break
@@ -104,6 +177,7 @@ func (d *loop) openNamespace(ns netns.NS) (*namespace, error) {
 				"netns", ns.String(), "asked", cfg.Destroy.Buffer, "granted", h.DestroyBuffer)
 		}
 		w.stop = w.waitDestroy(d.ready)
+		w.differ.SetDestroy(true)
 	}
 	return w, nil
 }

@@ -117,6 +117,11 @@ func (p *Plan) keep(t *snapshot.Table) {
 // (process, user) judge it. It reports whether ev is to be written.
 func (p *Plan) admit(tr *attribution.Tracker, ev *event.Event) bool {
 	tr.AnnotateEvent(ev)
+	return p.admitOwner(ev)
+}
+
+// admitOwner is admit's second half, for an event already annotated.
+func (p *Plan) admitOwner(ev *event.Event) bool {
 	return !p.Filter.NeedsOwner() || p.Filter.MatchOwner(&ev.Socket, ownerOf(ev))
 }
 

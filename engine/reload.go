@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 
@@ -23,6 +24,12 @@ func (d *loop) reload(r ReloadRequest) (prev *config.Config, ok bool) {
 	d.notify.Reloading()
 	defer d.notify.Ready()
 	cfg, err := config.Load(r.Path)
+	if err == nil {
+		// What start and -check-config check, reload checks.
+		if cerr := cfg.Check(); cerr != nil {
+			err = fmt.Errorf("%s: %w", r.Path, cerr)
+		}
+	}
 	if err != nil {
 		d.met.Reloaded(false)
 		d.log.Error("configuration refused; keeping the running one", "reason", r.Reason, "err", err)
@@ -60,9 +67,13 @@ func (d *loop) apply(plan *Plan, out Output) (prev *config.Config) {
 
 	oldPlan := d.plan
 	d.plan = plan
+	d.cfgNow.Store(plan.Config)
 	prev, cfg := oldPlan.Config, plan.Config
 	if cfg.Attribution != prev.Attribution {
 		d.log.Warn("attribution settings change on restart only")
+	}
+	if !reflect.DeepEqual(cfg.Containers, prev.Containers) {
+		d.log.Warn("containers settings change on restart only")
 	}
 	if cfg.Metrics != prev.Metrics {
 		d.log.Warn("metrics settings change on restart only", "running", prev.Metrics.Listen, "configured", cfg.Metrics.Listen)
@@ -70,6 +81,7 @@ func (d *loop) apply(plan *Plan, out Output) (prev *config.Config) {
 	filterChanged := !reflect.DeepEqual(cfg.Filters, prev.Filters)
 	for _, w := range d.order {
 		w.differ.SetStates(plan.States)
+		w.differ.SetUpdateInterval(plan.Config.FlowUpdateInterval)
 		// A dump in flight keeps the nsPlan it was made with; finishPoll
 		// sees it is not this one and filters its result here.
 		w.plan = plan.forNamespace(w.reqs)
@@ -83,6 +95,9 @@ func (d *loop) apply(plan *Plan, out Output) (prev *config.Config) {
 		for _, w := range slices.Clone(d.order) {
 			d.rewatch(w)
 		}
+	}
+	if d.nsw == nil && cfg.Namespaces.Mode != config.NamespacesHost && (cfg.Namespaces.Mode != "" || len(cfg.Namespaces.List) > 0) {
+		d.log.Warn("new namespaces are watched as they appear from a restart on; until then the rescan finds them", "every", cfg.NamespaceRescan)
 	}
 	if !slices.Equal(cfg.Namespaces.List, prev.Namespaces.List) || cfg.Namespaces.Mode != prev.Namespaces.Mode {
 		if err := d.rescan(); err != nil {
@@ -107,6 +122,8 @@ func (d *loop) rewatch(w *namespace) {
 	w.close()
 	nw.differ = w.differ
 	nw.differ.SetOutput(nw.output)
+	nw.container = w.container
+	nw.differ.SetDestroy(nw.destroy != nil && nw.stop != nil)
 	protos, fams := d.plan.Config.Protocols, d.plan.Config.Families
 	if n := nw.differ.Forget(func(s *snapshot.Socket) bool {
 		return !slices.Contains(protos, s.Proto) || !slices.Contains(fams, s.Family)

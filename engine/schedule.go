@@ -172,6 +172,7 @@ func (d *loop) nextDump() {
 	}
 	if s.inflight == nil {
 		d.publishSockets()
+		d.auditLost(d.clock.Now())
 		d.reportSinkDrops(d.clock.Now())
 		d.sync()
 	}

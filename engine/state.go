@@ -1,44 +1,14 @@
 package engine
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/connlogd/connlogd/differ"
+	"github.com/connlogd/connlogd/statefile"
 )
-
-// stateVersion changes whenever the saved layout does.
-const stateVersion = 1
-
-// savedState is the socket table kept across a restart. Cookies are
-// unique only within one boot, so a state from another boot is useless.
-type savedState struct {
-	Version    int       `json:"version"`
-	BootID     string    `json:"boot_id"`
-	SavedAt    time.Time `json:"saved_at"`
-	Namespaces []savedNS `json:"namespaces"`
-}
-
-type savedNS struct {
-	Dev     uint64           `json:"dev"`
-	Ino     uint64           `json:"ino"`
-	Sockets []differ.Tracked `json:"sockets"`
-}
-
-func bootID() string {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return ""
-	}
-	return string(bytes.TrimSpace(b))
-}
 
 // statePath is the configured state file or, under systemd with
 // StateDirectory=, state.json there.
@@ -63,45 +33,18 @@ func (d *loop) saveState() {
 	if path == "" {
 		return
 	}
-	st := savedState{Version: stateVersion, BootID: bootID(), SavedAt: d.clock.Now().UTC()}
+	st := statefile.State{Version: statefile.Version, BootID: statefile.BootID(), SavedAt: d.clock.Now().UTC()}
 	n := 0
 	for _, w := range d.order {
 		ts := w.differ.Export()
 		n += len(ts)
-		st.Namespaces = append(st.Namespaces, savedNS{Dev: w.ns.ID.Dev, Ino: w.ns.ID.Ino, Sockets: ts})
+		st.Namespaces = append(st.Namespaces, statefile.NS{Dev: w.ns.ID.Dev, Ino: w.ns.ID.Ino, Sockets: ts})
 	}
-	if err := writeState(path, &st); err != nil {
+	if err := statefile.Write(path, &st); err != nil {
 		d.log.Error("saving the socket table failed; the next start reports every socket as initial", "err", err)
 		return
 	}
 	d.log.Info("socket table saved", "path", path, "sockets", n)
-}
-
-func writeState(path string, st *savedState) error {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("state %s: encode: %w", path, err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".connlogd-state-*")
-	if err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("state %s: write: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("state %s: fsync: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
-	}
-	return nil
 }
 
 // restoreState loads the saved tables into the watches of the same
@@ -114,27 +57,24 @@ func (d *loop) restoreState() int {
 	if path == "" {
 		return 0
 	}
-	b, err := os.ReadFile(path)
+	st, rep, err := statefile.Read(path, d.clock.Now())
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0
 	}
+	// Removed even when refused: a link or a corrupt file would otherwise
+	// be refused again at every start.
 	defer os.Remove(path)
-	if err != nil {
-		d.log.Warn("cannot read the saved socket table; starting afresh", "path", path, "err", err)
-		return 0
-	}
-	var st savedState
-	if err := json.Unmarshal(b, &st); err != nil {
-		d.log.Warn("saved socket table is corrupt; starting afresh", "path", path, "err", err)
-		return 0
-	}
 	switch {
-	case st.Version != stateVersion:
-		d.log.Warn("saved socket table has another format version; starting afresh", "path", path, "version", st.Version)
+	case err != nil:
+		d.log.Warn("saved socket table is corrupt or unsafe; starting afresh", "path", path, "err", err)
 		return 0
-	case st.BootID == "" || st.BootID != bootID():
+	case st.BootID == "" || st.BootID != statefile.BootID():
 		d.log.Warn("saved socket table is from another boot; starting afresh", "path", path, "saved_at", st.SavedAt)
 		return 0
+	}
+	if rep.Skipped > 0 || rep.Duplicates > 0 {
+		d.log.Warn("saved socket table: records skipped; they make no events", "path", path,
+			"skipped", rep.Skipped, "duplicates", rep.Duplicates, "example", rep.Example)
 	}
 	n := 0
 	for _, ns := range st.Namespaces {

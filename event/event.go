@@ -23,6 +23,10 @@ const (
 	Gap
 	// Snapshot is a line of `connlogd -once`: a socket as it is now.
 	Snapshot
+	// Updated reports a connection that is still alive, with its
+	// cumulative counters and its duration so far: one per connection
+	// and flow update interval (see differ.Options.UpdateInterval).
+	Updated
 )
 
 var kindNames = [...]string{
@@ -31,6 +35,7 @@ var kindNames = [...]string{
 	Closed:       "closed",
 	Gap:          "gap",
 	Snapshot:     "socket",
+	Updated:      "updated",
 }
 
 func (k Kind) String() string {
@@ -74,6 +79,11 @@ const (
 	// GapNetnsUnwatchable: other network namespaces cannot be entered
 	// (no CAP_SYS_ADMIN); only the host's is watched.
 	GapNetnsUnwatchable = "netns_unwatchable"
+	// GapAuditLost: audit records were lost (the kernel's lost counter
+	// grew, or the read-log subscription overran), so connections of that
+	// window may have no owner. Count is how many records the kernel
+	// counted lost, 0 when unknown.
+	GapAuditLost = "audit_lost"
 )
 
 // Event is one line of output.
@@ -106,6 +116,11 @@ type Event struct {
 	// values are shared between events and must not be modified.
 	Process *Process
 	Cgroup  *Cgroup
+	// Container is what the container runtime says of the container of
+	// Cgroup.ContainerID: its name, image and Kubernetes pod; nil while
+	// the runtime has not answered (a later event of the socket has it)
+	// or when no runtime knows the container. Shared, like Process.
+	Container *Container
 	// Reason qualifies Closed (see the Reason constants) and Gap events.
 	Reason string
 	// Count is how many notifications a Gap may have lost (0: unknown).
@@ -115,9 +130,28 @@ type Event struct {
 	// NetnsName its /run/netns name when it has one.
 	Netns     uint64
 	NetnsName string
+	// Failure marks the Closed event of a connection attempt that never
+	// reached established, and says why when sock_diag tells.
+	Failure Failure
+	// ID identifies the event (see NewID); zero until the output sets it.
+	ID ID
 }
 
-// Duration returns how long the socket was known, for Closed events.
+// ContainerID returns the id of the socket's container: its cgroup's, or,
+// for a socket whose cgroup is unknown (a destroy notification carries
+// none), the container its network namespace belongs to. "" for none.
+func (e *Event) ContainerID() string {
+	if e.Cgroup != nil && e.Cgroup.ContainerID != "" {
+		return e.Cgroup.ContainerID
+	}
+	if e.Container != nil {
+		return e.Container.ID
+	}
+	return ""
+}
+
+// Duration returns how long the socket was known: for Closed events its
+// whole life, for Updated ones its life so far.
 func (e *Event) Duration() time.Duration {
 	if e.FirstSeen.IsZero() || e.Time.Before(e.FirstSeen) {
 		return 0
@@ -171,4 +205,58 @@ type Cgroup struct {
 	Path        string // relative to the cgroup2 mount: "/system.slice/nginx.service"
 	SystemdUnit string // "nginx.service"; "" when the path holds none
 	ContainerID string // 64 hex digits; "" when the path is no container's
+}
+
+// Container is what a container runtime reports of a container. Each
+// field but ID is "" when the runtime has no value for it.
+type Container struct {
+	ID    string // the container's id, 64 hex digits
+	Name  string // "web-1", without docker's leading "/"
+	Image string // the image as the container was created from it: "nginx:1.27"
+	// ImageID is the runtime's id of that image ("sha256:…"): a tag can
+	// be moved to another image, the id cannot.
+	ImageID string
+	// The Kubernetes pod, from the labels the kubelet sets
+	// (io.kubernetes.pod.name, .namespace, .uid).
+	PodName      string
+	PodNamespace string
+	PodUID       string
+}
+
+// Failure says how a connection attempt failed. The differ decides it
+// from what sock_diag shows (see package differ, "Failed attempts").
+type Failure uint8
+
+// Failures.
+const (
+	// NotFailed: the connection was established, or the socket was no
+	// connection attempt, or nothing shows that it failed.
+	NotFailed Failure = iota
+	// FailedUnknown: the attempt failed for a reason sock_diag does not
+	// show: an outbound connect that got no answer and was not retried
+	// (an ICMP error, or the application gave up first), or an inbound
+	// handshake that the client never completed (a scan, a SYN flood, a
+	// client that gave up).
+	FailedUnknown
+	// FailedRefused: the peer answered the SYN with a reset.
+	FailedRefused
+	// FailedTimeout: the SYN was sent again and never answered.
+	FailedTimeout
+)
+
+var failureNames = [...]string{
+	FailedRefused: "refused",
+	FailedTimeout: "timeout",
+}
+
+// Failed reports whether f marks a failed attempt.
+func (f Failure) Failed() bool { return f != NotFailed }
+
+// String returns the cause's event name: "refused", "timeout", or "" when
+// the attempt did not fail or its cause is unknown.
+func (f Failure) String() string {
+	if int(f) < len(failureNames) {
+		return failureNames[f]
+	}
+	return ""
 }

@@ -34,8 +34,9 @@ func Host() (NS, error) {
 	return NS{ID: id, Path: "/proc/self/ns/net", Host: true}, nil
 }
 
-// Discover lists the namespaces named in /run/netns and those of running
-// processes (/proc/*/ns/net), each once, the host's first. Entries that
+// Discover lists the namespaces bound in BindDirs (named after their file
+// in /run/netns) and those of running processes (/proc/*/ns/net), each
+// once, the host's first. Entries that
 // vanish while it reads, or that it may not read, are skipped: the caller
 // rescans periodically.
 func Discover() ([]NS, error) {
@@ -53,9 +54,18 @@ func Discover() ([]NS, error) {
 		seen[id] = true
 		out = append(out, NS{ID: id, Name: name, Path: path})
 	}
-	if ents, err := os.ReadDir(RunDir); err == nil {
+	for _, dir := range BindDirs {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		named := dir == RunDir || dir == "/var/run/netns"
 		for _, e := range ents {
-			add(filepath.Join(RunDir, e.Name()), e.Name())
+			name := ""
+			if named {
+				name = e.Name()
+			}
+			add(filepath.Join(dir, e.Name()), name)
 		}
 	}
 	procs, err := os.ReadDir("/proc")

@@ -86,6 +86,20 @@ func BenchmarkFileSchemas(b *testing.B) {
 	}
 }
 
+// BenchmarkEncodeSchemas is BenchmarkEncodeDiscard in each schema, with
+// owners and namespaces: the encoder's CPU cost alone.
+func BenchmarkEncodeSchemas(b *testing.B) {
+	evs := append(benchEvents(), attributionEvents()...)
+	for _, s := range []schema{schemaNative, schemaECS, schemaOCSF} {
+		b.Run([...]string{"native", "ecs", "ocsf"}[s], func(b *testing.B) {
+			tee := &Tee{}
+			tee.add(newStreamWriter("bench", io.Discard), s, Options{Host: "web-1", Version: "1.2.3"})
+			defer tee.Close()
+			benchTee(b, tee, evs)
+		})
+	}
+}
+
 // benchSyslog writes b.N events through a syslog sink and reports the
 // rate at which they are delivered: the clock stops when the sender has
 // written the last one. The producer yields while the queue is more

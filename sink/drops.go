@@ -17,6 +17,13 @@ const (
 	DropShutdown
 	// DropRefused: the receiver answered it with a refusal (RELP).
 	DropRefused
+	// DropSpoolFull: the spool reached max_bytes and its oldest
+	// events were dropped to make room.
+	DropSpoolFull
+	// DropRejected: an OTLP receiver refused the batch for good (HTTP
+	// 400 and other 4xx that a resend cannot fix) or refused records of
+	// an accepted one (partial success).
+	DropRejected
 	// NumDropReasons is the number of reasons.
 	NumDropReasons
 )
@@ -26,6 +33,8 @@ var dropReasonNames = [NumDropReasons]string{
 	DropOutputFailed: "output_failed",
 	DropShutdown:     "shutdown",
 	DropRefused:      "refused",
+	DropSpoolFull:    "spool_full",
+	DropRejected:     "rejected",
 }
 
 // String returns the reason's metric label.

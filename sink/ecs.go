@@ -1,7 +1,9 @@
 package sink
 
 import (
-	"net/netip"
+	"strings"
+
+	"go.uber.org/zap/zapcore"
 
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/snapshot"
@@ -12,146 +14,205 @@ import (
 const ecsVersion = "8.11.0"
 
 // ecsEncoder writes events in the Elastic Common Schema; docs/ecs.md is
-// the mapping.
+// the mapping. Each ECS object (event, source, network, process…) is one
+// type below with one MarshalLogObject: the place to edit its fields.
+// The types are all ecsDoc under other names, so that handing one to zap
+// is a pointer conversion, not an allocation.
 type ecsEncoder struct {
-	host, version string
-	scratch       [64]byte
+	w   jsonWriter
+	doc ecsDoc
+}
+
+func newECSEncoder(host, version string) *ecsEncoder {
+	return &ecsEncoder{w: newJSONWriter(), doc: ecsDoc{host: host, version: version}}
 }
 
 func (e *ecsEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
-	j := jsonObj{b: b}
-	j.begin()
-	j.timestamp("@timestamp", eventTime(ev))
-	j.object("ecs")
-	j.str("version", ecsVersion)
-	j.finish()
-	j.object("agent")
-	j.str("type", "connlogd")
-	j.str("version", e.version)
-	j.finish()
-	j.object("log")
-	if ev.Kind == event.Gap {
-		j.str("level", "warning")
-	} else {
-		j.str("level", "info")
-	}
-	j.finish()
-
-	j.object("event")
-	j.str("kind", "event")
-	j.strs("category", "network")
-	switch ev.Kind {
-	case event.Appeared:
-		j.strs("type", "connection", "start")
-	case event.Closed:
-		j.strs("type", "connection", "end")
-	case event.StateChanged:
-		j.strs("type", "connection", "change")
-	default: // socket (a snapshot) and gap
-		j.strs("type", "info")
-	}
-	j.str("action", ev.Kind.String())
-	j.str("module", "connlogd")
-	j.str("dataset", "connlogd.events")
-	if ev.Reason != "" && (ev.Kind == event.Closed || ev.Kind == event.Gap) {
-		j.str("reason", ev.Reason)
-	}
-	if ev.Kind == event.Closed {
-		j.int("duration", int64(ev.Duration())) // nanoseconds, as ECS wants
-		if !ev.FirstSeen.IsZero() {
-			j.timestamp("start", ev.FirstSeen)
-		}
-		j.timestamp("end", eventTime(ev))
-	}
-	j.finish()
-
-	j.object("host")
-	j.str("hostname", e.host)
-	j.str("name", e.host)
-	j.finish()
-
+	e.doc.ev = ev
 	if socketKind(ev) {
-		e.socket(&j, ev)
+		e.doc.f = flowOf(ev)
+		e.doc.c, e.doc.hasCounters = e.doc.f.countersOf(ev)
 	}
-
-	j.object("connlogd")
-	// ECS has no network namespace field (host.pid_ns_ino is the pid
-	// namespace's); gaps carry the namespace they concern too.
-	if ev.Netns != 0 {
-		j.uint("netns", ev.Netns)
-		if ev.NetnsName != "" {
-			j.str("netns_name", ev.NetnsName)
-		}
-	}
-	if ev.Kind == event.Gap {
-		if ev.Count != 0 {
-			j.uint("count", ev.Count)
-		}
-	} else {
-		e.connlogdSocket(&j, ev)
-	}
-	j.finish()
-
-	j.finish()
-	return append(j.b, '\n'), nil
+	b, err := e.w.writeObject(b, &e.doc)
+	e.doc.ev = nil
+	return b, err
 }
 
-func (e *ecsEncoder) socket(j *jsonObj, ev *event.Event) {
-	s := &ev.Socket
-	info := ev.Kind == event.Closed && s.Proto == snapshot.ProtoTCP && s.HasInfo
-	j.object("source")
-	e.endpoint(j, s.Src)
-	if info && s.Info.Len >= infoLenBytesSent {
-		j.uint("bytes", s.Info.BytesSent)
-	}
-	if info && s.Info.Len >= infoLenSegs {
-		j.uint("packets", uint64(s.Info.SegsOut))
-	}
-	j.finish()
-	j.object("destination")
-	e.endpoint(j, s.Dst)
-	if info && s.Info.Len >= infoLenBytesRecv {
-		j.uint("bytes", s.Info.BytesReceived)
-	}
-	if info && s.Info.Len >= infoLenSegs {
-		j.uint("packets", uint64(s.Info.SegsIn))
-	}
-	j.finish()
+// ecsDoc is the document of one event: its top-level fields, in order.
+type ecsDoc struct {
+	ev            *event.Event
+	host, version string
+	scratch       [64]byte
+	// The socket as a connection (flow.go): initiator first.
+	f           flow
+	c           counters
+	hasCounters bool
+}
 
-	j.object("network")
-	j.str("transport", s.Proto.String())
-	j.str("type", s.Family.String())
-	j.str("iana_number", ianaNumber(s.Proto))
-	if d := ecsDirection(ev.Direction); d != "" {
-		j.str("direction", d)
+func (d *ecsDoc) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	ev := d.ev
+	enc.AddTime("@timestamp", eventTime(ev))
+	enc.AddObject("ecs", ecsECS{})
+	enc.AddObject("agent", (*ecsAgent)(d))
+	enc.AddObject("log", (*ecsLog)(d))
+	enc.AddObject("event", (*ecsEvent)(d))
+	enc.AddObject("host", (*ecsHost)(d))
+	if socketKind(ev) {
+		// A socket without a peer has no source: its own end is the
+		// destination connections are made to.
+		if d.f.hasClient {
+			enc.AddObject("source", (*ecsSource)(d))
+		}
+		enc.AddObject("destination", (*ecsDestination)(d))
+		enc.AddObject("network", (*ecsNetwork)(d))
+		// The kernel sends no owner in destroy notifications: uid 0
+		// there means unknown, not root.
+		if !ev.ShortLived {
+			enc.AddObject("user", (*ecsUser)(d))
+		}
+		if ev.Process != nil {
+			enc.AddObject("process", (*ecsProcess)(d))
+		}
+		if ev.ContainerID() != "" {
+			enc.AddObject("container", (*ecsContainer)(d))
+		}
+		if c := ev.Container; c != nil && (c.PodName != "" || c.PodNamespace != "" || c.PodUID != "") {
+			enc.AddObject("orchestrator", (*ecsOrchestrator)(d))
+		}
 	}
-	if id, ok := appendCommunityID(e.scratch[:0], s.Proto, s.Src, s.Dst); ok {
-		j.strBytes("community_id", id)
-	}
-	if info && s.Info.Len >= infoLenBytesSent {
-		j.uint("bytes", s.Info.BytesSent+s.Info.BytesReceived)
-	}
-	if info && s.Info.Len >= infoLenSegs {
-		j.uint("packets", uint64(s.Info.SegsOut)+uint64(s.Info.SegsIn))
-	}
-	j.finish()
+	enc.AddObject("connlogd", (*ecsConnlogd)(d))
+	return nil
+}
 
-	// The kernel sends no owner in destroy notifications: uid 0 there
-	// means unknown, not root.
-	if !ev.ShortLived {
-		j.object("user")
-		j.uintString("id", uint64(s.UID))
-		j.finish()
-	}
+// ecsECS is the ecs object: the schema version.
+type ecsECS struct{}
 
-	if ev.Process != nil {
-		e.process(j, ev.Process)
+func (ecsECS) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("version", ecsVersion)
+	return nil
+}
+
+type ecsAgent ecsDoc
+
+func (d *ecsAgent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("type", "connlogd")
+	enc.AddString("version", d.version)
+	return nil
+}
+
+type ecsLog ecsDoc
+
+func (d *ecsLog) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	if d.ev.Kind == event.Gap {
+		enc.AddString("level", "warning")
+	} else {
+		enc.AddString("level", "info")
 	}
-	if c := ev.Cgroup; c != nil && c.ContainerID != "" {
-		j.object("container")
-		j.str("id", c.ContainerID)
-		j.finish()
+	return nil
+}
+
+// event.category: every event is network (event.type values: flow.go).
+var ecsCategoryNetwork = strArray{"network"}
+
+type ecsEvent ecsDoc
+
+func (d *ecsEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	ev := d.ev
+	if !ev.ID.IsZero() {
+		enc.AddByteString("id", ev.ID.Append(d.scratch[:0]))
 	}
+	enc.AddString("kind", "event")
+	enc.AddArray("category", &ecsCategoryNetwork)
+	if socketKind(ev) {
+		enc.AddArray("type", ecsTypes(ev, &d.f))
+	} else {
+		enc.AddArray("type", &ecsInfo)
+	}
+	if ev.Kind == event.Closed && ev.Failure.Failed() {
+		enc.AddString("outcome", "failure")
+	}
+	enc.AddString("action", ev.Kind.String())
+	enc.AddString("module", "connlogd")
+	enc.AddString("dataset", "connlogd.events")
+	if ev.Reason != "" && (ev.Kind == event.Closed || ev.Kind == event.Gap) {
+		enc.AddString("reason", ev.Reason)
+	}
+	if ev.Kind == event.Closed || ev.Kind == event.Updated {
+		enc.AddInt64("duration", int64(ev.Duration())) // nanoseconds, as ECS wants
+		if !ev.FirstSeen.IsZero() {
+			enc.AddTime("start", ev.FirstSeen)
+		}
+		if ev.Kind == event.Closed {
+			enc.AddTime("end", eventTime(ev))
+		}
+	}
+	return nil
+}
+
+type ecsHost ecsDoc
+
+func (d *ecsHost) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("hostname", d.host)
+	enc.AddString("name", d.host)
+	return nil
+}
+
+// ecsSource is the initiator, with what it sent (on closed and updated
+// TCP events).
+type ecsSource ecsDoc
+
+func (d *ecsSource) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	addEndpoint(enc, d.f.client, &d.scratch)
+	if d.hasCounters {
+		if d.c.hasSrcBytes {
+			enc.AddUint64("bytes", d.c.srcBytes)
+		}
+		if d.c.hasPackets {
+			enc.AddUint64("packets", d.c.srcPackets)
+		}
+	}
+	return nil
+}
+
+// ecsDestination is the responder, or a peerless socket's own end, with
+// what it sent.
+type ecsDestination ecsDoc
+
+func (d *ecsDestination) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	addEndpoint(enc, d.f.server, &d.scratch)
+	if d.hasCounters {
+		if d.c.hasDstBytes {
+			enc.AddUint64("bytes", d.c.dstBytes)
+		}
+		if d.c.hasPackets {
+			enc.AddUint64("packets", d.c.dstPackets)
+		}
+	}
+	return nil
+}
+
+type ecsNetwork ecsDoc
+
+func (d *ecsNetwork) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	s := &d.ev.Socket
+	enc.AddString("transport", s.Proto.String())
+	enc.AddString("type", d.f.networkType())
+	enc.AddString("iana_number", ianaNumber(s.Proto))
+	if dir := ecsDirection(d.ev.Direction); dir != "" {
+		enc.AddString("direction", dir)
+	}
+	if id, ok := appendCommunityID(d.scratch[:0], s.Proto, s.Src, s.Dst); ok {
+		enc.AddByteString("community_id", id)
+	}
+	if d.hasCounters {
+		if d.c.hasSrcBytes && d.c.hasDstBytes {
+			enc.AddUint64("bytes", d.c.srcBytes+d.c.dstBytes)
+		}
+		if d.c.hasPackets {
+			enc.AddUint64("packets", d.c.srcPackets+d.c.dstPackets)
+		}
+	}
+	return nil
 }
 
 // ecsDirection is network.direction for d. connlogd watches one host, so
@@ -169,77 +230,200 @@ func ecsDirection(d event.Direction) string {
 	return ""
 }
 
-// process writes the owning process; attribution leaves a field empty
-// when it could not read it, and the field is then left out. The user is
-// the process's effective one, which ECS puts in process.user.
-func (e *ecsEncoder) process(j *jsonObj, p *event.Process) {
-	j.object("process")
-	j.int("pid", int64(p.PID))
-	if p.Comm != "" {
-		j.str("name", p.Comm)
-	}
-	if p.Exe != "" {
-		j.str("executable", p.Exe)
-	}
-	if p.Cmdline != "" {
-		j.str("command_line", p.Cmdline)
-	}
-	j.object("user")
-	j.uintString("id", uint64(p.UID))
-	if p.User != "" {
-		j.str("name", p.User)
-	}
-	j.finish()
-	j.finish()
+// ecsUser is the socket's owner.
+type ecsUser ecsDoc
+
+func (d *ecsUser) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	addUintString(enc, "id", uint64(d.ev.Socket.UID), &d.scratch)
+	return nil
 }
 
-// connlogdSocket writes the socket fields ECS has no place for.
-func (e *ecsEncoder) connlogdSocket(j *jsonObj, ev *event.Event) {
+// ecsProcess is the owning process; attribution leaves a field empty
+// when it could not read it, and the field is then left out.
+type ecsProcess ecsDoc
+
+func (d *ecsProcess) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	p := d.ev.Process
+	enc.AddInt64("pid", int64(p.PID))
+	if p.Comm != "" {
+		enc.AddString("name", p.Comm)
+	}
+	if p.Exe != "" {
+		enc.AddString("executable", p.Exe)
+	}
+	if p.Cmdline != "" {
+		enc.AddString("command_line", p.Cmdline)
+	}
+	enc.AddObject("user", (*ecsProcessUser)(d))
+	return nil
+}
+
+// ecsProcessUser is the process's effective user, which ECS puts in
+// process.user.
+type ecsProcessUser ecsDoc
+
+func (d *ecsProcessUser) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	p := d.ev.Process
+	addUintString(enc, "id", uint64(p.UID), &d.scratch)
+	if p.User != "" {
+		enc.AddString("name", p.User)
+	}
+	return nil
+}
+
+type ecsContainer ecsDoc
+
+func (d *ecsContainer) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("id", d.ev.ContainerID())
+	if c := d.ev.Container; c != nil {
+		if c.Name != "" {
+			enc.AddString("name", c.Name)
+		}
+		if c.Image != "" || c.ImageID != "" {
+			enc.AddObject("image", (*ecsContainerImage)(d))
+		}
+	}
+	return nil
+}
+
+// ecsContainerImage splits the image reference as ECS wants it:
+// container.image.name is the repository, container.image.tag its tag;
+// the runtime's image id is a digest of the image, in hash.all.
+type ecsContainerImage ecsDoc
+
+func (d *ecsContainerImage) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	c := d.ev.Container
+	name, tag, digest := splitImageRef(c.Image)
+	if name != "" {
+		enc.AddString("name", name)
+	}
+	if tag != "" {
+		// ecs_flat: container.image.tag is normalized to an array.
+		enc.AddArray("tag", (*ecsImageTag)(d))
+	}
+	if c.ImageID != "" || digest != "" {
+		enc.AddObject("hash", (*ecsImageHash)(d))
+	}
+	return nil
+}
+
+type ecsImageTag ecsDoc
+
+func (d *ecsImageTag) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	_, tag, _ := splitImageRef(d.ev.Container.Image)
+	enc.AppendString(tag)
+	return nil
+}
+
+type ecsImageHash ecsDoc
+
+func (d *ecsImageHash) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	return enc.AddArray("all", (*ecsImageDigests)(d))
+}
+
+type ecsImageDigests ecsDoc
+
+func (d *ecsImageDigests) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	c := d.ev.Container
+	_, _, digest := splitImageRef(c.Image)
+	if digest != "" {
+		enc.AppendString(digest)
+	}
+	if c.ImageID != "" && c.ImageID != digest {
+		enc.AppendString(c.ImageID)
+	}
+	return nil
+}
+
+// ecsOrchestrator is the Kubernetes pod the container belongs to.
+type ecsOrchestrator ecsDoc
+
+func (d *ecsOrchestrator) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	c := d.ev.Container
+	enc.AddString("type", "kubernetes")
+	if c.PodNamespace != "" {
+		enc.AddString("namespace", c.PodNamespace)
+	}
+	return enc.AddObject("resource", (*ecsOrchestratorResource)(d))
+}
+
+type ecsOrchestratorResource ecsDoc
+
+func (d *ecsOrchestratorResource) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	c := d.ev.Container
+	enc.AddString("type", "pod")
+	if c.PodName != "" {
+		enc.AddString("name", c.PodName)
+	}
+	if c.PodUID != "" {
+		enc.AddString("id", c.PodUID)
+	}
+	return nil
+}
+
+// splitImageRef splits an image reference ("registry:5000/shop/web:1.4",
+// "web@sha256:…") into its repository, tag and digest; each is "" when
+// absent.
+func splitImageRef(ref string) (name, tag, digest string) {
+	if i := strings.LastIndexByte(ref, '@'); i >= 0 {
+		ref, digest = ref[:i], ref[i+1:]
+	}
+	if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
+		ref, tag = ref[:i], ref[i+1:]
+	}
+	return ref, tag, digest
+}
+
+// ecsConnlogd holds what ECS has no field for. ECS has no network
+// namespace field (host.pid_ns_ino is the pid namespace's); gaps carry
+// the namespace they concern too.
+type ecsConnlogd ecsDoc
+
+func (d *ecsConnlogd) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	ev := d.ev
+	addNetns(enc, ev)
+	if ev.Kind == event.Gap {
+		if ev.Count != 0 {
+			enc.AddUint64("count", ev.Count)
+		}
+		return nil
+	}
 	s := &ev.Socket
-	j.str("state", s.State.String())
+	enc.AddString("state", s.State.String())
 	if ev.Kind == event.StateChanged {
-		j.str("prev_state", ev.PrevState.String())
+		enc.AddString("prev_state", ev.PrevState.String())
 	}
 	if s.IfIndex != 0 {
-		j.uint("ifindex", uint64(s.IfIndex))
+		enc.AddUint64("ifindex", uint64(s.IfIndex))
 	}
-	// A string: cookies use all 64 bits, beyond Elasticsearch's long
-	// and JavaScript's exact integers.
-	j.uintString("cookie", s.Cookie)
-	j.uint("inode", uint64(s.Inode))
+	addCookie(enc, s.Cookie, &d.scratch)
+	enc.AddUint64("inode", uint64(s.Inode))
 	if s.CgroupID != 0 {
-		j.uint("cgroup_id", s.CgroupID)
+		enc.AddUint64("cgroup_id", s.CgroupID)
 	}
 	if ev.Direction != event.DirectionUnknown {
-		j.str("direction", ev.Direction.String())
+		enc.AddString("direction", ev.Direction.String())
 	}
 	// ECS has no cgroup or systemd unit field; the container id is in
 	// container.id.
-	if c := ev.Cgroup; c != nil {
-		j.str("cgroup", c.Path)
-		if c.SystemdUnit != "" {
-			j.str("systemd_unit", c.SystemdUnit)
-		}
+	addCgroup(enc, ev.Cgroup)
+	addFlags(enc, ev)
+	if cause := ev.Failure.String(); ev.Kind == event.Closed && cause != "" {
+		enc.AddString("failure", cause)
 	}
-	if ev.Initial && ev.Kind == event.Appeared {
-		j.boolean("initial", true)
+	if in := trafficInfo(ev); in != nil {
+		addInfoRest(enc, in)
 	}
-	if ev.Late {
-		j.boolean("late", true)
-	}
-	if ev.ShortLived {
-		j.boolean("short_lived", true)
-	}
-	if ev.Kind == event.Closed && s.Proto == snapshot.ProtoTCP && s.HasInfo {
-		if s.Info.Len >= infoLenBytesRecv {
-			j.uint("bytes_acked", s.Info.BytesAcked)
-		}
-		j.uint("retransmits", uint64(s.Info.TotalRetrans))
-		j.uint("rtt_us", uint64(s.Info.RTT))
-	}
+	return nil
 }
 
-func (e *ecsEncoder) endpoint(j *jsonObj, ap netip.AddrPort) {
-	j.strBytes("ip", ap.Addr().WithZone("").AppendTo(e.scratch[:0]))
-	j.uint("port", uint64(ap.Port()))
+// trafficInfo is the TCP counters of a closed or updated TCP socket, nil
+// for any other event: ECS and OCSF report traffic when it is final, and
+// in flow updates.
+func trafficInfo(ev *event.Event) *snapshot.TCPInfo {
+	s := &ev.Socket
+	if (ev.Kind == event.Closed || ev.Kind == event.Updated) && s.Proto == snapshot.ProtoTCP && s.HasInfo {
+		return &s.Info
+	}
+	return nil
 }

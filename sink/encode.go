@@ -1,7 +1,9 @@
 package sink
 
 import (
+	"fmt"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -10,6 +12,17 @@ import (
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/snapshot"
 )
+
+// jsonWriter is the one JSON writer of the three schemas: zap's JSON
+// encoder. The native schema is a zap log line (an entry and flat
+// fields); an ECS or OCSF document is one zap object whose members are
+// nested objects, each a zapcore.ObjectMarshaler that zap writes in
+// place, without allocating. One writer means one quoting of strings,
+// one number and time format, whatever the schema.
+type jsonWriter struct {
+	enc zapcore.Encoder
+	doc [1]zapcore.Field // writeObject's field, kept here so that passing it does not allocate
+}
 
 // tsLayout is RFC 3339 in UTC with exactly nine fractional digits. A fixed
 // width (unlike time.RFC3339Nano, which trims zeros) keeps lines sortable
@@ -24,10 +37,10 @@ func encodeTime(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
 	encodeLayout(t.UTC(), enc)
 }
 
-// newEncoder returns the JSON encoder of the native schema. zap writes the
-// entry's time, then its message, then the encoder's context, then the
-// entry's fields, so lines start {"ts":…,"event":…,"host":…}.
-func newEncoder(host string) zapcore.Encoder {
+// newNativeWriter returns the writer of the native schema. zap writes
+// the entry's time, then its message, then the encoder's context, then
+// the entry's fields, so lines start {"ts":…,"event":…,"host":…}.
+func newNativeWriter(host string) jsonWriter {
 	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{
 		TimeKey:    "ts",
 		MessageKey: "event",
@@ -37,22 +50,48 @@ func newEncoder(host string) zapcore.Encoder {
 		LineEnding:     "\n",
 	})
 	enc.AddString("host", host)
-	return enc
+	return jsonWriter{enc: enc}
 }
 
-// entry is the zap entry of an event: the kind is the message, and the
-// level carries the syslog severity (gaps are warnings).
-func entry(ev *event.Event) zapcore.Entry {
-	lvl := zapcore.InfoLevel
-	if ev.Kind == event.Gap {
-		lvl = zapcore.WarnLevel
+// newJSONWriter returns a writer of documents that are all fields: no
+// entry key is set, so writeObject's object is the whole line. Times in
+// it (zapcore.ObjectEncoder.AddTime) are written as the native ts is.
+func newJSONWriter() jsonWriter {
+	return jsonWriter{enc: zapcore.NewJSONEncoder(zapcore.EncoderConfig{
+		EncodeTime: encodeTime,
+		LineEnding: "\n",
+	})}
+}
+
+// write appends the JSON line of ent and fields to b.
+func (w *jsonWriter) write(b []byte, ent zapcore.Entry, fields []zapcore.Field) ([]byte, error) {
+	buf, err := w.enc.EncodeEntry(ent, fields)
+	if err != nil {
+		return b, fmt.Errorf("encode: %w", err)
 	}
-	t := ev.Time
-	if t.IsZero() {
-		// zap omits a zero time; ts is promised on every line.
-		t = time.Now()
+	b = append(b, buf.Bytes()...)
+	buf.Free()
+	return b, nil
+}
+
+// writeObject appends the JSON line of doc to b: doc's members are the
+// line's.
+func (w *jsonWriter) writeObject(b []byte, doc zapcore.ObjectMarshaler) ([]byte, error) {
+	w.doc[0] = zap.Inline(doc)
+	b, err := w.write(b, zapcore.Entry{}, w.doc[:])
+	w.doc[0] = zapcore.Field{}
+	return b, err
+}
+
+// strArray is a JSON array of strings. Hand zap a pointer to a package
+// variable: that converts to an ArrayMarshaler without allocating.
+type strArray []string
+
+func (a *strArray) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, s := range *a {
+		enc.AppendString(s)
 	}
-	return zapcore.Entry{Level: lvl, Time: t, Message: ev.Kind.String()}
+	return nil
 }
 
 // Minimum tcp_info lengths for the counters added after Linux 2.6's 104
@@ -64,146 +103,72 @@ const (
 	infoLenBytesSent = 208 // tcpi_bytes_sent: Linux 4.19
 )
 
-// fieldBuilder turns events into zap fields. It is reused for every event
-// of a Tee, so building the fields allocates nothing.
-type fieldBuilder struct {
-	fields []zapcore.Field
-	ends   endpoints
+// The helpers below write members that ECS's connlogd object and OCSF's
+// unmapped object (and their endpoints) share, so that the two cannot
+// differ by accident. A schema that wants another shape stops calling
+// the helper.
+
+// addEndpoint writes ip and port. The address is formatted into scratch
+// (zap copies it), without the zone: the ifindex carries it.
+func addEndpoint(enc zapcore.ObjectEncoder, ap netip.AddrPort, scratch *[64]byte) {
+	enc.AddByteString("ip", ap.Addr().WithZone("").AppendTo(scratch[:0]))
+	enc.AddUint64("port", uint64(ap.Port()))
 }
 
-// build returns the fields of ev after ts, event and host, in schema
-// order. The result is valid until the next call.
-func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
-	f := b.fields[:0]
+// addUintString writes v as a decimal string: for identifiers (uids,
+// cookies) that schemas type as keywords, or that exceed what JSON
+// readers hold exactly.
+func addUintString(enc zapcore.ObjectEncoder, k string, v uint64, scratch *[64]byte) {
+	enc.AddByteString(k, strconv.AppendUint(scratch[:0], v, 10))
+}
+
+// addCookie writes the socket cookie. A string: cookies use all 64 bits,
+// beyond Elasticsearch's long and JavaScript's exact integers.
+func addCookie(enc zapcore.ObjectEncoder, cookie uint64, scratch *[64]byte) {
+	addUintString(enc, "cookie", cookie, scratch)
+}
+
+// addNetns writes the network namespace, for which neither ECS nor OCSF
+// has a field.
+func addNetns(enc zapcore.ObjectEncoder, ev *event.Event) {
 	if ev.Netns != 0 {
-		f = append(f, zap.Uint64("netns", ev.Netns))
+		enc.AddUint64("netns", ev.Netns)
 		if ev.NetnsName != "" {
-			f = append(f, zap.String("netns_name", ev.NetnsName))
+			enc.AddString("netns_name", ev.NetnsName)
 		}
 	}
-	if ev.Kind == event.Gap {
-		if ev.Reason != "" {
-			f = append(f, zap.String("reason", ev.Reason))
-		}
-		if ev.Count != 0 {
-			f = append(f, zap.Uint64("count", ev.Count))
-		}
-		b.fields = f
-		return f
-	}
-	s := &ev.Socket
-	f = append(f,
-		zap.String("proto", s.Proto.String()),
-		zap.String("family", s.Family.String()),
-		zap.String("state", s.State.String()),
-	)
-	if ev.Kind == event.StateChanged {
-		f = append(f, zap.String("prev_state", ev.PrevState.String()))
-	}
-	b.ends.src, b.ends.dst, b.ends.proto = s.Src, s.Dst, s.Proto
-	f = append(f, zap.Inline(&b.ends))
-	if s.IfIndex != 0 {
-		f = append(f, zap.Uint32("ifindex", s.IfIndex))
-	}
-	f = append(f,
-		zap.Uint64("cookie", s.Cookie),
-		zap.Uint32("uid", s.UID),
-		zap.Uint32("inode", s.Inode),
-	)
-	if s.CgroupID != 0 {
-		f = append(f, zap.Uint64("cgroup_id", s.CgroupID))
-	}
-	if ev.Direction != event.DirectionUnknown {
-		f = append(f, zap.String("direction", ev.Direction.String()))
-	}
-	if ev.Process != nil {
-		f = appendProcess(f, ev.Process)
-	}
-	if c := ev.Cgroup; c != nil {
-		f = append(f, zap.String("cgroup", c.Path))
+}
+
+// addCgroup writes the cgroup path and systemd unit, for which neither
+// schema has a field.
+func addCgroup(enc zapcore.ObjectEncoder, c *event.Cgroup) {
+	if c != nil {
+		enc.AddString("cgroup", c.Path)
 		if c.SystemdUnit != "" {
-			f = append(f, zap.String("systemd_unit", c.SystemdUnit))
-		}
-		if c.ContainerID != "" {
-			f = append(f, zap.String("container_id", c.ContainerID))
+			enc.AddString("systemd_unit", c.SystemdUnit)
 		}
 	}
+}
+
+// addFlags writes the event's flags, each only when it is set.
+func addFlags(enc zapcore.ObjectEncoder, ev *event.Event) {
 	if ev.Initial && ev.Kind == event.Appeared {
-		f = append(f, zap.Bool("initial", true))
+		enc.AddBool("initial", true)
 	}
 	if ev.Late {
-		f = append(f, zap.Bool("late", true))
+		enc.AddBool("late", true)
 	}
 	if ev.ShortLived {
-		f = append(f, zap.Bool("short_lived", true))
+		enc.AddBool("short_lived", true)
 	}
-	if ev.Kind == event.Closed {
-		if ev.Reason != "" {
-			f = append(f, zap.String("reason", ev.Reason))
-		}
-		f = append(f, zap.Float64("duration", ev.Duration().Seconds()))
-		if s.Proto == snapshot.ProtoTCP && s.HasInfo {
-			f = appendInfo(f, &s.Info)
-		}
-	}
-	b.fields = f
-	return f
 }
 
-// appendProcess writes the owning process; attribution leaves a field
-// empty when it could not read it.
-func appendProcess(f []zapcore.Field, p *event.Process) []zapcore.Field {
-	f = append(f, zap.Int("pid", p.PID))
-	for _, kv := range [...]struct{ k, v string }{{"comm", p.Comm}, {"exe", p.Exe}, {"user", p.User}, {"cmdline", p.Cmdline}} {
-		if kv.v != "" {
-			f = append(f, zap.String(kv.k, kv.v))
-		}
-	}
-	return f
-}
-
-func appendInfo(f []zapcore.Field, in *snapshot.TCPInfo) []zapcore.Field {
-	if in.Len >= infoLenBytesSent {
-		f = append(f, zap.Uint64("bytes_sent", in.BytesSent))
-	}
+// addInfoRest writes the TCP counters that neither schema's traffic
+// fields hold.
+func addInfoRest(enc zapcore.ObjectEncoder, in *snapshot.TCPInfo) {
 	if in.Len >= infoLenBytesRecv {
-		f = append(f,
-			zap.Uint64("bytes_received", in.BytesReceived),
-			zap.Uint64("bytes_acked", in.BytesAcked),
-		)
+		enc.AddUint64("bytes_acked", in.BytesAcked)
 	}
-	f = append(f,
-		zap.Uint32("retransmits", in.TotalRetrans),
-		zap.Uint32("rtt_us", in.RTT),
-	)
-	if in.Len >= infoLenSegs {
-		f = append(f,
-			zap.Uint32("segs_out", in.SegsOut),
-			zap.Uint32("segs_in", in.SegsIn),
-		)
-	}
-	return f
-}
-
-// endpoints writes src_ip, src_port, dst_ip, dst_port inline. It exists
-// because zap.String(addr.String()) would allocate two strings per event:
-// here the addresses are formatted into scratch space and handed to the
-// encoder as bytes, which it copies.
-// It also writes community_id, the flow's Community ID, when the socket
-// has a remote end.
-type endpoints struct {
-	src, dst netip.AddrPort
-	proto    snapshot.Proto
-	scratch  [64]byte // longer than any IPv6 text without zone (45) and a Community ID (30)
-}
-
-func (e *endpoints) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddByteString("src_ip", e.src.Addr().WithZone("").AppendTo(e.scratch[:0]))
-	enc.AddUint16("src_port", e.src.Port())
-	enc.AddByteString("dst_ip", e.dst.Addr().WithZone("").AppendTo(e.scratch[:0]))
-	enc.AddUint16("dst_port", e.dst.Port())
-	if id, ok := appendCommunityID(e.scratch[:0], e.proto, e.src, e.dst); ok {
-		enc.AddByteString("community_id", id)
-	}
-	return nil
+	enc.AddUint64("retransmits", uint64(in.TotalRetrans))
+	enc.AddUint64("rtt_us", uint64(in.RTT))
 }

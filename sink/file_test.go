@@ -2,15 +2,18 @@ package sink
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/safefile"
 )
 
 func fileSink(t *testing.T, path string, mode fs.FileMode) *Tee {
@@ -37,6 +40,9 @@ func writeAll(t *testing.T, tee *Tee, reasons ...string) {
 	}
 }
 
+// eventIDSuffix is the event_id that ends every line.
+var eventIDSuffix = regexp.MustCompile(`,"event_id":"[0-9a-f]{32}"}$`)
+
 // reasonsIn returns the reason of every line of path, failing on a line
 // that is not a whole event.
 func reasonsIn(t *testing.T, path string) []string {
@@ -54,6 +60,7 @@ func reasonsIn(t *testing.T, path string) []string {
 	var out []string
 	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
 		pre := `{` + tsText + `,"event":"gap","host":"web-1","reason":"`
+		l = eventIDSuffix.ReplaceAllString(l, "}")
 		if !strings.HasPrefix(l, pre) || !strings.HasSuffix(l, `"}`) {
 			t.Fatalf("%s: unexpected line %q", path, l)
 		}
@@ -279,5 +286,177 @@ func TestLineWriterBacklogBound(t *testing.T) {
 	}
 	if n := strings.Count(string(fw.got), "\n"); uint64(n) != l.stats().Written {
 		t.Errorf("%d lines out, %d accepted", n, l.stats().Written)
+	}
+}
+
+// refusedOpen opens a file sink at path that must be refused with a
+// message naming the path and containing reason.
+func refusedOpen(t *testing.T, path string, mode fs.FileMode, reason string) {
+	t.Helper()
+	tee, err := New([]config.Sink{{Type: config.SinkFile, Path: path, Mode: mode}}, "h")
+	if err == nil {
+		tee.Close()
+		t.Fatalf("file sink at %s (mode %#o) opened, want a refusal: %s", path, uint32(mode), reason)
+	}
+	var r *safefile.RefusedError
+	if !errors.As(err, &r) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), reason) {
+		t.Fatalf("New = %v, want a refusal naming %s and saying %q", err, path, reason)
+	}
+}
+
+// untouched checks that a file the daemon must not write still holds
+// want.
+func untouched(t *testing.T, path, want string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != want {
+		t.Errorf("%s was written through a link: %q", path, b)
+	}
+}
+
+func TestFileRefusesSymlinkLastComponent(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "passwd")
+	if err := os.WriteFile(victim, []byte("root:x:0:0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "events.json")
+	if err := os.Symlink(victim, path); err != nil {
+		t.Fatal(err)
+	}
+	refusedOpen(t, path, 0, "symbolic link")
+	untouched(t, victim, "root:x:0:0\n")
+	// A dangling link would be created through too.
+	dangling := filepath.Join(dir, "dangling.json")
+	if err := os.Symlink(filepath.Join(dir, "created-by-root"), dangling); err != nil {
+		t.Fatal(err)
+	}
+	refusedOpen(t, dangling, 0, "symbolic link")
+	if _, err := os.Lstat(filepath.Join(dir, "created-by-root")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the target of a dangling link was created: %v", err)
+	}
+}
+
+// After a rotation, a link planted at the path must not be followed by
+// the reopen; the old file stays in use.
+func TestFileReopenRefusesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.json")
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("keep\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tee := fileSink(t, path, 0)
+	writeAll(t, tee, "a")
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := tee.Reopen(); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("Reopen = %v, want a refusal of the link", err)
+	}
+	writeAll(t, tee, "b")
+	if err := tee.Close(); err != nil {
+		t.Fatal(err)
+	}
+	untouched(t, victim, "keep\n")
+	if got := reasonsIn(t, path+".1"); !equal(got, []string{"a", "b"}) {
+		t.Errorf("old file: %v", got)
+	}
+}
+
+func TestFileRefusesHardLink(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "shadow")
+	if err := os.WriteFile(victim, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "events.json")
+	if err := os.Link(victim, path); err != nil {
+		t.Fatal(err)
+	}
+	refusedOpen(t, path, 0, "2 hard links")
+	untouched(t, victim, "secret\n")
+}
+
+func TestFileRefusesParentWritableByOthers(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		mode   fs.FileMode
+		uid    int
+		gid    int
+		reason string // "" when allowed
+	}{
+		{"world-writable", 0o777, 0, 0, "writable by group or others"},
+		{"writable by another group", 0o775, 0, 65534, "writable by group or others (mode 0775, group 65534)"},
+		{"owned by another user", 0o755, 65534, 0, "owned by uid 65534"},
+		{"sticky and world-writable", 0o777 | fs.ModeSticky, 65534, 0, ""},
+		{"root's", 0o755, 0, 0, ""},
+		{"writable by group root", 0o775, 0, 0, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "log")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(dir, tt.uid, tt.gid); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, "events.json")
+			if tt.reason != "" {
+				refusedOpen(t, path, 0, tt.reason)
+				return
+			}
+			tee := fileSink(t, path, 0)
+			writeAll(t, tee, "a")
+			if err := tee.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestFileRefusesModeLettingOthersWrite(t *testing.T) {
+	dir := t.TempDir()
+	for _, m := range []fs.FileMode{0o777, 0o666, 0o662, 0o620, 0o755, 0o700} {
+		path := filepath.Join(dir, fmt.Sprintf("events-%o.json", uint32(m)))
+		refusedOpen(t, path, m, "mode")
+		if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("mode %#o: a refused file was created", uint32(m))
+		}
+	}
+}
+
+// /dev/null and a pipe to an agent stay usable outputs.
+func TestFileAllowsDevicesAndFIFOs(t *testing.T) {
+	tee := fileSink(t, "/dev/null", 0)
+	writeAll(t, tee, "a")
+	if err := tee.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(t.TempDir(), "agent.pipe")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := os.ReadFile(fifo)
+		got <- b
+	}()
+	tee = fileSink(t, fifo, 0)
+	writeAll(t, tee, "through-the-pipe")
+	if err := tee.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !strings.Contains(string(b), `"reason":"through-the-pipe"`) {
+		t.Errorf("pipe read %q", b)
 	}
 }

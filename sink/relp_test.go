@@ -230,12 +230,8 @@ func TestRELPResendsUnanswered(t *testing.T) {
 					want = append(want, uint64(i))
 				}
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for len(srv.received()) < len(want) {
-				if time.Now().After(deadline) {
-					t.Fatalf("received %d of %d in 10s; Sync: %v; stats %+v", len(srv.received()), len(want), tee.Sync(), tee.Stats()[0])
-				}
-				time.Sleep(5 * time.Millisecond)
+			if !waitUntil(10*time.Second, func() bool { return len(srv.received()) >= len(want) }) {
+				t.Fatalf("received %d of %d in 10s; Sync: %v; stats %+v", len(srv.received()), len(want), tee.Sync(), tee.Stats()[0])
 			}
 			err := tee.Close()
 			if tt.refused == 0 && err != nil {

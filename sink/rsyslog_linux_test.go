@@ -158,7 +158,7 @@ func (r *rsyslog) start() {
 	t.Cleanup(r.stop)
 	// Ready when the port is bound (read from /proc, so that no probe
 	// message lands in the output).
-	for end := time.Now().Add(15 * time.Second); !portBound(r.port, r.mode == "udp"); {
+	bound := waitUntil(15*time.Second, func() bool {
 		select {
 		case err := <-r.waitErr:
 			r.cmd = nil
@@ -166,11 +166,11 @@ func (r *rsyslog) start() {
 			t.Fatalf("rsyslogd exited at start-up (%v): %s", err, stderr)
 		default:
 		}
-		if time.Now().After(end) {
-			stderr, _ := os.ReadFile(filepath.Join(r.dir, "rsyslogd.stderr"))
-			t.Fatalf("rsyslogd did not bind port %d in 15s: %s", r.port, stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return portBound(r.port, r.mode == "udp")
+	})
+	if !bound {
+		stderr, _ := os.ReadFile(filepath.Join(r.dir, "rsyslogd.stderr"))
+		t.Fatalf("rsyslogd did not bind port %d in 15s: %s", r.port, stderr)
 	}
 }
 
@@ -229,11 +229,7 @@ func (r *rsyslog) lines() []string {
 func (r *rsyslog) waitLines(n int) []string {
 	r.t.Helper()
 	var got []string
-	for end := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if got = r.lines(); len(got) >= n || time.Now().After(end) {
-			break
-		}
-	}
+	waitUntil(20*time.Second, func() bool { got = r.lines(); return len(got) >= n })
 	if len(got) != n {
 		r.t.Fatalf("rsyslogd wrote %d messages, want %d", len(got), n)
 	}

@@ -2,11 +2,8 @@ package sink
 
 import (
 	"fmt"
-	"runtime/debug"
 	"strconv"
 	"time"
-
-	"go.uber.org/zap/zapcore"
 
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/event"
@@ -44,36 +41,11 @@ type encoder interface {
 func newSchemaEncoder(s schema, host, version string) encoder {
 	switch s {
 	case schemaECS:
-		return &ecsEncoder{host: host, version: version}
+		return newECSEncoder(host, version)
 	case schemaOCSF:
-		return &ocsfEncoder{host: host, version: version}
+		return newOCSFEncoder(host, version)
 	}
-	return &nativeEncoder{enc: newEncoder(host), fields: fieldBuilder{fields: make([]zapcore.Field, 0, 32)}}
-}
-
-// nativeEncoder is the native schema of docs/events.md, through zap.
-type nativeEncoder struct {
-	enc    zapcore.Encoder
-	fields fieldBuilder
-}
-
-func (n *nativeEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
-	buf, err := n.enc.EncodeEntry(entry(ev), n.fields.build(ev))
-	if err != nil {
-		return b, fmt.Errorf("encode: %w", err)
-	}
-	b = append(b, buf.Bytes()...)
-	buf.Free()
-	return b, nil
-}
-
-// buildVersion is connlogd's version as the Go toolchain recorded it, for
-// the ECS and OCSF product fields when the caller gives none.
-func buildVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
+	return newNativeEncoder(host)
 }
 
 // socketKind reports whether ev describes a socket (not a gap).

@@ -59,46 +59,6 @@ func newStreamWriter(name string, w io.Writer) *lineWriter {
 	return &lineWriter{name: name, w: w, buf: make([]byte, 0, flushAt)}
 }
 
-func newFileWriter(path string, mode fs.FileMode) (*lineWriter, error) {
-	if mode&fs.ModePerm == 0 {
-		mode = DefaultFileMode
-	}
-	mode &= fs.ModePerm
-	l := newStreamWriter("sink file "+path, nil)
-	l.path, l.mode = path, mode
-	f, err := openFile(path, mode)
-	if err != nil {
-		return nil, fmt.Errorf("%s: open: %w", l.name, err)
-	}
-	l.f, l.w = f, f
-	return l, nil
-}
-
-// openFile opens path for appending. O_APPEND keeps lines whole next to
-// other writers and after logrotate's copytruncate.
-func openFile(path string, mode fs.FileMode) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return f, bare(err)
-	}
-	f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, mode)
-	if errors.Is(err, fs.ErrExist) {
-		// Someone else created it between the two opens: theirs stands.
-		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-		return f, bare(err)
-	}
-	if err != nil {
-		return nil, bare(err)
-	}
-	// The umask may have cleared bits of mode. Set it once, on creation:
-	// an administrator's later chmod of an existing file stands.
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return nil, bare(err)
-	}
-	return f, nil
-}
-
 // Write buffers one line. It fails only when the line is dropped: the
 // output is failing and maxPending is reached.
 func (l *lineWriter) Write(p []byte) (int, error) {

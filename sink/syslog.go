@@ -9,11 +9,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/spool"
 )
 
 // Syslog formats.
@@ -86,6 +85,25 @@ type syslogSink struct {
 	written atomic.Uint64
 	dropped drops
 	errors  atomic.Uint64
+
+	// With a spool (tcp, tls, relp, relp-tls), events wait in it instead
+	// of q, and leave it when the receiver acknowledges them: sp is the
+	// spool, spMsg the producer's scratch; the rest the sender's own.
+	sp        *sharedSpool
+	spMsg     []byte
+	spBatches []spoolRead // read and not yet wholly acknowledged
+	spAcked   int         // acknowledged messages of spBatches[0]
+	spRecover uint64      // events found in the spool at start
+	// spWritten counts events Written and not yet acknowledged: they are
+	// still in the spool, but no longer Queued.
+	spWritten atomic.Int64
+}
+
+// spoolRead is one read from a syslog sink's spool: n messages, ending
+// before end.
+type spoolRead struct {
+	end spool.Cursor
+	n   int
 }
 
 type syslogConfig struct {
@@ -96,6 +114,7 @@ type syslogConfig struct {
 	queue                         int
 	drain                         time.Duration
 	tls                           *config.TLS
+	spool                         config.Spool
 }
 
 // newSyslogSink returns a sink whose sender is not started (tests look
@@ -140,6 +159,16 @@ func newSyslogSink(c syslogConfig) (*syslogSink, error) {
 	s.tr = newTransport(c.network, c.address, s.tlsConf.Load)
 	s.tr.reclaims = s.reclaimed
 	s.tr.refusals = s.refused
+	if c.spool.Dir != "" {
+		sp, err := acquireSpool(c.spool)
+		if err != nil {
+			return nil, err
+		}
+		s.sp = sp
+		s.spRecover = sp.Len()
+		s.tr.acked = s.spoolAcked
+		s.errFull = fmt.Errorf("%s: spool full (max_bytes %d): oldest events dropped", s.name, sp.max)
+	}
 	return s, nil
 }
 
@@ -161,24 +190,11 @@ func loadTLS(spec *config.TLS, host string) (*tls.Config, error) {
 	if conf.ServerName == "" {
 		conf.ServerName = host
 	}
-	if spec.CAFile != "" {
-		pem, err := os.ReadFile(spec.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca_file %s: no PEM certificate found", spec.CAFile)
-		}
-		conf.RootCAs = pool
+	roots, certs, err := spec.Load()
+	if err != nil {
+		return nil, err
 	}
-	if spec.CertFile != "" || spec.KeyFile != "" {
-		pair, err := tls.LoadX509KeyPair(spec.CertFile, spec.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls cert_file/key_file: %w", err)
-		}
-		conf.Certificates = []tls.Certificate{pair}
-	}
+	conf.RootCAs, conf.Certificates = roots, certs
 	return conf, nil
 }
 
@@ -187,6 +203,21 @@ func loadTLS(spec *config.TLS, host string) (*tls.Config, error) {
 func (s *syslogSink) write(ev *event.Event, line []byte) error {
 	ent := entry(ev)
 	line = bytes.TrimSuffix(line, []byte{'\n'})
+	if s.sp != nil {
+		s.spMsg = append(s.header(s.spMsg[:0], ent), line...)
+		dropped, err := s.sp.Append(s.spMsg, ent.Time)
+		if dropped > 0 {
+			s.dropped.add(DropSpoolFull, uint64(dropped))
+		}
+		switch {
+		case err != nil:
+			s.dropped.add(DropOutputFailed, 1)
+			return fmt.Errorf("%s: %w", s.name, err)
+		case dropped > 0:
+			return s.errFull
+		}
+		return nil
+	}
 	q := s.q
 	q.mu.Lock()
 	if q.held >= q.limit {
@@ -214,7 +245,7 @@ func (s *syslogSink) sync() error {
 	s.errMu.Lock()
 	defer s.errMu.Unlock()
 	if s.lastErr != nil {
-		return fmt.Errorf("%s: %w (%d events queued)", s.name, s.lastErr, s.q.queued())
+		return fmt.Errorf("%s: %w (%d events queued)", s.name, s.lastErr, s.queued())
 	}
 	return nil
 }
@@ -229,14 +260,38 @@ func (s *syslogSink) setErr(err error) {
 // it, until close; then it delivers what is left within the drain time.
 func (s *syslogSink) run() {
 	defer close(s.done)
+	var wake <-chan struct{}
+	var tick <-chan time.Time
+	if s.sp != nil {
+		if !s.sp.waitTurn(s.closing) {
+			return // closed before the sink it replaced let go of the spool
+		}
+		defer s.sp.endTurn()
+		wake = s.sp.Wake()
+		t := time.NewTicker(spoolSyncEvery)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
+		case <-wake:
+		case <-tick:
+			// Acknowledgements are otherwise looked at before a write:
+			// an idle sender would keep acknowledged events in the spool.
+			if s.tr.conn != nil && s.tr.framing != frameDatagram {
+				s.tr.trimAcked()
+			}
+			if err := s.sp.Sync(); err != nil {
+				s.errors.Add(1)
+				s.setErr(err)
+			}
+			continue
 		case <-s.q.wake:
 		case <-s.kick:
 		case <-s.closing:
 		case <-s.tr.lost():
 		}
-		if s.q.take(&s.b) == 0 && !s.tr.owes() {
+		if s.take() == 0 && !s.tr.owes() {
 			select {
 			case <-s.closing:
 				s.finish()
@@ -261,8 +316,10 @@ func (s *syslogSink) deliver() {
 	// they go out now, not when the next event comes.
 	for i := 0; i < b.len() || s.tr.owes(); {
 		if s.ctx.Err() != nil {
-			s.discard(DropShutdown, b.len()-i)
-			break // finish counts what resend holds
+			if s.sp == nil {
+				s.discard(DropShutdown, b.len()-i)
+			}
+			break // finish counts what resend holds; a spool keeps it
 		}
 		if s.redial.Swap(false) {
 			s.tr.drop(true)
@@ -271,7 +328,7 @@ func (s *syslogSink) deliver() {
 		n, err := s.tr.send(s.ctx, b, i)
 		if n > 0 {
 			s.written.Add(uint64(n))
-			s.q.resolve(n)
+			s.resolve(n)
 			i += n
 		}
 		if err == nil {
@@ -313,7 +370,7 @@ func (s *syslogSink) reclaimed(n int) {
 	} else {
 		s.written.Add(uint64(-n))
 	}
-	s.q.resolve(-n)
+	s.resolve(-n)
 }
 
 // refused moves n messages counted as written to dropped: the receiver
@@ -326,12 +383,79 @@ func (s *syslogSink) refused(n int, err error) {
 
 func (s *syslogSink) discard(r DropReason, n int) {
 	s.dropped.add(r, uint64(n))
+	s.resolve(n)
+}
+
+// resolve records that n taken events were written or dropped (n < 0:
+// given back). With a spool, written events stay in it until
+// acknowledged, and are counted apart from those still to send.
+func (s *syslogSink) resolve(n int) {
+	if s.sp != nil {
+		s.spWritten.Add(int64(n))
+		return
+	}
 	s.q.resolve(n)
+}
+
+// take fills s.b with what is queued: from the spool, or what the
+// producer left in q. It returns how many messages it took.
+func (s *syslogSink) take() int {
+	if s.sp == nil {
+		return s.q.take(&s.b)
+	}
+	s.b.reset()
+	end, n, corrupt, err := s.sp.Read(relpWindow, chunkSize*16, s.b.add)
+	if corrupt > 0 {
+		s.dropped.add(DropOutputFailed, uint64(corrupt))
+	}
+	if err != nil {
+		s.errors.Add(1)
+		s.setErr(err)
+	}
+	if n > 0 {
+		s.spBatches = append(s.spBatches, spoolRead{end: end, n: n})
+	}
+	return n
+}
+
+// spoolAcked lets the spool go of the n oldest messages written: they
+// leave it batch by batch (a crash may send a partly acknowledged batch
+// again: duplicates, never losses).
+func (s *syslogSink) spoolAcked(n int) {
+	s.spWritten.Add(-int64(n))
+	s.spAcked += n
+	var last *spool.Cursor
+	for len(s.spBatches) > 0 && s.spAcked >= s.spBatches[0].n {
+		s.spAcked -= s.spBatches[0].n
+		last = &s.spBatches[0].end
+		s.spBatches = s.spBatches[1:]
+	}
+	if last != nil {
+		if _, err := s.sp.Ack(*last); err != nil {
+			s.errors.Add(1)
+			s.setErr(err)
+		}
+	}
+}
+
+// queued returns the events held for delivery.
+func (s *syslogSink) queued() uint64 {
+	if s.sp == nil {
+		return uint64(s.q.queued())
+	}
+	return uint64(max(int64(s.sp.Len())-s.spWritten.Load(), 0))
 }
 
 // finish runs as the sender stops: whatever is still queued could not be
 // delivered in time and counts as dropped.
 func (s *syslogSink) finish() {
+	if s.sp != nil {
+		// What is not acknowledged stays in the spool for the next start.
+		s.b.reset()
+		s.tr.drop(s.ctx.Err() == nil)
+		s.tr.resend.reset()
+		return
+	}
 	s.b.reset()
 	left := s.q.take(&s.b)
 	if left > 0 {
@@ -408,21 +532,6 @@ func headerToken(s string, max int) string {
 	return string(b)
 }
 
-// validTag reports whether tag can be both an RFC 5424 APP-NAME and an
-// RFC 3164 TAG: 1 to 48 printable ASCII characters, none of which would
-// end the tag early ("[", "]", ":").
-func validTag(tag string) bool {
-	if tag == "" || len(tag) > 48 {
-		return false
-	}
-	for i := 0; i < len(tag); i++ {
-		if c := tag[i]; c < 33 || c > 126 || c == '[' || c == ']' || c == ':' {
-			return false
-		}
-	}
-	return true
-}
-
 // reopen reloads the TLS files (a renewed certificate) and makes the
 // sender redial at once: after a syslog daemon restart or a DNS change,
 // not at the next failure. Bad TLS files keep the old settings.
@@ -462,12 +571,32 @@ func (s *syslogSink) beginClose() {
 // error says how many.
 func (s *syslogSink) close() error {
 	if !s.started {
+		if s.sp != nil {
+			return s.sp.release()
+		}
 		return nil
 	}
 	s.beginClose()
 	<-s.done
 	s.drainTimer.Stop()
 	s.abort()
+	if s.sp != nil {
+		left := s.queued() + uint64(max(s.spWritten.Load(), 0))
+		err := s.sp.release()
+		if err != nil {
+			err = fmt.Errorf("%s: %w", s.name, err)
+		}
+		if left > 0 {
+			s.errMu.Lock()
+			cause := s.lastErr
+			s.errMu.Unlock()
+			if cause == nil {
+				cause = errors.New("drain time up")
+			}
+			err = errors.Join(err, fmt.Errorf("%s: close: %d events not acknowledged within %v stay in the spool for the next start: %w", s.name, left, s.drain, cause))
+		}
+		return err
+	}
 	if lost := s.dropped.total() - s.droppedOpen; lost > 0 {
 		s.errMu.Lock()
 		cause := s.lastErr
@@ -484,7 +613,11 @@ func (s *syslogSink) close() error {
 }
 
 func (s *syslogSink) stats() Stats {
-	st := Stats{Sink: s.name, Written: s.written.Load(), Queued: uint64(s.q.queued()), Errors: s.errors.Load()}
+	st := Stats{Sink: s.name, Written: s.written.Load(), Queued: s.queued(), Errors: s.errors.Load()}
+	if s.sp != nil {
+		sp := s.sp.Stats()
+		st.Spool = &SpoolStats{Bytes: sp.Bytes, Events: sp.Events, Oldest: sp.Oldest, TornBytes: sp.TornBytes, Recovered: s.spRecover}
+	}
 	s.dropped.fill(&st)
 	return st
 }

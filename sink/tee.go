@@ -2,7 +2,10 @@
 // syslog) in one of three schemas: native (one JSON object per line,
 // documented in docs/events.md), ECS (docs/ecs.md) or OCSF
 // (docs/ocsf.md). A Tee encodes each event once per schema in use and
-// hands the line to every sink. Syslog sinks queue it for a sender
+// hands the line to every sink. One writer, zap's JSON encoder, writes
+// all three: the native schema as a zap log line (native.go), ECS and
+// OCSF as nested zap objects, one Go type per schema object (ecs.go,
+// ocsf.go), so that a mapping is edited in one place. Syslog sinks queue it for a sender
 // goroutine (docs/delivery.md); stdout and file sinks buffer it until
 // Sync.
 //
@@ -18,9 +21,11 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/internal/version"
 )
 
 // ErrClosed is returned by a Tee's methods after Close.
@@ -44,12 +49,15 @@ type Stats struct {
 	// DroppedBy splits it by reason.
 	Dropped   uint64
 	DroppedBy [NumDropReasons]uint64
-	// Queued counts events a syslog sink holds for delivery.
+	// Queued counts events a syslog or otlp sink holds for delivery.
 	Queued uint64
 	// Errors counts the output's failures: failed writes and flushes of
 	// a file, failed dials and sends of a syslog sink. A failure drops
 	// nothing by itself: the events wait for the next attempt.
 	Errors uint64
+	// Spool describes the sink's spool; nil without one. Queued then
+	// counts the events in it, those a previous run left included.
+	Spool *SpoolStats
 }
 
 // output is one sink.
@@ -72,6 +80,9 @@ type Options struct {
 	// Version is connlogd's version in ECS agent.version and OCSF
 	// metadata.product.version; default: the build's module version.
 	Version string
+	// BootID is the boot the event ids are scoped to (event.IDs);
+	// default: the running kernel's.
+	BootID event.BootID
 }
 
 // Tee writes each event to every sink. Its methods are safe for
@@ -85,6 +96,8 @@ type Tee struct {
 	lines   [numSchemas][]byte
 	errs    [numSchemas]error
 	closed  bool
+	boot    event.BootID
+	ids     *event.IDs // created by the first Write
 }
 
 // New opens the configured sinks; host is Options.Host.
@@ -112,11 +125,11 @@ func Open(specs []config.Sink, opt Options) (*Tee, error) {
 // tests can adjust them first.
 func prepare(specs []config.Sink, opt Options) (*Tee, error) {
 	if opt.Version == "" {
-		opt.Version = buildVersion()
+		opt.Version = version.Version()
 	}
-	t := &Tee{}
+	t := &Tee{boot: opt.BootID}
 	for i := range specs {
-		out, sch, err := open(&specs[i], opt.Host)
+		out, sch, err := open(&specs[i], opt)
 		if err != nil {
 			t.closeAll()
 			return nil, err
@@ -126,9 +139,15 @@ func prepare(specs []config.Sink, opt Options) (*Tee, error) {
 	return t, nil
 }
 
+// background is a sink with a sender goroutine.
+type background interface {
+	start()
+	beginClose()
+}
+
 func (t *Tee) start() {
 	for _, o := range t.outs {
-		if s, ok := o.(*syslogSink); ok {
+		if s, ok := o.(background); ok {
 			s.start()
 		}
 	}
@@ -139,7 +158,7 @@ func (t *Tee) start() {
 // cannot fail today; it returns an error like New so that it may.
 func NewWriter(w io.Writer, host string) (*Tee, error) {
 	t := &Tee{}
-	t.add(newStreamWriter("sink writer", w), schemaNative, Options{Host: host, Version: buildVersion()})
+	t.add(newStreamWriter("sink writer", w), schemaNative, Options{Host: host, Version: version.Version()})
 	return t, nil
 }
 
@@ -152,7 +171,8 @@ func (t *Tee) add(o output, s schema, opt Options) {
 	}
 }
 
-func open(s *config.Sink, host string) (output, schema, error) {
+func open(s *config.Sink, opt Options) (output, schema, error) {
+	host := opt.Host
 	where := ""
 	if s.Line > 0 {
 		where = fmt.Sprintf(" (config line %d)", s.Line)
@@ -183,6 +203,12 @@ func open(s *config.Sink, host string) (output, schema, error) {
 			return nil, 0, fmt.Errorf("sink syslog %s %s%s: %w", c.network, c.address, where, err)
 		}
 		return ss, sch, nil
+	case config.SinkOTLP:
+		o, err := newOTLPSink(s, opt)
+		if err != nil {
+			return nil, 0, fmt.Errorf("sink otlp%s: %w", where, err)
+		}
+		return o, sch, nil
 	}
 	return nil, 0, fmt.Errorf("sink%s: unknown type %q", where, s.Type)
 }
@@ -199,65 +225,83 @@ func syslogSpec(s *config.Sink, host string) (syslogConfig, error) {
 		pid:      os.Getpid(),
 		queue:    s.QueueSize,
 		drain:    s.DrainTimeout,
+		spool:    s.Spool,
 	}
+	// Defaults for a Sink built in code; the rules are config's, so that
+	// a check and an open cannot disagree.
 	if c.network == "" {
-		c.network = "unix"
+		c.network = config.DefaultSyslogNetwork
 	}
-	switch c.network {
-	case "unix":
-		if c.address == "" {
-			c.address = DefaultSyslogAddress
-		}
-	case "udp", "tcp", "tls", "relp", "relp-tls":
-		if c.address == "" {
-			return c, fmt.Errorf("network %s needs an address", c.network)
-		}
-		if _, _, err := net.SplitHostPort(c.address); err != nil {
-			return c, fmt.Errorf("address: %w", err)
-		}
-	default:
-		return c, fmt.Errorf("unknown network %q (want unix, udp, tcp, tls, relp or relp-tls)", c.network)
+	if c.address == "" && c.network == "unix" {
+		c.address = DefaultSyslogAddress
 	}
-	if c.network == "tls" || c.network == "relp-tls" {
-		c.tls = &s.TLS
-	} else if s.TLS != (config.TLS{}) {
-		return c, fmt.Errorf("tls settings need network tls or relp-tls, not %s", c.network)
-	}
-	if c.queue < 0 || c.drain < 0 {
-		return c, errors.New("queue_size and drain_timeout must not be negative")
-	}
-	switch c.format {
-	case "":
+	if c.format == "" {
 		c.format = FormatRFC5424
-	case FormatRFC5424, FormatRFC3164:
-	default:
-		return c, fmt.Errorf("unknown format %q (want %s or %s)", c.format, FormatRFC5424, FormatRFC3164)
 	}
 	if c.tag == "" {
 		c.tag = DefaultTag
-	}
-	if !validTag(c.tag) {
-		return c, fmt.Errorf("tag %q: want 1 to 48 printable ASCII characters without spaces, brackets or colons", c.tag)
 	}
 	// Facility 0 (kern) is the zero value, and userspace cannot log as
 	// the kernel anyway: glibc's syslog(3) turns it into its default too.
 	if c.facility == 0 {
 		c.facility = DefaultFacility
 	}
-	if c.facility < 0 || c.facility > 23 {
-		return c, fmt.Errorf("facility %d out of range 0-23", c.facility)
+	if err := config.CheckNetwork(c.network); err != nil {
+		return c, err
+	}
+	if c.address == "" {
+		return c, fmt.Errorf("network %s needs an address", c.network)
+	}
+	if err := config.CheckAddress(c.network, c.address); err != nil {
+		return c, fmt.Errorf("address: %w", err)
+	}
+	if c.network == "tls" || c.network == "relp-tls" {
+		c.tls = &s.TLS
+	} else if s.TLS != (config.TLS{}) {
+		return c, fmt.Errorf("tls settings need network tls or relp-tls, not %s", c.network)
+	}
+	if c.spool.Dir != "" {
+		switch c.network {
+		case "tcp", "tls", "relp", "relp-tls":
+		default:
+			return c, fmt.Errorf("a spool needs network tcp, tls, relp or relp-tls, not %s (nothing acknowledges a datagram)", c.network)
+		}
+	}
+	if c.queue < 0 || c.drain < 0 {
+		return c, errors.New("queue_size and drain_timeout must not be negative")
+	}
+	if err := config.CheckFormat(c.format); err != nil {
+		return c, err
+	}
+	if err := config.CheckTag(c.tag); err != nil {
+		return c, fmt.Errorf("tag: %w", err)
+	}
+	if err := config.CheckFacility(c.facility); err != nil {
+		return c, fmt.Errorf("facility: %w", err)
 	}
 	return c, nil
 }
 
 // Write hands ev to every sink. It never waits for a network receiver:
 // syslog sinks queue the event. A non-nil error means ev was lost by at
-// least one sink (Stats says which); the others still got it.
+// least one sink (Stats says which); the others still got it. Write
+// sets ev.Time when it is zero, and ev.ID when it is zero.
 func (t *Tee) Write(ev *event.Event) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return ErrClosed
+	}
+	// Stamped once here, so that every schema and sink writes the same
+	// time and id, and a resend the same bytes.
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	if ev.ID.IsZero() {
+		if t.ids == nil {
+			t.ids = event.NewIDs(bootOr(t.boot), getpid(), runStart())
+		}
+		ev.ID = t.ids.Next()
 	}
 	for s, enc := range t.encs {
 		if enc != nil {
@@ -277,6 +321,24 @@ func (t *Tee) Write(ev *event.Event) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// The scope of the event ids; tests fix them.
+var (
+	readBootID = event.ReadBootID
+	getpid     = os.Getpid
+	runStart   = time.Now
+)
+
+// bootOr returns b, or the running kernel's boot id when b is zero. A
+// kernel without one (not Linux) leaves it zero: the runs are then told
+// apart by the process id and start time alone.
+func bootOr(b event.BootID) event.BootID {
+	if b != (event.BootID{}) {
+		return b
+	}
+	b, _ = readBootID()
+	return b
 }
 
 // Sync writes out what the stdout and file sinks buffered; call it once
@@ -331,7 +393,7 @@ func (t *Tee) Close() error {
 
 func (t *Tee) closeAll() error {
 	for _, o := range t.outs {
-		if s, ok := o.(*syslogSink); ok {
+		if s, ok := o.(background); ok {
 			s.beginClose()
 		}
 	}

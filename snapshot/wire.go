@@ -223,6 +223,14 @@ const (
 	tiBytesRetrans  = 208
 )
 
+// HasBytes reports whether the kernel sent tcpi_bytes_acked and
+// tcpi_bytes_received (Linux 4.1+).
+func (ti *TCPInfo) HasBytes() bool { return ti.Len >= tiBytesReceived+8 }
+
+// HasSegs reports whether the kernel sent tcpi_segs_out and tcpi_segs_in
+// (Linux 4.2+).
+func (ti *TCPInfo) HasSegs() bool { return ti.Len >= tiSegsIn+4 }
+
 func parseTCPInfo(v []byte, ti *TCPInfo) {
 	ne := binary.NativeEndian
 	*ti = TCPInfo{Len: uint16(min(len(v), 0xffff))}

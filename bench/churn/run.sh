@@ -23,7 +23,8 @@
 # of the daemon's CPU and RSS during a pass), SKIP_LATENCY=1, SKIP_CHURN=1, KEEP=1
 # (keep the event and record files), CONNLOGD_REV (build connlogd from
 # this commit, e.g. HEAD, instead of the working tree, which may be
-# mid-edit), CONNLOGD (a daemon binary to use as is). Results stay in a
+# mid-edit), CONNLOGD (a daemon binary to use as is), AUDIT=1 (audit
+# attribution on; counts the closed events that name their process). Results stay in a
 # directory under /tmp, printed at the end.
 set -euo pipefail
 
@@ -34,8 +35,8 @@ CHURN_SECONDS=${CHURN_SECONDS:-60}
 CHURN_WORKERS=${CHURN_WORKERS:-4}
 CHURN_RATE=${CHURN_RATE:-0}
 ADDRS=${ADDRS:-4}
-NS=connlogd-churn
-BIN=/tmp/connlogd-churn
+NS=${CHURN_NS:-connlogd-churn}
+BIN=/tmp/$NS
 # Past two polls after a pass: closes confirmed by a poll are in by then.
 SETTLE=3
 
@@ -194,6 +195,11 @@ sinks:
   - type: file
     path: $WORK/events.jsonl
 CFG
+# AUDIT=1: audit attribution on (owners of every connection, however
+# short); the analysis then counts the closed events that name a process.
+if [[ ${AUDIT:-} == 1 ]]; then
+	printf 'attribution:\n  audit: true\n' >>"$WORK/config.yaml"
+fi
 # Metrics give the poll durations, which hold notifications back; the key
 # exists only in recent versions of the configuration.
 METRICS_ADDR=127.0.0.1:9477
@@ -348,6 +354,12 @@ for name in latency churn; do
 		echo
 		echo "== $name: analysis"
 		"$WORK/analyze" -events "$WORK/events.jsonl" -records "$WORK/$name.csv" -port "$port"
+		if [[ ${AUDIT:-} == 1 ]]; then
+			# The generator's sockets: closed events toward the pass's port.
+			closed=$(grep '"event":"closed"' "$WORK/events.jsonl" | grep -c "\"dst_port\":$port," || true)
+			owned=$(grep '"event":"closed"' "$WORK/events.jsonl" | grep "\"dst_port\":$port," | grep -c '"pid":' || true)
+			echo "owners: $owned of $closed closed client sockets name a process"
+		fi
 	} >>"$WORK/summary.txt"
 done
 {

@@ -15,8 +15,12 @@ import (
 
 // shortLived runs n TCP connections that send 100 bytes and close, and m
 // UDP sockets that send one datagram and close, spread over about spread,
-// and returns the client sockets' local ports (UDP ports get reused, so
-// there may be fewer UDP ports than sockets).
+// and returns the client sockets' local ports. There may be fewer ports
+// than sockets, for TCP too: the client closes first, so each of its
+// ports sits in TIME_WAIT, and on loopback (net.ipv4.tcp_tw_reuse=2, the
+// default) connect reuses such a port once its TIME_WAIT is a second
+// old, which happens when the machine is busy and the dials take longer.
+// Sockets are told apart by cookie, never by port.
 func shortLived(t *testing.T, ns *netnstest.NS, tcpAddr, udpAddr string, n, m, workers int, spread time.Duration) (tcpPorts, udpPorts map[int]bool) {
 	t.Helper()
 	tcpPorts, udpPorts = map[int]bool{}, map[int]bool{}
@@ -132,11 +136,8 @@ func TestEveryShortConnectionIsLogged(t *testing.T) {
 		}
 		return closed
 	}
-	const total = 2500
-	if len(tcpPorts) != 2000 {
-		t.Fatalf("%d TCP client ports, want 2000", len(tcpPorts))
-	}
-	d.waitFor("every close", 10*time.Second, func(evs []ev) bool { return count(evs) >= total })
+	const total, tcpTotal = 2500, 2000
+	d.waitFor("every close", 60*time.Second, func(evs []ev) bool { return count(evs) >= total })
 	// Past the next poll: TIME_WAIT remnants must not appear or close again.
 	time.Sleep(6 * time.Second)
 	evs := d.events()
@@ -177,15 +178,16 @@ func TestEveryShortConnectionIsLogged(t *testing.T) {
 			t.Errorf("%s: %d appeared, %d closed; want 1 and 1", k, l.appeared, l.closed)
 		}
 	}
-	t.Logf("captured %d of %d client sockets; %d of %d TCP closes carry bytes_sent >= 100", complete, total, bytesOK, tcpClosed)
+	t.Logf("captured %d of %d client sockets (%d TCP client ports for %d connections); %d of %d TCP closes carry bytes_sent >= 100",
+		complete, total, len(tcpPorts), tcpTotal, bytesOK, tcpClosed)
 	if len(byCookie) != total {
 		t.Errorf("%d client sockets seen, want %d", len(byCookie), total)
 	}
 	if complete*1000 < total*999 {
 		t.Errorf("captured %d of %d (< 99.9%%)", complete, total)
 	}
-	if bytesOK != tcpClosed || tcpClosed != len(tcpPorts) {
-		t.Errorf("%d TCP closes, %d with bytes_sent >= 100, want %d", tcpClosed, bytesOK, len(tcpPorts))
+	if bytesOK != tcpClosed || tcpClosed != tcpTotal {
+		t.Errorf("%d TCP closes, %d with bytes_sent >= 100, want %d", tcpClosed, bytesOK, tcpTotal)
 	}
 }
 

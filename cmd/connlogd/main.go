@@ -13,15 +13,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/engine"
+	"github.com/connlogd/connlogd/internal/version"
+	"github.com/connlogd/connlogd/netns"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = ""
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -30,11 +28,15 @@ func main() {
 func realMain(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("connlogd", flag.ContinueOnError)
 	fl.SetOutput(stderr)
+	fl.Usage = func() { usage(fl) }
 	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+" when it exists, else built-in defaults)")
 	check := fl.Bool("check-config", false, "validate the configuration and exit (0: valid, 1: invalid)")
 	once := fl.Bool("once", false, "print the current socket table as JSON lines and exit")
 	showVersion := fl.Bool("version", false, "print the version and exit")
 	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fl.NArg() > 0 {
@@ -42,7 +44,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "connlogd", buildVersion())
+		printVersion(stdout)
 		return 0
 	}
 	cfg, source, err := loadConfig(*cfgPath)
@@ -50,11 +52,22 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "connlogd:", err)
 		return 1
 	}
+	// Start, reload and -check-config apply the same checks.
+	if err := cfg.Check(); err != nil {
+		fmt.Fprintf(stderr, "connlogd: %s: %v\n", source, err)
+		return 1
+	}
 	if *check {
+		for _, w := range namespaceWarnings(cfg) {
+			fmt.Fprintf(stderr, "connlogd: %s: warning: %s\n", source, w)
+		}
 		fmt.Fprintf(stdout, "%s: configuration is valid\n", source)
 		return 0
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	for _, w := range namespaceWarnings(cfg) {
+		log.Warn(w, "config", source)
+	}
 	if *once {
 		if err := engine.Snapshot(cfg, stdout, log); err != nil {
 			fmt.Fprintln(stderr, "connlogd:", err)
@@ -64,12 +77,31 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	log.Info("starting", "version", buildVersion(), "config", source, "interval", cfg.Interval)
+	log.Info("starting", "version", version.Version(), "config", source, "interval", cfg.Interval)
+	// Exit status (README): 0 when every event was delivered or counted
+	// as dropped while running; 1 when start failed or the final flush
+	// did (events lost at the stop, which the unit then shows as failed).
 	if err := run(ctx, cfg, cfgFile(*cfgPath, source), log); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// namespaceWarnings names the listed namespaces that do not exist now.
+// They are not errors: a namespace may be created after connlogd starts
+// (a container), and it is watched from the rescan that finds it.
+func namespaceWarnings(cfg *config.Config) []string {
+	var out []string
+	for _, e := range cfg.Namespaces.List {
+		if e == config.NamespacesHost {
+			continue
+		}
+		if _, err := netns.Resolve(e); err != nil {
+			out = append(out, fmt.Sprintf("namespaces: %q does not exist yet (%v); it is watched once it appears", e, errors.Unwrap(err)))
+		}
+	}
+	return out
 }
 
 // loadConfig reads the named file, or the default path when it exists, or
@@ -84,16 +116,6 @@ func loadConfig(path string) (*config.Config, string, error) {
 		return config.Default(), "built-in defaults", nil
 	}
 	return cfg, config.DefaultPath, err
-}
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
 }
 
 // cfgFile returns the file a running daemon reloads: the one it read, or
@@ -124,7 +146,7 @@ func run(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logg
 	n := newNotifier(log)
 	opts := engine.Options{
 		Log:            log,
-		Version:        buildVersion(),
+		Version:        version.Version(),
 		Notify:         n,
 		WatchdogPeriod: n.watchdogPeriod(),
 		Reload:         reloads,

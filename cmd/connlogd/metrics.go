@@ -14,8 +14,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/connlogd/connlogd/audit"
+	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/engine"
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/internal/version"
 	"github.com/connlogd/connlogd/sink"
 )
 
@@ -35,7 +38,8 @@ type metrics struct {
 	reloads    *prometheus.CounterVec
 	reloadTime prometheus.Gauge
 	nsCount    prometheus.Gauge
-	out        atomic.Pointer[engine.Output] // for the scraper
+	out        atomic.Pointer[engine.Output]   // for the scraper
+	audit      atomic.Pointer[audit.JoinStats] // nil until audit attribution reports
 }
 
 // startMetrics serves metrics on listen; an empty listen turns them off.
@@ -78,8 +82,8 @@ func startMetrics(listen string, log *slog.Logger) (*metrics, error) {
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "connlogd_build_info", Help: "Build information; the value is 1.",
 	}, []string{"version", "goversion"})
-	build.WithLabelValues(buildVersion(), runtime.Version()).Set(1)
-	for _, k := range []event.Kind{event.Appeared, event.StateChanged, event.Closed, event.Gap} {
+	build.WithLabelValues(version.Version(), runtime.Version()).Set(1)
+	for _, k := range []event.Kind{event.Appeared, event.StateChanged, event.Updated, event.Closed, event.Gap} {
 		m.events.WithLabelValues(k.String())
 	}
 	for _, r := range []string{"success", "failure"} {
@@ -87,9 +91,10 @@ func startMetrics(listen string, log *slog.Logger) (*metrics, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.events, m.pollTime, m.sockets, m.netlinkErr, m.overruns, m.dumpFail,
-		m.reloads, m.reloadTime, m.nsCount, build, sinkCollector{m})
+		m.reloads, m.reloadTime, m.nsCount, build, sinkCollector{m}, auditCollector{m})
 
-	ln, err := net.Listen("tcp", listen)
+	// The families the address names and no more (0.0.0.0 is IPv4 only).
+	ln, err := net.Listen(config.Metrics{Listen: listen}.Network(), listen)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: listen %s: %w", listen, err)
 	}
@@ -216,4 +221,41 @@ func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sinkErrorsDesc, prometheus.CounterValue, float64(st.Errors), st.Sink)
 		ch <- prometheus.MustNewConstMetric(sinkQueuedDesc, prometheus.GaugeValue, float64(st.Queued), st.Sink)
 	}
+}
+
+// Audit publishes audit attribution's counters for the scraper
+// (engine.AuditMetrics).
+func (m *metrics) Audit(st audit.JoinStats) {
+	if m == nil {
+		return
+	}
+	m.audit.Store(&st)
+}
+
+var (
+	auditCallsDesc     = prometheus.NewDesc("connlogd_audit_calls_total", "Audited connect and accept calls read.", nil, nil)
+	auditMatchedDesc   = prometheus.NewDesc("connlogd_audit_matched_total", "Sockets given an owner from audit records.", nil, nil)
+	auditAmbiguousDesc = prometheus.NewDesc("connlogd_audit_ambiguous_total", "Times a socket was left without owner because calls of different processes fit it.", nil, nil)
+	auditExpiredDesc   = prometheus.NewDesc("connlogd_audit_unclaimed_total", "Audited calls no reported socket claimed in time.", nil, nil)
+)
+
+// auditCollector reports audit attribution's counters, when it is on.
+type auditCollector struct{ m *metrics }
+
+func (c auditCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- auditCallsDesc
+	ch <- auditMatchedDesc
+	ch <- auditAmbiguousDesc
+	ch <- auditExpiredDesc
+}
+
+func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.m.audit.Load()
+	if st == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(auditCallsDesc, prometheus.CounterValue, float64(st.Sightings))
+	ch <- prometheus.MustNewConstMetric(auditMatchedDesc, prometheus.CounterValue, float64(st.Matched))
+	ch <- prometheus.MustNewConstMetric(auditAmbiguousDesc, prometheus.CounterValue, float64(st.Ambiguous))
+	ch <- prometheus.MustNewConstMetric(auditExpiredDesc, prometheus.CounterValue, float64(st.Expired))
 }

@@ -1,0 +1,287 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/connlogd/connlogd/internal/netnstest"
+	"github.com/connlogd/connlogd/internal/otelcoltest"
+)
+
+// fleetHost is one simulated host: a network namespace with a TCP server,
+// watched by its own connlogd, which runs in the root namespace with
+// `namespaces: [that one]` and an otlp sink with a spool.
+type fleetHost struct {
+	ns      *netnstest.NS
+	tcp     string // the server's address in ns
+	udp     string
+	cfg     string
+	d       *proc
+	clients map[int]bool // local ports of the connections made
+	round   map[int]int
+	rounds  int
+}
+
+func startFleetDaemon(t *testing.T, h *fleetHost) {
+	t.Helper()
+	d := &proc{t: t, out: filepath.Join(filepath.Dir(h.cfg), "events.json"), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	d.cmd = exec.Command(connlogdBin, "-config", h.cfg)
+	d.cmd.Stderr = &lockedWriter{mu: &d.mu, w: d.stderr}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.err = d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(d.stop)
+	h.d = d
+	// Watching: the server's listener is in the table.
+	_, port, _ := net.SplitHostPort(h.tcp)
+	d.waitFor("the listener", time.Minute, func(evs []ev) bool {
+		for _, e := range evs {
+			if e.str("state") == "listen" && e.num("src_port") == num(port) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// traffic makes n short TCP connections in each host's namespace.
+func traffic(t *testing.T, hosts []*fleetHost, n int) {
+	t.Helper()
+	for _, h := range hosts {
+		ports, _ := shortLived(t, h.ns, h.tcp, h.udp, n, 0, 2, 300*time.Millisecond)
+		for p := range ports {
+			h.clients[p] = true
+			h.round[p] = h.rounds
+		}
+		h.rounds++
+	}
+}
+
+// eventKey identifies an event for counting duplicates: event_id is not
+// in the events yet, so the native record's namespace, cookie, kind and
+// states stand in for it.
+func eventKey(netns, cookie, kind, state, prev string) string {
+	return netns + "/" + cookie + "/" + kind + "/" + state + "/" + prev
+}
+
+// TestFleetOTLPSpool: ten hosts send to one OpenTelemetry Collector; the
+// collector is stopped for 30 s while traffic goes on, and one connlogd
+// is killed with SIGKILL meanwhile and started again on the same spool.
+// In the collector's output, every connection the traffic made has its
+// appeared and closed events, for both its sockets; every event any
+// daemon wrote to its file sink arrived; duplicates are counted.
+func TestFleetOTLPSpool(t *testing.T) {
+	netnstest.Require(t)
+	col := otelcoltest.Start(t)
+	const nhosts = 10
+	var hosts []*fleetHost
+	for range nhosts {
+		ns := netnstest.New(t)
+		tcp, udp := servers(t, ns)
+		dir := t.TempDir()
+		h := &fleetHost{ns: ns, tcp: tcp, udp: udp, cfg: filepath.Join(dir, "config.yaml"), clients: map[int]bool{}, round: map[int]int{}}
+		body := fmt.Sprintf(`interval: 1s
+namespaces: [%s]
+sinks:
+  - type: otlp
+    endpoint: %s
+    drain_timeout: 10s
+    spool:
+      dir: %s
+  - type: file
+    path: %s
+`, ns.Name, col.Endpoint(), filepath.Join(dir, "spool"), filepath.Join(dir, "events.json"))
+		if err := os.WriteFile(h.cfg, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		hosts = append(hosts, h)
+	}
+	for _, h := range hosts {
+		startFleetDaemon(t, h)
+	}
+
+	traffic(t, hosts, 20)
+	col.Stop()
+	down := time.Now()
+	traffic(t, hosts, 20)
+
+	// Host 0's connlogd dies by SIGKILL once its closes are written (in
+	// its spool, and in its file sink, which says so), and starts again
+	// on the same spool; its events exist only in the spool meanwhile.
+	h0 := hosts[0]
+	_, port0, _ := net.SplitHostPort(h0.tcp)
+	h0.d.waitFor("host 0's closes", time.Minute, func(evs []ev) bool {
+		closed := map[int]bool{}
+		for _, e := range evs {
+			if e.str("event") == "closed" && e.num("dst_port") == num(port0) {
+				closed[int(e.num("src_port"))] = true
+			}
+		}
+		for p := range h0.clients {
+			if !closed[p] {
+				return false
+			}
+		}
+		return true
+	})
+	h0.d.cmd.Process.Signal(syscall.SIGKILL)
+	<-h0.d.done
+	startFleetDaemon(t, h0)
+
+	traffic(t, hosts, 20)
+	if wait := 30*time.Second - time.Since(down); wait > 0 {
+		time.Sleep(wait) // the outage lasts 30 s by design, not to wait for a condition
+	}
+	col.Restart()
+	traffic(t, hosts, 20)
+
+	// Every client connection: appeared and closed for the client's
+	// socket (src_port p) and the server's (dst_port p).
+	missing := func(recs []otelcoltest.Record) []string {
+		seen := map[string]bool{}
+		for _, r := range recs {
+			b := r.Body()
+			if b["proto"] != "tcp" {
+				continue
+			}
+			seen[fmt.Sprintf("%v %v %v %v ", b["netns_name"], b["event"], b["src_port"], b["dst_port"])] = true
+		}
+		var out []string
+		for _, h := range hosts {
+			_, sport, _ := net.SplitHostPort(h.tcp)
+			for p := range h.clients {
+				ps := strconv.Itoa(p)
+				for _, k := range []string{
+					fmt.Sprintf("%s appeared %s %s ", h.ns.Name, ps, sport),
+					fmt.Sprintf("%s closed %s %s ", h.ns.Name, ps, sport),
+					fmt.Sprintf("%s appeared %s %s ", h.ns.Name, sport, ps),
+					fmt.Sprintf("%s closed %s %s ", h.ns.Name, sport, ps),
+				} {
+					if !seen[k] {
+						out = append(out, k)
+					}
+				}
+			}
+		}
+		return out
+	}
+	var recs []otelcoltest.Record
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		var err error
+		if recs, err = col.Records(); err != nil {
+			t.Fatal(err)
+		}
+		m := missing(recs)
+		if len(m) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			by := map[string]int{}
+			for _, k := range m {
+				var ns, kind string
+				var a, b int
+				fmt.Sscanf(k, "%s %s %d %d", &ns, &kind, &a, &b)
+				h := 0
+				for i := range hosts {
+					if hosts[i].ns.Name == ns {
+						h = i
+					}
+				}
+				p := a
+				if !hosts[h].clients[a] {
+					p = b
+				}
+				by[fmt.Sprintf("host %d round %d %s", h, hosts[h].round[p], kind)]++
+			}
+			t.Logf("missing by host, round and kind: %v", by)
+			t.Logf("host 0 stderr:\n%s", hosts[0].d.logs())
+			t.Fatalf("%d of the traffic's events never reached the collector, such as %q", len(m), m[:min(5, len(m))])
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	// Every event a daemon wrote (its file sink has them all, both runs of
+	// host 0) reached the collector once the daemons have stopped (each
+	// drains its spool at SIGTERM); count what came more than once.
+	for _, h := range hosts {
+		h.d.stop()
+	}
+	type fileEvent struct {
+		host int
+		key  string
+		e    ev
+	}
+	var written []fileEvent
+	for i, h := range hosts {
+		for _, e := range h.d.events() {
+			if e.str("event") == "gap" {
+				t.Errorf("host %d reported a gap: %v", i, e)
+				continue
+			}
+			written = append(written, fileEvent{i, eventKey(numStr(e["netns"]), numStr(e["cookie"]), e.str("event"), e.str("state"), e.str("prev_state")), e})
+		}
+	}
+	var got map[string]int
+	var lost []fileEvent
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		var err error
+		if recs, err = col.Records(); err != nil {
+			t.Fatal(err)
+		}
+		got = map[string]int{}
+		for _, r := range recs {
+			b := r.Body()
+			got[eventKey(numStr(b["netns"]), numStr(b["cookie"]), numStr(b["event"]), numStr(b["state"]), numStr(b["prev_state"]))]++
+		}
+		lost = lost[:0]
+		for _, w := range written {
+			if got[w.key] == 0 {
+				lost = append(lost, w)
+			}
+		}
+		if len(lost) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	for _, w := range lost {
+		t.Errorf("host %d: event not in the collector's output: %v", w.host, w.e)
+	}
+	// A restarted daemon reports again what it finds at start (its
+	// listener, TIME_WAIT remnants): such repeats are in its file too.
+	// What the collector has more often than the files is a duplicate of
+	// delivery.
+	inFiles := map[string]int{}
+	for _, w := range written {
+		inFiles[w.key]++
+	}
+	dups, conns := 0, 0
+	for k, n := range got {
+		dups += max(n-inFiles[k], 0)
+	}
+	for _, h := range hosts {
+		conns += len(h.clients)
+	}
+	t.Logf("%d hosts, %d connections, %d events written, %d records in the collector, %d delivered twice (by namespace, cookie, kind and states: event_id is not in the events yet)",
+		nhosts, conns, len(written), len(recs), dups)
+}
+
+// numStr writes a decoded JSON number as the collector's records show it.
+func numStr(v any) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprint(v)
+}

@@ -1,0 +1,220 @@
+package engine
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/netns"
+	"github.com/connlogd/connlogd/netns/fakewatch"
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// watchHarness runs openNamespaces on a fake watcher for h's loop.
+type watchHarness struct {
+	fw     *fakewatch.Watcher
+	toLoop chan netns.Change
+	opened chan opened
+}
+
+func startWatch(t *testing.T, h *harness) *watchHarness {
+	t.Helper()
+	wh := &watchHarness{fw: fakewatch.New(), toLoop: make(chan netns.Change, 8), opened: make(chan opened, 8)}
+	h.d.nsw = wh.fw
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		openNamespaces(wh.fw, h.d.open, &h.d.cfgNow, h.d.log, wh.toLoop, wh.opened, quit)
+	}()
+	t.Cleanup(func() {
+		close(quit)
+		wh.fw.Close()
+		<-done
+	})
+	return wh
+}
+
+func (wh *watchHarness) nextOpened(t *testing.T) opened {
+	t.Helper()
+	select {
+	case o := <-wh.opened:
+		return o
+	case <-time.After(30 * time.Second):
+		t.Fatal("nothing opened")
+	}
+	return opened{}
+}
+
+// TestWatchedNamespaceOpenedAndAdopted: a namespace the watcher reports
+// is opened away from the loop, adopted, and polled at once, ahead of the
+// round and of any rescan; its sockets are new, not initial. When it
+// vanishes, the rescan closes it and the watcher forgets it.
+func TestWatchedNamespaceOpenedAndAdopted(t *testing.T) {
+	host, other := hostNS(), otherNS(1)
+	h := newHarness(t, testConfig(t, "namespaces: all\n"), host)
+	k := &fakeDumper{clock: h.clock}
+	k.set(listener(7, 22))
+	h.kernel[other.ID] = k
+	h.start()
+	h.out.take()
+	wh := startWatch(t, h)
+
+	wh.fw.Send(netns.Change{NS: other})
+	o := wh.nextOpened(t)
+	if o.err != nil || o.ns.ID != other.ID {
+		t.Fatalf("opened %+v", o)
+	}
+	probes := k.dumpCount() // openHandles probes each request with a dump
+	if probes == 0 {
+		t.Fatal("the namespace was not probed where it was opened")
+	}
+	h.d.adopt(o)
+	if h.d.watches[other.ID] == nil {
+		t.Fatal("not adopted")
+	}
+	h.d.finishRounds()
+	if k.dumpCount() == probes {
+		t.Error("not polled when adopted")
+	}
+	evs := h.out.take()
+	if got := kinds(evs); got["appeared"] != 1 {
+		t.Fatalf("wrote %v; want the listener appeared", got)
+	}
+	for _, ev := range evs {
+		if ev.Initial || ev.Netns != other.ID.Ino || ev.NetnsName != other.Name {
+			t.Errorf("appeared %+v: want not initial, tagged %d %q", ev, other.ID.Ino, other.Name)
+		}
+	}
+
+	// Discovery never found it (the rescan's list lacks it): it is gone.
+	h.clock.Advance(time.Second)
+	if err := h.d.rescan(); err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(h.out.take()); got["closed/"+event.ReasonNetnsGone] != 1 {
+		t.Errorf("vanished: wrote %v", got)
+	}
+	if f := wh.fw.Forgotten(); len(f) != 1 || f[0] != other.ID {
+		t.Errorf("forgotten %v; want %v", f, other.ID)
+	}
+}
+
+// TestWatchedNamespaceThatCannotBeOpenedIsForgotten: a namespace gone
+// before it could be opened is left to the rescan, and reported again if
+// the watcher sees it again.
+func TestWatchedNamespaceThatCannotBeOpenedIsForgotten(t *testing.T) {
+	h := newHarness(t, testConfig(t, "namespaces: all\n"), hostNS())
+	h.start()
+	wh := startWatch(t, h)
+	gone := otherNS(2) // no kernel entry: the opener fails
+	wh.fw.Send(netns.Change{NS: gone})
+	o := wh.nextOpened(t)
+	if o.err == nil {
+		t.Fatal("opened a namespace the kernel does not have")
+	}
+	h.d.adopt(o)
+	if h.d.watches[gone.ID] != nil {
+		t.Error("watched")
+	}
+	if f := wh.fw.Forgotten(); len(f) != 1 || f[0] != gone.ID {
+		t.Errorf("forgotten %v", f)
+	}
+}
+
+// TestAdoptAfterTheRescanKeepsTheFirst: when the rescan opened the
+// namespace first, what the watcher's opener opened is closed unused.
+func TestAdoptAfterTheRescanKeepsTheFirst(t *testing.T) {
+	host, other := hostNS(), otherNS(3)
+	h := newHarness(t, testConfig(t, "namespaces: all\n"), host, other)
+	h.start()
+	first := h.d.watches[other.ID]
+	wh := startWatch(t, h)
+	wh.fw.Send(netns.Change{NS: other})
+	o := wh.nextOpened(t)
+	h.d.adopt(o)
+	if h.d.watches[other.ID] != first {
+		t.Error("the rescan's namespace was replaced")
+	}
+	if len(h.d.order) != 2 {
+		t.Errorf("%d namespaces polled, want 2", len(h.d.order))
+	}
+}
+
+// TestWatcherRescanAndListedNamespacesGoToTheLoop: a Rescan change, and
+// any change while namespaces are listed rather than all watched, reach
+// the loop, which lists them again; nothing is opened for them.
+func TestWatcherRescanAndListedNamespacesGoToTheLoop(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		c    netns.Change
+	}{
+		{"namespaces: all\n", netns.Change{Rescan: true}},
+		{"namespaces: [web]\n", netns.Change{NS: otherNS(4)}},
+	} {
+		h := newHarness(t, testConfig(t, tc.yaml), hostNS())
+		wh := startWatch(t, h)
+		wh.fw.Send(tc.c)
+		select {
+		case got := <-wh.toLoop:
+			if got.Rescan != tc.c.Rescan || got.NS != tc.c.NS {
+				t.Errorf("%s: loop got %+v", tc.yaml, got)
+			}
+		case o := <-wh.opened:
+			t.Errorf("%s: opened %+v", tc.yaml, o.ns)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: nothing reached the loop", tc.yaml)
+		}
+	}
+}
+
+// TestShortLivedSocketsGetTheNamespacesContainer: a socket known only
+// from a destroy notification carries no cgroup; in a container's
+// namespace it gets that container's id, learned from a socket with a
+// container's cgroup, and never in the host's namespace.
+func TestShortLivedSocketsGetTheNamespacesContainer(t *testing.T) {
+	const ctr = "45ea1a6a804e7788d39c8de42baf74cf00297ef44c6b258c7e053ecf6efab10a"
+	host, other := hostNS(), otherNS(5)
+	h := newHarness(t, testConfig(t, "namespaces: all\n"), host, other)
+	h.start()
+	w := h.d.watches[other.ID]
+	withCgroup := event.Event{Kind: event.Appeared, Cgroup: &event.Cgroup{ContainerID: ctr}}
+	w.nameContainer(&withCgroup)
+	short := event.Event{Kind: event.Closed, ShortLived: true}
+	w.nameContainer(&short)
+	if short.ContainerID() != ctr {
+		t.Errorf("short-lived socket's container %q, want %q", short.ContainerID(), ctr)
+	}
+	hw := h.d.watches[host.ID]
+	hw.nameContainer(&withCgroup)
+	hostShort := event.Event{Kind: event.Closed, ShortLived: true}
+	hw.nameContainer(&hostShort)
+	if hostShort.ContainerID() != "" {
+		t.Error("the host's namespace was given a container")
+	}
+}
+
+// TestVanishedNamespaceDrainsItsQueuedCloses: closes queued in a
+// namespace's destroy subscription when the rescan finds it gone are
+// logged, not dropped with its handles.
+func TestVanishedNamespaceDrainsItsQueuedCloses(t *testing.T) {
+	host, other := hostNS(), otherNS(6)
+	h := newHarness(t, testConfig(t, "namespaces: all\n"), host, other)
+	sub := newFakeSub()
+	h.subs[other.ID] = sub
+	h.start()
+	h.out.take()
+	s := listener(9, 8080)
+	s.State = snapshot.StateEstablished
+	s.Dst = netip.MustParseAddrPort("10.0.0.2:40000")
+	sub.push(s)
+	h.nss = []netns.NS{host}
+	h.clock.Advance(time.Second)
+	if err := h.d.rescan(); err != nil {
+		t.Fatal(err)
+	}
+	got := kinds(h.out.take())
+	if got["appeared"] != 1 || got["closed/"+event.ReasonDestroyed] != 1 {
+		t.Errorf("wrote %v; want the queued connection appeared and closed (destroyed)", got)
+	}
+}

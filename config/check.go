@@ -8,13 +8,15 @@ import (
 	"strings"
 
 	"github.com/connlogd/connlogd/safefile"
+	"github.com/connlogd/connlogd/spool"
 )
 
 // Check applies every rule that starting with c applies, without side
 // effects: Validate's rules, and those that look at the system. A file
 // sink's directory must exist and be writable, and the file must be one
 // the sink would open (package safefile); a state file's directory too;
-// TLS files must exist, be readable and parse. Start, reload and
+// TLS files must exist, be readable and parse; a spool directory must be
+// one package spool would open. Start, reload and
 // -check-config all call it, so the check says what start will say.
 //
 // What only doing it can tell (a port already in use, a collector that
@@ -41,6 +43,17 @@ func (c *Config) Check() error {
 				if _, _, err := s.TLS.Load(); err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", where, err))
 				}
+			}
+		case SinkOTLP:
+			if s.OTLP != nil && strings.HasPrefix(s.OTLP.Endpoint, "https:") {
+				if _, _, err := s.TLS.Load(); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", where, err))
+				}
+			}
+		}
+		if s.Spool.Dir != "" {
+			if err := spool.Check(s.Spool.Dir); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", where, err))
 			}
 		}
 	}

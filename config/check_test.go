@@ -66,6 +66,17 @@ func TestCheckRefusesWhatStartRefuses(t *testing.T) {
 	if err := os.Chmod(open, 0o777); err != nil {
 		t.Fatal(err)
 	}
+	spoolLink := filepath.Join(dir, "spool-link")
+	if err := os.Symlink(open, spoolLink); err != nil {
+		t.Fatal(err)
+	}
+	theirs := filepath.Join(dir, "theirs")
+	if err := os.Mkdir(theirs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(theirs, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
 	tlsSink := func(tls string) string {
 		return "sinks:\n  - type: syslog\n    network: tls\n    address: 127.0.0.1:6514\n    tls: {" + tls + "}\n"
 	}
@@ -84,6 +95,12 @@ func TestCheckRefusesWhatStartRefuses(t *testing.T) {
 			"sinks[0] (line 2): tls.ca_file: open " + dir + "/none.pem: no such file or directory"},
 		{"ca_file that is not PEM", tlsSink("ca_file: /etc/passwd"), "tls.ca_file: /etc/passwd: no PEM certificate found"},
 		{"key that does not match", tlsSink("ca_file: " + ca + ", cert_file: " + ca + ", key_file: " + ca), "tls.cert_file"},
+		{"otlp over https with a missing ca_file", "sinks:\n  - {type: otlp, endpoint: 'https://127.0.0.1:4318', tls: {ca_file: " + dir + "/none.pem}}\n",
+			"sinks[0] (line 2): tls.ca_file: open " + dir + "/none.pem: no such file or directory"},
+		{"spool directory that is a symlink", "sinks:\n  - {type: otlp, endpoint: 'http://127.0.0.1:4318', spool: {dir: " + spoolLink + "}}\n",
+			"spool " + spoolLink + ": open: not a directory (a symbolic link is never followed)"},
+		{"spool directory of another user", "sinks:\n  - {type: otlp, endpoint: 'http://127.0.0.1:4318', spool: {dir: " + theirs + "}}\n",
+			"spool " + theirs + ": owned by uid 65534"},
 		{"state file in a missing directory", "state_file: " + dir + "/nodir/state.json\n", "state_file: stat " + dir + "/nodir: no such file or directory"},
 		{"state file in a world-writable directory", "state_file: " + open + "/state.json\n", "state_file: " + open + ": refused"},
 	} {
@@ -101,6 +118,7 @@ func TestCheckRefusesWhatStartRefuses(t *testing.T) {
 	// What start accepts, Check accepts.
 	good := "sinks:\n  - {type: file, path: " + dir + "/events.json}\n  - {type: file, path: /dev/null}\n" +
 		"  - {type: syslog, network: tls, address: '127.0.0.1:6514', tls: {ca_file: " + ca + ", cert_file: " + ca + ", key_file: " + key + "}}\n" +
+		"  - {type: otlp, endpoint: 'https://127.0.0.1:4318', tls: {ca_file: " + ca + "}, spool: {dir: " + dir + "/new/spool}}\n" +
 		"state_file: " + dir + "/state.json\nmetrics: {listen: '127.0.0.1:0'}\n"
 	c, err := Parse([]byte(good), "c.yaml")
 	if err != nil {

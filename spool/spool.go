@@ -181,6 +181,35 @@ func Open(dir string, maxBytes int64) (*Spool, error) {
 	return s, nil
 }
 
+// Check says, without creating or changing anything, whether Open would
+// refuse dir for what it is: a symbolic link or not a directory, owned by
+// another uid, or missing under a parent this process cannot create it
+// in. Configuration checks call it, so that they say what a start says.
+func Check(dir string) error {
+	var st unix.Stat_t
+	err := unix.Lstat(dir, &st)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		// Open creates it: the nearest existing ancestor must allow that.
+		p := filepath.Dir(dir)
+		for {
+			if err := unix.Access(p, unix.W_OK|unix.X_OK); err == nil {
+				return nil
+			} else if !errors.Is(err, unix.ENOENT) || p == filepath.Dir(p) {
+				return fmt.Errorf("spool %s: create parent: %w", dir, &fs.PathError{Op: "access", Path: p, Err: err})
+			}
+			p = filepath.Dir(p)
+		}
+	case err != nil:
+		return fmt.Errorf("spool %s: %w", dir, &fs.PathError{Op: "lstat", Path: dir, Err: err})
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("spool %s: open: not a directory (a symbolic link is never followed)", dir)
+	case int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("spool %s: owned by uid %d, not by this process's uid %d", dir, st.Uid, os.Geteuid())
+	}
+	return nil
+}
+
 // openDir creates the directory if missing and opens it without following
 // a symbolic link at its last component, owned by us, mode 0700, locked.
 func (s *Spool) openDir() error {

@@ -63,8 +63,10 @@ func TestListenerAppearsAndCloses(t *testing.T) {
 		t.Run(tc.family+"/"+tc.reason, func(t *testing.T) {
 			ns := netnstest.New(t)
 			d := startDaemon(t, ns, tc.cfg)
-			// Let the first poll pass, so the listener is a new socket.
-			time.Sleep(400 * time.Millisecond)
+			// Let the first poll pass, so the listener is a new socket:
+			// "watching" is logged when it has (a fixed sleep was not
+			// enough on a busy machine).
+			waitLog(t, d, "msg=watching ", 1, time.Minute)
 			ln := listenIn(t, ns, tc.network, tc.addr)
 			port := ln.Addr().(*net.TCPAddr).Port
 			evs := d.waitFor("listener appeared", 5*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", port)) > 0 })
@@ -101,7 +103,7 @@ func TestConnectionHalfCloseAndClose(t *testing.T) {
 	ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
 	defer ln.Close()
 	d := startDaemon(t, ns, "")
-	time.Sleep(400 * time.Millisecond)
+	waitLog(t, d, "msg=watching ", 1, time.Minute) // the first poll has passed
 	var cl *net.TCPConn
 	if err := ns.Do(func() error {
 		c, err := net.Dial("tcp4", ln.Addr().String())
@@ -199,7 +201,7 @@ func TestConnectionHalfCloseAndClose(t *testing.T) {
 func TestConnectedUDPAppearsAndCloses(t *testing.T) {
 	ns := netnstest.New(t)
 	d := startDaemon(t, ns, "")
-	time.Sleep(400 * time.Millisecond)
+	waitLog(t, d, "msg=watching ", 1, time.Minute) // the first poll has passed
 	var c net.Conn
 	if err := ns.Do(func() (err error) { c, err = net.Dial("udp4", "127.0.0.1:9"); return err }); err != nil {
 		t.Fatal(err)

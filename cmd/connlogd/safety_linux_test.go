@@ -87,6 +87,8 @@ func TestCheckConfigSaysWhatStartSays(t *testing.T) {
 		{"file sink in a world-writable directory", "sinks: [{type: file, path: " + open + "/events.json}]\n", open + ": refused: directory is writable by group or others"},
 		{"file sink mode 0777", "sinks: [{type: file, path: " + out + ", mode: 0777}]\n", "mode: 0777: only read and write bits"},
 		{"state file in a missing directory", "state_file: " + dir + "/nostate/state.json\nsinks: [{type: file, path: " + out + "}]\n", "state_file: stat " + dir + "/nostate"},
+		{"otlp ca_file missing", "sinks: [{type: otlp, endpoint: 'https://127.0.0.1:4318', tls: {ca_file: " + dir + "/none.pem}}]\n", "tls.ca_file: open " + dir + "/none.pem: no such file or directory"},
+		{"spool directory through a symlink", "sinks: [{type: otlp, endpoint: 'http://127.0.0.1:4318', spool: {dir: " + link + "}}]\n", "spool " + link + ": open: not a directory (a symbolic link is never followed)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := filepath.Join(t.TempDir(), "c.yaml")

@@ -83,6 +83,12 @@ func openNamespaces(nsw netns.Watcher, open opener, cfg *atomic.Pointer[config.C
 			if c.File != nil {
 				c.File.Close()
 			}
+			if !c.Rescan && !c.Gone {
+				// Not opened here: whether it is wanted is the rescan's
+				// business, and a namespace taking its inode later must
+				// be reported again.
+				nsw.Forget(c.NS.ID)
+			}
 			select {
 			case toLoop <- c:
 			case <-quit:
@@ -146,8 +152,7 @@ func (d *loop) adopt(o opened) {
 	// as appeared.
 	w.differ.NotInitial()
 	d.reorder()
-	d.resync(w)
-	d.sync()
+	d.resync(w) // its events are flushed when the dump is done
 }
 
 // nsContainer returns the id of the container of the process whose

@@ -65,10 +65,18 @@ func TestWatcherSeesIPNetnsAdd(t *testing.T) {
 	ns := netnstest.New(t)
 	id := nsID(t, ns.Path)
 	c, took := waitChange(t, w, "ip netns add", func(c netns.Change) bool { return c.NS.ID == id })
-	if c.NS.Name != ns.Name || c.NS.Path != ns.Path || c.NS.Host {
+	if c.NS.Name != ns.Name || c.NS.Path != ns.Path || c.NS.Host || c.Gone {
 		t.Errorf("reported %+v, want name %s at %s", c.NS, ns.Name, ns.Path)
 	}
+	if c.File != nil {
+		c.File.Close()
+	}
 	t.Logf("reported %v after the namespace was made", took)
+	// Its deletion is a hint that it may be gone.
+	if out, err := exec.Command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
+	waitChange(t, w, "ip netns del", func(c netns.Change) bool { return c.Gone && c.NS.Path == ns.Path })
 }
 
 // A bind directory that does not exist yet is watched for from its
@@ -138,6 +146,8 @@ func TestWatcherSeesUnshare(t *testing.T) {
 	if got := nsID(t, c.FilePath()); got != id {
 		t.Errorf("FilePath leads to %v, want %v", got, id)
 	}
+	// The exit of the process it was seen in is a hint that it may be gone.
+	waitChange(t, w, "exit of the namespace's first process", func(c netns.Change) bool { return c.Gone && c.NS.ID == id })
 	if st := w.Stats(); st.ProcEvents == 0 || st.Reported == 0 {
 		t.Errorf("stats %+v", st)
 	}

@@ -129,8 +129,11 @@ func openNamespaces(nsw netns.Watcher, open opener, cfg *atomic.Pointer[config.C
 // the round, so that its first sockets are not left to the next rescan.
 func (d *loop) adopt(o opened) {
 	now := d.clock.Now()
-	if _, ok := d.watches[o.ns.ID]; ok || d.plan.Config.Namespaces.Mode != config.NamespacesAll {
+	if w, ok := d.watches[o.ns.ID]; ok || d.plan.Config.Namespaces.Mode != config.NamespacesAll {
 		o.closeHandles() // the rescan was first, or the configuration changed
+		if ok {
+			w.named(o.ns)
+		}
 		return
 	}
 	w, err := d.build(o)
@@ -214,5 +217,14 @@ func (w *namespace) nameContainer(ev *event.Event) {
 		}
 	} else if w.container != "" && w.containerOf != nil {
 		ev.Container = w.containerOf(w.container)
+	}
+}
+
+// named takes the name a namespace was found under when it was watched
+// before it had one: found through the process that made it (`ip netns
+// add` unshares, then mounts the bind file), then through its bind file.
+func (w *namespace) named(ns netns.NS) {
+	if w.ns.Name == "" && ns.Name != "" {
+		w.ns.Name = ns.Name
 	}
 }

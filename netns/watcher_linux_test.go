@@ -153,3 +153,30 @@ func TestWatcherSeesUnshare(t *testing.T) {
 	}
 	t.Logf("reported %v after start", took)
 }
+
+// A bind file whose mount is not made yet is no namespace to Discover or
+// Resolve.
+func TestUnmountedBindFileIsNoNamespace(t *testing.T) {
+	netnstest.Require(t)
+	if err := os.MkdirAll(netns.RunDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name := "connlogd-test-unmounted-" + strconv.Itoa(os.Getpid())
+	path := filepath.Join(netns.RunDir, name)
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(path)
+	if _, err := netns.Resolve(name); err == nil {
+		t.Error("Resolve took an empty file for a namespace")
+	}
+	all, err := netns.Discover()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range all {
+		if ns.Name == name {
+			t.Errorf("Discover listed %+v", ns)
+		}
+	}
+}

@@ -140,7 +140,7 @@ func (d *loop) adopt(o opened) {
 	if err != nil {
 		if netns.IsPermission(err) && !d.nsDenied {
 			d.nsDenied = true
-			d.log.Warn("cannot enter other network namespaces (needs CAP_SYS_ADMIN); watching the host namespace only", "err", err)
+			d.deniedNamespaces([]string{o.ns.String()}, err)
 			d.write(&event.Event{Kind: event.Gap, Time: now, Reason: event.GapNetnsUnwatchable})
 		}
 		// Gone already, or not enterable: the rescan decides, and says.

@@ -232,7 +232,7 @@ func TestNamespaceNamedLater(t *testing.T) {
 		t.Fatal("setup")
 	}
 	h.nss = []netns.NS{host, other}
-	if err := h.d.rescan(h.clock.Now()); err != nil {
+	if err := h.d.rescan(); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.d.watches[other.ID].ns.Name; got != other.Name {
@@ -244,7 +244,7 @@ func TestNamespaceNamedLater(t *testing.T) {
 	unnamed3.Name = ""
 	h.kernel[third.ID] = &fakeDumper{clock: h.clock}
 	h.nss = []netns.NS{host, other, unnamed3}
-	if err := h.d.rescan(h.clock.Now()); err != nil {
+	if err := h.d.rescan(); err != nil {
 		t.Fatal(err)
 	}
 	wh := startWatch(t, h)

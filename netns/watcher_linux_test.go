@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -178,5 +179,37 @@ func TestUnmountedBindFileIsNoNamespace(t *testing.T) {
 		if ns.Name == name {
 			t.Errorf("Discover listed %+v", ns)
 		}
+	}
+}
+
+// Without CAP_NET_ADMIN the process events cannot be had: the watcher
+// says so in one warning naming the capability, and still watches the
+// bind directories. The test runs itself again under capsh, which drops
+// the capability.
+func TestWatcherWithoutNetAdmin(t *testing.T) {
+	if os.Getenv("CONNLOGD_TEST_NO_NET_ADMIN") == "1" {
+		w, warns, err := netns.NewWatcher(netns.WatchOptions{Procs: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		if len(warns) != 1 || !strings.Contains(warns[0].Error(), "needs CAP_NET_ADMIN") || !strings.Contains(warns[0].Error(), "periodic rescan") {
+			t.Fatalf("warnings %v, want one naming CAP_NET_ADMIN and the fallback", warns)
+		}
+		return
+	}
+	netnstest.Require(t)
+	capsh, err := exec.LookPath("capsh")
+	if err != nil {
+		if os.Getenv("CONNLOGD_REQUIRE_NETNS") == "1" {
+			t.Fatal("needs capsh (libcap2-bin) to drop CAP_NET_ADMIN")
+		}
+		t.Skip("needs capsh (libcap2-bin) to drop CAP_NET_ADMIN")
+	}
+	cmd := exec.Command(capsh, "--drop=cap_net_admin", "--", "-c", `exec "$0" -test.run '^TestWatcherWithoutNetAdmin$' -test.v`, os.Args[0])
+	cmd.Env = append(os.Environ(), "CONNLOGD_TEST_NO_NET_ADMIN=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestWatcherWithoutNetAdmin") {
+		t.Fatalf("without CAP_NET_ADMIN: %v\n%s", err, out)
 	}
 }

@@ -54,12 +54,15 @@ func TestContainerFields(t *testing.T) {
 	ecs := decode(t, encodeSchema(t, schemaECS, ev)[0])
 	ecs.expect(fields{
 		"container.id": c.ID, "container.name": c.Name,
-		"container.image.name": "registry.local:5000/shop/api", "container.image.tag": "1.4",
+		"container.image.name": "registry.local:5000/shop/api",
 		"orchestrator.type": "kubernetes", "orchestrator.namespace": "shop",
 		"orchestrator.resource.type": "pod", "orchestrator.resource.name": "api-7d4b9", "orchestrator.resource.id": c.PodUID,
 	})
 	if got := ecs.strs("container.image.hash.all"); len(got) != 1 || got[0] != c.ImageID {
 		t.Errorf("container.image.hash.all %v", got)
+	}
+	if got := ecs.strs("container.image.tag"); len(got) != 1 || got[0] != "1.4" {
+		t.Errorf("container.image.tag %v", got)
 	}
 	ocsf := decode(t, encodeSchema(t, schemaOCSF, ev)[0])
 	ocsf.expect(fields{

@@ -508,7 +508,8 @@ func (d *loop) rescan() error {
 	var deniedErr error
 	for _, ns := range want {
 		seen[ns.ID] = true
-		if _, ok := d.watches[ns.ID]; ok {
+		if w, ok := d.watches[ns.ID]; ok {
+			w.named(ns)
 			continue
 		}
 		w, err := d.openNamespace(ns)

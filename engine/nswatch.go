@@ -83,6 +83,12 @@ func openNamespaces(nsw netns.Watcher, open opener, cfg *atomic.Pointer[config.C
 			if c.File != nil {
 				c.File.Close()
 			}
+			if !c.Rescan && !c.Gone {
+				// Not opened here: whether it is wanted is the rescan's
+				// business, and a namespace taking its inode later must
+				// be reported again.
+				nsw.Forget(c.NS.ID)
+			}
 			select {
 			case toLoop <- c:
 			case <-quit:
@@ -123,15 +129,18 @@ func openNamespaces(nsw netns.Watcher, open opener, cfg *atomic.Pointer[config.C
 // the round, so that its first sockets are not left to the next rescan.
 func (d *loop) adopt(o opened) {
 	now := d.clock.Now()
-	if _, ok := d.watches[o.ns.ID]; ok || d.plan.Config.Namespaces.Mode != config.NamespacesAll {
+	if w, ok := d.watches[o.ns.ID]; ok || d.plan.Config.Namespaces.Mode != config.NamespacesAll {
 		o.closeHandles() // the rescan was first, or the configuration changed
+		if ok {
+			w.named(o.ns)
+		}
 		return
 	}
 	w, err := d.build(o)
 	if err != nil {
 		if netns.IsPermission(err) && !d.nsDenied {
 			d.nsDenied = true
-			d.log.Warn("cannot enter other network namespaces (needs CAP_SYS_ADMIN); watching the host namespace only", "err", err)
+			d.deniedNamespaces([]string{o.ns.String()}, err)
 			d.write(&event.Event{Kind: event.Gap, Time: now, Reason: event.GapNetnsUnwatchable})
 		}
 		// Gone already, or not enterable: the rescan decides, and says.
@@ -146,8 +155,7 @@ func (d *loop) adopt(o opened) {
 	// as appeared.
 	w.differ.NotInitial()
 	d.reorder()
-	d.resync(w)
-	d.sync()
+	d.resync(w) // its events are flushed when the dump is done
 }
 
 // nsContainer returns the id of the container of the process whose
@@ -209,5 +217,14 @@ func (w *namespace) nameContainer(ev *event.Event) {
 		}
 	} else if w.container != "" && w.containerOf != nil {
 		ev.Container = w.containerOf(w.container)
+	}
+}
+
+// named takes the name a namespace was found under when it was watched
+// before it had one: found through the process that made it (`ip netns
+// add` unshares, then mounts the bind file), then through its bind file.
+func (w *namespace) named(ns netns.NS) {
+	if w.ns.Name == "" && ns.Name != "" {
+		w.ns.Name = ns.Name
 	}
 }

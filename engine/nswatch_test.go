@@ -218,3 +218,39 @@ func TestVanishedNamespaceDrainsItsQueuedCloses(t *testing.T) {
 		t.Errorf("wrote %v; want the queued connection appeared and closed (destroyed)", got)
 	}
 }
+
+// TestNamespaceNamedLater: a namespace first found unnamed (through the
+// process that made it) takes its name when found through its bind
+// file, by the rescan or the watcher.
+func TestNamespaceNamedLater(t *testing.T) {
+	host, other := hostNS(), otherNS(7)
+	unnamed := other
+	unnamed.Name = ""
+	h := newHarness(t, testConfig(t, "namespaces: all\n"), host, unnamed)
+	h.start()
+	if w := h.d.watches[other.ID]; w == nil || w.ns.Name != "" {
+		t.Fatal("setup")
+	}
+	h.nss = []netns.NS{host, other}
+	if err := h.d.rescan(); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.d.watches[other.ID].ns.Name; got != other.Name {
+		t.Errorf("after the rescan: name %q, want %q", got, other.Name)
+	}
+	// And through the watcher, when it reports the bind file.
+	third := otherNS(8)
+	unnamed3 := third
+	unnamed3.Name = ""
+	h.kernel[third.ID] = &fakeDumper{clock: h.clock}
+	h.nss = []netns.NS{host, other, unnamed3}
+	if err := h.d.rescan(); err != nil {
+		t.Fatal(err)
+	}
+	wh := startWatch(t, h)
+	wh.fw.Send(netns.Change{NS: third})
+	h.d.adopt(wh.nextOpened(t))
+	if got := h.d.watches[third.ID].ns.Name; got != third.Name {
+		t.Errorf("after the watcher's report: name %q, want %q", got, third.Name)
+	}
+}

@@ -48,7 +48,10 @@ func Discover() ([]NS, error) {
 	out := []NS{host}
 	add := func(path, name string) {
 		id, err := statID(path)
-		if err != nil || seen[id] {
+		// Every namespace file is on nsfs, whose one device the host's
+		// shares: a bind file whose mount is not made yet (`ip netns add`
+		// creates it first) is not one.
+		if err != nil || seen[id] || id.Dev != host.ID.Dev {
 			return
 		}
 		seen[id] = true
@@ -99,6 +102,9 @@ func Resolve(entry string) (NS, error) {
 	host, err := Host()
 	if err == nil && host.ID == id {
 		return host, nil
+	}
+	if err == nil && id.Dev != host.ID.Dev {
+		return NS{}, fmt.Errorf("netns %s: %w", entry, errNotNamespace)
 	}
 	return NS{ID: id, Name: name, Path: path}, nil
 }
@@ -153,6 +159,10 @@ func doLocked(ns NS, fn func() error) error {
 }
 
 var errGone = errors.New("namespace is gone")
+
+// errNotNamespace: the file is not on nsfs, such as a bind file whose
+// mount is not made yet.
+var errNotNamespace = errors.New("not a network namespace (yet)")
 
 // IsPermission reports whether err means the daemon lacks the privilege
 // to enter namespaces (CAP_SYS_ADMIN).

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,10 +66,18 @@ func TestWatcherSeesIPNetnsAdd(t *testing.T) {
 	ns := netnstest.New(t)
 	id := nsID(t, ns.Path)
 	c, took := waitChange(t, w, "ip netns add", func(c netns.Change) bool { return c.NS.ID == id })
-	if c.NS.Name != ns.Name || c.NS.Path != ns.Path || c.NS.Host {
+	if c.NS.Name != ns.Name || c.NS.Path != ns.Path || c.NS.Host || c.Gone {
 		t.Errorf("reported %+v, want name %s at %s", c.NS, ns.Name, ns.Path)
 	}
+	if c.File != nil {
+		c.File.Close()
+	}
 	t.Logf("reported %v after the namespace was made", took)
+	// Its deletion is a hint that it may be gone.
+	if out, err := exec.Command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
+	waitChange(t, w, "ip netns del", func(c netns.Change) bool { return c.Gone && c.NS.Path == ns.Path })
 }
 
 // A bind directory that does not exist yet is watched for from its
@@ -138,8 +147,69 @@ func TestWatcherSeesUnshare(t *testing.T) {
 	if got := nsID(t, c.FilePath()); got != id {
 		t.Errorf("FilePath leads to %v, want %v", got, id)
 	}
+	// The exit of the process it was seen in is a hint that it may be gone.
+	waitChange(t, w, "exit of the namespace's first process", func(c netns.Change) bool { return c.Gone && c.NS.ID == id })
 	if st := w.Stats(); st.ProcEvents == 0 || st.Reported == 0 {
 		t.Errorf("stats %+v", st)
 	}
 	t.Logf("reported %v after start", took)
+}
+
+// A bind file whose mount is not made yet is no namespace to Discover or
+// Resolve.
+func TestUnmountedBindFileIsNoNamespace(t *testing.T) {
+	netnstest.Require(t)
+	if err := os.MkdirAll(netns.RunDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name := "connlogd-test-unmounted-" + strconv.Itoa(os.Getpid())
+	path := filepath.Join(netns.RunDir, name)
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(path)
+	if _, err := netns.Resolve(name); err == nil {
+		t.Error("Resolve took an empty file for a namespace")
+	}
+	all, err := netns.Discover()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range all {
+		if ns.Name == name {
+			t.Errorf("Discover listed %+v", ns)
+		}
+	}
+}
+
+// Without CAP_NET_ADMIN the process events cannot be had: the watcher
+// says so in one warning naming the capability, and still watches the
+// bind directories. The test runs itself again under capsh, which drops
+// the capability.
+func TestWatcherWithoutNetAdmin(t *testing.T) {
+	if os.Getenv("CONNLOGD_TEST_NO_NET_ADMIN") == "1" {
+		w, warns, err := netns.NewWatcher(netns.WatchOptions{Procs: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		if len(warns) != 1 || !strings.Contains(warns[0].Error(), "needs CAP_NET_ADMIN") || !strings.Contains(warns[0].Error(), "periodic rescan") {
+			t.Fatalf("warnings %v, want one naming CAP_NET_ADMIN and the fallback", warns)
+		}
+		return
+	}
+	netnstest.Require(t)
+	capsh, err := exec.LookPath("capsh")
+	if err != nil {
+		if os.Getenv("CONNLOGD_REQUIRE_NETNS") == "1" {
+			t.Fatal("needs capsh (libcap2-bin) to drop CAP_NET_ADMIN")
+		}
+		t.Skip("needs capsh (libcap2-bin) to drop CAP_NET_ADMIN")
+	}
+	cmd := exec.Command(capsh, "--drop=cap_net_admin", "--", "-c", `exec "$0" -test.run '^TestWatcherWithoutNetAdmin$' -test.v`, os.Args[0])
+	cmd.Env = append(os.Environ(), "CONNLOGD_TEST_NO_NET_ADMIN=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestWatcherWithoutNetAdmin") {
+		t.Fatalf("without CAP_NET_ADMIN: %v\n%s", err, out)
+	}
 }

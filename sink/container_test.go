@@ -65,6 +65,9 @@ func TestContainerFields(t *testing.T) {
 	if got := ecs.strs("container.image.hash.all"); len(got) != 1 || got[0] != c.ImageID {
 		t.Errorf("container.image.hash.all %v", got)
 	}
+	if got := ecs.strs("container.image.tag"); len(got) != 1 || got[0] != "1.4" {
+		t.Errorf("container.image.tag %v", got)
+	}
 	ocsf := decode(t, encodeSchema(t, schemaOCSF, ev)[0])
 	ocsf.expect(fields{
 		"src_endpoint.container.uid": c.ID, "src_endpoint.container.name": c.Name,

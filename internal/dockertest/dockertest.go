@@ -12,6 +12,7 @@ import (
 
 	"bufio"
 	"bytes"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,8 +43,8 @@ func Require(t testing.TB) {
 		why = "needs dockerd (Debian's docker.io)"
 	case !found("docker"):
 		why = "needs the docker command (Debian's docker.io)"
-	case !found("busybox"):
-		why = "needs a static busybox for the image (Debian's busybox-static)"
+	case !staticBusybox():
+		why = "needs a static busybox on PATH for the image (Debian's busybox-static)"
 	}
 	if why == "" {
 		return
@@ -55,6 +56,26 @@ func Require(t testing.TB) {
 }
 
 func found(cmd string) bool { _, err := exec.LookPath(cmd); return err == nil }
+
+// staticBusybox reports whether the busybox on PATH is statically linked:
+// an image FROM scratch has no dynamic loader.
+func staticBusybox() bool {
+	p, err := exec.LookPath("busybox")
+	if err != nil {
+		return false
+	}
+	f, err := elf.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
 
 // Start runs a daemon for the test and stops it, with its containers, at
 // cleanup.

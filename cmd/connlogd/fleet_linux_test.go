@@ -206,6 +206,21 @@ sinks:
 				by[fmt.Sprintf("host %d round %d %s", h, hosts[h].round[p], kind)]++
 			}
 			t.Logf("missing by host, round and kind: %v", by)
+			// Were they produced (in the host's file sink) and not
+			// delivered, or never produced?
+			inFile := map[string]bool{}
+			for _, h := range hosts {
+				for _, e := range h.d.events() {
+					inFile[fmt.Sprintf("%s %s %v %v ", h.ns.Name, e.str("event"), numStr(e["src_port"]), numStr(e["dst_port"]))] = true
+				}
+			}
+			produced := 0
+			for _, k := range m {
+				if inFile[k] {
+					produced++
+				}
+			}
+			t.Logf("of the missing, %d are in their daemon's file sink (produced, not delivered), %d are not (never produced)", produced, len(m)-produced)
 			t.Logf("host 0 stderr:\n%s", hosts[0].d.logs())
 			t.Fatalf("%d of the traffic's events never reached the collector, such as %q", len(m), m[:min(5, len(m))])
 		}

@@ -258,12 +258,20 @@ func (t *transport) sendStream(b *batch, from int) (int, error) {
 // delay); then the wait doubles from minBackoff up to maxBackoff, with
 // ±20% jitter so that many hosts do not redial in step.
 func (t *transport) backoff() time.Duration {
-	if t.fails <= 1 {
+	return jitteredBackoff(t.fails, t.minBackoff, t.maxBackoff)
+}
+
+// jitteredBackoff returns the wait before attempt fails+1: none after
+// the first failure (a receiver restart costs no delay), then doubling
+// from lo up to hi, with ±20% jitter so that many hosts do not retry in
+// step. The syslog and otlp senders both back off by it.
+func jitteredBackoff(fails int, lo, hi time.Duration) time.Duration {
+	if fails <= 1 {
 		return 0
 	}
-	d := t.maxBackoff
-	if shift := t.fails - 2; shift < 30 {
-		d = min(t.minBackoff<<shift, t.maxBackoff)
+	d := hi
+	if shift := fails - 2; shift < 30 {
+		d = min(lo<<shift, hi)
 	}
 	return d - d/5 + rand.N(d*2/5+1)
 }

@@ -5,7 +5,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,8 +89,16 @@ func TestFleetOTLPSpool(t *testing.T) {
 	netnstest.Require(t)
 	col := otelcoltest.Start(t)
 	const nhosts = 10
+	// Host 1 serves its metrics: the spool's gauges are checked during
+	// the outage and after.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := l.Addr().String()
+	l.Close()
 	var hosts []*fleetHost
-	for range nhosts {
+	for i := range nhosts {
 		ns := netnstest.New(t)
 		tcp, udp := servers(t, ns)
 		dir := t.TempDir()
@@ -104,6 +114,9 @@ sinks:
   - type: file
     path: %s
 `, ns.Name, col.Endpoint(), filepath.Join(dir, "spool"), filepath.Join(dir, "events.json"))
+		if i == 1 {
+			body += "metrics:\n  listen: " + metricsAddr + "\n"
+		}
 		if err := os.WriteFile(h.cfg, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -144,6 +157,17 @@ sinks:
 	traffic(t, hosts, 20)
 	if wait := 30*time.Second - time.Since(down); wait > 0 {
 		time.Sleep(wait) // the outage lasts 30 s by design, not to wait for a condition
+	}
+	// The outage in host 1's metrics: its events wait in the spool.
+	spoolSink := `sink="sink otlp ` + col.Endpoint() + `"`
+	m := scrapeMetrics(t, metricsAddr)
+	for _, k := range []string{"connlogd_sink_spool_events", "connlogd_sink_spool_bytes", "connlogd_sink_spool_oldest_age_seconds", "connlogd_sink_queued_events"} {
+		if v := m[k+"{"+spoolSink+"}"]; v <= 0 {
+			t.Errorf("during the outage, %s = %v, want > 0", k, v)
+		}
+	}
+	if age := m["connlogd_sink_spool_oldest_age_seconds{"+spoolSink+"}"]; age < 20 {
+		t.Errorf("during a 30 s outage, the oldest spooled event is %v s old", age)
 	}
 	col.Restart()
 	traffic(t, hosts, 20)
@@ -229,6 +253,17 @@ sinks:
 		time.Sleep(500 * time.Millisecond)
 	}
 
+	// Delivered: host 1's spool is empty again.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		m := scrapeMetrics(t, metricsAddr)
+		if m["connlogd_sink_spool_events{"+spoolSink+"}"] == 0 && m["connlogd_sink_spool_oldest_age_seconds{"+spoolSink+"}"] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host 1's spool not empty a minute after delivery: %v", m)
+		}
+	}
+
 	// Every event a daemon wrote (its file sink has them all, both runs of
 	// host 0) reached the collector once the daemons have stopped (each
 	// drains its spool at SIGTERM); count what came more than once.
@@ -291,6 +326,34 @@ sinks:
 	}
 	t.Logf("%d hosts, %d connections, %d events written, %d records in the collector, %d delivered more than once (by event_id)",
 		nhosts, conns, len(written), len(recs), dups)
+}
+
+// scrapeMetrics reads a daemon's metrics: each series (name{labels}) and
+// its value.
+func scrapeMetrics(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			v, err := strconv.ParseFloat(line[i+1:], 64)
+			if err == nil {
+				m[line[:i]] = v
+			}
+		}
+	}
+	return m
 }
 
 // numStr writes a decoded JSON number as the collector's records show it.

@@ -196,9 +196,13 @@ type sinkCollector struct{ m *metrics }
 
 var (
 	sinkWrittenDesc = prometheus.NewDesc("connlogd_sink_events_total", "Events each sink put out (syslog: written to the connection and not given back as unacknowledged).", []string{"sink"}, nil)
-	sinkDroppedDesc = prometheus.NewDesc("connlogd_sink_dropped_total", "Events each sink lost, by reason: queue_full, output_failed, shutdown, refused.", []string{"sink", "reason"}, nil)
+	sinkDroppedDesc = prometheus.NewDesc("connlogd_sink_dropped_total", "Events each sink lost, by reason: queue_full, output_failed, shutdown, refused, spool_full, rejected.", []string{"sink", "reason"}, nil)
 	sinkErrorsDesc  = prometheus.NewDesc("connlogd_sink_errors_total", "Failures of each sink's output (failed writes, flushes, dials, sends); the events wait for the next attempt.", []string{"sink"}, nil)
-	sinkQueuedDesc  = prometheus.NewDesc("connlogd_sink_queued_events", "Events each syslog sink holds for delivery.", []string{"sink"}, nil)
+	sinkQueuedDesc  = prometheus.NewDesc("connlogd_sink_queued_events", "Events each syslog or otlp sink holds for delivery.", []string{"sink"}, nil)
+
+	spoolBytesDesc  = prometheus.NewDesc("connlogd_sink_spool_bytes", "Size of each sink's spool files.", []string{"sink"}, nil)
+	spoolEventsDesc = prometheus.NewDesc("connlogd_sink_spool_events", "Events in each sink's spool that the receiver has not acknowledged.", []string{"sink"}, nil)
+	spoolAgeDesc    = prometheus.NewDesc("connlogd_sink_spool_oldest_age_seconds", "Age of the oldest event in each sink's spool; 0 when it is empty.", []string{"sink"}, nil)
 )
 
 func (c sinkCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -206,6 +210,9 @@ func (c sinkCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sinkDroppedDesc
 	ch <- sinkErrorsDesc
 	ch <- sinkQueuedDesc
+	ch <- spoolBytesDesc
+	ch <- spoolEventsDesc
+	ch <- spoolAgeDesc
 }
 
 func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
@@ -220,6 +227,15 @@ func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(sinkErrorsDesc, prometheus.CounterValue, float64(st.Errors), st.Sink)
 		ch <- prometheus.MustNewConstMetric(sinkQueuedDesc, prometheus.GaugeValue, float64(st.Queued), st.Sink)
+		if sp := st.Spool; sp != nil {
+			age := 0.0
+			if !sp.Oldest.IsZero() {
+				age = max(time.Since(sp.Oldest).Seconds(), 0)
+			}
+			ch <- prometheus.MustNewConstMetric(spoolBytesDesc, prometheus.GaugeValue, float64(sp.Bytes), st.Sink)
+			ch <- prometheus.MustNewConstMetric(spoolEventsDesc, prometheus.GaugeValue, float64(sp.Events), st.Sink)
+			ch <- prometheus.MustNewConstMetric(spoolAgeDesc, prometheus.GaugeValue, age, st.Sink)
+		}
 	}
 }
 

@@ -20,7 +20,9 @@ import (
 	"github.com/leodido/go-syslog/v4/rfc5424"
 
 	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/diag"
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
 )
 
 // These tests run a real rsyslogd (Debian's rsyslog and rsyslog-gnutls)
@@ -372,9 +374,18 @@ func TestRsyslogRestart(t *testing.T) {
 			}()
 
 			time.Sleep(2 * time.Second)
+			var watch *unreadWatch
+			if !strings.HasPrefix(mode, "relp") {
+				watch = watchUnread(t, r.port)
+			}
 			r.stop()
 			stopped := produced.Load()
-			beforeOutage := len(r.lines())
+			beforeOutage := r.lines()
+			var unread uint64
+			var unreadConns int
+			if watch != nil {
+				unread, unreadConns = watch.unread()
+			}
 			time.Sleep(10 * time.Second)
 			st := tee.Stats()[0]
 			syncErr := tee.Sync()
@@ -402,43 +413,81 @@ func TestRsyslogRestart(t *testing.T) {
 			}
 			delivered := uint64(len(seen))
 			t.Logf("%s: produced %d, delivered %d (%d before the outage), dropped %d (%d refused by the full queue), duplicates %d; written %d, queued at the end %d; longest Write %v; close: %v",
-				mode, produced.Load(), delivered, beforeOutage, final.Dropped, refused.Load(), dups, final.Written, final.Queued,
+				mode, produced.Load(), delivered, len(beforeOutage), final.Dropped, refused.Load(), dups, final.Written, final.Queued,
 				time.Duration(maxWrite.Load()), closeErr)
 			// Syslog over TCP has no acknowledgements: what rsyslogd's
 			// kernel acknowledged but rsyslogd never read when it exited
 			// is lost unseen, and a message reclaimed from the dead
 			// connection may have been read after all (then it comes
 			// twice). The sink reclaims and resends whatever was not
-			// acknowledged, which leaves that window of at most a few
-			// messages per restart (docs/delivery.md). RELP closes it:
-			// rsyslogd answers each message once it holds it.
+			// acknowledged (docs/delivery.md), so the loss is at most
+			// what rsyslogd's kernel held unread, which depends on how
+			// far behind rsyslogd was reading: on a busy machine,
+			// thousands of messages. RELP closes the window: rsyslogd
+			// answers each message once it holds it.
 			lost := int64(produced.Load()) - int64(delivered) - int64(final.Dropped)
-			// Which ones, for the record: numbered from 1, the outage
-			// began after the stoppedth.
-			var missing []int
 			isRefused := map[int]bool{}
 			for _, i := range refusedSeq {
 				isRefused[i] = true
 			}
-			for i := 1; i <= int(produced.Load()) && len(missing) < 10; i++ {
+			var missing []int // numbered from 1
+			for i := 1; i <= int(produced.Load()); i++ {
 				if seen[uint64(i)] == 0 && !isRefused[i] {
 					missing = append(missing, i)
 				}
 			}
-			if len(missing) > 0 {
-				t.Logf("%s: unaccounted events (the outage began after event %d): %v", mode, stopped, missing)
-			}
 			if strings.HasPrefix(mode, "relp") {
 				if lost != 0 || dups != 0 || final.Written != delivered {
-					t.Errorf("%s: delivered %d + dropped %d vs produced %d: %d unaccounted, %d duplicates, sink counted %d written; want exact",
-						mode, delivered, final.Dropped, produced.Load(), lost, dups, final.Written)
+					t.Errorf("%s: delivered %d + dropped %d vs produced %d: %d unaccounted %v, %d duplicates, sink counted %d written; want exact",
+						mode, delivered, final.Dropped, produced.Load(), lost, head(missing), dups, final.Written)
 				}
-			} else if lost < 0 || lost > 3 || dups > 3 {
-				t.Errorf("delivered %d + dropped %d vs produced %d: %d unaccounted, %d duplicates; want at most 3 of either",
-					delivered, final.Dropped, produced.Load(), lost, dups)
+				if final.Dropped == 0 || uint64(refused.Load()) != final.Dropped {
+					t.Errorf("dropped %d, refused %d: want the overflow (and only it) dropped", final.Dropped, refused.Load())
+				}
+				return
 			}
-			if d := int64(final.Written) - int64(delivered); d < -3 || d > 3 {
-				t.Errorf("sink counted %d written, rsyslogd received %d", final.Written, delivered)
+			// rsyslogd read the stream in order up to the stop: the last
+			// message it wrote then is where the unread bytes began.
+			last := 0
+			for _, l := range beforeOutage {
+				_, body := parseReceived(t, l)
+				last = max(last, int(body["cookie"].(float64)))
+			}
+			// Frames of the unread bytes, counted generously: no frame is
+			// shorter than the shortest message received plus its framing
+			// (one byte at least; TLS records only add), and one more for
+			// a frame rsyslogd had begun to read.
+			shortest := 0
+			for _, l := range r.lines() {
+				if n := len(l) + 1; shortest == 0 || n < shortest {
+					shortest = n
+				}
+			}
+			allowed := int64(0)
+			if unread > 0 {
+				allowed = int64((unread+uint64(shortest)-1)/uint64(shortest)) + 1
+			}
+			t.Logf("%s: rsyslogd held %d bytes unread on %d connection(s) when stopped: at most %d messages (of %d bytes or more); unaccounted %d, after event %d (the outage began after %d): %v",
+				mode, unread, unreadConns, allowed, shortest, lost, last, stopped, head(missing))
+			if lost < 0 || lost > allowed || dups > 3 {
+				t.Errorf("%s: delivered %d + dropped %d vs produced %d: %d unaccounted, %d duplicates; want at most %d unaccounted (what rsyslogd held unread) and 3 duplicates",
+					mode, delivered, final.Dropped, produced.Load(), lost, dups, allowed)
+			}
+			// The lost ones are what rsyslogd had not read: the messages
+			// right after the last it wrote before the stop, one run.
+			if len(missing) != int(max(lost, 0)) {
+				t.Errorf("%s: %d events missing, %d unaccounted by the counts", mode, len(missing), lost)
+			}
+			for k, i := range missing {
+				if i != last+1+k {
+					t.Errorf("%s: missing events %v: want one run right after event %d, the last rsyslogd wrote before the stop", mode, head(missing), last)
+					break
+				}
+			}
+			// The sink counts as written what the receiver's kernel took,
+			// the unread ones included.
+			if d := int64(final.Written) - int64(delivered); d < lost-3 || d > lost+3 {
+				t.Errorf("sink counted %d written, rsyslogd received %d, %d lost unread", final.Written, delivered, lost)
 			}
 			if final.Dropped == 0 || uint64(refused.Load()) != final.Dropped {
 				t.Errorf("dropped %d, refused %d: want the overflow (and only it) dropped", final.Dropped, refused.Load())
@@ -446,3 +495,87 @@ func TestRsyslogRestart(t *testing.T) {
 		})
 	}
 }
+
+// unreadWatch measures what rsyslogd's kernel held that rsyslogd never
+// read when it stopped: the receive queue (rcv_nxt - copied_seq) of its
+// accepted connections as the kernel reports them in their sock_diag
+// destroy notifications. Read there, at the socket's end, it is exact; a
+// Recv-Q read before the signal would miss what arrives and what rsyslogd
+// reads meanwhile. Over plain TCP and TLS this is the loss a sender cannot
+// see (docs/delivery.md), so it is the bound the restart test allows.
+type unreadWatch struct {
+	t     *testing.T
+	port  uint16
+	d     *diag.Destroy
+	conns map[uint64]bool // cookies of rsyslogd's connections before the stop
+}
+
+// watchUnread subscribes to TCP/IPv4 destroy notifications and notes the
+// connections rsyslogd has accepted on port. Call it before the stop.
+func watchUnread(t *testing.T, port int) *unreadWatch {
+	t.Helper()
+	d, err := diag.OpenDestroy([]snapshot.Proto{snapshot.ProtoTCP}, []snapshot.Family{snapshot.FamilyIPv4}, 0)
+	if err != nil {
+		t.Fatalf("measure rsyslogd's unread bytes: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	c, err := diag.Open()
+	if err != nil {
+		t.Fatalf("measure rsyslogd's unread bytes: %v", err)
+	}
+	defer c.Close()
+	var tab snapshot.Table
+	if err := c.Dump(&tab, diag.Requests([]snapshot.Proto{snapshot.ProtoTCP}, []snapshot.Family{snapshot.FamilyIPv4}, false)); err != nil {
+		t.Fatalf("measure rsyslogd's unread bytes: %v", err)
+	}
+	w := &unreadWatch{t: t, port: uint16(port), d: d, conns: map[uint64]bool{}}
+	for i := range tab.Sockets {
+		if s := &tab.Sockets[i]; s.Src.Port() == w.port && s.State != snapshot.StateListen {
+			w.conns[s.Cookie] = true
+		}
+	}
+	if len(w.conns) == 0 {
+		t.Fatalf("rsyslogd on port %d has no connection before the stop", port)
+	}
+	return w
+}
+
+// unread waits (after the stop) for the destroy notifications of every
+// connection noted and returns the bytes they held unread, and how many
+// connections were counted.
+func (w *unreadWatch) unread() (bytes uint64, conns int) {
+	w.t.Helper()
+	var tab snapshot.Table
+	waiting := len(w.conns)
+	ok := waitUntil(30*time.Second, func() bool {
+		for {
+			tab.Reset()
+			full, err := w.d.Drain(&tab)
+			if err != nil {
+				w.t.Fatalf("destroy notifications: %v", err)
+			}
+			for i := range tab.Sockets {
+				s := &tab.Sockets[i]
+				if s.Src.Port() != w.port || s.State == snapshot.StateListen {
+					continue
+				}
+				bytes += uint64(s.RQueue)
+				conns++
+				if w.conns[s.Cookie] {
+					w.conns[s.Cookie] = false
+					waiting--
+				}
+			}
+			if !full {
+				return waiting == 0
+			}
+		}
+	})
+	if !ok {
+		w.t.Fatalf("no destroy notification for %d of rsyslogd's connections in 30s", waiting)
+	}
+	return bytes, conns
+}
+
+// head returns up to the first 10 of s, for messages.
+func head(s []int) []int { return s[:min(len(s), 10)] }

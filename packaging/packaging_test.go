@@ -12,7 +12,6 @@ package packaging_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"debug/buildinfo"
 	"debug/elf"
 	"errors"
@@ -29,12 +28,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/connlogd/connlogd/internal/dockertest"
 	"github.com/connlogd/connlogd/internal/systemdtest"
-	"github.com/connlogd/connlogd/internal/testlock"
 )
 
 // require skips the test (fails it under CI) when a command is missing or
@@ -754,93 +752,18 @@ func missingWords(t *testing.T, page, rendered, md string) {
 // pulled: the image is FROM scratch) and runs -version in it.
 func TestImage(t *testing.T) {
 	require(t, true, "dockerd", "docker")
-	// Every dockerd shares /run/docker and /run/containerd, which this
-	// test removes at its end: one daemon at a time, in any package.
-	testlock.Exclusive(t, "dockerd")
 	b := build(t)
-	dir, err := os.MkdirTemp("", "connlogd-docker-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("removing the daemon's directory: %v", err)
-		}
-	})
-	// dockerd and containerd's shims make these whatever their roots; the
-	// ones this test brings into being it removes, if they are empty
-	// (cleanups run last first: parents are listed first).
-	for _, d := range []string{"/run/containerd", "/run/containerd/s", "/run/docker", "/run/docker/plugins"} {
-		if _, err := os.Stat(d); os.IsNotExist(err) {
-			t.Cleanup(func() { os.Remove(d) })
-		}
-	}
-	sock := filepath.Join(dir, "docker.sock")
-	daemon := exec.Command("dockerd", "--iptables=false", "--bridge=none",
-		"--storage-driver=vfs",
-		"--data-root", filepath.Join(dir, "data"),
-		"--exec-root", filepath.Join(dir, "exec"),
-		"--pidfile", filepath.Join(dir, "docker.pid"),
-		"--host", "unix://"+sock)
-	var log bytes.Buffer
-	daemon.Stdout, daemon.Stderr = &log, &log
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		daemon.Process.Signal(os.Interrupt)
-		done := make(chan error, 1)
-		go func() { done <- daemon.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(2 * time.Minute):
-			daemon.Process.Kill()
-			<-done
-			t.Errorf("dockerd did not stop in 2 minutes:\n%s", log.String())
-		}
-	}
-	t.Cleanup(stop)
-
-	docker := func(timeout time.Duration, args ...string) ([]byte, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "docker", args...)
-		cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+sock, "DOCKER_BUILDKIT=0", "DOCKER_CONFIG="+filepath.Join(dir, "client"))
-		return cmd.CombinedOutput()
-	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		if _, err := docker(30*time.Second, "version"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dockerd not answering after 2 minutes:\n%s", log.String())
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-
+	d := dockertest.Start(t)
 	image := "connlogd/connlogd:" + b.imageTag
-	out, err := docker(5*time.Minute, "build", "-f", "Dockerfile", "--build-arg", "VERSION="+b.version, "-t", image, b.dist)
-	if err != nil {
-		t.Fatalf("docker build: %v\n%s", err, out)
-	}
-	out, err = docker(5*time.Minute, "run", "--rm", "--network", "none", image, "-version")
-	if err != nil {
-		t.Fatalf("docker run: %v\n%s", err, out)
-	}
-	if first, _, _ := strings.Cut(string(out), "\n"); first != "connlogd "+b.version {
+	d.Docker(t, "build", "-f", "Dockerfile", "--build-arg", "VERSION="+b.version, "-t", image, b.dist)
+	out := d.Docker(t, "run", "--rm", "--network", "none", image, "-version")
+	if first, _, _ := strings.Cut(out, "\n"); first != "connlogd "+b.version {
 		t.Errorf("the image's -version says %q, want connlogd %s", out, b.version)
 	}
-	out, err = docker(time.Minute, "image", "inspect", "--format", "{{.Config.Entrypoint}} {{index .Config.Labels \"org.opencontainers.image.version\"}}", image)
-	if err != nil || strings.TrimSpace(string(out)) != "[/usr/sbin/connlogd] "+b.version {
-		t.Errorf("image entrypoint and version label: %q (%v)", out, err)
+	out = d.Docker(t, "image", "inspect", "--format", "{{.Config.Entrypoint}} {{index .Config.Labels \"org.opencontainers.image.version\"}}", image)
+	if strings.TrimSpace(out) != "[/usr/sbin/connlogd] "+b.version {
+		t.Errorf("image entrypoint and version label: %q", out)
 	}
-	stop()
 }
 
 // TestDaemonSet parses packaging/kubernetes/daemonset.yaml and checks the

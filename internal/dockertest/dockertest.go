@@ -85,6 +85,14 @@ func Start(t testing.TB) *Daemon {
 	// Every dockerd shares /run/docker and /run/containerd, which each
 	// test removes at its end: one daemon at a time, in any package.
 	testlock.Exclusive(t, "dockerd")
+	// dockerd and containerd's shims make these whatever their roots; the
+	// ones this daemon brings into being are removed, if empty, at cleanup
+	// (cleanups run last first: parents are listed first).
+	for _, d := range []string{"/run/containerd", "/run/containerd/s", "/run/docker", "/run/docker/plugins"} {
+		if _, err := os.Stat(d); os.IsNotExist(err) {
+			t.Cleanup(func() { os.Remove(d) })
+		}
+	}
 	// A short directory: unix socket paths are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "cldk")
 	if err != nil {

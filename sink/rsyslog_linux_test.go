@@ -497,7 +497,8 @@ func TestRsyslogRestart(t *testing.T) {
 }
 
 // unreadWatch measures what rsyslogd's kernel held that rsyslogd never
-// read when it stopped: the receive queue (rcv_nxt - copied_seq) of its
+// read when it stopped: the receive queue (rcv_nxt - copied_seq, which
+// counts a FIN received after rsyslogd closed as one byte) of its
 // accepted connections as the kernel reports them in their sock_diag
 // destroy notifications. Read there, at the socket's end, it is exact; a
 // Recv-Q read before the signal would miss what arrives and what rsyslogd
@@ -556,7 +557,8 @@ func (w *unreadWatch) unread() (bytes uint64, conns int) {
 			}
 			for i := range tab.Sockets {
 				s := &tab.Sockets[i]
-				if s.Src.Port() != w.port || s.State == snapshot.StateListen {
+				// The listener ends too, in state close with no peer.
+				if s.Src.Port() != w.port || s.Dst.Port() == 0 {
 					continue
 				}
 				bytes += uint64(s.RQueue)

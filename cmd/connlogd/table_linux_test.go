@@ -218,8 +218,7 @@ func first(s []string, n int) []string {
 // appear twice.
 func TestLongLivedSurviveChurn(t *testing.T) {
 	netnstest.Require(t)
-	netnstest.Sysctl(t, "net.ipv4.tcp_child_ehash_entries", "128")
-	ns := netnstest.New(t)
+	ns := netnstest.NewWithChildEhash(t, 128)
 	closeAll := quietTable(t, ns, 150, 0, 0, 0) // 150 pairs per family: 300 connections
 	defer closeAll()
 	var churnLn net.Listener

@@ -70,19 +70,14 @@ func NewWithChildEhash(t testing.TB, entries int) *NS {
 		t.Skip("needs nsenter (util-linux) for a namespace with its own TCP hash")
 	}
 	parent := create(t, nil)
-	err := parent.Do(func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/tcp_child_ehash_entries", []byte(strconv.Itoa(entries)), 0o644)
-	})
-	if err != nil {
-		t.Fatalf("set tcp_child_ehash_entries in %s: %v", parent.Name, err)
-	}
+	parent.Sysctl(t, "net.ipv4.tcp_child_ehash_entries", strconv.Itoa(entries))
 	// nsenter --net enters the network namespace only: `ip netns add` then
 	// makes its bind mount in our mount namespace, where New's are.
 	ns := create(t, func(name string) *exec.Cmd {
 		return exec.Command("nsenter", "--net="+parent.Path, "ip", "netns", "add", name)
 	})
 	var got []byte
-	err = ns.Do(func() (err error) {
+	err := ns.Do(func() (err error) {
 		got, err = os.ReadFile("/proc/sys/net/ipv4/tcp_ehash_entries")
 		return err
 	})
@@ -160,6 +155,18 @@ func (n *NS) Do(fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// Sysctl sets a per-namespace sysctl (a net.* key) inside the namespace,
+// failing the test on error. It goes with the namespace: nothing to
+// restore, and no other test sees it.
+func (n *NS) Sysctl(t testing.TB, key, value string) {
+	t.Helper()
+	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+	// /proc/sys/net shows the namespace of the thread that opens it.
+	if err := n.Do(func() error { return os.WriteFile(path, []byte(value), 0o644) }); err != nil {
+		t.Fatalf("sysctl %s=%s in %s: %v", key, value, n.Name, err)
+	}
 }
 
 // Command returns a command that runs inside the namespace.

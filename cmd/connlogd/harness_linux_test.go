@@ -194,8 +194,15 @@ func (d *proc) waitFor(what string, timeout time.Duration, cond func([]ev) bool)
 	}
 }
 
+// dump prints events for a failure message: the last 500 at most, since a
+// daemon watching every namespace may hold tens of thousands of other
+// tests' events.
 func dump(evs []ev) string {
 	var b strings.Builder
+	if len(evs) > 500 {
+		fmt.Fprintf(&b, "(%d earlier events left out)\n", len(evs)-500)
+		evs = evs[len(evs)-500:]
+	}
 	for _, e := range evs {
 		j, _ := json.Marshal(e)
 		b.Write(j)

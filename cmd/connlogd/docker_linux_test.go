@@ -44,15 +44,27 @@ func TestDockerContainerNamed(t *testing.T) {
 		}
 		return appeared, closed
 	}
-	evs := d.waitFor("the container's 20 connections closed", 60*time.Second, func(evs []ev) bool {
+	listens := func(evs []ev) bool {
+		for _, e := range evs {
+			if e.num("netns") == ino && e.str("proto") == "tcp" && e.str("event") == "appeared" && e.str("state") == "listen" && e.num("src_port") == 8080 {
+				return true
+			}
+		}
+		return false
+	}
+	// The closes come from destroy notifications at once, the listener
+	// from a poll of the container's namespace: with namespaces: all on a
+	// busy machine (every other test's namespaces too) that poll may come
+	// later, in turn with the others. Wait for both.
+	evs := d.waitFor("the container's listener and its 20 connections closed", 2*time.Minute, func(evs []ev) bool {
 		_, closed := clients(evs)
-		return len(closed) >= 20
+		return len(closed) >= 20 && listens(evs)
 	})
 	appeared, closed := clients(evs)
 	if len(appeared) != 20 || len(closed) != 20 {
 		t.Errorf("%d client sockets appeared, %d closed; want 20 and 20", len(appeared), len(closed))
 	}
-	named, total, listener := 0, 0, false
+	named, total := 0, 0
 	for _, e := range evs {
 		if e.num("netns") != ino || e.str("proto") != "tcp" {
 			continue
@@ -71,12 +83,6 @@ func TestDockerContainerNamed(t *testing.T) {
 				t.Errorf("container fields %q %q %q, want connlogd-web %s %s", e.str("container_name"), e.str("container_image"), e.str("container_image_id"), img, imgID)
 			}
 		}
-		if e.str("event") == "appeared" && e.str("state") == "listen" && e.num("src_port") == 8080 {
-			listener = true
-		}
-	}
-	if !listener {
-		t.Error("the container's listener was not logged")
 	}
 	if named == 0 {
 		t.Fatalf("no event of the container's %d carries its name; daemon log:\n%s", total, d.logs())

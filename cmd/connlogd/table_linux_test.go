@@ -120,10 +120,33 @@ func quietTable(t *testing.T, ns *netnstest.NS, pairs, timeWait, udpBound, udpCo
 // sockets of every kind.
 func TestOnceMatchesSS(t *testing.T) {
 	ns := netnstest.New(t)
+	// 1400 TIME_WAIT sockets: room for them whatever the namespace's hash
+	// size (its default limit is half of it; the host may make it tiny).
+	ns.Sysctl(t, "net.ipv4.tcp_max_tw_buckets", "65536")
 	closeAll := quietTable(t, ns, 1900, 700, 1000, 500)
 	defer closeAll()
-	// Let the closing sockets settle into TIME_WAIT.
-	time.Sleep(300 * time.Millisecond)
+	// Wait for the closing sockets to settle into TIME_WAIT (both ends of a
+	// closed pair gone but the client's): a socket still changing state
+	// between ss and -once would differ. The machine may be busy: poll.
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		settled, tw := true, 0
+		for _, line := range strings.Split(strings.TrimSpace(ns.Run(t, "ss", "-tanH")), "\n") {
+			switch st := strings.Fields(line)[0]; st {
+			case "TIME-WAIT":
+				tw++
+			case "LISTEN", "ESTAB":
+			default:
+				settled = false
+			}
+		}
+		if settled && tw == 2*700 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60s: %d TIME-WAIT sockets, want 1400; all settled: %v", tw, settled)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	ssOut := ns.Run(t, "ss", "-tuanH")
 	want := map[string]int{}
@@ -218,8 +241,7 @@ func first(s []string, n int) []string {
 // appear twice.
 func TestLongLivedSurviveChurn(t *testing.T) {
 	netnstest.Require(t)
-	netnstest.Sysctl(t, "net.ipv4.tcp_child_ehash_entries", "128")
-	ns := netnstest.New(t)
+	ns := netnstest.NewWithChildEhash(t, 128)
 	closeAll := quietTable(t, ns, 150, 0, 0, 0) // 150 pairs per family: 300 connections
 	defer closeAll()
 	var churnLn net.Listener

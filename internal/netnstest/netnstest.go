@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -49,14 +50,63 @@ func Require(t testing.TB) {
 func New(t testing.TB) *NS {
 	t.Helper()
 	Require(t)
+	return create(t, nil)
+}
+
+// NewWithChildEhash is New for a namespace with its own TCP established
+// hash of entries buckets (its TIME_WAIT table then holds entries/2
+// sockets). The kernel sizes a new namespace's hash from
+// net.ipv4.tcp_child_ehash_entries of the namespace that creates it, so a
+// scratch parent namespace sets it and creates this one: the host's
+// setting, which namespaces other tests create meanwhile read, is never
+// touched.
+func NewWithChildEhash(t testing.TB, entries int) *NS {
+	t.Helper()
+	Require(t)
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		if os.Getenv("CONNLOGD_REQUIRE_NETNS") == "1" {
+			t.Fatal("needs nsenter (util-linux) for a namespace with its own TCP hash")
+		}
+		t.Skip("needs nsenter (util-linux) for a namespace with its own TCP hash")
+	}
+	parent := create(t, nil)
+	parent.Sysctl(t, "net.ipv4.tcp_child_ehash_entries", strconv.Itoa(entries))
+	// nsenter --net enters the network namespace only: `ip netns add` then
+	// makes its bind mount in our mount namespace, where New's are.
+	ns := create(t, func(name string) *exec.Cmd {
+		return exec.Command("nsenter", "--net="+parent.Path, "ip", "netns", "add", name)
+	})
+	var got []byte
+	err := ns.Do(func() (err error) {
+		got, err = os.ReadFile("/proc/sys/net/ipv4/tcp_ehash_entries")
+		return err
+	})
+	if err != nil || strings.TrimSpace(string(got)) != strconv.Itoa(entries) {
+		t.Fatalf("%s has tcp_ehash_entries %q (%v), want its own %d", ns.Name, strings.TrimSpace(string(got)), err, entries)
+	}
+	// The child keeps its hash; the parent is no longer needed.
+	if out, err := exec.Command("ip", "netns", "del", parent.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del %s: %v: %s", parent.Name, err, out)
+	}
+	return ns
+}
+
+// create adds a namespace (with add, or `ip netns add` when add is nil),
+// brings its loopback up, and deletes it at cleanup.
+func create(t testing.TB, add func(name string) *exec.Cmd) *NS {
+	t.Helper()
 	name := fmt.Sprintf("connlogd-test-%d-%d", os.Getpid(), counter.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+	cmd := exec.Command("ip", "netns", "add", name)
+	if add != nil {
+		cmd = add(name)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
 	}
 	ns := &NS{Name: name, Path: "/run/netns/" + name}
 	t.Cleanup(func() {
 		if _, err := os.Stat(ns.Path); os.IsNotExist(err) {
-			return // the test deleted it itself
+			return // deleted already
 		}
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
 			t.Errorf("ip netns del %s: %v: %s", name, err, out)
@@ -107,6 +157,18 @@ func (n *NS) Do(fn func() error) error {
 	return <-errc
 }
 
+// Sysctl sets a per-namespace sysctl (a net.* key) inside the namespace,
+// failing the test on error. It goes with the namespace: nothing to
+// restore, and no other test sees it.
+func (n *NS) Sysctl(t testing.TB, key, value string) {
+	t.Helper()
+	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+	// /proc/sys/net shows the namespace of the thread that opens it.
+	if err := n.Do(func() error { return os.WriteFile(path, []byte(value), 0o644) }); err != nil {
+		t.Fatalf("sysctl %s=%s in %s: %v", key, value, n.Name, err)
+	}
+}
+
 // Command returns a command that runs inside the namespace.
 func (n *NS) Command(name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
@@ -124,6 +186,9 @@ func (n *NS) Run(t testing.TB, name string, args ...string) string {
 }
 
 // Sysctl sets a sysctl for the test's duration and restores it after.
+// A host-wide setting is seen by every process, tests of other packages
+// included, for that whole time: prefer a per-namespace one (written in
+// NS.Do), as NewWithChildEhash does.
 func Sysctl(t testing.TB, key, value string) {
 	t.Helper()
 	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")

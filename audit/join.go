@@ -489,21 +489,29 @@ const maxHeld = 16384
 // Attribute annotates ev (see Annotate) and, when it still has no owner
 // and its socket's call may yet be read (an appeared or closed event of a
 // connected socket, not one found at start-up nor a TIME_WAIT remnant),
-// keeps a copy of it for Release instead, for at most grace, and reports
-// true; later events of a socket with an event held are held behind it.
+// keeps a copy of it for Release instead, for at most grace from now
+// (when the caller got it, or ev.Time when later; the event keeps its own
+// time either way), and reports true; later events of a socket with an
+// event held are held behind it.
 // The kernel sends destroy notifications from the closing task at once,
 // but audit records from its own thread, which a busy machine runs
 // later: a connection of a few milliseconds can be reported destroyed
 // before the record of its connect arrives. Nothing is held with grace
 // 0, nor past maxHeld events.
-func (j *Joiner) Attribute(ev *event.Event, netns uint64, grace time.Duration) (held bool) {
+func (j *Joiner) Attribute(ev *event.Event, netns uint64, now time.Time, grace time.Duration) (held bool) {
 	ambiguous := j.annotate(ev, netns, j.complete(ev))
 	s := &ev.Socket
 	wait := ev.Process == nil && !ev.Initial && s.State != snapshot.StateTimeWait &&
 		(ev.Kind == event.Appeared || ev.Kind == event.Closed) && s.Dst.IsValid() && s.Dst.Port() != 0
 	if (wait || j.heldCookies[s.Cookie] > 0) && grace > 0 && len(j.held) < maxHeld {
 		// Later events of a held socket wait behind it, in order.
-		j.held = append(j.held, heldEvent{ev: *ev, netns: netns, deadline: ev.Time.Add(grace)})
+		// A caller that got ev late (its loop held up) still waits the
+		// whole grace for records the reader may not have read.
+		from := ev.Time
+		if now.After(from) {
+			from = now
+		}
+		j.held = append(j.held, heldEvent{ev: *ev, netns: netns, deadline: from.Add(grace)})
 		j.heldCookies[s.Cookie]++
 		return true
 	}

@@ -215,7 +215,7 @@ func TestJoinHoldRelease(t *testing.T) {
 	var out []event.Event
 	emit := func(ev *event.Event) { out = append(out, *ev) }
 	for _, ev := range []*event.Event{&ap, &cl} {
-		if !j.Attribute(ev, 7, 500*time.Millisecond) {
+		if !j.Attribute(ev, 7, ev.Time, 500*time.Millisecond) {
 			t.Fatal("not held")
 		}
 	}
@@ -238,7 +238,7 @@ func TestJoinHoldRelease(t *testing.T) {
 	out = nil
 	ev := sockEv(event.Closed, 2, "10.0.0.2:4001", "10.0.0.1:80", 1500*time.Millisecond, 0)
 	ev.ShortLived = true
-	j.Attribute(&ev, 7, 500*time.Millisecond)
+	j.Attribute(&ev, 7, ev.Time, 500*time.Millisecond)
 	j.Release(t0.Add(1900*time.Millisecond), false, emit)
 	if len(out) != 0 {
 		t.Fatal("released before its grace ran out")
@@ -251,7 +251,7 @@ func TestJoinHoldRelease(t *testing.T) {
 	out = nil
 	ev = sockEv(event.Closed, 3, "10.0.0.2:4002", "10.0.0.1:80", 3*time.Second, 0)
 	ev.ShortLived = true
-	if !j.Attribute(&ev, 7, 500*time.Millisecond) {
+	if !j.Attribute(&ev, 7, ev.Time, 500*time.Millisecond) {
 		t.Fatal("not held")
 	}
 	j.Seen(t0.Add(3001 * time.Millisecond))
@@ -261,6 +261,23 @@ func TestJoinHoldRelease(t *testing.T) {
 	}
 	if _, ok := j.NextRelease(); ok {
 		t.Error("NextRelease with nothing held")
+	}
+
+	// An event its caller got late (a loop held up) keeps its own time,
+	// and waits the whole grace from when it was got.
+	out = nil
+	ev = sockEv(event.Closed, 4, "10.0.0.2:4003", "10.0.0.1:80", 4*time.Second, 0)
+	ev.ShortLived = true
+	if !j.Attribute(&ev, 7, t0.Add(10*time.Second), 500*time.Millisecond) {
+		t.Fatal("not held")
+	}
+	j.Release(t0.Add(10400*time.Millisecond), false, emit)
+	if len(out) != 0 {
+		t.Fatal("a late event released before its grace from when it was got ran out")
+	}
+	j.Release(t0.Add(10600*time.Millisecond), false, emit)
+	if len(out) != 1 || !out[0].Time.Equal(t0.Add(4*time.Second)) {
+		t.Fatalf("released %+v", out)
 	}
 }
 
@@ -273,7 +290,7 @@ func TestJoinWaitsForEveryRecord(t *testing.T) {
 	j.Seen(t0)
 	ev := sockEv(event.Closed, 2, "10.0.0.2:4001", "10.0.0.1:80", time.Second, 0)
 	ev.ShortLived = true
-	if !j.Attribute(&ev, 7, 5*time.Second) {
+	if !j.Attribute(&ev, 7, ev.Time, 5*time.Second) {
 		t.Fatal("not held")
 	}
 	var out []event.Event

@@ -121,7 +121,7 @@ func (w *watcher) run() {
 		if tab.Len() > 0 {
 			evs := w.d.Destroyed(&tab, now)
 			for i := range evs {
-				if !w.src.Attribute(&evs[i], w.netns) {
+				if !w.src.Attribute(&evs[i], w.netns, now) {
 					emit(&evs[i])
 				}
 			}

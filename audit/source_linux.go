@@ -187,10 +187,13 @@ func (s *Source) publish() {
 	s.batch = s.batch[:0]
 }
 
-// Take hands the calls Read kept to the Joiner, forgets calls too old to
-// be claimed, and returns how many times records were lost on the
-// subscription (ErrOverrun) since the last Take.
-func (s *Source) Take(now time.Time) (overruns uint64) {
+// Take hands the calls Read kept to the Joiner, forgets calls made more
+// than Keep before horizon, and returns how many times records were lost
+// on the subscription (ErrOverrun) since the last Take. horizon is now,
+// or the time of the oldest socket change the caller has yet to hand to
+// Attribute: calls that change may claim must be kept however late it
+// comes.
+func (s *Source) Take(horizon time.Time) (overruns uint64) {
 	s.mu.Lock()
 	in := s.inbox
 	s.inbox = s.spare[:0]
@@ -205,15 +208,16 @@ func (s *Source) Take(now time.Time) (overruns uint64) {
 	}
 	s.spare = in[:0]
 	s.j.Seen(latest)
-	s.j.Expire(now)
+	s.j.Expire(horizon)
 	return overruns
 }
 
 // Attribute gives ev the owner of the call that made its socket when
 // it has none, or holds it back for Release while the records of that
 // call may still come (see Joiner.Attribute); held reports the latter.
-func (s *Source) Attribute(ev *event.Event, netns uint64) (held bool) {
-	return s.j.Attribute(ev, netns, s.opts.Grace)
+// now is when the caller got ev.
+func (s *Source) Attribute(ev *event.Event, netns uint64, now time.Time) (held bool) {
+	return s.j.Attribute(ev, netns, now, s.opts.Grace)
 }
 
 // Release hands over the held events that are ready (see Joiner.Release).

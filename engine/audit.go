@@ -135,7 +135,7 @@ func (d *loop) drainAudit(now time.Time) {
 	if a == nil {
 		return
 	}
-	if n := a.src.Take(now); n > 0 {
+	if n := a.src.Take(d.auditHorizon(now)); n > 0 {
 		d.log.Warn("audit records lost (receive buffer overrun); some short connections may have no owner", "times", n)
 		d.write(&event.Event{Kind: event.Gap, Time: now, Reason: event.GapAuditLost})
 	}
@@ -143,6 +143,24 @@ func (d *loop) drainAudit(now time.Time) {
 	if m, ok := d.met.(AuditMetrics); ok {
 		m.Audit(a.src.Stats())
 	}
+}
+
+// auditHorizon is the time calls are kept for (Take): the oldest of now,
+// the start of the dump being made or diffed, and the oldest close a
+// destroy waiter read and the loop has not taken. A loop held up for
+// longer than the calls are kept (a scan of /proc on a loaded machine)
+// must not forget the calls of the closes it has yet to log.
+func (d *loop) auditHorizon(now time.Time) time.Time {
+	h := now
+	if s := d.sched.since; !s.IsZero() && s.Before(h) {
+		h = s
+	}
+	for _, w := range d.order {
+		if t, ok := w.oldestKept(); ok && t.Before(h) {
+			h = t
+		}
+	}
+	return h
 }
 
 // releaseAudit writes the held events that are ready (all, at shutdown),
@@ -202,7 +220,7 @@ func (d *loop) auditHold(ev *event.Event) (held bool) {
 	if d.audit == nil {
 		return false
 	}
-	if d.audit.src.Attribute(ev, ev.Netns) {
+	if d.audit.src.Attribute(ev, ev.Netns, d.clock.Now()) {
 		d.audit.src.Probe(d.clock.Now())
 		d.audit.release.Reset(auditRecheck)
 		return true

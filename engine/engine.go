@@ -666,9 +666,10 @@ func (d *loop) finishPoll(j dumpJob) {
 // the destroy notifications: about a millisecond of work.
 const diffChunk = 4096
 
-// drainDestroy logs the closes of every destroy notification queued in
-// w's subscription. It reports whether notifications were lost, after
-// reporting the gap: the caller then resynchronises with a fresh dump.
+// drainDestroy logs the closes of every destroy notification read: the
+// batches the waiter kept, then what is still queued. It reports whether
+// notifications were lost, after reporting the gap: the caller then
+// resynchronises with a fresh dump.
 //
 // Each batch is stamped when its read returned: every notification in it
 // was queued, so its socket destroyed, before then. A time read before
@@ -676,43 +677,45 @@ const diffChunk = 4096
 // were queued while it ran.
 func (d *loop) drainDestroy(w *namespace) (lost bool) {
 	d.drainAudit(d.clock.Now()) // the calls behind the closes first
+	if w.destroy == nil {
+		return false
+	}
 	// Bounded: under a flood the queue refills as fast as it drains, and
 	// the loop must get back to its other work; the waiter signals again.
-	for range maxDrainBatches {
-		if w.destroy == nil {
-			break
+	batches := w.destroyBatches(maxDrainBatches, d.clock.Now)
+	defer func() {
+		for i := range batches {
+			w.recycle(batches[i].tab)
+			batches[i] = destroyBatch{}
 		}
-		w.dtab.Reset()
-		full, err := w.destroy.Drain(&w.dtab)
-		now := d.clock.Now()
-		w.plan.keep(&w.dtab) // the kernel does not filter notifications
-		w.differ.Destroyed(&w.dtab, now)
-		if err != nil {
-			ev := event.Event{Kind: event.Gap, Time: now}
-			w.tag(&ev)
-			if errors.Is(err, diag.ErrOverrun) {
-				w.overruns++
-				d.met.Overrun()
-				d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "netns", w.String(), "overruns", w.overruns)
-				ev.Reason = event.GapOverrun
-				d.write(&ev)
-				lost = true
-				continue
-			}
-			d.log.Error("destroy notifications stopped; closes come from polls only", "netns", w.String(), "err", err)
-			ev.Reason = event.GapDestroyFailed
+	}()
+	for _, b := range batches {
+		w.plan.keep(b.tab) // the kernel does not filter notifications
+		w.differ.Destroyed(b.tab, b.at)
+		if b.err == nil {
+			continue
+		}
+		ev := event.Event{Kind: event.Gap, Time: b.at}
+		w.tag(&ev)
+		if errors.Is(b.err, diag.ErrOverrun) {
+			w.overruns++
+			d.met.Overrun()
+			d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "netns", w.String(), "overruns", w.overruns)
+			ev.Reason = event.GapOverrun
 			d.write(&ev)
-			if w.stop != nil {
-				w.stop()
-				w.stop = nil
-			}
-			w.destroy = nil
-			w.differ.SetDestroy(false)
-			return true
+			lost = true
+			continue
 		}
-		if !full {
-			break
+		d.log.Error("destroy notifications stopped; closes come from polls only", "netns", w.String(), "err", b.err)
+		ev.Reason = event.GapDestroyFailed
+		d.write(&ev)
+		if w.stop != nil {
+			w.stop()
+			w.stop = nil
 		}
+		w.destroy = nil
+		w.differ.SetDestroy(false)
+		return true
 	}
 	return lost
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"sync"
@@ -55,10 +56,16 @@ type namespace struct {
 	// writes it.
 	output func(*event.Event)
 
-	// drained tells the destroy waiter that the loop has read what it
-	// signalled; dtab holds one drained batch.
-	drained chan struct{}
-	dtab    snapshot.Table
+	// drained tells the destroy waiter that the loop has taken what it
+	// kept. dmu guards the subscription's reads and what the waiter
+	// read (dq, in the kernel's order) and the tables to reuse (dfree);
+	// dtake is the loop's list of the batches it took.
+	drained   chan struct{}
+	dmu       sync.Mutex
+	dq        []destroyBatch
+	dqSockets int
+	dfree     []*snapshot.Table
+	dtake     []destroyBatch
 	// reqsNow are the requests of the dump in flight (activeRequests);
 	// lastCost what the last poll took, for the namespace budget.
 	reqsNow    []diag.Request
@@ -176,38 +183,37 @@ func (d *loop) build(o opened) (*namespace, error) {
 			d.log.Warn("destroy notification buffer smaller than asked (no CAP_NET_ADMIN, net.core.rmem_max too low); bursts of closes may overrun it",
 				"netns", ns.String(), "asked", cfg.Destroy.Buffer, "granted", h.DestroyBuffer)
 		}
-		w.stop = w.waitDestroy(d.ready)
+		w.stop = w.waitDestroy(d.ready, d.clock.Now)
 		w.differ.SetDestroy(true)
 	}
 	return w, nil
 }
 
-// waitDestroy runs a goroutine that waits for destroy notifications and
-// tells the poll loop, which does every read itself: only then can a poll
-// take, before diffing a dump, every notification queued while the dump
-// ran, so that the TIME_WAIT remnant of a connection it reports as
-// short-lived is known for what it is. The goroutine waits again only
-// once the loop has drained. The returned function stops it.
-func (w *namespace) waitDestroy(ready chan<- *namespace) func() {
+// waitDestroy runs a goroutine that reads the destroy notifications as
+// they come, stamps each batch when its read returned, keeps the batches
+// for the loop (destroyBatches) and tells it. A close is stamped when it
+// was read, so a loop busy elsewhere (a scan of /proc on a loaded
+// machine takes seconds) must not delay the read: a late stamp widens
+// the time a connection may have been made in, and audit attribution
+// then finds the calls of several processes where one fits. The loop
+// takes the batches kept, then reads what is still queued itself, under
+// the same lock: before diffing a dump it has every notification queued
+// while the dump ran, so that the TIME_WAIT remnant of a connection it
+// reports as short-lived is known for what it is. The goroutine keeps
+// at most maxKeptSockets sockets; past them the kernel's queue holds
+// the rest until the loop has taken them. The returned function stops
+// it.
+func (w *namespace) waitDestroy(ready chan<- *namespace, now func() time.Time) func() {
 	w.drained = make(chan struct{}, 1)
+	kick := make(chan struct{}, 1)
 	quit := make(chan struct{})
 	done := make(chan struct{})
 	sub := w.destroy
 	go func() {
-		defer close(done)
-		gather := time.NewTimer(time.Hour)
-		gather.Stop()
+		// Tells the loop, without holding up the reads.
 		for {
-			if err := sub.WaitReadable(); err != nil {
-				return // closed; any other error shows in the loop's next read
-			}
-			// Let the closes of the next moment queue too: the loop then
-			// reads them in one go, with one flush of the sinks, instead
-			// of waking per close (measured at 2,000 connections a second,
-			// half the daemon's CPU went to wake-ups and flushes).
-			gather.Reset(destroyGather)
 			select {
-			case <-gather.C:
+			case <-kick:
 			case <-quit:
 				return
 			}
@@ -216,10 +222,53 @@ func (w *namespace) waitDestroy(ready chan<- *namespace) func() {
 			case <-quit:
 				return
 			}
+		}
+	}()
+	go func() {
+		defer close(done)
+		gather := time.NewTimer(time.Hour)
+		gather.Stop()
+		for {
+			if err := sub.WaitReadable(); err != nil {
+				return // closed; any other error shows in the next read
+			}
+			// Let the closes of the next moment queue too: the loop then
+			// takes them in one go, with one flush of the sinks, instead
+			// of waking per close (measured at 2,000 connections a second,
+			// half the daemon's CPU went to wake-ups and flushes).
+			gather.Reset(destroyGather)
 			select {
-			case <-w.drained:
+			case <-gather.C:
 			case <-quit:
 				return
+			}
+			w.dmu.Lock()
+			for !w.keptFull() {
+				b := w.readBatch(sub, now)
+				w.dq = append(w.dq, b)
+				w.dqSockets += b.tab.Len()
+				if !b.full || (b.err != nil && !errors.Is(b.err, diag.ErrOverrun)) {
+					break
+				}
+			}
+			full := w.keptFull()
+			failed := len(w.dq) > 0 && w.dq[len(w.dq)-1].err != nil && !errors.Is(w.dq[len(w.dq)-1].err, diag.ErrOverrun)
+			w.dmu.Unlock()
+			select {
+			case kick <- struct{}{}:
+			default: // the loop has a wake-up pending
+			}
+			if failed {
+				return // the loop stops the subscription
+			}
+			if full {
+				// The rest waits in the kernel's queue until the loop has
+				// taken these.
+				select {
+				case <-w.drained:
+				case <-quit:
+					return
+				}
 			}
 		}
 	}()
@@ -231,6 +280,83 @@ func (w *namespace) waitDestroy(ready chan<- *namespace) func() {
 			<-done
 		})
 	}
+}
+
+// maxKeptSockets and maxKeptBatches bound what a destroy waiter keeps for
+// the loop: as many closes as the loop takes in one drain, in as many
+// reads as a stall of seconds makes at a few closes a read.
+const (
+	maxKeptSockets = maxDrainBatches * 1024
+	maxKeptBatches = 4096
+)
+
+// keptFull reports whether the waiter keeps all it may, with w.dmu held.
+func (w *namespace) keptFull() bool {
+	return w.dqSockets >= maxKeptSockets || len(w.dq) >= maxKeptBatches
+}
+
+// oldestKept returns the stamp of the oldest batch the waiter keeps.
+func (w *namespace) oldestKept() (time.Time, bool) {
+	w.dmu.Lock()
+	defer w.dmu.Unlock()
+	if len(w.dq) == 0 {
+		return time.Time{}, false
+	}
+	return w.dq[0].at, true
+}
+
+// destroyBatch is one read of a destroy subscription.
+type destroyBatch struct {
+	tab  *snapshot.Table
+	at   time.Time // when the read returned
+	full bool
+	err  error
+}
+
+// readBatch reads one batch of sub, with w.dmu held.
+func (w *namespace) readBatch(sub Subscription, now func() time.Time) destroyBatch {
+	var t *snapshot.Table
+	if n := len(w.dfree); n > 0 {
+		t, w.dfree = w.dfree[n-1], w.dfree[:n-1]
+		t.Reset()
+	} else {
+		t = new(snapshot.Table)
+	}
+	full, err := sub.Drain(t)
+	return destroyBatch{tab: t, at: now(), full: full, err: err}
+}
+
+// destroyBatches returns the batches the waiter kept, then up to max
+// more read from the subscription now, in the kernel's order; the loop
+// hands each table back (recycle) once it is done with it.
+func (w *namespace) destroyBatches(max int, now func() time.Time) []destroyBatch {
+	w.dmu.Lock()
+	defer w.dmu.Unlock()
+	out := append(w.dtake[:0], w.dq...)
+	clear(w.dq)
+	w.dq = w.dq[:0]
+	w.dqSockets = 0
+	for range max {
+		if n := len(out); n > 0 && out[n-1].err != nil && !errors.Is(out[n-1].err, diag.ErrOverrun) {
+			break // the subscription failed: nothing more to read
+		}
+		b := w.readBatch(w.destroy, now)
+		out = append(out, b)
+		if !b.full && b.err == nil {
+			break
+		}
+	}
+	w.dtake = out
+	return out
+}
+
+// recycle keeps a batch's table for the next reads.
+func (w *namespace) recycle(t *snapshot.Table) {
+	w.dmu.Lock()
+	if len(w.dfree) < maxDrainBatches && t.Len() <= 1024 {
+		w.dfree = append(w.dfree, t)
+	}
+	w.dmu.Unlock()
 }
 
 // destroyGather is how long a destroy waiter lets notifications gather

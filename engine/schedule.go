@@ -66,6 +66,7 @@ func mayResync(last, now time.Time, interval time.Duration) bool {
 // queued and the round-robin position. It does no I/O and reads no clock.
 type scheduler struct {
 	inflight *namespace   // being dumped
+	since    time.Time    // when the dump being dumped or diffed started
 	queue    []*namespace // to dump in this round
 	rr       int          // next non-host namespace to poll
 	warned   bool         // the namespace budget overran; said once
@@ -165,6 +166,7 @@ func (d *loop) nextDump() {
 			continue // closed meanwhile
 		}
 		s.inflight = w
+		s.since = d.clock.Now()
 		w.reqsNow = w.activeRequests(w.reqsNow[:0], w.plan.reqs)
 		noTW := w.leaveOutTimeWait(w.reqsNow)
 		d.dumpReq <- dumpJob{w: w, plan: w.plan, reqs: w.reqsNow, noTimeWait: noTW, start: d.clock.Now()}
@@ -185,6 +187,9 @@ func (d *loop) dumped(j dumpJob) {
 		d.finishPoll(j)
 	}
 	d.nextDump()
+	if d.sched.inflight == nil {
+		d.sched.since = time.Time{}
+	}
 }
 
 // finishRounds waits for the dumps in flight and queued, for the first

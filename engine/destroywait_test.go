@@ -1,0 +1,107 @@
+package engine
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/connlogd/connlogd/snapshot"
+)
+
+// readableSub is a destroy subscription whose WaitReadable returns when
+// a notification is queued and said to be readable, as the kernel's
+// socket does.
+type readableSub struct {
+	mu       sync.Mutex
+	queued   []snapshot.Socket
+	readable chan struct{}
+	closed   chan struct{}
+	once     sync.Once
+}
+
+func newReadableSub() *readableSub {
+	return &readableSub{readable: make(chan struct{}, 1), closed: make(chan struct{})}
+}
+
+// queue queues a notification; wake says whether WaitReadable sees it.
+func (s *readableSub) queue(sock snapshot.Socket, wake bool) {
+	s.mu.Lock()
+	s.queued = append(s.queued, sock)
+	s.mu.Unlock()
+	if wake {
+		select {
+		case s.readable <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *readableSub) Drain(t *snapshot.Table) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range s.queued {
+		*t.Append() = q
+	}
+	s.queued = nil
+	return false, nil
+}
+
+func (s *readableSub) WaitReadable() error {
+	select {
+	case <-s.readable:
+		return nil
+	case <-s.closed:
+		return errors.New("closed")
+	}
+}
+
+func (s *readableSub) Close() error {
+	s.once.Do(func() { close(s.closed) })
+	return nil
+}
+
+func (s *readableSub) Stats() snapshot.Stats { return snapshot.Stats{} }
+func (s *readableSub) LastMalformed() error  { return nil }
+
+// A close is stamped when the waiter read it, not when the loop, held up
+// meanwhile, takes it; what the waiter did not read the loop reads, after
+// what it kept and stamped then.
+func TestDestroyWaiterStampsWhenRead(t *testing.T) {
+	clock := newFakeClock()
+	sub := newReadableSub()
+	w := &namespace{destroy: sub}
+	ready := make(chan *namespace)
+	stop := w.waitDestroy(ready, clock.Now)
+	defer stop()
+
+	read := clock.Now()
+	sub.queue(snapshot.Socket{Inode: 1}, true)
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiter did not tell the loop of a close")
+	}
+	if at, ok := w.oldestKept(); !ok || !at.Equal(read) {
+		t.Fatalf("oldest kept %v %v, want %v", at, ok, read)
+	}
+	// The loop comes 10 s later; a close queued just now is not seen by
+	// the waiter yet.
+	clock.Advance(10 * time.Second)
+	sub.queue(snapshot.Socket{Inode: 2}, false)
+	batches := w.destroyBatches(maxDrainBatches, clock.Now)
+	var got []uint64
+	var at []time.Time
+	for _, b := range batches {
+		for i := range b.tab.Sockets {
+			got = append(got, uint64(b.tab.Sockets[i].Inode))
+			at = append(at, b.at)
+		}
+	}
+	if len(got) != 2 || got[0] != 1 || got[1] != 2 || !at[0].Equal(read) || !at[1].Equal(read.Add(10*time.Second)) {
+		t.Fatalf("closes %v stamped %v; want [1 2] stamped %v and 10 s later", got, at, read)
+	}
+	if _, ok := w.oldestKept(); ok {
+		t.Error("batches still kept after the loop took them")
+	}
+}

@@ -69,6 +69,10 @@ type JoinStats struct {
 // says how far the records read go); until then only the socket's own
 // cookie or inode matches, and Attribute holds the event.
 //
+// A socket whose owner /proc found as the process exited, without its
+// executable, is matched to that process's calls only, and takes the
+// call's owner, which names it.
+//
 // A socket gets an owner only when the calls that fit are all of one
 // process; when calls of two processes fit, it gets none and Ambiguous
 // counts it. A socket given an owner also gets the direction its call
@@ -248,12 +252,19 @@ func (j *Joiner) Annotate(ev *event.Event, netns uint64) {
 // the socket may still be missing while another one fits, so only an
 // exact match (the socket's cookie or inode) counts.
 func (j *Joiner) annotate(ev *event.Event, netns uint64, complete bool) (ambiguous bool) {
-	if ev.Kind == event.Gap || ev.Process != nil {
+	if ev.Kind == event.Gap || (ev.Process != nil && !incomplete(ev.Process)) {
 		return false
 	}
+	// An owner found in /proc as its process exited has no executable:
+	// that process's own call completes it, no other's.
+	known := ev.Process
+	var pid int32
+	if known != nil {
+		pid = int32(known.PID)
+	}
 	s := &ev.Socket
-	if m, ok := j.byCookie[s.Cookie]; ok && s.Cookie != 0 {
-		ev.Process = m.owner
+	if m, ok := j.byCookie[s.Cookie]; ok && s.Cookie != 0 && (pid == 0 || int32(m.owner.PID) == pid) {
+		ev.Process = completed(known, m.owner)
 		setDirection(ev, m.op)
 		if ev.Kind == event.Closed {
 			delete(j.byCookie, s.Cookie)
@@ -277,11 +288,11 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64, complete bool) (ambiguo
 		return false
 	}
 	calls := pc.calls
-	oneProcess := len(pc.procs) == 1
+	oneProcess := len(pc.procs) == 1 || pid != 0
 	checked := 0
 	for i := range calls {
 		c := &calls[i]
-		if c.FSUID != s.UID || (c.Netns != 0 && netns != 0 && c.Netns != netns) ||
+		if (pid != 0 && c.PID != pid) || c.FSUID != s.UID || (c.Netns != 0 && netns != 0 && c.Netns != netns) ||
 			c.Time.After(latest) || c.Time.Before(earliest) {
 			continue
 		}
@@ -367,7 +378,7 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64, complete bool) (ambiguo
 	if pick < 0 {
 		pick = j.cand[0]
 	}
-	ev.Process = calls[pick].Owner
+	ev.Process = completed(known, calls[pick].Owner)
 	op := calls[pick].Op
 	setDirection(ev, op)
 	pc.remove(pick)
@@ -380,6 +391,22 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64, complete bool) (ambiguo
 		j.remember(s.Cookie, matched{ev.Process, op})
 	}
 	return false
+}
+
+// incomplete reports whether an owner lacks what a call's records name:
+// its executable (/proc no longer has it once the process has exited).
+func incomplete(p *event.Process) bool { return p.Exe == "" }
+
+// completed returns the owner of a call of the process known names (nil:
+// none known): the call's, which names its executable, with the command
+// line known had when the call's records have none.
+func completed(known, call *event.Process) *event.Process {
+	if known == nil || call == nil || call.Cmdline != "" || known.Cmdline == "" {
+		return call
+	}
+	p := *call
+	p.Cmdline = known.Cmdline
+	return &p
 }
 
 // matched is what the Joiner remembers of a socket it gave an owner.
@@ -501,7 +528,7 @@ const maxHeld = 16384
 func (j *Joiner) Attribute(ev *event.Event, netns uint64, now time.Time, grace time.Duration) (held bool) {
 	ambiguous := j.annotate(ev, netns, j.complete(ev))
 	s := &ev.Socket
-	wait := ev.Process == nil && !ev.Initial && s.State != snapshot.StateTimeWait &&
+	wait := (ev.Process == nil || incomplete(ev.Process)) && !ev.Initial && s.State != snapshot.StateTimeWait &&
 		(ev.Kind == event.Appeared || ev.Kind == event.Closed) && s.Dst.IsValid() && s.Dst.Port() != 0
 	if (wait || j.heldCookies[s.Cookie] > 0) && grace > 0 && len(j.held) < maxHeld {
 		// Later events of a held socket wait behind it, in order.
@@ -539,7 +566,7 @@ func (j *Joiner) Release(now time.Time, all bool, emit func(*event.Event)) {
 			// Not every call up to the socket's is read: an exact match
 			// only, and wait for the rest.
 			j.annotate(&h.ev, h.netns, false)
-			if h.ev.Process == nil {
+			if h.ev.Process == nil || incomplete(h.ev.Process) {
 				break
 			}
 		}

@@ -303,3 +303,48 @@ func TestJoinWaitsForEveryRecord(t *testing.T) {
 		t.Fatalf("released %+v, stats %+v", out, j.Stats())
 	}
 }
+
+// An owner /proc found as its process exited names no executable: the
+// call of that process completes it (keeping the command line /proc
+// read), a call of another process does not replace it, and an owner
+// with its executable is left as it is.
+func TestJoinCompletesOwnerWithoutExe(t *testing.T) {
+	j := NewJoiner(10*time.Second, nil)
+	j.Add(sighting(OpConnect, 8, "10.0.0.1:80", 0, 0))
+	j.Add(sighting(OpConnect, 9, "10.0.0.1:80", 100*time.Millisecond, 0))
+	j.Seen(t0.Add(2 * time.Second))
+
+	ev := sockEv(event.Closed, 1, "10.0.0.2:4000", "10.0.0.1:80", time.Second, 0)
+	ev.ShortLived = true
+	ev.Process = &event.Process{PID: 9, Comm: "bash", Cmdline: "bash -c x"}
+	if j.Attribute(&ev, 7, ev.Time, 5*time.Second) {
+		t.Fatal("held with every record read")
+	}
+	want := owner(9)
+	if p := ev.Process; p == nil || p.PID != 9 || p.Exe != want.Exe || p.Exe == "" || p.Cmdline != "bash -c x" {
+		t.Fatalf("owner %+v, want pid 9's call's, exe %q, with the command line /proc read", p, want.Exe)
+	}
+
+	ev = sockEv(event.Closed, 2, "10.0.0.2:4001", "10.0.0.1:80", time.Second, 0)
+	ev.ShortLived = true
+	ev.Process = &event.Process{PID: 10, Comm: "curl"}
+	if !j.Attribute(&ev, 7, ev.Time, 5*time.Second) {
+		t.Fatal("an owner without executable not held for its call")
+	}
+	var out []event.Event
+	j.Release(t0.Add(1100*time.Millisecond), false, func(ev *event.Event) { out = append(out, *ev) })
+	if len(out) != 1 || out[0].Process.PID != 10 || out[0].Process.Exe != "" {
+		t.Fatalf("released %+v: the owner replaced by another process's call", out)
+	}
+	if j.Pending() != 1 {
+		t.Fatalf("%d calls pending, want pid 8's left", j.Pending())
+	}
+
+	full := &event.Process{PID: 8, Comm: "wget", Exe: "/usr/bin/wget"}
+	ev = sockEv(event.Closed, 3, "10.0.0.2:4002", "10.0.0.1:80", time.Second, 0)
+	ev.Process = full
+	j.Attribute(&ev, 7, ev.Time, 5*time.Second)
+	if ev.Process != full || j.Pending() != 1 {
+		t.Fatalf("a complete owner was changed: %+v", ev.Process)
+	}
+}

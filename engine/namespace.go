@@ -243,6 +243,12 @@ func (w *namespace) waitDestroy(ready chan<- *namespace, now func() time.Time) f
 				return
 			}
 			w.dmu.Lock()
+			select {
+			case <-quit: // closed while this waited for the lock
+				w.dmu.Unlock()
+				return
+			default:
+			}
 			for !w.keptFull() {
 				b := w.readBatch(sub, now)
 				w.dq = append(w.dq, b)
@@ -276,7 +282,11 @@ func (w *namespace) waitDestroy(ready chan<- *namespace, now func() time.Time) f
 	return func() {
 		once.Do(func() {
 			close(quit)
+			// Not while the waiter reads: its reads do not go through
+			// the runtime's poller, and the descriptor could be reused.
+			w.dmu.Lock()
 			sub.Close()
+			w.dmu.Unlock()
 			<-done
 		})
 	}

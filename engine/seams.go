@@ -43,8 +43,9 @@ type netlinkCounter interface {
 }
 
 // Subscription delivers a namespace's socket closes as the kernel reports
-// them: *diag.Destroy is one. The loop does every read itself; a waiter
-// goroutine only tells it when WaitReadable returns.
+// them: *diag.Destroy is one. A waiter goroutine reads what WaitReadable
+// says is queued, and the loop what is left, one at a time (see
+// waitDestroy); Close is not called during a read.
 type Subscription interface {
 	// Drain reads what is queued, one batch, into t; full says more may
 	// be waiting. diag.ErrOverrun says notifications were lost.

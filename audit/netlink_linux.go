@@ -194,7 +194,12 @@ func (c *control) ruleOp(typ uint16, data []byte) error {
 
 // DefaultReadBuffer is the receive buffer asked for the read-log
 // subscription: a burst of connects must fit while the reader catches up.
-const DefaultReadBuffer = 8 << 20
+// A call is four records (SYSCALL, SOCKADDR, PROCTITLE, EOE), each
+// counted at its allocation, about 2 KiB: 32 MiB hold some 4,000 calls,
+// a second or more of a connect flood while the reader is held up (with
+// 8 MiB, other processes' floods on a loaded machine overran it). The
+// memory is the kernel's, taken only while records wait.
+const DefaultReadBuffer = 32 << 20
 
 // ErrOverrun reports that records were lost because the subscription's
 // receive buffer was full (ENOBUFS).

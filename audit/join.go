@@ -55,9 +55,11 @@ type JoinStats struct {
 //     address accepted, in both cases by address and port;
 //   - owned by the call's fsuid (the uid sock_diag reports);
 //   - in the network namespace the process was in;
-//   - made no later than the socket was first seen (for a socket no
-//     poll saw, its event; a little clock slack allowed), and no earlier
-//     than keep before the event;
+//   - a connect made no later than the socket was first seen (for a
+//     socket no poll saw, its event; a little clock slack allowed), an
+//     accept no later than the event (a connection waits in the
+//     listener's queue, where polls see it, until it is accepted); and
+//     no earlier than keep before the event;
 //   - when the call's socket cookie is known (looked up while the socket
 //     lived), that socket only;
 //   - when both inodes are known, the same socket; when the socket has
@@ -150,9 +152,9 @@ type heldEvent struct {
 	deadline time.Time
 }
 
-// callsBy returns the time by which the call that made ev's socket was
-// made: for a socket no poll saw, its event's time; for one a poll saw,
-// a little after it was first seen (dumpSlack).
+// callsBy returns the time by which the connect that made ev's socket
+// was made: for a socket no poll saw, its event's time; for one a poll
+// saw, a little after it was first seen (dumpSlack).
 func callsBy(ev *event.Event) time.Time {
 	if !ev.FirstSeen.IsZero() && !ev.ShortLived {
 		return ev.FirstSeen.Add(dumpSlack)
@@ -160,10 +162,26 @@ func callsBy(ev *event.Event) time.Time {
 	return ev.Time
 }
 
+// acceptsBy returns the time by which the accept that gave ev's socket
+// to a process was made, if it was: its event's time. A connection
+// waits in its listener's queue, where polls see it, until the server
+// accepts it, as much later as the server is busy: ev's socket may have
+// been first seen long before the call.
+func acceptsBy(ev *event.Event) time.Time {
+	if t := callsBy(ev); t.After(ev.Time) {
+		return t
+	}
+	return ev.Time
+}
+
 // complete reports whether every call made by the time ev's socket was
-// has been read (see Seen).
+// (or, for one that may have been accepted, by ev's time) has been read
+// (see Seen).
 func (j *Joiner) complete(ev *event.Event) bool {
-	return !j.caught.Before(callsBy(ev))
+	if ev.Direction == event.DirectionOutbound {
+		return !j.caught.Before(callsBy(ev))
+	}
+	return !j.caught.Before(acceptsBy(ev))
 }
 
 // dumpSlack allows for a dump that ends after the time its events carry.
@@ -281,7 +299,7 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64, complete bool) (ambiguo
 	// matched to calls up to its event's time, no later. A socket a poll
 	// saw existed by the end of that dump, which started a little after
 	// FirstSeen was taken.
-	latest := callsBy(ev)
+	latest, latestAccept := callsBy(ev), acceptsBy(ev)
 	earliest := ev.Time.Add(-j.keep)
 	pc := j.byPeer[peer]
 	if pc == nil {
@@ -292,8 +310,12 @@ func (j *Joiner) annotate(ev *event.Event, netns uint64, complete bool) (ambiguo
 	checked := 0
 	for i := range calls {
 		c := &calls[i]
+		by := latest
+		if c.Op == OpAccept {
+			by = latestAccept
+		}
 		if (pid != 0 && c.PID != pid) || c.FSUID != s.UID || (c.Netns != 0 && netns != 0 && c.Netns != netns) ||
-			c.Time.After(latest) || c.Time.Before(earliest) {
+			c.Time.After(by) || c.Time.Before(earliest) {
 			continue
 		}
 		// The direction of a socket no poll saw is a guess against the

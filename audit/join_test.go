@@ -348,3 +348,39 @@ func TestJoinCompletesOwnerWithoutExe(t *testing.T) {
 		t.Fatalf("a complete owner was changed: %+v", ev.Process)
 	}
 }
+
+// A connection waits in its listener's queue, where a poll sees it, until
+// a busy server accepts it: the accept, made after the socket was first
+// seen, names the owner of its later events.
+func TestJoinAcceptAfterFirstSeen(t *testing.T) {
+	j := NewJoiner(10*time.Second, nil)
+	ap := sockEv(event.Appeared, 1, "10.0.0.1:80", "10.0.0.2:4000", 1200*time.Millisecond, 0)
+	ap.FirstSeen = t0.Add(time.Second)
+	ap.Direction = event.DirectionInbound
+	j.Seen(t0.Add(1300 * time.Millisecond))
+	j.Annotate(&ap, 7)
+	if ap.Process != nil {
+		t.Fatalf("appeared before its accept, yet owned: %+v", ap.Process)
+	}
+	j.Add(sighting(OpAccept, 9, "10.0.0.2:4000", 2500*time.Millisecond, 0))
+	cl := ap
+	cl.Kind = event.Closed
+	cl.Time = t0.Add(3 * time.Second)
+	j.Seen(t0.Add(3100 * time.Millisecond))
+	if j.Attribute(&cl, 7, cl.Time, 5*time.Second) {
+		t.Fatal("held with every record read")
+	}
+	if pidOf(&cl) != 9 {
+		t.Fatalf("closed event owned by %+v, want the accepting pid 9", cl.Process)
+	}
+	// A connect of the same peer after the socket was first seen is not
+	// its call.
+	j.Add(sighting(OpConnect, 10, "10.0.0.2:4000", 2500*time.Millisecond, 0))
+	out := sockEv(event.Closed, 2, "10.0.0.3:5000", "10.0.0.2:4000", 3*time.Second, 0)
+	out.FirstSeen = t0.Add(time.Second)
+	out.Direction = event.DirectionOutbound
+	j.Annotate(&out, 7)
+	if out.Process != nil {
+		t.Fatalf("a connect made 1.5 s after its socket was seen taken: %+v", out.Process)
+	}
+}

@@ -425,7 +425,7 @@ func (d *loop) rescanNow() {
 // again.
 func (d *loop) destroyReady(w *namespace) {
 	if d.watches[w.ns.ID] == w {
-		if d.drainDestroy(w) {
+		if d.drainDestroy(w, false) {
 			d.resync(w)
 		}
 		d.sync()
@@ -479,7 +479,7 @@ func (d *loop) shutdown() error {
 			if w.destroy == nil || d.clock.Now().After(deadline) {
 				break
 			}
-			d.drainDestroy(w)
+			d.drainDestroy(w, true)
 		}
 		if w.stop != nil {
 			w.stop()
@@ -545,7 +545,7 @@ func (d *loop) rescan() error {
 		d.log.Info("namespace gone", "netns", w.ns.String(), "inode", id.Ino)
 		// Closes queued before it went are its sockets' last words: a
 		// short-lived namespace's last connections may be there alone.
-		d.drainDestroy(w)
+		d.drainDestroy(w, true)
 		evs := w.differ.CloseAll(now, event.ReasonNetnsGone)
 		for i := range evs {
 			w.tag(&evs[i])
@@ -633,7 +633,7 @@ func (d *loop) finishPoll(j dumpJob) {
 	}
 	// Notifications queued while the dump ran go first: the dump may hold
 	// the TIME_WAIT remnant of a connection they report.
-	lost := d.drainDestroy(w)
+	lost := d.drainDestroy(w, true)
 	w.owners.Refresh(&w.tab)
 	d.ownerWarnings()
 	// A large table takes tens of milliseconds to compare: the closes
@@ -642,7 +642,7 @@ func (d *loop) finishPoll(j dumpJob) {
 	w.differ.Begin(&w.tab, now)
 	for !w.differ.Step(diffChunk) {
 		if w.destroy != nil {
-			lost = d.drainDestroy(w) || lost
+			lost = d.drainDestroy(w, false) || lost
 		}
 	}
 	if _, err := w.differ.Finish(w.conn); err != nil {
@@ -667,7 +667,8 @@ func (d *loop) finishPoll(j dumpJob) {
 const diffChunk = 4096
 
 // drainDestroy logs the closes of every destroy notification read: the
-// batches the waiter kept, then what is still queued. It reports whether
+// batches the waiter kept, then, with queued, what is still queued (the
+// waiter reads it otherwise, and wakes the loop). It reports whether
 // notifications were lost, after reporting the gap: the caller then
 // resynchronises with a fresh dump.
 //
@@ -675,14 +676,18 @@ const diffChunk = 4096
 // was queued, so its socket destroyed, before then. A time read before
 // the read (a poll's, or the drain's start) could precede closes that
 // were queued while it ran.
-func (d *loop) drainDestroy(w *namespace) (lost bool) {
+func (d *loop) drainDestroy(w *namespace, queued bool) (lost bool) {
 	d.drainAudit(d.clock.Now()) // the calls behind the closes first
 	if w.destroy == nil {
 		return false
 	}
 	// Bounded: under a flood the queue refills as fast as it drains, and
 	// the loop must get back to its other work; the waiter signals again.
-	batches := w.destroyBatches(maxDrainBatches, d.clock.Now)
+	reads := 0
+	if queued {
+		reads = maxDrainBatches
+	}
+	batches := w.destroyBatches(reads, d.clock.Now)
 	defer func() {
 		for i := range batches {
 			w.recycle(batches[i].tab)

@@ -261,8 +261,12 @@ func (w *namespace) waitDestroy(ready chan<- *namespace, now func() time.Time) f
 			failed := len(w.dq) > 0 && w.dq[len(w.dq)-1].err != nil && !errors.Is(w.dq[len(w.dq)-1].err, diag.ErrOverrun)
 			w.dmu.Unlock()
 			select {
-			case kick <- struct{}{}:
-			default: // the loop has a wake-up pending
+			case ready <- w: // the loop was waiting
+			default:
+				select {
+				case kick <- struct{}{}:
+				default: // the loop has a wake-up pending
+				}
 			}
 			if failed {
 				return // the loop stops the subscription
@@ -336,17 +340,21 @@ func (w *namespace) readBatch(sub Subscription, now func() time.Time) destroyBat
 	return destroyBatch{tab: t, at: now(), full: full, err: err}
 }
 
-// destroyBatches returns the batches the waiter kept, then up to max
-// more read from the subscription now, in the kernel's order; the loop
+// destroyBatches returns the batches the waiter kept, then up to reads
+// (0: none, unless none were kept) more read from the subscription now,
+// in the kernel's order; the loop
 // hands each table back (recycle) once it is done with it.
-func (w *namespace) destroyBatches(max int, now func() time.Time) []destroyBatch {
+func (w *namespace) destroyBatches(reads int, now func() time.Time) []destroyBatch {
 	w.dmu.Lock()
 	defer w.dmu.Unlock()
+	if len(w.dq) == 0 {
+		reads = maxDrainBatches // nothing kept: read what is queued
+	}
 	out := append(w.dtake[:0], w.dq...)
 	clear(w.dq)
 	w.dq = w.dq[:0]
 	w.dqSockets = 0
-	for range max {
+	for range reads {
 		if n := len(out); n > 0 && out[n-1].err != nil && !errors.Is(out[n-1].err, diag.ErrOverrun) {
 			break // the subscription failed: nothing more to read
 		}

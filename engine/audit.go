@@ -17,8 +17,8 @@ import (
 // it), and may send them after the socket's destroy notification. Held
 // events go out as soon as a record stamped after them is read, which
 // connlogd's own probe calls provide within tens of milliseconds; the
-// grace is the bound for a reader that lags (a machine with far more
-// runnable threads than cores).
+// grace, counted from when the loop got the event, is the bound for a
+// reader that lags (a machine with far more runnable threads than cores).
 const auditGrace = 5 * time.Second
 
 // auditFeed is the audit source of the loop (attribution.audit): its

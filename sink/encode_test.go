@@ -268,13 +268,26 @@ func TestCommunityIDFollowsFlow(t *testing.T) {
 	b.Dst = netip.MustParseAddrPort("93.184.216.35:443")
 	l := tcp4
 	l.State, l.Dst = snapshot.StateListen, netip.MustParseAddrPort("0.0.0.0:0")
+	// The server's socket of a: the ends swapped, the same flow.
+	ra := a
+	ra.Src, ra.Dst = a.Dst, a.Src
+	// A flow from an unspecified address, and its reverse, which has no
+	// remote end.
+	u := tcp4
+	u.Src = netip.MustParseAddrPort("0.0.0.0:52814")
+	ru := u
+	ru.Src, ru.Dst = u.Dst, u.Src
 	evs := []event.Event{
 		{Kind: event.Appeared, Time: t0, Socket: a},
 		{Kind: event.Closed, Time: t0, Socket: a},
+		{Kind: event.Appeared, Time: t0, Socket: ra},
 		{Kind: event.Appeared, Time: t0, Socket: b},
 		{Kind: event.Appeared, Time: t0, Socket: l},
 		{Kind: event.Appeared, Time: t0, Socket: a},
 		{Kind: event.Appeared, Time: t0, Socket: l},
+		{Kind: event.Appeared, Time: t0, Socket: u},
+		{Kind: event.Appeared, Time: t0, Socket: ru},
+		{Kind: event.Appeared, Time: t0, Socket: u},
 	}
 	lines := encodeSchema(t, schemaNative, evs...)
 	for i, ev := range evs {

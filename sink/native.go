@@ -158,8 +158,10 @@ func (f *nativeFields) addID(enc zapcore.ObjectEncoder) {
 }
 
 // flowID keeps the last Community ID computed, for the flow it was
-// computed for: a short-lived connection's appeared and closed events
-// come one after the other, and the hash is a good part of a line's cost.
+// computed for: a short-lived connection's events come one after the
+// other (appeared and closed of its client socket, then of its server
+// socket, whose ends are the client's swapped: the ID orders the ends, so
+// it is the same), and the hash is a good part of a line's cost.
 type flowID struct {
 	proto    snapshot.Proto
 	src, dst netip.AddrPort
@@ -172,6 +174,9 @@ type flowID struct {
 // the last one asked for; ok is false when the flow has none. The bytes
 // are valid until the next call.
 func (c *flowID) get(proto snapshot.Proto, src, dst netip.AddrPort) ([]byte, bool) {
+	if c.set && proto == c.proto && src == c.dst && dst == c.src && c.ok && hasCommunityID(src, dst) {
+		return c.id, true
+	}
 	if !c.set || proto != c.proto || src != c.src || dst != c.dst {
 		c.id, c.ok = appendCommunityID(c.buf[:0], proto, src, dst)
 		c.proto, c.src, c.dst, c.set = proto, src, dst, true

@@ -14,10 +14,11 @@ import (
 )
 
 // jsonWriter is the one JSON writer of the three schemas: zap's JSON
-// encoder. The native schema is a zap log line (an entry and flat
-// fields); an ECS or OCSF document is one zap object whose members are
-// nested objects, each a zapcore.ObjectMarshaler that zap writes in
-// place, without allocating. One writer means one quoting of strings,
+// encoder. Every line is one zap object written by writeObject: the
+// native schema's members are flat (ts, event and host first, as a zap
+// log line has them), an ECS or OCSF document's are nested objects, each
+// a zapcore.ObjectMarshaler that zap writes in place, without
+// allocating. One writer means one quoting of strings,
 // one number and time format, whatever the schema.
 type jsonWriter struct {
 	enc zapcore.Encoder

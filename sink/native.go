@@ -9,8 +9,9 @@ import (
 	"github.com/connlogd/connlogd/snapshot"
 )
 
-// nativeEncoder is the native schema of docs/events.md: a zap log line
-// whose message is the event kind and whose fields are the socket's.
+// nativeEncoder is the native schema of docs/events.md: the line of a
+// zap log entry whose time is the event's, whose message is its kind,
+// and whose fields are the host's and the socket's.
 type nativeEncoder struct {
 	w      jsonWriter
 	fields nativeFields

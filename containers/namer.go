@@ -29,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -147,10 +148,16 @@ func New(sources []Source, opts Options) *Namer {
 	return n
 }
 
-// Close stops the workers; questions under way are abandoned.
+// Close stops the workers, and closes the sources that hold a
+// connection (io.Closer); questions under way are abandoned.
 func (n *Namer) Close() {
 	n.cancel()
 	n.wg.Wait()
+	for _, s := range n.sources {
+		if c, ok := s.(io.Closer); ok {
+			c.Close()
+		}
+	}
 }
 
 // Lookup returns what is known of container id, or nil. It never waits:

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -224,11 +225,15 @@ func parseContainerStatus(id string, st *runtimeapi.ContainerStatus) (event.Cont
 	if image == "" {
 		image = st.GetImage().GetImage()
 	}
-	// image_id is the CRI's newer field; image_ref, older, is the digested
-	// reference or the image's id.
+	// image_id is the CRI's newer field; image_ref, older, is the image's
+	// id or a digested reference (repo@sha256:…), of which the digest is
+	// kept: the repository is in the image, and an id is a digest.
 	imageID := st.GetImageId()
 	if imageID == "" {
 		imageID = st.GetImageRef()
+	}
+	if _, digest, ok := strings.Cut(imageID, "@"); ok {
+		imageID = digest
 	}
 	labels := st.GetLabels()
 	return event.Container{

@@ -172,7 +172,7 @@ func TestCRIInspect(t *testing.T) {
 
 	// The kubelet's labels name the pod: one call.
 	c, err := src.Inspect(ctx, ctrID)
-	want := event.Container{Name: "web", Image: "registry.local/shop/web:1.4", ImageID: "registry.local/shop/web@sha256:1b2c3d",
+	want := event.Container{Name: "web", Image: "registry.local/shop/web:1.4", ImageID: "sha256:1b2c3d",
 		PodName: "web-7d4b9", PodNamespace: "shop", PodUID: podUID}
 	if err != nil || c != want {
 		t.Errorf("labelled container: %+v, %v\nwant %+v", c, err, want)

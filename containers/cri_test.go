@@ -10,10 +10,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/connlogd/connlogd/event"
@@ -442,4 +444,73 @@ func TestUniquePaths(t *testing.T) {
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("got %v, want %v", got, want)
 	}
+}
+
+// Replies captured from containerd 1.6.20 (Debian 12) for a container
+// with the kubelet's labels and for its pod's sandbox, as protobuf.
+const (
+	capturedCtr     = "fed93742f6c4af81570eda05ff2a1135119381d17a56cce2daefb829b418b0da"
+	capturedSandbox = "712adfcfb77e45a3c96272fa1f2ebf32eab5076d330146c3505bdc24122b3c75"
+)
+
+func readCaptured(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestParseCapturedCRIReplies(t *testing.T) {
+	var cs runtimeapi.ContainerStatusResponse
+	if err := proto.Unmarshal(readCaptured(t, "containerd-1.6.20-ContainerStatus.pb"), &cs); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseContainerStatus(capturedCtr, cs.GetStatus())
+	want := event.Container{Name: "web", Image: "docker.io/connlogd-test/busybox:1",
+		ImageID: "sha256:383aeec9d42a7d5da9b975248da881fb4f428e74210cb3916028ebae174c9954",
+		PodName: "web-0", PodNamespace: "shop", PodUID: "0b7b3a4e-0000-4000-8000-000000000002"}
+	if err != nil || c != want {
+		t.Errorf("container: %+v, %v\nwant %+v", c, err, want)
+	}
+	if _, err := parseContainerStatus(strings.Repeat("0", 64), cs.GetStatus()); err == nil {
+		t.Error("a reply about another container was taken")
+	}
+	var ps runtimeapi.PodSandboxStatusResponse
+	if err := proto.Unmarshal(readCaptured(t, "containerd-1.6.20-PodSandboxStatus.pb"), &ps); err != nil {
+		t.Fatal(err)
+	}
+	c, err = parseSandbox(capturedSandbox, ps.GetStatus())
+	if want := (event.Container{PodName: "web-0", PodNamespace: "shop", PodUID: "0b7b3a4e-0000-4000-8000-000000000002"}); err != nil || c != want {
+		t.Errorf("sandbox: %+v, %v", c, err)
+	}
+}
+
+// FuzzParseCRIReplies: whatever bytes a runtime sends, a reply that
+// decodes gives bounded, valid UTF-8 values or an error.
+func FuzzParseCRIReplies(f *testing.F) {
+	f.Add(readCaptured(f, "containerd-1.6.20-ContainerStatus.pb"))
+	f.Add(readCaptured(f, "containerd-1.6.20-PodSandboxStatus.pb"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		check := func(c event.Container) {
+			for _, v := range []string{c.Name, c.Image, c.ImageID, c.PodName, c.PodNamespace, c.PodUID} {
+				if len(v) > maxField || !utf8.ValidString(v) {
+					t.Fatalf("value %q of %d bytes", v, len(v))
+				}
+			}
+		}
+		var cs runtimeapi.ContainerStatusResponse
+		if proto.Unmarshal(b, &cs) == nil {
+			if c, err := parseContainerStatus(cs.GetStatus().GetId(), cs.GetStatus()); err == nil {
+				check(c)
+			}
+		}
+		var ps runtimeapi.PodSandboxStatusResponse
+		if proto.Unmarshal(b, &ps) == nil {
+			if c, err := parseSandbox(ps.GetStatus().GetId(), ps.GetStatus()); err == nil {
+				check(c)
+			}
+		}
+	})
 }

@@ -56,6 +56,7 @@ type Daemon struct {
 	log     *bytes.Buffer
 	conn    *grpc.ClientConn
 	pods    []string
+	cgroups []string // made for the pods, to remove at the end
 }
 
 // Require skips (or, with CONNLOGD_REQUIRE_NETNS=1 as in CI, fails) a
@@ -244,6 +245,45 @@ func (d *Daemon) stop(t testing.TB) {
 	if err := os.RemoveAll(d.dir); err != nil {
 		t.Logf("removing the daemon's directory: %v", err)
 	}
+	// runc removes a container's cgroup, not the parents it made for it.
+	for i := len(d.cgroups) - 1; i >= 0; i-- {
+		if err := os.Remove(d.cgroups[i]); err != nil && !os.IsNotExist(err) {
+			t.Logf("removing cgroup %s: %v", d.cgroups[i], err)
+		}
+	}
+}
+
+// cgroupMounts returns where cgroup hierarchies (v1 and v2) are mounted.
+func cgroupMounts() []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		fs, pf := strings.Fields(post), strings.Fields(pre)
+		if ok && len(fs) > 0 && (fs[0] == "cgroup" || fs[0] == "cgroup2") && len(pf) > 4 {
+			out = append(out, pf[4])
+		}
+	}
+	return out
+}
+
+// noteCgroups records, parents first, the directories of cgroup path
+// that do not exist yet in any hierarchy: runc will make them.
+func (d *Daemon) noteCgroups(path string) {
+	for _, m := range cgroupMounts() {
+		dir := m
+		for _, c := range strings.Split(strings.Trim(path, "/"), "/") {
+			dir = filepath.Join(dir, c)
+			if _, err := os.Stat(dir); os.IsNotExist(err) {
+				d.cgroups = append(d.cgroups, dir)
+			}
+		}
+	}
 }
 
 // importImage builds the busybox image as an OCI archive and imports it
@@ -397,6 +437,7 @@ func (d *Daemon) RunPod(t testing.TB, p Pod) (string, *runtimeapi.PodSandboxConf
 			},
 		},
 	}
+	d.noteCgroups(cfg.Linux.CgroupParent)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r, err := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})

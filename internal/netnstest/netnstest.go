@@ -184,24 +184,3 @@ func (n *NS) Run(t testing.TB, name string, args ...string) string {
 	}
 	return string(out)
 }
-
-// Sysctl sets a sysctl for the test's duration and restores it after.
-// A host-wide setting is seen by every process, tests of other packages
-// included, for that whole time: prefer a per-namespace one (written in
-// NS.Do), as NewWithChildEhash does.
-func Sysctl(t testing.TB, key, value string) {
-	t.Helper()
-	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-	old, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read %s: %v", key, err)
-	}
-	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
-		t.Fatalf("sysctl %s=%s: %v", key, value, err)
-	}
-	t.Cleanup(func() {
-		if err := os.WriteFile(path, old, 0o644); err != nil {
-			t.Errorf("restore %s: %v", key, err)
-		}
-	})
-}

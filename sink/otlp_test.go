@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/internal/otelcoltest"
 )
 
 // otlpReceiver is a scripted OTLP/HTTP receiver: answer decides each
@@ -364,38 +365,15 @@ func FuzzJSONAny(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if got, want := anyPlain(v), jsonNorm(ref); !reflect.DeepEqual(got, want) {
+		if got, want := otelcoltest.Value(v), jsonNorm(ref); !reflect.DeepEqual(got, want) {
 			t.Fatalf("%q:\n got %#v\nwant %#v", in, got, want)
 		}
 	})
 }
 
-func anyPlain(v *commonpb.AnyValue) any {
-	switch x := v.GetValue().(type) {
-	case *commonpb.AnyValue_StringValue:
-		return x.StringValue
-	case *commonpb.AnyValue_IntValue:
-		return x.IntValue
-	case *commonpb.AnyValue_DoubleValue:
-		return x.DoubleValue
-	case *commonpb.AnyValue_BoolValue:
-		return x.BoolValue
-	case *commonpb.AnyValue_ArrayValue:
-		out := []any{}
-		for _, e := range x.ArrayValue.Values {
-			out = append(out, anyPlain(e))
-		}
-		return out
-	case *commonpb.AnyValue_KvlistValue:
-		out := map[string]any{}
-		for _, e := range x.KvlistValue.Values {
-			out[e.Key] = anyPlain(e.Value)
-		}
-		return out
-	}
-	return nil
-}
-
+// jsonNorm maps a value encoding/json decoded with UseNumber the way the
+// otlp sink maps JSON: whole numbers to int64 (a string beyond), other
+// numbers to float64 (a string when out of range).
 func jsonNorm(v any) any {
 	switch x := v.(type) {
 	case map[string]any:

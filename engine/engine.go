@@ -347,9 +347,20 @@ func (d *loop) run(ctx context.Context, opts Options) error {
 	// hand the burst's memory back rather than carry it as RSS.
 	go d.dumper()
 	defer close(d.dumpReq)
+	// A stop during it (SIGTERM, SIGINT: ctx) takes the shutdown path at
+	// once, as in the loop below: the first round of many namespaces can
+	// take longer than systemd waits for a stop before it kills.
 	gc := debug.SetGCPercent(25)
 	d.startRound()
-	d.finishRounds()
+	for d.sched.inflight != nil {
+		select {
+		case <-ctx.Done():
+			debug.SetGCPercent(gc)
+			return d.stop()
+		case j := <-d.dumpDone:
+			d.dumped(j)
+		}
+	}
 	debug.SetGCPercent(gc)
 	debug.FreeOSMemory()
 	d.notify.Ready()

@@ -3,7 +3,11 @@ package engine
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -49,6 +53,84 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("%s: not within a minute", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// probeDumps is how many dumps opening the host's namespace makes (one
+// per request, to learn which the kernel serves), before any poll.
+func probeDumps(t *testing.T, yaml string) int {
+	t.Helper()
+	h := newHarness(t, testConfig(t, yaml), hostNS())
+	if err := h.d.rescan(); err != nil {
+		t.Fatal(err)
+	}
+	return h.kernel[hostNS().ID].dumpCount()
+}
+
+// TestStopDuringFirstRound: SIGTERM while the first poll round is still
+// dumping (the first round of many namespaces can outlast systemd's stop
+// timeout) takes the clean path at once: the loop says it is stopping
+// while the dump is under way, drops the rest of the round, and when the
+// dump returns saves the table and flushes the sinks. Never ready.
+func TestStopDuringFirstRound(t *testing.T) {
+	yaml := "interval: 1s\nstate_file: " + filepath.Join(t.TempDir(), "state") + "\n"
+	probes := probeDumps(t, yaml)
+	cfg := testConfig(t, yaml)
+	n := &fakeNotifier{}
+	opts := Options{Notify: n}
+	h := newFakeLoop(t, cfg, opts, hostNS(), otherNS(0))
+	entered, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // a failed test leaves no dump held
+	host := h.kernel[hostNS().ID]
+	host.onDump = func(k int) {
+		if k == probes+1 { // the first round's dump of the host
+			close(entered)
+			<-release
+		}
+	}
+	other := h.kernel[otherNS(0).ID]
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- h.d.run(ctx, opts) }()
+	select {
+	case <-entered:
+	case err := <-done:
+		t.Fatalf("run returned before its first round: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("the first round's dump did not start within a minute")
+	}
+	otherBefore := other.dumpCount()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "stopping notified while the first round's dump is under way", func() bool { return n.count("stopping") == 1 })
+	unblock()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("run did not return within a minute of the dump's end")
+	}
+	if n.count("ready") != 0 {
+		t.Errorf("ready notified, though stopped before the first round ended: %v", n)
+	}
+	if got := other.dumpCount(); got != otherBefore {
+		t.Errorf("the rest of the round ran after the stop: the other namespace dumped %d times, %d before the stop", got, otherBefore)
+	}
+	if h.out.closed != 1 {
+		t.Errorf("sinks closed %d times at shutdown, want 1", h.out.closed)
+	}
+	if _, err := os.Stat(cfg.StateFile); err != nil {
+		t.Errorf("state not saved at shutdown: %v", err)
+	}
+	if c := h.clock.timerCount(); c != 0 {
+		t.Errorf("%d tickers left running after run returned", c)
 	}
 }
 

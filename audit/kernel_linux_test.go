@@ -19,7 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/connlogd/connlogd/internal/testlock"
+	"github.com/connlogd/connlogd/internal/audittest"
 )
 
 var captureFile = flag.String("capture", "", "write the records of known calls to this file (refreshes testdata/records.txt)")
@@ -28,8 +28,7 @@ var captureFile = flag.String("capture", "", "write the records of known calls t
 // runs) when the test cannot manage the kernel's audit rules.
 func requireAudit(t *testing.T) {
 	t.Helper()
-	// The rules are the kernel's: one test at a time, in any package.
-	testlock.Exclusive(t, "audit")
+	audittest.Lock(t)
 	c, err := openControl()
 	if err == nil {
 		_, err = c.status()
@@ -71,15 +70,19 @@ func snapshotState(t *testing.T) kernelState {
 	return ks
 }
 
+func (k kernelState) String() string {
+	return fmt.Sprintf("enabled %d, %d rules", k.enabled, len(k.rules))
+}
+
 // keepState fails the test if the kernel's audit state differs at the
 // end, and puts it back so that the next test starts clean.
 func keepState(t *testing.T) kernelState {
 	t.Helper()
-	before := snapshotState(t)
-	t.Cleanup(func() {
-		after := snapshotState(t)
-		if after.enabled != before.enabled || !slices.Equal(after.rules, before.rules) {
-			t.Errorf("audit state not restored: enabled %d → %d, %d rules → %d", before.enabled, after.enabled, len(before.rules), len(after.rules))
+	return audittest.KeepState(t, func() kernelState { return snapshotState(t) },
+		func(before, after kernelState) bool {
+			return after.enabled == before.enabled && slices.Equal(after.rules, before.rules)
+		},
+		func(before kernelState) {
 			c, err := openControl()
 			if err != nil {
 				return
@@ -88,9 +91,7 @@ func keepState(t *testing.T) kernelState {
 			r := &Rules{c: c}
 			r.removeKeyed()
 			c.setEnabled(before.enabled)
-		}
-	})
-	return before
+		})
 }
 
 func countKeyed(t *testing.T) int {

@@ -94,8 +94,7 @@ type otlpSink struct {
 	fails   int
 	backoff func(fails int) time.Duration
 
-	errMu   sync.Mutex
-	lastErr error
+	senderErr
 
 	written atomic.Uint64
 	dropped drops
@@ -229,18 +228,10 @@ func (o *otlpSink) lose(err error) error {
 // sync reports the sender's state: nil while it delivers, else why it
 // cannot. It does not wait.
 func (o *otlpSink) sync() error {
-	o.errMu.Lock()
-	defer o.errMu.Unlock()
-	if o.lastErr != nil {
-		return fmt.Errorf("%s: %w (%d events queued)", o.name, o.lastErr, o.store.queued())
+	if err := o.lastError(); err != nil {
+		return fmt.Errorf("%s: %w (%d events queued)", o.name, err, o.store.queued())
 	}
 	return nil
-}
-
-func (o *otlpSink) setErr(err error) {
-	o.errMu.Lock()
-	o.lastErr = err
-	o.errMu.Unlock()
 }
 
 // run is the sender goroutine.
@@ -507,12 +498,7 @@ func (o *otlpSink) close() error {
 		o.timer.Stop()
 		o.abort()
 		o.client.CloseIdleConnections()
-		o.errMu.Lock()
-		cause := o.lastErr
-		o.errMu.Unlock()
-		if cause == nil {
-			cause = errors.New("drain time up")
-		}
+		cause := o.closeCause()
 		if lost := o.dropped.total() - o.openDrop; lost > 0 {
 			err = fmt.Errorf("%s: close: %d events not delivered within %v: %w", o.name, lost, o.drain, cause)
 		} else if left := o.store.queued(); left > 0 && o.spooled {

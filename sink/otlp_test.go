@@ -101,6 +101,16 @@ func (r *otlpReceiver) requests() int {
 	return r.reqs
 }
 
+// downAndUp returns a receiver that is always unavailable and one that
+// takes everything.
+func downAndUp(t *testing.T) (down, up *otlpReceiver) {
+	down = newOTLPReceiver(t, func(n int, w http.ResponseWriter) bool {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return false
+	})
+	return down, newOTLPReceiver(t, nil)
+}
+
 func otlpTee(t *testing.T, spec config.Sink) *Tee {
 	t.Helper()
 	tee, err := Open([]config.Sink{spec}, Options{Host: "web-1", Version: "1.2.3"})
@@ -241,13 +251,8 @@ func TestOTLPBadRequest(t *testing.T) {
 func TestOTLPSpoolOutage(t *testing.T) {
 	dir := t.TempDir() + "/spool"
 	// Two receivers, so that a request of the first run that the
-	// receiver handles late cannot be taken: one always unavailable, one
-	// that takes everything.
-	down := newOTLPReceiver(t, func(n int, w http.ResponseWriter) bool {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return false
-	})
-	r := newOTLPReceiver(t, nil)
+	// receiver handles late cannot be taken.
+	down, r := downAndUp(t)
 	spec := config.Sink{Type: config.SinkOTLP, OTLP: &config.OTLP{Endpoint: down.URL},
 		DrainTimeout: 200 * time.Millisecond, Spool: config.Spool{Dir: dir}}
 	tee := otlpTee(t, spec)
@@ -408,14 +413,9 @@ func jsonNorm(v any) any {
 // old ones; both share the spool, the new one sends only once the old
 // one has stopped, and every event arrives once, in order.
 func TestOTLPSpoolReload(t *testing.T) {
-	// The old configuration sends to a receiver that is always
-	// unavailable, the new one to one that takes everything: a late
+	// The old configuration sends to down, the new one to r: a late
 	// request of the old sink cannot be taken.
-	down := newOTLPReceiver(t, func(n int, w http.ResponseWriter) bool {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return false
-	})
-	r := newOTLPReceiver(t, nil)
+	down, r := downAndUp(t)
 	spec := config.Sink{Type: config.SinkOTLP, OTLP: &config.OTLP{Endpoint: down.URL},
 		DrainTimeout: 200 * time.Millisecond, Spool: config.Spool{Dir: t.TempDir() + "/spool"}}
 	old := otlpTee(t, spec)

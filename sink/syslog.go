@@ -71,8 +71,7 @@ type syslogSink struct {
 	done    chan struct{}      // the sender has returned
 	once    sync.Once
 
-	errMu   sync.Mutex
-	lastErr error // the sender's last failure; nil once it delivers again
+	senderErr
 
 	started     bool
 	drainTimer  *time.Timer
@@ -235,18 +234,10 @@ func (s *syslogSink) lose(err error) error {
 // sync reports the sender's state: nil while it delivers, else why it
 // cannot. It does not wait for the queue to drain.
 func (s *syslogSink) sync() error {
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	if s.lastErr != nil {
-		return fmt.Errorf("%s: %w (%d events queued)", s.name, s.lastErr, s.queued())
+	if err := s.lastError(); err != nil {
+		return fmt.Errorf("%s: %w (%d events queued)", s.name, err, s.queued())
 	}
 	return nil
-}
-
-func (s *syslogSink) setErr(err error) {
-	s.errMu.Lock()
-	s.lastErr = err
-	s.errMu.Unlock()
 }
 
 // run is the sender goroutine: it takes whatever is queued and delivers
@@ -550,23 +541,13 @@ func (s *syslogSink) close() error {
 			err = fmt.Errorf("%s: %w", s.name, err)
 		}
 		if left > 0 {
-			s.errMu.Lock()
-			cause := s.lastErr
-			s.errMu.Unlock()
-			if cause == nil {
-				cause = errors.New("drain time up")
-			}
+			cause := s.closeCause()
 			err = errors.Join(err, fmt.Errorf("%s: close: %d events not acknowledged within %v stay in the spool for the next start: %w", s.name, left, s.drain, cause))
 		}
 		return err
 	}
 	if lost := s.dropped.total() - s.droppedOpen; lost > 0 {
-		s.errMu.Lock()
-		cause := s.lastErr
-		s.errMu.Unlock()
-		if cause == nil {
-			cause = errors.New("drain time up")
-		}
+		cause := s.closeCause()
 		if errors.Is(cause, errRefused) {
 			return fmt.Errorf("%s: close: %d events not delivered: %w", s.name, lost, cause)
 		}

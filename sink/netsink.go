@@ -1,9 +1,14 @@
 package sink
 
+// What the network sinks (syslog, otlp) share: how Reopen reconnects
+// them, and how their sender goroutine's failures reach Sync and Close.
+
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -73,4 +78,32 @@ func (r *reconnect) wait(ctx context.Context, d time.Duration) {
 	case <-r.kick:
 	case <-ctx.Done():
 	}
+}
+
+// senderErr is a network sink's last delivery failure: set by its sender
+// goroutine, read by Sync and Close; nil once it delivers again.
+type senderErr struct {
+	errMu   sync.Mutex
+	lastErr error
+}
+
+func (e *senderErr) setErr(err error) {
+	e.errMu.Lock()
+	e.lastErr = err
+	e.errMu.Unlock()
+}
+
+func (e *senderErr) lastError() error {
+	e.errMu.Lock()
+	defer e.errMu.Unlock()
+	return e.lastErr
+}
+
+// closeCause says why events were left undelivered at close: the last
+// failure, or the drain time running out while none was seen.
+func (e *senderErr) closeCause() error {
+	if err := e.lastError(); err != nil {
+		return err
+	}
+	return errors.New("drain time up")
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/connlogd/connlogd/internal/audittest"
+	"github.com/connlogd/connlogd/internal/netnstest"
 )
 
 var captureFile = flag.String("capture", "", "write the records of known calls to this file (refreshes testdata/records.txt)")
@@ -35,10 +36,7 @@ func requireAudit(t *testing.T) {
 		c.close()
 	}
 	if err != nil {
-		if os.Getenv("CONNLOGD_REQUIRE_NETNS") == "1" {
-			t.Fatalf("audit control: %v", err)
-		}
-		t.Skipf("needs root and a kernel with audit: %v", err)
+		netnstest.Missing(t, fmt.Sprintf("needs root and a kernel with audit: audit control: %v", err))
 	}
 }
 
@@ -46,6 +44,7 @@ func requireAudit(t *testing.T) {
 type kernelState struct {
 	enabled uint32
 	rules   []string // hex of each rule, in order
+	keyed   int      // rules with connlogd's key
 }
 
 func snapshotState(t *testing.T) kernelState {
@@ -66,8 +65,16 @@ func snapshotState(t *testing.T) kernelState {
 	ks := kernelState{enabled: st.Enabled}
 	for _, r := range rules {
 		ks.rules = append(ks.rules, fmt.Sprintf("%x", r))
+		if k, err := ruleKey(r); err == nil && k == Key {
+			ks.keyed++
+		}
 	}
 	return ks
+}
+
+// same says whether the flag and the rules are as in o.
+func (k kernelState) same(o kernelState) bool {
+	return k.enabled == o.enabled && slices.Equal(k.rules, o.rules)
 }
 
 func (k kernelState) String() string {
@@ -79,9 +86,7 @@ func (k kernelState) String() string {
 func keepState(t *testing.T) kernelState {
 	t.Helper()
 	return audittest.KeepState(t, func() kernelState { return snapshotState(t) },
-		func(before, after kernelState) bool {
-			return after.enabled == before.enabled && slices.Equal(after.rules, before.rules)
-		},
+		kernelState.same,
 		func(before kernelState) {
 			c, err := openControl()
 			if err != nil {
@@ -94,25 +99,7 @@ func keepState(t *testing.T) kernelState {
 		})
 }
 
-func countKeyed(t *testing.T) int {
-	t.Helper()
-	c, err := openControl()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
-	rules, err := c.rules()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, b := range rules {
-		if k, err := ruleKey(b); err == nil && k == Key {
-			n++
-		}
-	}
-	return n
-}
+func countKeyed(t *testing.T) int { return snapshotState(t).keyed }
 
 func TestRulesInstallClose(t *testing.T) {
 	requireAudit(t)
@@ -145,7 +132,7 @@ func TestRulesInstallClose(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if after := snapshotState(t); after.enabled != before.enabled || !slices.Equal(after.rules, before.rules) {
+	if after := snapshotState(t); !after.same(before) {
 		t.Errorf("after Close: enabled %d (was %d), %d rules (were %d)", after.enabled, before.enabled, len(after.rules), len(before.rules))
 	}
 	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
@@ -178,7 +165,7 @@ func TestRulesAfterKill(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if after := snapshotState(t); after.enabled != before.enabled || !slices.Equal(after.rules, before.rules) {
+	if after := snapshotState(t); !after.same(before) {
 		t.Errorf("after restart and Close: enabled %d (was %d), %d rules (were %d)", after.enabled, before.enabled, len(after.rules), len(before.rules))
 	}
 }

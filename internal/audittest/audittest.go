@@ -75,7 +75,7 @@ func Clients(t testing.TB, ns *netnstest.NS) (map[uint16]int, string) {
 	t.Helper()
 	bash, err := exec.LookPath("bash")
 	if err != nil {
-		require(t, "needs bash")
+		netnstest.Missing(t, "needs bash")
 	}
 	var ln net.Listener
 	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "127.0.0.1:0"); return }); err != nil {
@@ -254,14 +254,4 @@ func CheckOwners(t testing.TB, got map[uint16]*Owner, want map[uint16]int, exe s
 		t.Errorf("only %d of %d closed events carry their process", right, len(want))
 	}
 	return right
-}
-
-// require skips the test, or fails it where the tests must run
-// (CONNLOGD_REQUIRE_NETNS=1, as CI sets).
-func require(t testing.TB, why string) {
-	t.Helper()
-	if os.Getenv("CONNLOGD_REQUIRE_NETNS") == "1" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
 }

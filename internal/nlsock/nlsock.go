@@ -24,8 +24,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// kernel is the kernel's netlink address.
-var kernel = &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
+// kernel returns the kernel's netlink address: a new one each time, as
+// unix.Connect writes into the address it is given.
+func kernel() *unix.SockaddrNetlink { return &unix.SockaddrNetlink{Family: unix.AF_NETLINK} }
 
 // Dial opens a blocking NETLINK_* socket of protocol proto (for example
 // unix.NETLINK_SOCK_DIAG) connected to the kernel: it binds an address of
@@ -35,7 +36,7 @@ func Dial(proto int) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
 	}
-	if err := unix.Connect(fd, kernel); err != nil {
+	if err := unix.Connect(fd, kernel()); err != nil {
 		unix.Close(fd)
 		return -1, fmt.Errorf("connect: %w", err)
 	}
@@ -88,7 +89,7 @@ func Subscribe(proto int, groups uint32, bufSize int, name string) (*Subscriptio
 		unix.Close(fd)
 		return nil, fmt.Errorf("bind groups %#x: %w", groups, err)
 	}
-	if err := unix.Connect(fd, kernel); err != nil {
+	if err := unix.Connect(fd, kernel()); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("connect: %w", err)
 	}

@@ -5,6 +5,7 @@ package nlsock
 import (
 	"errors"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,6 +65,39 @@ func TestSubscribeBufferAndClose(t *testing.T) {
 	}
 	if s.TakeOverrun() {
 		t.Error("an overrun reported where none happened")
+	}
+}
+
+// TestConcurrentOpens: sockets are opened from many goroutines at once
+// (the daemon opens namespaces in parallel); run with -race.
+func TestConcurrentOpens(t *testing.T) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 8 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			fd, err := Dial(unix.NETLINK_SOCK_DIAG)
+			if err == nil {
+				unix.Close(fd)
+			}
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			s, err := Subscribe(unix.NETLINK_SOCK_DIAG, 1<<(groupTCP4Destroy-1), 1<<16, "test-sub")
+			if err == nil {
+				s.Close()
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
 	}
 }
 

@@ -286,7 +286,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	return d.run(ctx, opts)
+}
+
+// run is Run on the loop's seams; tests call it with fakes. It closes
+// the loop when it returns.
+func (d *loop) run(ctx context.Context, opts Options) error {
 	defer d.close()
+	cfg := d.plan.Config
 	log := d.log
 	d.openAudit()
 	defer func() {
@@ -330,16 +337,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 
 	// A ticker drops ticks a slow poll overran instead of queueing them.
-	tick := time.NewTicker(cfg.Interval)
+	tick := d.clock.NewTicker(cfg.Interval)
 	defer tick.Stop()
-	rescan := time.NewTicker(cfg.NamespaceRescan)
+	rescan := d.clock.NewTicker(cfg.NamespaceRescan)
 	defer rescan.Stop()
 	// The watchdog is fed from this loop, so a stuck poll stops the pings.
 	var dogC <-chan time.Time
 	if opts.WatchdogPeriod > 0 {
-		dog := time.NewTicker(opts.WatchdogPeriod)
+		dog := d.clock.NewTicker(opts.WatchdogPeriod)
 		defer dog.Stop()
-		dogC = dog.C
+		dogC = dog.C()
 	}
 
 	// The first poll builds every table at once: collect garbage eagerly
@@ -347,9 +354,20 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	// hand the burst's memory back rather than carry it as RSS.
 	go d.dumper()
 	defer close(d.dumpReq)
+	// A stop during it (SIGTERM, SIGINT: ctx) takes the shutdown path at
+	// once, as in the loop below: the first round of many namespaces can
+	// take longer than systemd waits for a stop before it kills.
 	gc := debug.SetGCPercent(25)
 	d.startRound()
-	d.finishRounds()
+	for d.sched.inflight != nil {
+		select {
+		case <-ctx.Done():
+			debug.SetGCPercent(gc)
+			return d.stop()
+		case j := <-d.dumpDone:
+			d.dumped(j)
+		}
+	}
 	debug.SetGCPercent(gc)
 	debug.FreeOSMemory()
 	d.notify.Ready()
@@ -357,11 +375,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	for {
 		select {
 		case <-ctx.Done():
-			d.notify.Stopping()
-			d.sched.queue = nil
-			d.finishRounds() // finish the cycle under way
-			return d.shutdown()
-		case <-tick.C:
+			return d.stop()
+		case <-tick.C():
 			d.startRound()
 		case j := <-d.dumpDone:
 			d.dumped(j)
@@ -374,7 +389,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			d.sync()
 		case <-dogC:
 			d.notify.Watchdog()
-		case <-rescan.C:
+		case <-rescan.C():
 			if d.plan.Config.Namespaces.Mode != config.NamespacesHost {
 				d.rescanNow()
 			}
@@ -387,7 +402,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 				// A namespace may have vanished: list them again soon,
 				// once for a burst.
 				if soon == nil {
-					soon = time.After(goneDelay)
+					soon = d.clock.After(goneDelay)
 				}
 			default:
 				// The watcher fell behind, or a bind directory changed
@@ -419,6 +434,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			}
 		}
 	}
+}
+
+// stop finishes the dump under way, drops the rest of the round, and
+// shuts down.
+func (d *loop) stop() error {
+	d.notify.Stopping()
+	d.sched.queue = nil
+	d.finishRounds()
+	return d.shutdown()
 }
 
 func (d *loop) rescanNow() {

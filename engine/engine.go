@@ -506,11 +506,19 @@ func (d *loop) shutdown() error {
 	for _, w := range d.order {
 		// What the kernel queued before the stop is logged, not dropped
 		// with the socket: under load the queue holds seconds of closes.
+		more := w.destroy != nil
 		for range shutdownDrains {
-			if w.destroy == nil || d.clock.Now().After(deadline) {
+			if !more || d.clock.Now().After(deadline) {
 				break
 			}
-			d.drainDestroy(w)
+			_, more = d.drainDestroyMore(w)
+		}
+		if more && w.destroy != nil {
+			// Closes still queued go with the subscription: say so.
+			d.log.Warn("stopping with destroy notifications unread; their closes are not reported", "netns", w.String())
+			ev := event.Event{Kind: event.Gap, Time: d.clock.Now(), Reason: event.GapStopUnread}
+			w.tag(&ev)
+			d.write(&ev)
 		}
 		if w.stop != nil {
 			w.stop()
@@ -706,6 +714,13 @@ const diffChunk = 4096
 // the read (a poll's, or the drain's start) could precede closes that
 // were queued while it ran.
 func (d *loop) drainDestroy(w *namespace) (lost bool) {
+	lost, _ = d.drainDestroyMore(w)
+	return lost
+}
+
+// drainDestroyMore is drainDestroy that also says whether notifications
+// may remain queued: its last read filled a batch.
+func (d *loop) drainDestroyMore(w *namespace) (lost, more bool) {
 	d.drainAudit(d.clock.Now()) // the calls behind the closes first
 	// Bounded: under a flood the queue refills as fast as it drains, and
 	// the loop must get back to its other work; the waiter signals again.
@@ -727,7 +742,7 @@ func (d *loop) drainDestroy(w *namespace) (lost bool) {
 				d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "netns", w.String(), "overruns", w.overruns)
 				ev.Reason = event.GapOverrun
 				d.write(&ev)
-				lost = true
+				lost, more = true, true // the queue refills after an overrun
 				continue
 			}
 			d.log.Error("destroy notifications stopped; closes come from polls only", "netns", w.String(), "err", err)
@@ -739,13 +754,13 @@ func (d *loop) drainDestroy(w *namespace) (lost bool) {
 			}
 			w.destroy = nil
 			w.differ.SetDestroy(false)
-			return true
+			return true, false
 		}
-		if !full {
+		if more = full; !full {
 			break
 		}
 	}
-	return lost
+	return lost, more
 }
 
 // shutdownDrains bounds the drains at shutdown: up to 64 × 16 batches of

@@ -243,8 +243,12 @@ type fakeSub struct {
 	queued   []snapshot.Socket
 	queue    []queuedClose
 	readCost time.Duration
-	closed   chan struct{}
-	once     sync.Once
+	// flood: every drain fills its batch, as under closes that never let
+	// up, and takes floodCost of the fake clock.
+	flood     bool
+	floodCost time.Duration
+	closed    chan struct{}
+	once      sync.Once
 }
 
 // queuedClose is a notification the kernel queues at a given time.
@@ -279,6 +283,10 @@ func (s *fakeSub) Drain(t *snapshot.Table) (bool, error) {
 		*t.Append() = s.queue[0].s
 		s.queue = s.queue[1:]
 		s.clock.Advance(s.readCost)
+	}
+	if s.flood {
+		s.clock.Advance(s.floodCost)
+		return true, nil
 	}
 	return false, nil
 }

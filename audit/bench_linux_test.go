@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/connlogd/connlogd/internal/testlock"
+	"github.com/connlogd/connlogd/internal/audittest"
 )
 
 // BenchmarkRuleOverhead measures what connlogd's audit rules cost the
@@ -24,7 +24,7 @@ func BenchmarkRuleOverhead(b *testing.B) {
 		b.Skipf("needs root and audit: %v", err)
 	}
 	c.close()
-	testlock.Exclusive(b, "audit") // the rules are the kernel's
+	audittest.Lock(b)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

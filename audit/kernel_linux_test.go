@@ -19,7 +19,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/connlogd/connlogd/internal/testlock"
+	"github.com/connlogd/connlogd/internal/audittest"
+	"github.com/connlogd/connlogd/internal/netnstest"
 )
 
 var captureFile = flag.String("capture", "", "write the records of known calls to this file (refreshes testdata/records.txt)")
@@ -28,18 +29,14 @@ var captureFile = flag.String("capture", "", "write the records of known calls t
 // runs) when the test cannot manage the kernel's audit rules.
 func requireAudit(t *testing.T) {
 	t.Helper()
-	// The rules are the kernel's: one test at a time, in any package.
-	testlock.Exclusive(t, "audit")
+	audittest.Lock(t)
 	c, err := openControl()
 	if err == nil {
 		_, err = c.status()
 		c.close()
 	}
 	if err != nil {
-		if os.Getenv("CONNLOGD_REQUIRE_NETNS") == "1" {
-			t.Fatalf("audit control: %v", err)
-		}
-		t.Skipf("needs root and a kernel with audit: %v", err)
+		netnstest.Missing(t, fmt.Sprintf("needs root and a kernel with audit: audit control: %v", err))
 	}
 }
 
@@ -47,6 +44,7 @@ func requireAudit(t *testing.T) {
 type kernelState struct {
 	enabled uint32
 	rules   []string // hex of each rule, in order
+	keyed   int      // rules with connlogd's key
 }
 
 func snapshotState(t *testing.T) kernelState {
@@ -67,19 +65,29 @@ func snapshotState(t *testing.T) kernelState {
 	ks := kernelState{enabled: st.Enabled}
 	for _, r := range rules {
 		ks.rules = append(ks.rules, fmt.Sprintf("%x", r))
+		if k, err := ruleKey(r); err == nil && k == Key {
+			ks.keyed++
+		}
 	}
 	return ks
+}
+
+// same says whether the flag and the rules are as in o.
+func (k kernelState) same(o kernelState) bool {
+	return k.enabled == o.enabled && slices.Equal(k.rules, o.rules)
+}
+
+func (k kernelState) String() string {
+	return fmt.Sprintf("enabled %d, %d rules", k.enabled, len(k.rules))
 }
 
 // keepState fails the test if the kernel's audit state differs at the
 // end, and puts it back so that the next test starts clean.
 func keepState(t *testing.T) kernelState {
 	t.Helper()
-	before := snapshotState(t)
-	t.Cleanup(func() {
-		after := snapshotState(t)
-		if after.enabled != before.enabled || !slices.Equal(after.rules, before.rules) {
-			t.Errorf("audit state not restored: enabled %d → %d, %d rules → %d", before.enabled, after.enabled, len(before.rules), len(after.rules))
+	return audittest.KeepState(t, func() kernelState { return snapshotState(t) },
+		kernelState.same,
+		func(before kernelState) {
 			c, err := openControl()
 			if err != nil {
 				return
@@ -88,30 +96,10 @@ func keepState(t *testing.T) kernelState {
 			r := &Rules{c: c}
 			r.removeKeyed()
 			c.setEnabled(before.enabled)
-		}
-	})
-	return before
+		})
 }
 
-func countKeyed(t *testing.T) int {
-	t.Helper()
-	c, err := openControl()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
-	rules, err := c.rules()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, b := range rules {
-		if k, err := ruleKey(b); err == nil && k == Key {
-			n++
-		}
-	}
-	return n
-}
+func countKeyed(t *testing.T) int { return snapshotState(t).keyed }
 
 func TestRulesInstallClose(t *testing.T) {
 	requireAudit(t)
@@ -144,7 +132,7 @@ func TestRulesInstallClose(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if after := snapshotState(t); after.enabled != before.enabled || !slices.Equal(after.rules, before.rules) {
+	if after := snapshotState(t); !after.same(before) {
 		t.Errorf("after Close: enabled %d (was %d), %d rules (were %d)", after.enabled, before.enabled, len(after.rules), len(before.rules))
 	}
 	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
@@ -177,7 +165,7 @@ func TestRulesAfterKill(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if after := snapshotState(t); after.enabled != before.enabled || !slices.Equal(after.rules, before.rules) {
+	if after := snapshotState(t); !after.same(before) {
 		t.Errorf("after restart and Close: enabled %d (was %d), %d rules (were %d)", after.enabled, before.enabled, len(after.rules), len(before.rules))
 	}
 }

@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/connlogd/connlogd/internal/nlsock"
 )
 
 // Netlink message types of the audit control protocol (linux/audit.h).
@@ -37,13 +38,9 @@ type control struct {
 }
 
 func openControl() (*control, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_AUDIT)
+	fd, err := nlsock.Dial(unix.NETLINK_AUDIT)
 	if err != nil {
-		return nil, fmt.Errorf("audit control: socket: %w", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("audit control: bind: %w", err)
+		return nil, fmt.Errorf("audit control: %w", err)
 	}
 	// A reply that never comes (a kernel thread stuck) must not hang
 	// start-up or shutdown.
@@ -209,15 +206,11 @@ var ErrOverrun = errors.New("audit read-log: receive buffer overrun, records los
 // receives every record the kernel emits, alongside auditd and without
 // replacing it. It needs CAP_AUDIT_READ.
 type Reader struct {
-	f  *os.File
-	rc interface {
-		Read(func(uintptr) bool) error
-	}
-	fd      int
+	sub     *nlsock.Subscription
+	fd      int // sub.FD, read directly by Drain
 	buf     []byte
 	from    unix.RawSockaddrNetlink
 	fromLen uint32
-	overrun atomic.Bool
 	// Buffer is the receive buffer size the kernel granted.
 	Buffer int
 	// Foreign counts datagrams not from the kernel.
@@ -230,51 +223,18 @@ func OpenReader(bufSize int) (*Reader, error) {
 	if bufSize <= 0 {
 		bufSize = DefaultReadBuffer
 	}
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_AUDIT)
+	sub, err := nlsock.Subscribe(unix.NETLINK_AUDIT, 1<<(groupReadlog-1), bufSize, "audit-readlog")
 	if err != nil {
-		return nil, fmt.Errorf("audit read-log: socket: %w", err)
-	}
-	r := &Reader{fd: fd, buf: make([]byte, 1<<16)}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bufSize); err != nil {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, bufSize); err != nil {
-			unix.Close(fd)
-			return nil, fmt.Errorf("audit read-log: SO_RCVBUF: %w", err)
-		}
-	}
-	if got, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF); err == nil {
-		r.Buffer = got
-	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1 << (groupReadlog - 1)}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("audit read-log: bind group %d: %w", groupReadlog, err)
-	}
-	r.f = os.NewFile(uintptr(fd), "audit-readlog")
-	rc, err := r.f.SyscallConn()
-	if err != nil {
-		r.f.Close()
 		return nil, fmt.Errorf("audit read-log: %w", err)
 	}
-	r.rc = rc
-	return r, nil
+	return &Reader{sub: sub, fd: sub.FD, buf: make([]byte, 1<<16), Buffer: sub.Buffer}, nil
 }
 
 // WaitReadable blocks until a record (or an overrun) is queued, without
 // taking it, so that one goroutine can wait while another reads. It
 // returns a wrapped os.ErrClosed after Close.
 func (r *Reader) WaitReadable() error {
-	var peek [1]byte
-	err := r.rc.Read(func(fd uintptr) bool {
-		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peek[0])), 1,
-			unix.MSG_DONTWAIT|unix.MSG_PEEK, 0, 0)
-		switch errno {
-		case unix.EAGAIN, unix.EINTR:
-			return false
-		case unix.ENOBUFS:
-			r.overrun.Store(true) // reading the error cleared it
-		}
-		return true
-	})
-	if err != nil {
+	if err := r.sub.WaitReadable(); err != nil {
 		return fmt.Errorf("audit read-log wait: %w", err)
 	}
 	return nil
@@ -318,7 +278,7 @@ func (r *Reader) Drain(max int, fn func(typ uint16, text []byte)) (int, error) {
 		fn(typ, b[nlHdrLen:])
 	}
 	switch {
-	case rerr == unix.ENOBUFS || r.overrun.Swap(false):
+	case rerr == unix.ENOBUFS || r.sub.TakeOverrun():
 		return n, ErrOverrun
 	case rerr != nil:
 		return n, fmt.Errorf("audit read-log: recvfrom: %w", rerr)
@@ -328,7 +288,7 @@ func (r *Reader) Drain(max int, fn func(typ uint16, text []byte)) (int, error) {
 
 // Close ends the subscription; a blocked WaitReadable returns.
 func (r *Reader) Close() error {
-	if err := r.f.Close(); err != nil {
+	if err := r.sub.Close(); err != nil {
 		return fmt.Errorf("audit read-log close: %w", err)
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/connlogd/connlogd/internal/nlsock"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
@@ -68,18 +69,9 @@ func Open() (*Conn, error) {
 	return c, nil
 }
 
-func openSocket() (int, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return -1, fmt.Errorf("socket: %w", err)
-	}
-	// Connecting to the kernel makes it refuse unicasts from anyone else.
-	if err := unix.Connect(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("connect: %w", err)
-	}
-	return fd, nil
-}
+// openSocket opens the dump socket: connected to the kernel, which then
+// refuses unicasts to it from anyone else.
+func openSocket() (int, error) { return nlsock.Dial(unix.NETLINK_SOCK_DIAG) }
 
 // Close closes the socket. It is idempotent.
 func (c *Conn) Close() error {

@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/connlogd/connlogd/internal/nlsock"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
@@ -27,19 +27,14 @@ var ErrOverrun = errors.New("sock_diag destroy: receive buffer overrun, notifica
 // Destroy is a subscription to the kernel's socket-destroy notifications
 // (the SKNLGRP_INET*_DESTROY multicast groups of NETLINK_SOCK_DIAG).
 type Destroy struct {
-	f  *os.File
-	rc interface {
-		Read(func(uintptr) bool) error
-	}
-	fd int // the socket, read directly by Drain
+	sub *nlsock.Subscription // read directly by Drain
+	fd  int                  // sub.FD
 	// One recvmmsg reads up to mmsgSlots datagrams (one notification
 	// each) into slots of buf.
-	buf   []byte
-	msgs  [mmsgSlots]unix.Mmsghdr
-	iovs  [mmsgSlots]unix.Iovec
-	froms [mmsgSlots]unix.RawSockaddrNetlink
-	// overrun keeps an ENOBUFS that WaitReadable consumed for the reader.
-	overrun atomic.Bool
+	buf     []byte
+	msgs    [mmsgSlots]unix.Mmsghdr
+	iovs    [mmsgSlots]unix.Iovec
+	froms   [mmsgSlots]unix.RawSockaddrNetlink
 	mu      sync.Mutex
 	stats   snapshot.Stats
 	lastBad error
@@ -67,11 +62,11 @@ func OpenDestroy(protos []snapshot.Proto, fams []snapshot.Family, bufSize int) (
 	if groups == 0 {
 		return nil, opErr("subscribe", errors.New("no protocol and family to watch"))
 	}
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_SOCK_DIAG)
+	sub, err := nlsock.Subscribe(unix.NETLINK_SOCK_DIAG, groups, bufSize, "sock_diag-destroy")
 	if err != nil {
-		return nil, opErr("subscribe", fmt.Errorf("socket: %w", err))
+		return nil, opErr("subscribe", err)
 	}
-	d := &Destroy{buf: make([]byte, mmsgSlots*mmsgSlotLen)}
+	d := &Destroy{sub: sub, fd: sub.FD, Buffer: sub.Buffer, Forced: sub.Forced, buf: make([]byte, mmsgSlots*mmsgSlotLen)}
 	for i := range d.msgs {
 		d.iovs[i].Base = &d.buf[i*mmsgSlotLen]
 		d.iovs[i].SetLen(mmsgSlotLen)
@@ -79,34 +74,6 @@ func OpenDestroy(protos []snapshot.Proto, fams []snapshot.Family, bufSize int) (
 		d.msgs[i].Hdr.SetIovlen(1)
 		d.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&d.froms[i]))
 	}
-	// Past rmem_max only with CAP_NET_ADMIN; otherwise take what is allowed.
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bufSize); err == nil {
-		d.Forced = true
-	} else if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, bufSize); err != nil {
-		unix.Close(fd)
-		return nil, opErr("subscribe", fmt.Errorf("SO_RCVBUF: %w", err))
-	}
-	if got, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF); err == nil {
-		d.Buffer = got
-	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: groups}); err != nil {
-		unix.Close(fd)
-		return nil, opErr("subscribe", fmt.Errorf("bind groups %#x: %w", groups, err))
-	}
-	// Connected to the kernel: unicasts from other processes are refused.
-	// Multicasts still arrive, so the sender is checked on each datagram.
-	if err := unix.Connect(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		unix.Close(fd)
-		return nil, opErr("subscribe", fmt.Errorf("connect: %w", err))
-	}
-	d.fd = fd
-	d.f = os.NewFile(uintptr(fd), "sock_diag-destroy")
-	rc, err := d.f.SyscallConn()
-	if err != nil {
-		d.f.Close()
-		return nil, opErr("subscribe", err)
-	}
-	d.rc = rc
 	return d, nil
 }
 
@@ -156,23 +123,7 @@ func (d *Destroy) Drain(t *snapshot.Table) (full bool, err error) {
 // without taking it, so that one goroutine can wait while another owns
 // the reads. It returns a wrapped os.ErrClosed after Close.
 func (d *Destroy) WaitReadable() error {
-	var peek [1]byte
-	err := d.rc.Read(func(fd uintptr) bool {
-		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peek[0])), 1,
-			unix.MSG_DONTWAIT|unix.MSG_PEEK, 0, 0)
-		switch errno {
-		case unix.EAGAIN, unix.EINTR:
-			return false
-		case unix.ENOBUFS:
-			// Reading the error clears it: keep it for the next read.
-			d.overrun.Store(true)
-		}
-		return true
-	})
-	if err != nil {
-		return opErr("destroy wait", err)
-	}
-	return nil
+	return opErr("destroy wait", d.sub.WaitReadable())
 }
 
 // mmsgSlots is how many datagrams one recvmmsg reads: the kernel sends
@@ -216,7 +167,7 @@ func (d *Destroy) read(t *snapshot.Table) error {
 		}
 	}
 	switch {
-	case rerr == unix.ENOBUFS || d.overrun.Swap(false):
+	case rerr == unix.ENOBUFS || d.sub.TakeOverrun():
 		return ErrOverrun
 	case rerr != nil:
 		return opErr("destroy read", fmt.Errorf("recvmmsg: %w", rerr))
@@ -292,7 +243,7 @@ func (d *Destroy) LastMalformed() error {
 
 // Close ends the subscription; a blocked Read returns. It is idempotent.
 func (d *Destroy) Close() error {
-	err := d.f.Close()
+	err := d.sub.Close()
 	if errors.Is(err, os.ErrClosed) {
 		return nil
 	}

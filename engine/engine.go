@@ -286,7 +286,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	return d.run(ctx, opts)
+}
+
+// run is Run on the loop's seams; tests call it with fakes. It closes
+// the loop when it returns.
+func (d *loop) run(ctx context.Context, opts Options) error {
 	defer d.close()
+	cfg := d.plan.Config
 	log := d.log
 	d.openAudit()
 	defer func() {
@@ -300,7 +307,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	restored := d.restoreState()
 	if cfg.Containers.Names {
-		d.names = containers.New(containers.DockerSources(cfg.Containers.DockerSockets), containers.Options{})
+		var srcs []containers.Source
+		if cfg.Containers.Docker {
+			srcs = containers.DockerSources(cfg.Containers.DockerSockets)
+		}
+		if cfg.Containers.CRI {
+			srcs = append(srcs, containers.CRISources(cfg.Containers.CRISockets)...)
+		}
+		d.names = containers.New(srcs, containers.Options{})
 		defer d.names.Close()
 	}
 	var nsChanges <-chan netns.Change
@@ -323,16 +337,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 
 	// A ticker drops ticks a slow poll overran instead of queueing them.
-	tick := time.NewTicker(cfg.Interval)
+	tick := d.clock.NewTicker(cfg.Interval)
 	defer tick.Stop()
-	rescan := time.NewTicker(cfg.NamespaceRescan)
+	rescan := d.clock.NewTicker(cfg.NamespaceRescan)
 	defer rescan.Stop()
 	// The watchdog is fed from this loop, so a stuck poll stops the pings.
 	var dogC <-chan time.Time
 	if opts.WatchdogPeriod > 0 {
-		dog := time.NewTicker(opts.WatchdogPeriod)
+		dog := d.clock.NewTicker(opts.WatchdogPeriod)
 		defer dog.Stop()
-		dogC = dog.C
+		dogC = dog.C()
 	}
 
 	// The first poll builds every table at once: collect garbage eagerly
@@ -340,9 +354,20 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	// hand the burst's memory back rather than carry it as RSS.
 	go d.dumper()
 	defer close(d.dumpReq)
+	// A stop during it (SIGTERM, SIGINT: ctx) takes the shutdown path at
+	// once, as in the loop below: the first round of many namespaces can
+	// take longer than systemd waits for a stop before it kills.
 	gc := debug.SetGCPercent(25)
 	d.startRound()
-	d.finishRounds()
+	for d.sched.inflight != nil {
+		select {
+		case <-ctx.Done():
+			debug.SetGCPercent(gc)
+			return d.stop()
+		case j := <-d.dumpDone:
+			d.dumped(j)
+		}
+	}
 	debug.SetGCPercent(gc)
 	debug.FreeOSMemory()
 	d.notify.Ready()
@@ -350,11 +375,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	for {
 		select {
 		case <-ctx.Done():
-			d.notify.Stopping()
-			d.sched.queue = nil
-			d.finishRounds() // finish the cycle under way
-			return d.shutdown()
-		case <-tick.C:
+			return d.stop()
+		case <-tick.C():
 			d.startRound()
 		case j := <-d.dumpDone:
 			d.dumped(j)
@@ -367,7 +389,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			d.sync()
 		case <-dogC:
 			d.notify.Watchdog()
-		case <-rescan.C:
+		case <-rescan.C():
 			if d.plan.Config.Namespaces.Mode != config.NamespacesHost {
 				d.rescanNow()
 			}
@@ -380,7 +402,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 				// A namespace may have vanished: list them again soon,
 				// once for a burst.
 				if soon == nil {
-					soon = time.After(goneDelay)
+					soon = d.clock.After(goneDelay)
 				}
 			default:
 				// The watcher fell behind, or a bind directory changed
@@ -412,6 +434,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			}
 		}
 	}
+}
+
+// stop finishes the dump under way, drops the rest of the round, and
+// shuts down.
+func (d *loop) stop() error {
+	d.notify.Stopping()
+	d.sched.queue = nil
+	d.finishRounds()
+	return d.shutdown()
 }
 
 func (d *loop) rescanNow() {
@@ -475,11 +506,19 @@ func (d *loop) shutdown() error {
 	for _, w := range d.order {
 		// What the kernel queued before the stop is logged, not dropped
 		// with the socket: under load the queue holds seconds of closes.
+		more := w.destroy != nil
 		for range shutdownDrains {
-			if w.destroy == nil || d.clock.Now().After(deadline) {
+			if !more || d.clock.Now().After(deadline) {
 				break
 			}
-			d.drainDestroy(w, true)
+			_, more = d.drainDestroyMore(w, true)
+		}
+		if more && w.destroy != nil {
+			// Closes still queued go with the subscription: say so.
+			d.log.Warn("stopping with destroy notifications unread; their closes are not reported", "netns", w.String())
+			ev := event.Event{Kind: event.Gap, Time: d.clock.Now(), Reason: event.GapStopUnread}
+			w.tag(&ev)
+			d.write(&ev)
 		}
 		if w.stop != nil {
 			w.stop()
@@ -677,9 +716,16 @@ const diffChunk = 4096
 // the read (a poll's, or the drain's start) could precede closes that
 // were queued while it ran.
 func (d *loop) drainDestroy(w *namespace, queued bool) (lost bool) {
+	lost, _ = d.drainDestroyMore(w, queued)
+	return lost
+}
+
+// drainDestroyMore is drainDestroy that also says whether notifications
+// may remain queued: its last read filled a batch.
+func (d *loop) drainDestroyMore(w *namespace, queued bool) (lost, more bool) {
 	d.drainAudit(d.clock.Now()) // the calls behind the closes first
 	if w.destroy == nil {
-		return false
+		return false, false
 	}
 	// Bounded: under a flood the queue refills as fast as it drains, and
 	// the loop must get back to its other work; the waiter signals again.
@@ -697,6 +743,7 @@ func (d *loop) drainDestroy(w *namespace, queued bool) (lost bool) {
 	for _, b := range batches {
 		w.plan.keep(b.tab) // the kernel does not filter notifications
 		w.differ.Destroyed(b.tab, b.at)
+		more = b.full
 		if b.err == nil {
 			continue
 		}
@@ -708,7 +755,7 @@ func (d *loop) drainDestroy(w *namespace, queued bool) (lost bool) {
 			d.log.Warn("destroy notifications lost (receive buffer overrun); resynchronising with a full dump", "netns", w.String(), "overruns", w.overruns)
 			ev.Reason = event.GapOverrun
 			d.write(&ev)
-			lost = true
+			lost, more = true, true // the queue refills after an overrun
 			continue
 		}
 		d.log.Error("destroy notifications stopped; closes come from polls only", "netns", w.String(), "err", b.err)
@@ -720,9 +767,9 @@ func (d *loop) drainDestroy(w *namespace, queued bool) (lost bool) {
 		}
 		w.destroy = nil
 		w.differ.SetDestroy(false)
-		return true
+		return true, false
 	}
-	return lost
+	return lost, more
 }
 
 // shutdownDrains bounds the drains at shutdown: up to 64 × 16 batches of

@@ -23,10 +23,82 @@ import (
 // without privilege.
 
 // fakeClock is a clock that moves only when told. The dump worker reads
-// and moves it too, hence the lock.
+// and moves it too, hence the lock. Its tickers and timers fire as
+// Advance reaches their times, as the runtime's would: a tick the
+// receiver has not taken yet is not doubled.
 type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu     sync.Mutex
+	t      time.Time
+	timers []*fakeTicker
+}
+
+// fakeTicker is a ticker (period > 0) or a one-shot timer (period 0).
+type fakeTicker struct {
+	clock  *fakeClock
+	c      chan time.Time
+	next   time.Time
+	period time.Duration
+}
+
+func (c *fakeClock) NewTicker(d time.Duration) Ticker {
+	if d <= 0 {
+		panic("non-positive interval for NewTicker")
+	}
+	return c.add(d, d)
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time { return c.add(d, 0).c }
+
+func (c *fakeClock) add(d, period time.Duration) *fakeTicker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tk := &fakeTicker{clock: c, c: make(chan time.Time, 1), next: c.t.Add(d), period: period}
+	c.timers = append(c.timers, tk)
+	return tk
+}
+
+func (t *fakeTicker) C() <-chan time.Time { return t.c }
+
+func (t *fakeTicker) Reset(d time.Duration) {
+	t.clock.mu.Lock()
+	defer t.clock.mu.Unlock()
+	t.next, t.period = t.clock.t.Add(d), d
+	if !slices.Contains(t.clock.timers, t) {
+		t.clock.timers = append(t.clock.timers, t)
+	}
+}
+
+func (t *fakeTicker) Stop() {
+	t.clock.mu.Lock()
+	defer t.clock.mu.Unlock()
+	t.clock.timers = slices.DeleteFunc(t.clock.timers, func(o *fakeTicker) bool { return o == t })
+}
+
+// fire sends the ticks due by now; the lock is held.
+func (c *fakeClock) fire() {
+	c.timers = slices.DeleteFunc(c.timers, func(t *fakeTicker) bool {
+		if t.next.After(c.t) {
+			return false
+		}
+		select {
+		case t.c <- t.next:
+		default: // not taken yet: dropped, as time.Ticker does
+		}
+		if t.period == 0 {
+			return true
+		}
+		for !t.next.After(c.t) {
+			t.next = t.next.Add(t.period)
+		}
+		return false
+	})
+}
+
+// timerCount is how many tickers and timers are running.
+func (c *fakeClock) timerCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
 }
 
 func newFakeClock() *fakeClock {
@@ -42,6 +114,7 @@ func (c *fakeClock) Now() time.Time {
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
+	c.fire()
 	c.mu.Unlock()
 }
 
@@ -71,12 +144,20 @@ type fakeDumper struct {
 	// may change while the kernel answers.
 	onLookup func()
 	lookups  int
+	// onDump, when set, runs (unlocked) as dump number n (from 1) starts.
+	onDump  func(n int)
+	started int
 }
 
 func (f *fakeDumper) Dump(t *snapshot.Table, reqs []diag.Request) error {
 	f.mu.Lock()
-	gate, entered := f.gate, f.entered
+	gate, entered, hook := f.gate, f.entered, f.onDump
+	f.started++
+	n := f.started
 	f.mu.Unlock()
+	if hook != nil {
+		hook(n)
+	}
 	if gate != nil {
 		entered <- struct{}{}
 		<-gate
@@ -162,8 +243,12 @@ type fakeSub struct {
 	queued   []snapshot.Socket
 	queue    []queuedClose
 	readCost time.Duration
-	closed   chan struct{}
-	once     sync.Once
+	// flood: every drain fills its batch, as under closes that never let
+	// up, and takes floodCost of the fake clock.
+	flood     bool
+	floodCost time.Duration
+	closed    chan struct{}
+	once      sync.Once
 }
 
 // queuedClose is a notification the kernel queues at a given time.
@@ -199,6 +284,10 @@ func (s *fakeSub) Drain(t *snapshot.Table) (bool, error) {
 		s.queue = s.queue[1:]
 		s.clock.Advance(s.readCost)
 	}
+	if s.flood {
+		s.clock.Advance(s.floodCost)
+		return true, nil
+	}
 	return false, nil
 }
 
@@ -223,12 +312,13 @@ func (s *fakeSub) LastMalformed() error  { return nil }
 // same recorder.
 type fakeOutput struct {
 	events []event.Event
+	closed int // Close calls: the shutdown flushed the sinks
 }
 
 func (o *fakeOutput) Write(ev *event.Event) error { o.events = append(o.events, *ev); return nil }
 func (o *fakeOutput) Sync() error                 { return nil }
 func (o *fakeOutput) Reopen() error               { return nil }
-func (o *fakeOutput) Close() error                { return nil }
+func (o *fakeOutput) Close() error                { o.closed++; return nil }
 func (o *fakeOutput) Dropped() uint64             { return 0 }
 func (o *fakeOutput) Stats() []sink.Stats         { return nil }
 
@@ -277,6 +367,19 @@ func testConfig(t *testing.T, yaml string) *config.Config {
 
 func newHarness(t *testing.T, cfg *config.Config, nss ...netns.NS) *harness {
 	t.Helper()
+	h := newFakeLoop(t, cfg, Options{}, nss...)
+	go h.d.dumper()
+	t.Cleanup(func() {
+		close(h.d.dumpReq)
+		h.d.close()
+	})
+	return h
+}
+
+// newFakeLoop is a loop on fakes, its dump worker not started: run
+// starts it, and closes the loop when it returns.
+func newFakeLoop(t *testing.T, cfg *config.Config, opts Options, nss ...netns.NS) *harness {
+	t.Helper()
 	h := &harness{t: t, clock: newFakeClock(), out: &fakeOutput{}, kernel: map[netns.ID]*fakeDumper{}, subs: map[netns.ID]*fakeSub{}, nss: nss}
 	for _, ns := range nss {
 		h.kernel[ns.ID] = &fakeDumper{clock: h.clock}
@@ -295,16 +398,11 @@ func newHarness(t *testing.T, cfg *config.Config, nss ...netns.NS) *harness {
 	}
 	discover := func(config.Namespaces) ([]netns.NS, error) { return slices.Clone(h.nss), nil }
 	openSinks := func(*config.Config) (Output, error) { return h.out, nil }
-	d, err := newLoop(cfg, Options{}, h.clock, open, discover, openSinks)
+	d, err := newLoop(cfg, opts, h.clock, open, discover, openSinks)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.d = d
-	go d.dumper()
-	t.Cleanup(func() {
-		close(d.dumpReq)
-		d.close()
-	})
 	return h
 }
 

@@ -17,15 +17,35 @@ import (
 // seams of this file, so that tests drive it with fakes and no privilege.
 
 // Clock tells the time. Every event the loop stamps, and every interval
-// it measures, reads it here. The dump worker reads it too (when a dump
-// ends), so it must be safe for concurrent use.
+// it measures, reads it here, and the loop's ticks (polls, rescans, the
+// watchdog) and delays come from it, so that a test moves time itself.
+// The dump worker reads it too (when a dump ends), so it must be safe
+// for concurrent use.
 type Clock interface {
 	Now() time.Time
+	// NewTicker is time.NewTicker on this clock: it drops the ticks a
+	// slow receiver misses instead of queueing them.
+	NewTicker(d time.Duration) Ticker
+	// After is time.After on this clock.
+	After(d time.Duration) <-chan time.Time
+}
+
+// Ticker is what the loop needs of a *time.Ticker.
+type Ticker interface {
+	C() <-chan time.Time
+	Reset(d time.Duration)
+	Stop()
 }
 
 type systemClock struct{}
 
-func (systemClock) Now() time.Time { return time.Now() }
+func (systemClock) Now() time.Time                         { return time.Now() }
+func (systemClock) NewTicker(d time.Duration) Ticker       { return systemTicker{time.NewTicker(d)} }
+func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+type systemTicker struct{ *time.Ticker }
+
+func (t systemTicker) C() <-chan time.Time { return t.Ticker.C }
 
 // Dumper reads one namespace's socket table: *diag.Conn is one, bound to
 // its namespace when opened. Lookup makes it the differ's Prober.

@@ -324,7 +324,34 @@ func TestShutdownLogsQueuedCloses(t *testing.T) {
 	if err := h.d.shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	if got := kinds(h.out.take())["closed/"+event.ReasonDestroyed]; got != 2 {
-		t.Errorf("shutdown logged %d of 2 queued closes", got)
+	got := kinds(h.out.take())
+	if got["closed/"+event.ReasonDestroyed] != 2 {
+		t.Errorf("shutdown logged %d of 2 queued closes", got["closed/"+event.ReasonDestroyed])
+	}
+	if got["gap/"+event.GapStopUnread] != 0 {
+		t.Errorf("shutdown that read every queued close reported %v", got)
+	}
+}
+
+// TestShutdownFloodReportsUnread: when closes keep coming past the
+// bounded drain at shutdown, the stop says that closes went unread,
+// once, rather than dropping them silently.
+func TestShutdownFloodReportsUnread(t *testing.T) {
+	h, k, sub := stampHarness(t, "", 0)
+	k.set(conn(1, 40000))
+	h.start()
+	h.out.take()
+	sub.flood, sub.floodCost = true, 100*time.Millisecond
+	start := h.clock.Now()
+	if err := h.d.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(h.out.take())["gap/"+event.GapStopUnread]; got != 1 {
+		t.Errorf("shutdown under a flood wrote %d stop_unread gaps; want 1", got)
+	}
+	// Bounded by shutdownDrainTime, plus the drain under way when it ran
+	// out (maxDrainBatches reads).
+	if took := h.clock.Now().Sub(start); took > shutdownDrainTime+maxDrainBatches*sub.floodCost {
+		t.Errorf("shutdown drained for %v of the clock; bound %v", took, shutdownDrainTime)
 	}
 }

@@ -84,6 +84,10 @@ const (
 	// window may have no owner. Count is how many records the kernel
 	// counted lost, 0 when unknown.
 	GapAuditLost = "audit_lost"
+	// GapStopUnread: connlogd stopped with destroy notifications still
+	// queued after its bounded drain at shutdown (a flood that outlasts
+	// it); the closes they carried are not reported.
+	GapStopUnread = "stop_unread"
 )
 
 // Event is one line of output.

@@ -13,7 +13,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -67,9 +66,6 @@ type otlpSink struct {
 	headers  map[string]string
 	host     string
 	version  string
-	tlsSpec  *config.TLS
-	tlsHost  string
-	tlsConf  atomic.Pointer[tls.Config]
 	store    otlpStore
 	spooled  bool
 	errFull  error
@@ -79,13 +75,13 @@ type otlpSink struct {
 	ctx      context.Context
 	abort    context.CancelFunc
 	done     chan struct{}
-	kick     chan struct{}
-	reload   atomic.Bool
 	once     sync.Once
 	started  bool
 	timer    *time.Timer
 	recover  uint64 // events found in the spool at start
 	openDrop uint64
+
+	reconnect // Reopen's: TLS files, new connections
 
 	// The sender goroutine's own.
 	arena   bodyArena
@@ -98,8 +94,7 @@ type otlpSink struct {
 	fails   int
 	backoff func(fails int) time.Duration
 
-	errMu   sync.Mutex
-	lastErr error
+	senderErr
 
 	written atomic.Uint64
 	dropped drops
@@ -125,25 +120,21 @@ func newOTLPSink(s *config.Sink, opt Options) (*otlpSink, error) {
 		drain:   s.DrainTimeout,
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
-		kick:    make(chan struct{}, 1),
 		backoff: func(fails int) time.Duration { return jitteredBackoff(fails, minBackoff, maxBackoff) },
 	}
 	if o.drain <= 0 {
 		o.drain = config.DefaultDrainTimeout
 	}
 	o.ctx, o.abort = context.WithCancel(context.Background())
+	o.kick = make(chan struct{}, 1)
 	if strings.HasPrefix(s.OTLP.Endpoint, "https:") {
-		o.tlsSpec = &s.TLS
 		u, err := urlHost(s.OTLP.Endpoint)
 		if err != nil {
 			return nil, err
 		}
-		o.tlsHost = u
-		conf, err := loadTLS(o.tlsSpec, o.tlsHost)
-		if err != nil {
+		if err := o.useTLS(&s.TLS, u); err != nil {
 			return nil, err
 		}
-		o.tlsConf.Store(conf)
 	}
 	if s.Spool.Dir != "" {
 		max := s.Spool.MaxBytes
@@ -237,18 +228,10 @@ func (o *otlpSink) lose(err error) error {
 // sync reports the sender's state: nil while it delivers, else why it
 // cannot. It does not wait.
 func (o *otlpSink) sync() error {
-	o.errMu.Lock()
-	defer o.errMu.Unlock()
-	if o.lastErr != nil {
-		return fmt.Errorf("%s: %w (%d events queued)", o.name, o.lastErr, o.store.queued())
+	if err := o.lastError(); err != nil {
+		return fmt.Errorf("%s: %w (%d events queued)", o.name, err, o.store.queued())
 	}
 	return nil
-}
-
-func (o *otlpSink) setErr(err error) {
-	o.errMu.Lock()
-	o.lastErr = err
-	o.errMu.Unlock()
 }
 
 // run is the sender goroutine.
@@ -298,7 +281,7 @@ var errRejected = errors.New("rejected by the receiver")
 // deliver posts one batch; on a retryable failure it rewinds the store
 // and waits out the backoff.
 func (o *otlpSink) deliver() {
-	if o.reload.Swap(false) {
+	if o.takeFresh() {
 		o.client.CloseIdleConnections()
 		o.client = o.newClient()
 		o.fails = 0
@@ -312,7 +295,7 @@ func (o *otlpSink) deliver() {
 		o.errors.Add(1)
 		o.setErr(err)
 		o.fails++
-		o.wait(o.backoff(o.fails))
+		o.wait(o.ctx, o.backoff(o.fails))
 		return
 	}
 	if n == 0 {
@@ -346,21 +329,7 @@ func (o *otlpSink) deliver() {
 		o.errors.Add(1)
 		o.setErr(err)
 		o.fails++
-		o.wait(max(retryAfter, o.backoff(o.fails)))
-	}
-}
-
-// wait sleeps for a backoff, cut short by Reopen or the end of the drain.
-func (o *otlpSink) wait(d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-	case <-o.kick:
-	case <-o.ctx.Done():
+		o.wait(o.ctx, max(retryAfter, o.backoff(o.fails)))
 	}
 }
 
@@ -492,23 +461,7 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 
 // reopen reloads the TLS files and makes the sender start new
 // connections at once.
-func (o *otlpSink) reopen() error {
-	var err error
-	if o.tlsSpec != nil {
-		var conf *tls.Config
-		if conf, err = loadTLS(o.tlsSpec, o.tlsHost); err == nil {
-			o.tlsConf.Store(conf)
-		} else {
-			err = fmt.Errorf("%s: reopen: %w", o.name, err)
-		}
-	}
-	o.reload.Store(true)
-	select {
-	case o.kick <- struct{}{}:
-	default:
-	}
-	return err
-}
+func (o *otlpSink) reopen() error { return o.reconnect.reopen(o.name) }
 
 // beginClose starts the drain: the sender delivers what is stored, for
 // at most the drain time from now.
@@ -545,12 +498,7 @@ func (o *otlpSink) close() error {
 		o.timer.Stop()
 		o.abort()
 		o.client.CloseIdleConnections()
-		o.errMu.Lock()
-		cause := o.lastErr
-		o.errMu.Unlock()
-		if cause == nil {
-			cause = errors.New("drain time up")
-		}
+		cause := o.closeCause()
 		if lost := o.dropped.total() - o.openDrop; lost > 0 {
 			err = fmt.Errorf("%s: close: %d events not delivered within %v: %w", o.name, lost, o.drain, cause)
 		} else if left := o.store.queued(); left > 0 && o.spooled {

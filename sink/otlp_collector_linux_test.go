@@ -18,8 +18,8 @@ import (
 	"github.com/connlogd/connlogd/spool"
 )
 
-// jsonPlain decodes an event line the way the otlp sink maps it: whole
-// numbers to int64 (a string beyond), other numbers to float64.
+// jsonPlain decodes an event line the way the otlp sink maps it
+// (jsonNorm).
 func jsonPlain(t *testing.T, line []byte) map[string]any {
 	t.Helper()
 	dec := json.NewDecoder(bytes.NewReader(line))
@@ -28,32 +28,7 @@ func jsonPlain(t *testing.T, line []byte) map[string]any {
 	if err := dec.Decode(&m); err != nil {
 		t.Fatal(err)
 	}
-	return plain(m).(map[string]any)
-}
-
-func plain(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			x[k] = plain(e)
-		}
-		return x
-	case []any:
-		for i, e := range x {
-			x[i] = plain(e)
-		}
-		return x
-	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return i
-		}
-		if !strings.ContainsAny(string(x), ".eE") {
-			return string(x)
-		}
-		f, _ := x.Float64()
-		return f
-	}
-	return v
+	return jsonNorm(m).(map[string]any)
 }
 
 // TestOTLPCollector sends events in each schema to a real OpenTelemetry

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/connlogd/connlogd/config"
+	"github.com/connlogd/connlogd/internal/otelcoltest"
 )
 
 // otlpReceiver is a scripted OTLP/HTTP receiver: answer decides each
@@ -98,6 +99,16 @@ func (r *otlpReceiver) requests() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.reqs
+}
+
+// downAndUp returns a receiver that is always unavailable and one that
+// takes everything.
+func downAndUp(t *testing.T) (down, up *otlpReceiver) {
+	down = newOTLPReceiver(t, func(n int, w http.ResponseWriter) bool {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return false
+	})
+	return down, newOTLPReceiver(t, nil)
 }
 
 func otlpTee(t *testing.T, spec config.Sink) *Tee {
@@ -240,13 +251,8 @@ func TestOTLPBadRequest(t *testing.T) {
 func TestOTLPSpoolOutage(t *testing.T) {
 	dir := t.TempDir() + "/spool"
 	// Two receivers, so that a request of the first run that the
-	// receiver handles late cannot be taken: one always unavailable, one
-	// that takes everything.
-	down := newOTLPReceiver(t, func(n int, w http.ResponseWriter) bool {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return false
-	})
-	r := newOTLPReceiver(t, nil)
+	// receiver handles late cannot be taken.
+	down, r := downAndUp(t)
 	spec := config.Sink{Type: config.SinkOTLP, OTLP: &config.OTLP{Endpoint: down.URL},
 		DrainTimeout: 200 * time.Millisecond, Spool: config.Spool{Dir: dir}}
 	tee := otlpTee(t, spec)
@@ -364,38 +370,15 @@ func FuzzJSONAny(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if got, want := anyPlain(v), jsonNorm(ref); !reflect.DeepEqual(got, want) {
+		if got, want := otelcoltest.Value(v), jsonNorm(ref); !reflect.DeepEqual(got, want) {
 			t.Fatalf("%q:\n got %#v\nwant %#v", in, got, want)
 		}
 	})
 }
 
-func anyPlain(v *commonpb.AnyValue) any {
-	switch x := v.GetValue().(type) {
-	case *commonpb.AnyValue_StringValue:
-		return x.StringValue
-	case *commonpb.AnyValue_IntValue:
-		return x.IntValue
-	case *commonpb.AnyValue_DoubleValue:
-		return x.DoubleValue
-	case *commonpb.AnyValue_BoolValue:
-		return x.BoolValue
-	case *commonpb.AnyValue_ArrayValue:
-		out := []any{}
-		for _, e := range x.ArrayValue.Values {
-			out = append(out, anyPlain(e))
-		}
-		return out
-	case *commonpb.AnyValue_KvlistValue:
-		out := map[string]any{}
-		for _, e := range x.KvlistValue.Values {
-			out[e.Key] = anyPlain(e.Value)
-		}
-		return out
-	}
-	return nil
-}
-
+// jsonNorm maps a value encoding/json decoded with UseNumber the way the
+// otlp sink maps JSON: whole numbers to int64 (a string beyond), other
+// numbers to float64 (a string when out of range).
 func jsonNorm(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
@@ -430,14 +413,9 @@ func jsonNorm(v any) any {
 // old ones; both share the spool, the new one sends only once the old
 // one has stopped, and every event arrives once, in order.
 func TestOTLPSpoolReload(t *testing.T) {
-	// The old configuration sends to a receiver that is always
-	// unavailable, the new one to one that takes everything: a late
+	// The old configuration sends to down, the new one to r: a late
 	// request of the old sink cannot be taken.
-	down := newOTLPReceiver(t, func(n int, w http.ResponseWriter) bool {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return false
-	})
-	r := newOTLPReceiver(t, nil)
+	down, r := downAndUp(t)
 	spec := config.Sink{Type: config.SinkOTLP, OTLP: &config.OTLP{Endpoint: down.URL},
 		DrainTimeout: 200 * time.Millisecond, Spool: config.Spool{Dir: t.TempDir() + "/spool"}}
 	old := otlpTee(t, spec)

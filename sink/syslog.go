@@ -62,21 +62,16 @@ type syslogSink struct {
 	tr *transport
 	b  batch
 
-	tlsConf atomic.Pointer[tls.Config]
-	tlsSpec *config.TLS // nil unless network tls
-	tlsHost string      // default server name: the address's host
+	reconnect // Reopen's: TLS files, redial now
 
 	drain   time.Duration
 	closing chan struct{} // closed by close: deliver the queue, then stop
 	ctx     context.Context
 	abort   context.CancelFunc // the drain time is up: stop now
 	done    chan struct{}      // the sender has returned
-	kick    chan struct{}      // Reopen: drop the connection, redial now
-	redial  atomic.Bool
 	once    sync.Once
 
-	errMu   sync.Mutex
-	lastErr error // the sender's last failure; nil once it delivers again
+	senderErr
 
 	started     bool
 	drainTimer  *time.Timer
@@ -137,11 +132,10 @@ func newSyslogSink(c syslogConfig) (*syslogSink, error) {
 		drain:    c.drain,
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-		tlsSpec:  c.tls,
 	}
 	s.errFull = fmt.Errorf("%s: queue full (%d events): events dropped", s.name, c.queue)
 	s.ctx, s.abort = context.WithCancel(context.Background())
+	s.kick = make(chan struct{}, 1)
 	if s.rfc3164 && c.network == "unix" {
 		// The local socket's readers (journald, rsyslog's imuxsock) take
 		// the word after the timestamp as the tag; glibc's syslog(3) and
@@ -149,12 +143,10 @@ func newSyslogSink(c syslogConfig) (*syslogSink, error) {
 		s.host = ""
 	}
 	if c.tls != nil {
-		s.tlsHost, _, _ = net.SplitHostPort(c.address)
-		conf, err := loadTLS(c.tls, s.tlsHost)
-		if err != nil {
+		host, _, _ := net.SplitHostPort(c.address)
+		if err := s.useTLS(c.tls, host); err != nil {
 			return nil, err
 		}
-		s.tlsConf.Store(conf)
 	}
 	s.tr = newTransport(c.network, c.address, s.tlsConf.Load)
 	s.tr.reclaims = s.reclaimed
@@ -242,18 +234,10 @@ func (s *syslogSink) lose(err error) error {
 // sync reports the sender's state: nil while it delivers, else why it
 // cannot. It does not wait for the queue to drain.
 func (s *syslogSink) sync() error {
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	if s.lastErr != nil {
-		return fmt.Errorf("%s: %w (%d events queued)", s.name, s.lastErr, s.queued())
+	if err := s.lastError(); err != nil {
+		return fmt.Errorf("%s: %w (%d events queued)", s.name, err, s.queued())
 	}
 	return nil
-}
-
-func (s *syslogSink) setErr(err error) {
-	s.errMu.Lock()
-	s.lastErr = err
-	s.errMu.Unlock()
 }
 
 // run is the sender goroutine: it takes whatever is queued and delivers
@@ -321,7 +305,7 @@ func (s *syslogSink) deliver() {
 			}
 			break // finish counts what resend holds; a spool keeps it
 		}
-		if s.redial.Swap(false) {
+		if s.takeFresh() {
 			s.tr.drop(true)
 			s.tr.fails = 0
 		}
@@ -342,23 +326,9 @@ func (s *syslogSink) deliver() {
 			i++
 			continue
 		}
-		s.wait(s.tr.backoff())
+		s.wait(s.ctx, s.tr.backoff())
 	}
 	b.reset()
-}
-
-// wait sleeps for a backoff, cut short by Reopen or the end of the drain.
-func (s *syslogSink) wait(d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-	case <-s.kick:
-	case <-s.ctx.Done():
-	}
 }
 
 // reclaimed adjusts the counters when n messages counted as written
@@ -535,23 +505,7 @@ func headerToken(s string, max int) string {
 // reopen reloads the TLS files (a renewed certificate) and makes the
 // sender redial at once: after a syslog daemon restart or a DNS change,
 // not at the next failure. Bad TLS files keep the old settings.
-func (s *syslogSink) reopen() error {
-	var err error
-	if s.tlsSpec != nil {
-		var conf *tls.Config
-		if conf, err = loadTLS(s.tlsSpec, s.tlsHost); err == nil {
-			s.tlsConf.Store(conf)
-		} else {
-			err = fmt.Errorf("%s: reopen: %w", s.name, err)
-		}
-	}
-	s.redial.Store(true)
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-	return err
-}
+func (s *syslogSink) reopen() error { return s.reconnect.reopen(s.name) }
 
 // beginClose starts the drain: the sender delivers what is queued, for
 // at most the drain time from now.
@@ -587,23 +541,13 @@ func (s *syslogSink) close() error {
 			err = fmt.Errorf("%s: %w", s.name, err)
 		}
 		if left > 0 {
-			s.errMu.Lock()
-			cause := s.lastErr
-			s.errMu.Unlock()
-			if cause == nil {
-				cause = errors.New("drain time up")
-			}
+			cause := s.closeCause()
 			err = errors.Join(err, fmt.Errorf("%s: close: %d events not acknowledged within %v stay in the spool for the next start: %w", s.name, left, s.drain, cause))
 		}
 		return err
 	}
 	if lost := s.dropped.total() - s.droppedOpen; lost > 0 {
-		s.errMu.Lock()
-		cause := s.lastErr
-		s.errMu.Unlock()
-		if cause == nil {
-			cause = errors.New("drain time up")
-		}
+		cause := s.closeCause()
 		if errors.Is(cause, errRefused) {
 			return fmt.Errorf("%s: close: %d events not delivered: %w", s.name, lost, cause)
 		}

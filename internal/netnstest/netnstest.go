@@ -37,9 +37,17 @@ func Require(t testing.TB) {
 	} else if _, err := exec.LookPath("ip"); err != nil {
 		why = "needs the ip command (iproute2)"
 	}
-	if why == "" {
-		return
+	if why != "" {
+		Missing(t, why)
 	}
+}
+
+// Missing skips a test that lacks what it needs (why says what), or
+// fails it where the integration tests must run: under
+// CONNLOGD_REQUIRE_NETNS=1, as CI sets, so that they cannot silently not
+// run there.
+func Missing(t testing.TB, why string) {
+	t.Helper()
 	if os.Getenv("CONNLOGD_REQUIRE_NETNS") == "1" {
 		t.Fatal(why)
 	}
@@ -183,25 +191,4 @@ func (n *NS) Run(t testing.TB, name string, args ...string) string {
 		t.Fatalf("%s %s in %s: %v: %s", name, strings.Join(args, " "), n.Name, err, out)
 	}
 	return string(out)
-}
-
-// Sysctl sets a sysctl for the test's duration and restores it after.
-// A host-wide setting is seen by every process, tests of other packages
-// included, for that whole time: prefer a per-namespace one (written in
-// NS.Do), as NewWithChildEhash does.
-func Sysctl(t testing.TB, key, value string) {
-	t.Helper()
-	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-	old, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read %s: %v", key, err)
-	}
-	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
-		t.Fatalf("sysctl %s=%s: %v", key, value, err)
-	}
-	t.Cleanup(func() {
-		if err := os.WriteFile(path, old, 0o644); err != nil {
-			t.Errorf("restore %s: %v", key, err)
-		}
-	})
 }

@@ -276,6 +276,12 @@ type Record struct {
 // Body returns the record's body as a map of its top-level keys.
 func (r Record) Body() map[string]any { return anyMap(r.LogRecord.GetBody()) }
 
+// Value turns an OTLP AnyValue, as the collector exports it or as a
+// sink builds it, into plain Go values: map[string]any for a kvlist,
+// []any for an array, string, int64, float64, bool, []byte or nil. It is
+// the one reading of AnyValue the tests compare against.
+func Value(v *commonpb.AnyValue) any { return anyValue(v) }
+
 // Str returns a top-level body field as text (numbers in decimal); ""
 // when absent.
 func (r Record) Str(key string) string {

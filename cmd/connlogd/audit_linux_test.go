@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -196,6 +197,17 @@ func startAuditd(t *testing.T) {
 		}
 		auditctl(t, "-e", enabled) // auditd switched auditing on for itself
 	})
+	// auditd as Debian's package runs it: its service loads
+	// /etc/audit/rules.d/audit.rules, whose "-b 8192" raises the kernel's
+	// backlog from 64; with 64, a busy machine's auditd, slow to take the
+	// records the kernel hands it, makes the kernel drop them (reported as
+	// audit_lost gaps) whoever else reads them. Restored after.
+	backlog := "64"
+	if m := regexp.MustCompile(`\nbacklog_limit (\d+)\n`).FindStringSubmatch(auditctl(t, "-s")); m != nil {
+		backlog = m[1]
+	}
+	auditctl(t, "-b", "8192")
+	t.Cleanup(func() { auditctl(t, "-b", backlog) })
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(auditctl(t, "-s"), fmt.Sprintf("\npid %d\n", cmd.Process.Pid)) {
 		if time.Now().After(deadline) {

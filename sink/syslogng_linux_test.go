@@ -111,18 +111,19 @@ type syslogNG struct {
 	waitErr chan error
 }
 
+// newSyslogNG configures a syslog-ng that writes what it parsed from
+// each message of each input to DIR/INPUT.log (ngTemplate).
 func newSyslogNG(t *testing.T, inputs ...ngInput) *syslogNG {
 	t.Helper()
-	s := &syslogNG{t: t, bin: findSyslogNG(t), dir: t.TempDir(), inputs: inputs}
+	dir := t.TempDir()
 	var conf strings.Builder
 	// keep-hostname: HOST is the message's, not the peer's address. No
 	// internal() source: syslog-ng's own messages go to its stderr (-F).
-	fmt.Fprintf(&conf, `@version: %s
-options {
+	fmt.Fprintf(&conf, `options {
   keep-hostname(yes); chain-hostnames(no); use-dns(no); dns-cache(no); use-fqdn(no);
   frac-digits(6); log-msg-size(65536);
 };
-`, s.bin.version)
+`)
 	var names []string
 	for _, in := range inputs {
 		fmt.Fprintf(&conf, "source %s { %s; };\n", in.name, in.driver)
@@ -139,8 +140,17 @@ log {
   destination(d_out);
   flags(flow-control);
 };
-`, s.dir, ngTemplate, strings.Join(names, " "))
-	if err := os.WriteFile(filepath.Join(s.dir, "syslog-ng.conf"), []byte(conf.String()), 0o600); err != nil {
+`, dir, ngTemplate, strings.Join(names, " "))
+	return newSyslogNGConf(t, dir, conf.String(), inputs...)
+}
+
+// newSyslogNGConf configures a syslog-ng with conf, to which it adds the
+// @version line, in dir; it is ready when inputs listen.
+func newSyslogNGConf(t *testing.T, dir, conf string, inputs ...ngInput) *syslogNG {
+	t.Helper()
+	s := &syslogNG{t: t, bin: findSyslogNG(t), dir: dir, inputs: inputs}
+	conf = fmt.Sprintf("@version: %s\n", s.bin.version) + conf
+	if err := os.WriteFile(filepath.Join(s.dir, "syslog-ng.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -457,36 +467,8 @@ func TestSyslogNGReceives(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			spec := c.spec
 			spec.Type = config.SinkSyslog
-			jsonl := filepath.Join(t.TempDir(), "events.jsonl")
-			tee, err := New([]config.Sink{spec, {Type: config.SinkFile, Path: jsonl}}, "web-1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tee.Close()
-			evs := kindsEvents()
-			for i := range c.n {
-				evs = append(evs, *seqEvent(1000 + i))
-			}
-			for i := range evs {
-				if err := tee.Write(&evs[i]); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := tee.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if st := tee.Stats()[0]; st.Written != uint64(len(evs)) || st.Dropped != 0 {
-				t.Fatalf("stats %+v", st)
-			}
-			data, err := os.ReadFile(jsonl)
-			if err != nil {
-				t.Fatal(err)
-			}
-			lines := bytes.SplitAfter(data, []byte{'\n'})
-			lines = lines[:len(lines)-1] // after the last newline
-			if len(lines) != len(evs) {
-				t.Fatalf("file sink wrote %d lines for %d events", len(lines), len(evs))
-			}
+			evs := ngEvents(c.n)
+			lines := sendBeside(t, spec, evs)
 			got := ng.wait(t, c.name, len(evs))
 			host := "web-1"
 			if spec.Network == "unix" && spec.Format == FormatRFC3164 {
@@ -501,6 +483,103 @@ func TestSyslogNGReceives(t *testing.T) {
 			t.Logf("%s: syslog-ng parsed %d messages as sent", c.name, len(got))
 		})
 	}
+}
+
+// ngEvents is one event of each kind, then n numbered ones.
+func ngEvents(n int) []event.Event {
+	evs := kindsEvents()
+	for i := range n {
+		evs = append(evs, *seqEvent(1000 + i))
+	}
+	return evs
+}
+
+// sendBeside writes evs to the syslog sink spec and to a file sink beside
+// it, closes them (the syslog sink delivers its queue) and returns the
+// file sink's lines, each with its newline: the JSON the syslog messages
+// carry as MSG.
+func sendBeside(t *testing.T, spec config.Sink, evs []event.Event) [][]byte {
+	t.Helper()
+	jsonl := filepath.Join(t.TempDir(), "events.jsonl")
+	tee, err := New([]config.Sink{spec, {Type: config.SinkFile, Path: jsonl}}, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tee.Close()
+	for i := range evs {
+		if err := tee.Write(&evs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tee.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := tee.Stats()[0]; st.Written != uint64(len(evs)) || st.Dropped != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	data, err := os.ReadFile(jsonl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.SplitAfter(data, []byte{'\n'})
+	lines = lines[:len(lines)-1] // after the last newline
+	if len(lines) != len(evs) {
+		t.Fatalf("file sink wrote %d lines for %d events", len(lines), len(evs))
+	}
+	return lines
+}
+
+// TestSyslogNGDocsConfig runs the syslog-ng configuration docs/delivery.md
+// shows, with loopback addresses, free ports and the test's files put in,
+// and checks that it writes every event sent over TLS and then UDP to the
+// host's file as the file sink beside the syslog sink wrote it.
+func TestSyslogNGDocsConfig(t *testing.T) {
+	doc, err := os.ReadFile("../docs/delivery.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const first = "```\n# /etc/syslog-ng/conf.d/connlogd.conf\n"
+	_, block, found := strings.Cut(string(doc), first)
+	block, _, closed := strings.Cut(block, "\n```\n")
+	if !found || !closed {
+		t.Fatalf("docs/delivery.md: no block beginning %q", first)
+	}
+	pki := newTestPKI(t)
+	dir := t.TempDir()
+	tlsPort, udpPort := freePort(t, false), freePort(t, true)
+	for _, r := range [][2]string{
+		{`ip("0.0.0.0") port(6514)`, fmt.Sprintf(`ip("127.0.0.1") port(%d)`, tlsPort)},
+		{`ip("0.0.0.0") port(514)`, fmt.Sprintf(`ip("127.0.0.1") port(%d)`, udpPort)},
+		{"/etc/syslog-ng/tls/server.key", pki.serverKey},
+		{"/etc/syslog-ng/tls/server.pem", pki.serverCert},
+		{"/etc/syslog-ng/tls/ca.pem", pki.caFile},
+		{"/var/log/connlogd/", dir + "/"},
+	} {
+		if n := strings.Count(block, r[0]); n != 1 {
+			t.Fatalf("docs/delivery.md's syslog-ng configuration has %q %d times, want once:\n%s", r[0], n, block)
+		}
+		block = strings.Replace(block, r[0], r[1], 1)
+	}
+	ng := newSyslogNGConf(t, dir, block+"\n", ngInput{port: tlsPort}, ngInput{port: udpPort, udp: true})
+	ng.start()
+	out := filepath.Join(dir, "web-1.jsonl")
+	var want []byte
+	for _, spec := range []config.Sink{
+		{Type: config.SinkSyslog, Network: "tls", Address: fmt.Sprintf("127.0.0.1:%d", tlsPort), TLS: config.TLS{CAFile: pki.caFile}},
+		{Type: config.SinkSyslog, Network: "udp", Address: fmt.Sprintf("127.0.0.1:%d", udpPort)},
+	} {
+		n := 500
+		if spec.Network == "udp" {
+			n = 50 // so that the loopback socket buffer cannot overflow
+		}
+		want = append(want, bytes.Join(sendBeside(t, spec, ngEvents(n)), nil)...)
+		var got []byte
+		waitUntil(30*time.Second, func() bool { got, _ = os.ReadFile(out); return len(got) >= len(want) })
+		if !bytes.Equal(got, want) {
+			t.Fatalf("after %s: %s has %d bytes, want the file sink's %d; its stderr: %s", spec.Network, out, len(got), len(want), ng.stderr())
+		}
+	}
+	t.Logf("the configuration of docs/delivery.md wrote %d bytes, every event as sent", len(want))
 }
 
 // TestSyslogNGSpool mirrors TestRsyslogSpool's TLS case: a syslog sink

@@ -427,6 +427,8 @@ func TestSyslogNGReceives(t *testing.T) {
 			driver: `syslog(%s transport("tcp"))`, n: 500},
 		{name: "tls", spec: config.Sink{Network: "tls", TLS: config.TLS{CAFile: pki.caFile}},
 			driver: `syslog(%s transport("tls") tls(` + tlsServer + ` peer-verify(optional-untrusted)))`, n: 500},
+		{name: "tls_rfc3164", spec: config.Sink{Network: "tls", Format: FormatRFC3164, TLS: config.TLS{CAFile: pki.caFile}},
+			driver: `syslog(%s transport("tls") tls(` + tlsServer + ` peer-verify(optional-untrusted)))`, n: 100},
 		// Mutual TLS: syslog-ng demands a client certificate of the CA.
 		{name: "mtls", spec: config.Sink{Network: "tls", TLS: config.TLS{CAFile: pki.caFile, CertFile: pki.clientCert, KeyFile: pki.clientKey}},
 			driver: `syslog(%s transport("tls") tls(` + tlsServer + ` peer-verify(required-trusted)))`, n: 500},

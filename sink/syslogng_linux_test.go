@@ -97,7 +97,7 @@ type ngInput struct {
 // ngTemplate writes what syslog-ng parsed from each message as one JSON
 // line: the header fields (S_UNIXTIME and S_ISODATE are the message's
 // own time stamp), MSG as received, and under "parsed" what its
-// json-parser made of MSG. Messages MSG of which is not JSON have no
+// json-parser made of MSG. Messages whose MSG is not JSON have no
 // "parsed".
 const ngTemplate = `$(format-json --scope none src=$SOURCE host=$HOST program=$PROGRAM pid=$PID msgid=$MSGID sdata=$SDATA facility=$FACILITY_NUM severity=$SEVERITY_NUM unixtime=$S_UNIXTIME isodate=$S_ISODATE msg=$MSG --key parsed.*)\n`
 
@@ -119,7 +119,7 @@ func newSyslogNG(t *testing.T, inputs ...ngInput) *syslogNG {
 	var conf strings.Builder
 	// keep-hostname: HOST is the message's, not the peer's address. No
 	// internal() source: syslog-ng's own messages go to its stderr (-F).
-	fmt.Fprintf(&conf, `options {
+	conf.WriteString(`options {
   keep-hostname(yes); chain-hostnames(no); use-dns(no); dns-cache(no); use-fqdn(no);
   frac-digits(6); log-msg-size(65536);
 };
@@ -136,7 +136,7 @@ func newSyslogNG(t *testing.T, inputs ...ngInput) *syslogNG {
 destination d_out { file("%s/${SOURCE}.log" template("%s")); };
 log {
   %s
-  if { parser(p_json); } else { rewrite { set("no" value("json_parsed")); }; };
+  if { parser(p_json); } else { };
   destination(d_out);
   flags(flow-control);
 };

@@ -24,6 +24,7 @@ var unitSuffixes = [...]string{".service", ".scope", ".socket", ".mount", ".swap
 //	libpod-ID.scope, libpod-ID      podman (systemd, cgroupfs driver)
 //	SLICE:cri-containerd:ID         containerd's systemd-driver form, also crio, docker
 //	ID under /docker or /kubepods*  docker, or any CRI runtime, cgroupfs driver
+//	/k8s.io/ID                      containerd's CRI, pod without a cgroup parent
 //
 // Monitor cgroups (crio-conmon-ID.scope, libpod-conmon-ID.scope) hold
 // conmon, not the container, and do not match.
@@ -79,7 +80,9 @@ func containerID(parents []string, c string) (string, bool) {
 	if !isID(c) || len(parents) == 0 {
 		return "", false
 	}
-	if parents[len(parents)-1] == "docker" {
+	// /k8s.io/ID: containerd's CRI plugin when the pod has no cgroup
+	// parent (crictl), named for its containerd namespace.
+	if parents[len(parents)-1] == "docker" || len(parents) == 1 && parents[0] == "k8s.io" {
 		return c, true
 	}
 	for _, p := range parents {

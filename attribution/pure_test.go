@@ -40,6 +40,8 @@ func TestParseCgroupPath(t *testing.T) {
 		{"cri-o, sub-cgroup of the container", "/kubepods.slice/kubepods-pod12.slice/crio-" + id1 + ".scope/container", "crio-" + id1 + ".scope", id1},
 		{"cri-o conmon is not the container", "/kubepods.slice/kubepods-pod12.slice/crio-conmon-" + id1 + ".scope", "crio-conmon-" + id1 + ".scope", ""},
 		{"cri-o, cgroupfs driver", "/kubepods/besteffort/pod12/crio-" + id1, "", id1},
+		{"containerd via CRI, pod without a cgroup parent (seen with containerd 1.6)", "/k8s.io/" + id1, "", id1},
+		{"k8s.io deeper down is not containerd's", "/user.slice/k8s.io/" + id1, "", ""},
 		{"podman, root", "/machine.slice/libpod-" + id1 + ".scope", "libpod-" + id1 + ".scope", id1},
 		{"podman with systemd inside", "/machine.slice/libpod-" + id1 + ".scope/container/init.scope", "libpod-" + id1 + ".scope", id1},
 		{"podman rootless", "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-" + id2 + ".scope", "user@1000.service", id2},

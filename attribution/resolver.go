@@ -177,11 +177,12 @@ type owner struct {
 	present bool // in its namespace's last dump with this inode: some descriptor may hold it
 	queued  bool
 
-	// scan scratch, valid in round wantRound
+	// scan scratch, valid in round wantRound (candRank beside the flags
+	// above: one per socket, so no padding, 48 bytes)
+	candRank  int8 // -1: no holder found yet; 0: in the socket's cgroup; 1: elsewhere
 	wantRound uint64
 	candPid   int32
 	grp       int32 // 1 + index in scan.order of the socket's cgroup tier; 0 for none
-	candRank  int8  // -1: no holder found yet; 0: in the socket's cgroup; 1: elsewhere
 }
 
 // fdEnt is one socket descriptor of a process.

@@ -359,7 +359,7 @@ func TestDefault(t *testing.T) {
 		Namespaces:      Namespaces{Mode: "host"},
 		NamespaceRescan: 5 * time.Second,
 
-		Containers: Containers{Names: true},
+		Containers: Containers{Names: true, Docker: true, CRI: true},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v; want %+v", c, want)

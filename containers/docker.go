@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"unicode/utf8"
@@ -170,17 +169,7 @@ func DockerSources(paths []string) []Source {
 		}
 		return out
 	}
-	seen := map[string]bool{}
-	for _, p := range DockerSockets {
-		dir, err := filepath.EvalSymlinks(filepath.Dir(p))
-		if err != nil {
-			dir = filepath.Dir(p)
-		}
-		key := filepath.Join(dir, filepath.Base(p))
-		if seen[key] {
-			continue
-		}
-		seen[key] = true
+	for _, p := range uniquePaths(DockerSockets) {
 		out = append(out, NewDocker(p, false))
 	}
 	return out

@@ -15,11 +15,16 @@
 //
 // # Sources
 //
-// Each runtime is a Source. Docker is asked through its Engine API on its
-// unix socket (GET /containers/ID/json), with net/http: the API is plain
-// JSON over HTTP, and its official Go client would bring docker's module
-// tree for one request. Kubernetes pod fields come from the labels the
-// kubelet sets on its containers (io.kubernetes.pod.*), as with cri-dockerd.
+// Each runtime is a Source, asked in turn until one knows the id. Docker
+// is asked through its Engine API on its unix socket (GET
+// /containers/ID/json), with net/http: the API is plain JSON over HTTP,
+// and its official Go client would bring docker's module tree for one
+// request. containerd and CRI-O are asked through the Kubernetes CRI
+// (ContainerStatus, and PodSandboxStatus for a pod's sandbox), which is
+// gRPC only: its generated client (k8s.io/cri-api) and grpc-go, nothing of
+// the Kubernetes client libraries. Kubernetes pod fields come from the
+// labels the kubelet sets on its containers (io.kubernetes.pod.*), as with
+// cri-dockerd, or through the CRI from the container's sandbox.
 //
 // The package never logs: problems are Warnings, each kind once per
 // source.
@@ -29,6 +34,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -55,6 +61,9 @@ type Source interface {
 	// unreachable is then worth a warning.
 	Explicit() bool
 }
+
+// A Source that holds a connection also implements io.Closer; the Namer
+// closes it when it is closed.
 
 // Options tune a Namer; zero values take the defaults.
 type Options struct {
@@ -147,10 +156,16 @@ func New(sources []Source, opts Options) *Namer {
 	return n
 }
 
-// Close stops the workers; questions under way are abandoned.
+// Close stops the workers, and closes the sources that hold a
+// connection (io.Closer); questions under way are abandoned.
 func (n *Namer) Close() {
 	n.cancel()
 	n.wg.Wait()
+	for _, s := range n.sources {
+		if c, ok := s.(io.Closer); ok {
+			c.Close()
+		}
+	}
 }
 
 // Lookup returns what is known of container id, or nil. It never waits:

@@ -696,7 +696,8 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 	}
 	for i := range t.Sockets {
 		s := &t.Sockets[i]
-		if j, ok := d.byCookie[s.Cookie]; ok && d.conns[j].sock.Proto == s.Proto && d.conns[j].sock.Family == s.Family && !d.conns[j].afterlife {
+		j, tracked := d.byCookie[s.Cookie]
+		if tracked && d.conns[j].sock.Proto == s.Proto && d.conns[j].sock.Family == s.Family && !d.conns[j].afterlife {
 			c := &d.conns[j]
 			if c.silent {
 				continue // a repeated notification
@@ -734,7 +735,7 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 			delete(d.closedCookies, s.Cookie) // reported closed by a poll
 			continue
 		}
-		if j, ok := d.byCookie[s.Cookie]; ok && d.conns[j].afterlife {
+		if tracked && d.conns[j].afterlife {
 			// The connection of a silent remnant that kept its cookie.
 			d.conns[j].afterlife = false
 		}

@@ -300,7 +300,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	restored := d.restoreState()
 	if cfg.Containers.Names {
-		d.names = containers.New(containers.DockerSources(cfg.Containers.DockerSockets), containers.Options{})
+		var srcs []containers.Source
+		if cfg.Containers.Docker {
+			srcs = containers.DockerSources(cfg.Containers.DockerSockets)
+		}
+		if cfg.Containers.CRI {
+			srcs = append(srcs, containers.CRISources(cfg.Containers.CRISockets)...)
+		}
+		d.names = containers.New(srcs, containers.Options{})
 		defer d.names.Close()
 	}
 	var nsChanges <-chan netns.Change

@@ -70,8 +70,10 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
 # The binary: static, trimmed paths, stripped (-s -w), version stamped.
+# grpcnotrace leaves out gRPC's request tracing (golang.org/x/net/trace,
+# html/template), which connlogd never turns on: 2.9 MB less.
 pkg=github.com/connlogd/connlogd/internal/version
-CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -buildvcs=false \
+CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -buildvcs=false -tags grpcnotrace \
 	-ldflags "-s -w -X $pkg.version=$version -X $pkg.commit=$commit" \
 	-o "$stage/connlogd" ./cmd/connlogd
 

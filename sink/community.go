@@ -24,17 +24,14 @@ import (
 // It is written here because the maintained Go implementations are
 // small unversioned repositories; the algorithm is a dozen lines.
 func appendCommunityID(b []byte, proto snapshot.Proto, src, dst netip.AddrPort) ([]byte, bool) {
-	sa, da := src.Addr().WithZone(""), dst.Addr().WithZone("")
-	if !da.IsValid() || da.IsUnspecified() || dst.Port() == 0 || !sa.IsValid() {
+	if !hasCommunityID(src, dst) {
 		return b, false
 	}
+	sa, da := src.Addr().WithZone(""), dst.Addr().WithZone("")
 	// A v6 socket talking to an IPv4 peer puts IPv4 packets on the wire;
 	// a sensor hashes those, so hash the plain IPv4 addresses.
 	if sa.Is4In6() && da.Is4In6() {
 		sa, da = sa.Unmap(), da.Unmap()
-	}
-	if sa.Is4() != da.Is4() {
-		return b, false
 	}
 	sp, dp := src.Port(), dst.Port()
 	if c := sa.Compare(da); c > 0 || (c == 0 && sp > dp) {
@@ -59,4 +56,15 @@ func appendCommunityID(b []byte, proto snapshot.Proto, src, dst netip.AddrPort) 
 	sum := sha1.Sum(in[:n])
 	b = append(b, "1:"...)
 	return base64.StdEncoding.AppendEncode(b, sum[:]), true
+}
+
+// hasCommunityID reports whether the flow from src to dst has a Community
+// ID: a remote end, and both ends of one family once IPv4-mapped pairs
+// are taken as IPv4.
+func hasCommunityID(src, dst netip.AddrPort) bool {
+	sa, da := src.Addr(), dst.Addr()
+	if !da.IsValid() || da.IsUnspecified() || dst.Port() == 0 || !sa.IsValid() {
+		return false
+	}
+	return (sa.Is4In6() && da.Is4In6()) || sa.Is4() == da.Is4()
 }

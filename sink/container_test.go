@@ -84,6 +84,39 @@ func TestContainerFields(t *testing.T) {
 	decode(t, encodeSchema(t, schemaOCSF, bare)[0]).absent("src_endpoint.container.image", "src_endpoint.container.pod_uuid")
 }
 
+// What a CRI runtime (containerd, CRI-O) reports goes the same way: a
+// container's name from the pod's spec and the runtime's image
+// reference; a pod sandbox's process has the pod fields only.
+func TestContainerFieldsFromCRI(t *testing.T) {
+	ev := attrPod()
+	ev.Container = &event.Container{ID: attrCtr2, Name: "api", Image: "docker.io/library/nginx:1.27",
+		ImageID: "sha256:3f2d1b6e7c905f1c0e2a8d0b4c7e9a513f2d1b6e7c905f1c0e2a8d0b4c7e9a51",
+		PodName: "api-7d4b9", PodNamespace: "shop", PodUID: "5f1c0e2a-8d0b-4c7e-9a51-3f2d1b6e7c90"}
+	c := ev.Container
+	decode(t, encodeSchema(t, schemaECS, ev)[0]).expect(fields{
+		"container.name": "api", "container.image.name": "docker.io/library/nginx",
+		"orchestrator.namespace": "shop", "orchestrator.resource.name": "api-7d4b9", "orchestrator.resource.id": c.PodUID,
+	})
+	decode(t, encodeSchema(t, schemaOCSF, ev)[0]).expect(fields{
+		"src_endpoint.container.name": "api", "src_endpoint.container.image.uid": c.ImageID,
+		"src_endpoint.container.image.name": "docker.io/library/nginx", "src_endpoint.container.image.tag": "1.27",
+		"src_endpoint.container.pod_uuid": c.PodUID,
+	})
+
+	sandbox := attrPod()
+	sandbox.Container = &event.Container{ID: attrCtr2, PodName: "api-7d4b9", PodNamespace: "shop", PodUID: c.PodUID}
+	n := decode(t, encodeSchema(t, schemaNative, sandbox)[0])
+	n.expect(fields{"container_id": attrCtr2, "pod_name": "api-7d4b9", "pod_namespace": "shop", "pod_uid": c.PodUID})
+	n.absent("container_name", "container_image", "container_image_id")
+	e := decode(t, encodeSchema(t, schemaECS, sandbox)[0])
+	e.expect(fields{"container.id": attrCtr2, "orchestrator.resource.name": "api-7d4b9", "orchestrator.namespace": "shop"})
+	e.absent("container.name", "container.image")
+	o := decode(t, encodeSchema(t, schemaOCSF, sandbox)[0])
+	o.expect(fields{"src_endpoint.container.uid": attrCtr2, "src_endpoint.container.pod_uuid": c.PodUID,
+		"src_endpoint.container.orchestrator": "Kubernetes"})
+	o.absent("src_endpoint.container.name", "src_endpoint.container.image")
+}
+
 // TestContainerFieldsInOfficialSchemas: every container and orchestrator
 // field written exists in ECS 8.11.0 as a keyword, and in OCSF 1.3.0's
 // container and image objects as a string (uuid_t for pod_uuid).

@@ -14,10 +14,11 @@ import (
 )
 
 // jsonWriter is the one JSON writer of the three schemas: zap's JSON
-// encoder. The native schema is a zap log line (an entry and flat
-// fields); an ECS or OCSF document is one zap object whose members are
-// nested objects, each a zapcore.ObjectMarshaler that zap writes in
-// place, without allocating. One writer means one quoting of strings,
+// encoder. Every line is one zap object written by writeObject: the
+// native schema's members are flat (ts, event and host first, as a zap
+// log line has them), an ECS or OCSF document's are nested objects, each
+// a zapcore.ObjectMarshaler that zap writes in place, without
+// allocating. One writer means one quoting of strings,
 // one number and time format, whatever the schema.
 type jsonWriter struct {
 	enc zapcore.Encoder
@@ -37,25 +38,50 @@ func encodeTime(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
 	encodeLayout(t.UTC(), enc)
 }
 
-// newNativeWriter returns the writer of the native schema. zap writes
-// the entry's time, then its message, then the encoder's context, then
-// the entry's fields, so lines start {"ts":…,"event":…,"host":…}.
-func newNativeWriter(host string) jsonWriter {
-	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{
-		TimeKey:    "ts",
-		MessageKey: "event",
-		// No level, logger name, caller or stack: the schema has none.
-		EncodeTime:     encodeTime,
-		EncodeDuration: zapcore.SecondsDurationEncoder,
-		LineEnding:     "\n",
-	})
-	enc.AddString("host", host)
-	return jsonWriter{enc: enc}
+// appendTS appends t in UTC as tsLayout formats it, and reports true,
+// when its year has four digits; otherwise it appends nothing. It writes
+// the fixed shape by hand: formatting by layout parses the layout on
+// every call, a few percent of a native line's cost.
+func appendTS(b []byte, t time.Time) ([]byte, bool) {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return b, false
+	}
+	hour, minute, sec := t.Clock()
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(month), 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, hour, 2)
+	b = append(b, ':')
+	b = appendDigits(b, minute, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
+	b = append(b, '.')
+	b = appendDigits(b, t.Nanosecond(), 9)
+	return append(b, 'Z'), true
+}
+
+// appendDigits appends v, 0 <= v < 10^width, in width digits.
+func appendDigits(b []byte, v, width int) []byte {
+	n := len(b)
+	for range width {
+		b = append(b, '0')
+	}
+	for i := len(b) - 1; i >= n; i-- {
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return b
 }
 
 // newJSONWriter returns a writer of documents that are all fields: no
-// entry key is set, so writeObject's object is the whole line. Times in
-// it (zapcore.ObjectEncoder.AddTime) are written as the native ts is.
+// entry key is set, so writeObject's object is the whole line (a native
+// line's ts, event and host included). Times in it
+// (zapcore.ObjectEncoder.AddTime) are written as the native ts is.
 func newJSONWriter() jsonWriter {
 	return jsonWriter{enc: zapcore.NewJSONEncoder(zapcore.EncoderConfig{
 		EncodeTime: encodeTime,

@@ -3,6 +3,7 @@ package sink
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -231,6 +232,70 @@ func TestEncodeTimestamp(t *testing.T) {
 	}
 	if _, err := time.Parse(time.RFC3339Nano, m["ts"].(string)); err != nil {
 		t.Errorf("ts: %v", err)
+	}
+}
+
+// TestEncodeTimeMatchesLayout holds the hand-written timestamp to the
+// layout it replaces, byte for byte, over times of every field's range,
+// and years the layout alone can write.
+func TestEncodeTimeMatchesLayout(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	times := []time.Time{
+		time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC), // (the zero time is stamped now)
+		time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 2, 28, 23, 59, 60, 5, time.FixedZone("x", -3600)),
+	}
+	for range 20000 {
+		times = append(times, time.Unix(rng.Int64N(1<<36)-1<<34, rng.Int64N(1e9)).In(time.FixedZone("z", int(rng.Int64N(50000))-25000)))
+	}
+	for _, tm := range times {
+		got := encodeSchema(t, schemaNative, event.Event{Kind: event.Gap, Time: tm})[0]
+		want := `{"ts":"` + tm.UTC().Format(tsLayout) + `","event":"gap"`
+		if !strings.HasPrefix(got, want) {
+			t.Fatalf("time %v: got %s, want prefix %s", tm, got, want)
+		}
+	}
+}
+
+// TestCommunityIDFollowsFlow checks that the Community ID kept from the
+// last event is never written for another flow: events of alternating
+// flows, and of a flow with no remote end, each get their own.
+func TestCommunityIDFollowsFlow(t *testing.T) {
+	a, b := tcp4, tcp4
+	b.Dst = netip.MustParseAddrPort("93.184.216.35:443")
+	l := tcp4
+	l.State, l.Dst = snapshot.StateListen, netip.MustParseAddrPort("0.0.0.0:0")
+	// The server's socket of a: the ends swapped, the same flow.
+	ra := a
+	ra.Src, ra.Dst = a.Dst, a.Src
+	// A flow from an unspecified address, and its reverse, which has no
+	// remote end.
+	u := tcp4
+	u.Src = netip.MustParseAddrPort("0.0.0.0:52814")
+	ru := u
+	ru.Src, ru.Dst = u.Dst, u.Src
+	evs := []event.Event{
+		{Kind: event.Appeared, Time: t0, Socket: a},
+		{Kind: event.Closed, Time: t0, Socket: a},
+		{Kind: event.Appeared, Time: t0, Socket: ra},
+		{Kind: event.Appeared, Time: t0, Socket: b},
+		{Kind: event.Appeared, Time: t0, Socket: l},
+		{Kind: event.Appeared, Time: t0, Socket: a},
+		{Kind: event.Appeared, Time: t0, Socket: l},
+		{Kind: event.Appeared, Time: t0, Socket: u},
+		{Kind: event.Appeared, Time: t0, Socket: ru},
+		{Kind: event.Appeared, Time: t0, Socket: u},
+	}
+	lines := encodeSchema(t, schemaNative, evs...)
+	for i, ev := range evs {
+		id, ok := appendCommunityID(nil, ev.Socket.Proto, ev.Socket.Src, ev.Socket.Dst)
+		has := strings.Contains(lines[i], `"community_id":`)
+		if has != ok || (ok && !strings.Contains(lines[i], `"community_id":"`+string(id)+`"`)) {
+			t.Errorf("event %d: %s; want community_id %q (%v)", i, lines[i], id, ok)
+		}
 	}
 }
 

@@ -3,30 +3,34 @@ package sink
 import (
 	"net/netip"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
-// nativeEncoder is the native schema of docs/events.md: a zap log line
-// whose message is the event kind and whose fields are the socket's.
+// nativeEncoder is the native schema of docs/events.md: the line of a
+// zap log entry whose time is the event's, whose message is its kind,
+// and whose fields are the host's and the socket's.
 type nativeEncoder struct {
 	w      jsonWriter
-	fields fieldBuilder
+	fields nativeFields
 }
 
 func newNativeEncoder(host string) *nativeEncoder {
-	return &nativeEncoder{w: newNativeWriter(host), fields: fieldBuilder{fields: make([]zapcore.Field, 0, 32)}}
+	return &nativeEncoder{w: newJSONWriter(), fields: nativeFields{host: host}}
 }
 
 func (n *nativeEncoder) encode(b []byte, ev *event.Event) ([]byte, error) {
-	return n.w.write(b, entry(ev), n.fields.build(ev))
+	n.fields.ev = ev
+	b, err := n.w.writeObject(b, &n.fields)
+	n.fields.ev = nil
+	return b, err
 }
 
 // entry is the zap entry of an event: the kind is the message, and the
-// level carries the syslog severity (gaps are warnings).
+// level carries the syslog severity (gaps are warnings). The native line
+// is written by nativeFields, which writes what zap would of it.
 func entry(ev *event.Event) zapcore.Entry {
 	lvl := zapcore.InfoLevel
 	if ev.Kind == event.Gap {
@@ -36,187 +40,181 @@ func entry(ev *event.Event) zapcore.Entry {
 	return zapcore.Entry{Level: lvl, Time: eventTime(ev), Message: ev.Kind.String()}
 }
 
-// fieldBuilder turns events into zap fields. It is reused for every event
-// of a Tee, so building the fields allocates nothing.
-type fieldBuilder struct {
-	fields []zapcore.Field
-	ends   endpoints
-	id     idField
+// nativeFields writes an event's line, {"ts":…,"event":…,"host":…
+// first, in schema order, straight into zap's encoder: one inline object
+// rather than an entry and a zap.Field per member, which would be built,
+// then switched on by type, for the same calls of the same encoder (the
+// bytes are the same). It is reused for every event of a Tee, so writing
+// allocates nothing: times, addresses and ids are formatted into scratch
+// space, which the encoder copies.
+type nativeFields struct {
+	ev      *event.Event
+	host    string
+	scratch [64]byte // longer than any IPv6 text without zone (45), a Community ID (30), an event id (32) or a ts (30)
+	flow    flowID
 }
 
-// build returns the fields of ev after ts, event and host, in schema
-// order. The result is valid until the next call.
-func (b *fieldBuilder) build(ev *event.Event) []zapcore.Field {
-	f := b.fields[:0]
+func (f *nativeFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	ev := f.ev
+	// zap omits a zero time; ts is promised on every line.
+	t := eventTime(ev)
+	if ts, ok := appendTS(f.scratch[:0], t); ok {
+		enc.AddByteString("ts", ts)
+	} else {
+		enc.AddTime("ts", t)
+	}
+	enc.AddString("event", ev.Kind.String())
+	enc.AddString("host", f.host)
 	if ev.Netns != 0 {
-		f = append(f, zap.Uint64("netns", ev.Netns))
+		enc.AddUint64("netns", ev.Netns)
 		if ev.NetnsName != "" {
-			f = append(f, zap.String("netns_name", ev.NetnsName))
+			enc.AddString("netns_name", ev.NetnsName)
 		}
 	}
 	if ev.Kind == event.Gap {
 		if ev.Reason != "" {
-			f = append(f, zap.String("reason", ev.Reason))
+			enc.AddString("reason", ev.Reason)
 		}
 		if ev.Count != 0 {
-			f = append(f, zap.Uint64("count", ev.Count))
+			enc.AddUint64("count", ev.Count)
 		}
-		f = b.appendID(f, ev)
-		b.fields = f
-		return f
+		f.addID(enc)
+		return nil
 	}
 	s := &ev.Socket
-	f = append(f,
-		zap.String("proto", s.Proto.String()),
-		zap.String("family", s.Family.String()),
-		zap.String("state", s.State.String()),
-	)
+	enc.AddString("proto", s.Proto.String())
+	enc.AddString("family", s.Family.String())
+	enc.AddString("state", s.State.String())
 	if ev.Kind == event.StateChanged {
-		f = append(f, zap.String("prev_state", ev.PrevState.String()))
+		enc.AddString("prev_state", ev.PrevState.String())
 	}
-	b.ends.src, b.ends.dst, b.ends.proto = s.Src, s.Dst, s.Proto
-	f = append(f, zap.Inline(&b.ends))
+	enc.AddByteString("src_ip", s.Src.Addr().WithZone("").AppendTo(f.scratch[:0]))
+	enc.AddUint16("src_port", s.Src.Port())
+	enc.AddByteString("dst_ip", s.Dst.Addr().WithZone("").AppendTo(f.scratch[:0]))
+	enc.AddUint16("dst_port", s.Dst.Port())
+	if id, ok := f.flow.get(s.Proto, s.Src, s.Dst); ok {
+		enc.AddByteString("community_id", id)
+	}
 	if s.IfIndex != 0 {
-		f = append(f, zap.Uint32("ifindex", s.IfIndex))
+		enc.AddUint32("ifindex", s.IfIndex)
 	}
-	f = append(f,
-		zap.Uint64("cookie", s.Cookie),
-		zap.Uint32("uid", s.UID),
-		zap.Uint32("inode", s.Inode),
-	)
+	enc.AddUint64("cookie", s.Cookie)
+	enc.AddUint32("uid", s.UID)
+	enc.AddUint32("inode", s.Inode)
 	if s.CgroupID != 0 {
-		f = append(f, zap.Uint64("cgroup_id", s.CgroupID))
+		enc.AddUint64("cgroup_id", s.CgroupID)
 	}
 	if ev.Direction != event.DirectionUnknown {
-		f = append(f, zap.String("direction", ev.Direction.String()))
+		enc.AddString("direction", ev.Direction.String())
 	}
-	if ev.Process != nil {
-		f = appendProcess(f, ev.Process)
+	if p := ev.Process; p != nil {
+		addProcess(enc, p)
 	}
 	if c := ev.Cgroup; c != nil {
-		f = append(f, zap.String("cgroup", c.Path))
+		enc.AddString("cgroup", c.Path)
 		if c.SystemdUnit != "" {
-			f = append(f, zap.String("systemd_unit", c.SystemdUnit))
+			enc.AddString("systemd_unit", c.SystemdUnit)
 		}
 	}
 	if id := ev.ContainerID(); id != "" {
-		f = append(f, zap.String("container_id", id))
+		enc.AddString("container_id", id)
 	}
 	if c := ev.Container; c != nil {
-		f = appendContainer(f, c)
+		addContainer(enc, c)
 	}
 	if ev.Initial && ev.Kind == event.Appeared {
-		f = append(f, zap.Bool("initial", true))
+		enc.AddBool("initial", true)
 	}
 	if ev.Late {
-		f = append(f, zap.Bool("late", true))
+		enc.AddBool("late", true)
 	}
 	if ev.ShortLived {
-		f = append(f, zap.Bool("short_lived", true))
+		enc.AddBool("short_lived", true)
 	}
 	if ev.Kind == event.Closed && ev.Reason != "" {
-		f = append(f, zap.String("reason", ev.Reason))
+		enc.AddString("reason", ev.Reason)
 	}
 	if ev.Kind == event.Closed && ev.Failure.Failed() {
-		f = append(f, zap.String("outcome", "failed"))
+		enc.AddString("outcome", "failed")
 		if cause := ev.Failure.String(); cause != "" {
-			f = append(f, zap.String("failure", cause))
+			enc.AddString("failure", cause)
 		}
 	}
 	if ev.Kind == event.Closed || ev.Kind == event.Updated {
-		f = append(f, zap.Float64("duration", ev.Duration().Seconds()))
+		enc.AddFloat64("duration", ev.Duration().Seconds())
 		if s.Proto == snapshot.ProtoTCP && s.HasInfo {
-			f = appendInfo(f, &s.Info)
+			addInfo(enc, &s.Info)
 		}
 	}
-	f = b.appendID(f, ev)
-	b.fields = f
-	return f
-}
-
-// appendID writes event_id, last on the line: added after the other
-// fields, it does not move them.
-func (b *fieldBuilder) appendID(f []zapcore.Field, ev *event.Event) []zapcore.Field {
-	if ev.ID.IsZero() {
-		return f
-	}
-	b.id.id = ev.ID
-	return append(f, zap.Inline(&b.id))
-}
-
-// idField writes event_id. Like endpoints, it formats into scratch space
-// so that the id costs no allocation.
-type idField struct {
-	id      event.ID
-	scratch [32]byte
-}
-
-func (f *idField) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddByteString("event_id", f.id.Append(f.scratch[:0]))
+	f.addID(enc)
 	return nil
 }
 
-// appendProcess writes the owning process; attribution leaves a field
+// addID writes event_id, last on the line: added after the other
+// fields, it does not move them.
+func (f *nativeFields) addID(enc zapcore.ObjectEncoder) {
+	if !f.ev.ID.IsZero() {
+		enc.AddByteString("event_id", f.ev.ID.Append(f.scratch[:0]))
+	}
+}
+
+// flowID keeps the last Community ID computed, for the flow it was
+// computed for: a short-lived connection's events come one after the
+// other (appeared and closed of its client socket, then of its server
+// socket, whose ends are the client's swapped: the ID orders the ends, so
+// it is the same), and the hash is a good part of a line's cost.
+type flowID struct {
+	proto    snapshot.Proto
+	src, dst netip.AddrPort
+	set, ok  bool
+	id       []byte // in buf, which holds a Community ID v1 (30 bytes)
+	buf      [32]byte
+}
+
+// get returns the Community ID of the flow, computing it unless it is
+// the last one asked for; ok is false when the flow has none. The bytes
+// are valid until the next call.
+func (c *flowID) get(proto snapshot.Proto, src, dst netip.AddrPort) ([]byte, bool) {
+	if c.set && proto == c.proto && src == c.dst && dst == c.src && c.ok && hasCommunityID(src, dst) {
+		return c.id, true
+	}
+	if !c.set || proto != c.proto || src != c.src || dst != c.dst {
+		c.id, c.ok = appendCommunityID(c.buf[:0], proto, src, dst)
+		c.proto, c.src, c.dst, c.set = proto, src, dst, true
+	}
+	return c.id, c.ok
+}
+
+// addProcess writes the owning process; attribution leaves a field
 // empty when it could not read it.
-func appendProcess(f []zapcore.Field, p *event.Process) []zapcore.Field {
-	f = append(f, zap.Int("pid", p.PID))
+func addProcess(enc zapcore.ObjectEncoder, p *event.Process) {
+	enc.AddInt64("pid", int64(p.PID))
 	for _, kv := range [...]struct{ k, v string }{{"comm", p.Comm}, {"exe", p.Exe}, {"user", p.User}, {"cmdline", p.Cmdline}} {
 		if kv.v != "" {
-			f = append(f, zap.String(kv.k, kv.v))
+			enc.AddString(kv.k, kv.v)
 		}
 	}
-	return f
 }
 
-func appendInfo(f []zapcore.Field, in *snapshot.TCPInfo) []zapcore.Field {
+func addInfo(enc zapcore.ObjectEncoder, in *snapshot.TCPInfo) {
 	if in.Len >= infoLenBytesSent {
-		f = append(f, zap.Uint64("bytes_sent", in.BytesSent))
+		enc.AddUint64("bytes_sent", in.BytesSent)
 	}
 	if in.Len >= infoLenBytesRecv {
-		f = append(f,
-			zap.Uint64("bytes_received", in.BytesReceived),
-			zap.Uint64("bytes_acked", in.BytesAcked),
-		)
+		enc.AddUint64("bytes_received", in.BytesReceived)
+		enc.AddUint64("bytes_acked", in.BytesAcked)
 	}
-	f = append(f,
-		zap.Uint32("retransmits", in.TotalRetrans),
-		zap.Uint32("rtt_us", in.RTT),
-	)
+	enc.AddUint32("retransmits", in.TotalRetrans)
+	enc.AddUint32("rtt_us", in.RTT)
 	if in.Len >= infoLenSegs {
-		f = append(f,
-			zap.Uint32("segs_out", in.SegsOut),
-			zap.Uint32("segs_in", in.SegsIn),
-		)
+		enc.AddUint32("segs_out", in.SegsOut)
+		enc.AddUint32("segs_in", in.SegsIn)
 	}
-	return f
 }
 
-// endpoints writes src_ip, src_port, dst_ip, dst_port inline. It exists
-// because zap.String(addr.String()) would allocate two strings per event:
-// here the addresses are formatted into scratch space and handed to the
-// encoder as bytes, which it copies.
-// It also writes community_id, the flow's Community ID, when the socket
-// has a remote end.
-type endpoints struct {
-	src, dst netip.AddrPort
-	proto    snapshot.Proto
-	scratch  [64]byte // longer than any IPv6 text without zone (45) and a Community ID (30)
-}
-
-func (e *endpoints) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddByteString("src_ip", e.src.Addr().WithZone("").AppendTo(e.scratch[:0]))
-	enc.AddUint16("src_port", e.src.Port())
-	enc.AddByteString("dst_ip", e.dst.Addr().WithZone("").AppendTo(e.scratch[:0]))
-	enc.AddUint16("dst_port", e.dst.Port())
-	if id, ok := appendCommunityID(e.scratch[:0], e.proto, e.src, e.dst); ok {
-		enc.AddByteString("community_id", id)
-	}
-	return nil
-}
-
-// appendContainer adds what the container runtime said of the socket's
+// addContainer writes what the container runtime said of the socket's
 // container, each field when it has a value.
-func appendContainer(f []zapcore.Field, c *event.Container) []zapcore.Field {
+func addContainer(enc zapcore.ObjectEncoder, c *event.Container) {
 	for _, kv := range [...]struct{ k, v string }{
 		{"container_name", c.Name},
 		{"container_image", c.Image},
@@ -226,8 +224,7 @@ func appendContainer(f []zapcore.Field, c *event.Container) []zapcore.Field {
 		{"pod_uid", c.PodUID},
 	} {
 		if kv.v != "" {
-			f = append(f, zap.String(kv.k, kv.v))
+			enc.AddString(kv.k, kv.v)
 		}
 	}
-	return f
 }

@@ -145,19 +145,21 @@ type TCPInfo struct {
 	BytesRetrans  uint64 // Linux 4.19+
 }
 
-// Socket is one socket as a dump reports it.
+// Socket is one socket as a dump reports it. Every poll keeps two per
+// socket (the dump and the differ's record), so the fields are ordered
+// to leave no padding but the one word after WQueue: 168 bytes.
 type Socket struct {
 	Key
-	State    State
+	State State
+	// HasInfo says the dump carried INET_DIAG_INFO for this socket (full
+	// TCP sockets only: not request sockets nor TIME_WAIT remnants).
+	HasInfo  bool
 	UID      uint32
 	Inode    uint32
 	RQueue   uint32
 	WQueue   uint32
 	CgroupID uint64 // INET_DIAG_CGROUP_ID, Linux 5.8+; 0 when absent
-	// HasInfo says the dump carried INET_DIAG_INFO for this socket (full
-	// TCP sockets only: not request sockets nor TIME_WAIT remnants).
-	HasInfo bool
-	Info    TCPInfo
+	Info     TCPInfo
 }
 
 // Table is one dump of the socket table. Its slice is reused across polls:

@@ -29,7 +29,10 @@ type metrics struct {
 	srv  *http.Server
 	done chan struct{}
 
-	events     *prometheus.CounterVec
+	events *prometheus.CounterVec
+	// byKind holds events' children, resolved once: a label lookup
+	// hashes the label values, which is too dear once per event.
+	byKind     [event.Updated + 1]prometheus.Counter
 	pollTime   prometheus.Histogram
 	sockets    *prometheus.GaugeVec
 	netlinkErr *prometheus.CounterVec
@@ -84,7 +87,7 @@ func startMetrics(listen string, log *slog.Logger) (*metrics, error) {
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version.Version(), runtime.Version()).Set(1)
 	for _, k := range []event.Kind{event.Appeared, event.StateChanged, event.Updated, event.Closed, event.Gap} {
-		m.events.WithLabelValues(k.String())
+		m.byKind[k] = m.events.WithLabelValues(k.String())
 	}
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r)
@@ -125,9 +128,14 @@ func (m *metrics) close() {
 }
 
 func (m *metrics) Event(ev *event.Event) {
-	if m != nil {
-		m.events.WithLabelValues(ev.Kind.String()).Inc()
+	if m == nil {
+		return
 	}
+	if int(ev.Kind) < len(m.byKind) && m.byKind[ev.Kind] != nil {
+		m.byKind[ev.Kind].Inc()
+		return
+	}
+	m.events.WithLabelValues(ev.Kind.String()).Inc()
 }
 
 func (m *metrics) Polled(took time.Duration) {

@@ -109,16 +109,31 @@ func servers(t *testing.T, ns *netnstest.NS) (tcpAddr, udpAddr string) {
 }
 
 // TestEveryShortConnectionIsLogged: with a 5 s poll, connections living a
-// few milliseconds are caught by the destroy notifications alone.
+// few milliseconds are caught by the destroy notifications alone. On the
+// default interval polls run through the burst too, listing connections
+// and their TIME_WAIT remnants between the notifications: each socket is
+// still reported once, appeared and closed.
 func TestEveryShortConnectionIsLogged(t *testing.T) {
+	for _, tc := range []struct{ name, cfg string }{
+		{"5s", "interval: 5s"},
+		{"default_interval", defaultInterval},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // a namespace and a daemon each
+			testEveryShortConnectionIsLogged(t, tc.cfg)
+		})
+	}
+}
+
+func testEveryShortConnectionIsLogged(t *testing.T, cfg string) {
 	ns := netnstest.New(t)
 	// Each of the 2000 TCP clients ends in TIME_WAIT: room for them
 	// whatever the namespace's hash size (its default limit is half of it;
 	// the host may make it tiny). A full table would end them without it.
 	ns.Sysctl(t, "net.ipv4.tcp_max_tw_buckets", "65536")
 	tcpAddr, udpAddr := servers(t, ns)
-	d := startDaemon(t, ns, "interval: 5s")
-	d.waitFor("initial table", 5*time.Second, func(evs []ev) bool { return len(evs) >= 2 })
+	d := startCase(t, ns, cfg)
+	d.waitFor("initial table", time.Minute, func(evs []ev) bool { return len(evs) >= 2 })
 	tcpPorts, udpPorts := shortLived(t, ns, tcpAddr, udpAddr, 2000, 500, 8, 3*time.Second)
 	_, tport, _ := net.SplitHostPort(tcpAddr)
 	_, uport, _ := net.SplitHostPort(udpAddr)
@@ -142,12 +157,13 @@ func TestEveryShortConnectionIsLogged(t *testing.T) {
 	}
 	const total, tcpTotal = 2500, 2000
 	d.waitFor("every close", 60*time.Second, func(evs []ev) bool { return count(evs) >= total })
-	// Past the next poll: TIME_WAIT remnants must not appear or close again.
-	time.Sleep(6 * time.Second)
+	// Past two polls: TIME_WAIT remnants, held back one poll, must not
+	// appear or close again.
+	d.waitPolls(ns, 2)
 	evs := d.events()
 	type life struct{ appeared, closed int }
 	byCookie := map[string]*life{}
-	var bytesOK, tcpClosed int
+	var bytesOK, tcpClosed, changes int
 	for _, e := range evs {
 		proto, ok := isClient(e)
 		if !ok {
@@ -170,6 +186,13 @@ func TestEveryShortConnectionIsLogged(t *testing.T) {
 					bytesOK++
 				}
 			}
+		case "state_changed":
+			// A poll saw the connection alive twice, in two states (the
+			// server, slow on a busy machine, had not closed its end).
+			changes++
+			if l.appeared != 1 || l.closed != 0 || e.str("prev_state") == "" {
+				t.Errorf("state_changed outside a socket's life (%d appeared, %d closed): %v", l.appeared, l.closed, e)
+			}
 		default:
 			t.Errorf("unexpected %s for a client socket: %v", e.str("event"), e)
 		}
@@ -182,8 +205,8 @@ func TestEveryShortConnectionIsLogged(t *testing.T) {
 			t.Errorf("%s: %d appeared, %d closed; want 1 and 1", k, l.appeared, l.closed)
 		}
 	}
-	t.Logf("captured %d of %d client sockets (%d TCP client ports for %d connections); %d of %d TCP closes carry bytes_sent >= 100",
-		complete, total, len(tcpPorts), tcpTotal, bytesOK, tcpClosed)
+	t.Logf("captured %d of %d client sockets (%d TCP client ports for %d connections); %d of %d TCP closes carry bytes_sent >= 100; %d state changes",
+		complete, total, len(tcpPorts), tcpTotal, bytesOK, tcpClosed, changes)
 	if len(byCookie) != total {
 		t.Errorf("%d client sockets seen, want %d", len(byCookie), total)
 	}

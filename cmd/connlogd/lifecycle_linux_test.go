@@ -5,11 +5,14 @@ package main
 import (
 	"net"
 	"regexp"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/internal/netnstest"
 )
 
@@ -48,25 +51,104 @@ func listenIn(t *testing.T, ns *netnstest.NS, network, addr string) net.Listener
 	return ln
 }
 
+// defaultInterval, in startDaemon's extra configuration, keeps the
+// default poll interval (config.DefaultInterval), which users get:
+// startDaemon puts in its 200ms only when extra names no interval.
+const defaultInterval = "# interval: the default\n"
+
+// startDefaultDaemon is startDaemon on the default poll interval; it
+// checks that the daemon says it polls on the default.
+func startDefaultDaemon(t *testing.T, ns *netnstest.NS, extra string) *proc {
+	t.Helper()
+	d := startDaemon(t, ns, defaultInterval+extra)
+	waitLog(t, d, " interval="+config.DefaultInterval.String(), 1, time.Minute)
+	return d
+}
+
+// intervalCases are a lifecycle test's daemons: on the harness's 200ms
+// poll (quick), and on the default interval (what users get).
+var intervalCases = []struct{ name, cfg string }{
+	{"200ms", ""},
+	{"default_interval", defaultInterval},
+}
+
+// startCase starts a daemon on cfg: on the default interval when cfg
+// begins with defaultInterval, else as startDaemon does.
+func startCase(t *testing.T, ns *netnstest.NS, cfg string) *proc {
+	t.Helper()
+	if rest, ok := strings.CutPrefix(cfg, defaultInterval); ok {
+		return startDefaultDaemon(t, ns, rest)
+	}
+	return startDaemon(t, ns, cfg)
+}
+
+// eachInterval runs test on each of intervalCases, in parallel: each
+// makes a namespace and a daemon of its own.
+func eachInterval(t *testing.T, test func(t *testing.T, cfg string)) {
+	for _, c := range intervalCases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, c.cfg)
+		})
+	}
+}
+
+// waitPolls waits until the daemon has begun n polls after the call,
+// each seen by a UDP socket opened after the previous one appeared
+// (UDP, so that the namespace's TCP table stays as the test made it).
+// This counts polls where a sleep would count fewer on a busy machine.
+func (d *proc) waitPolls(ns *netnstest.NS, n int) {
+	d.t.Helper()
+	for range n {
+		var pc net.PacketConn
+		if err := ns.Do(func() (err error) { pc, err = net.ListenPacket("udp4", "127.0.0.1:0"); return err }); err != nil {
+			d.t.Fatal(err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		d.waitFor("a poll", time.Minute, countOf(nil, "appeared", "udp", port))
+		pc.Close()
+	}
+}
+
+// parallelUnlessStrict runs a case in parallel with the others (each
+// has a namespace and a daemon of its own) unless it demands reason
+// destroyed: the more the machine runs, the later the kernel's work
+// queue may send a notification, and the likelier a poll finds the
+// socket gone first. Those run alone, first, as they always have.
+func parallelUnlessStrict(t *testing.T, reasons []string) {
+	if !slices.Equal(reasons, []string{"destroyed"}) {
+		t.Parallel()
+	}
+}
+
 // TestListenerAppearsAndCloses runs with destroy notifications (closes
 // reported at once, reason destroyed) and without (closes found by polls
-// and confirmed by lookup, reason gone).
+// and confirmed by lookup, reason gone), each on the default interval
+// too.
 func TestListenerAppearsAndCloses(t *testing.T) {
 	// The kernel sends destroy notifications from a work queue: on a busy
 	// machine one can come after the next poll, which then finds the
 	// socket gone first (reason gone, as docs/events.md says). A 3s
-	// interval leaves the notification that long, not 200ms.
+	// interval leaves the notification that long, not 200ms; on the
+	// default interval either reason is what users get, once.
+	const noDestroy = "destroy:\n  enabled: false"
 	for _, tc := range []struct {
-		network, addr, family, ip, reason, cfg string
+		network, addr, family, ip, name, cfg string
+		reasons                              []string
 	}{
-		{"tcp4", "127.0.0.1:0", "ipv4", "127.0.0.1", "destroyed", "interval: 3s"},
-		{"tcp6", "[::1]:0", "ipv6", "::1", "destroyed", "interval: 3s"},
-		{"tcp4", "127.0.0.1:0", "ipv4", "127.0.0.1", "gone", "destroy:\n  enabled: false"},
-		{"tcp6", "[::1]:0", "ipv6", "::1", "gone", "destroy:\n  enabled: false"},
+		{"tcp4", "127.0.0.1:0", "ipv4", "127.0.0.1", "destroyed", "interval: 3s", []string{"destroyed"}},
+		{"tcp6", "[::1]:0", "ipv6", "::1", "destroyed", "interval: 3s", []string{"destroyed"}},
+		{"tcp4", "127.0.0.1:0", "ipv4", "127.0.0.1", "gone", noDestroy, []string{"gone"}},
+		{"tcp6", "[::1]:0", "ipv6", "::1", "gone", noDestroy, []string{"gone"}},
+		// On the default interval, one family each: the interval does not
+		// tell them apart, and the cases wait out real seconds.
+		{"tcp4", "127.0.0.1:0", "ipv4", "127.0.0.1", "destroyed_default_interval", defaultInterval, []string{"destroyed", "gone"}},
+		{"tcp6", "[::1]:0", "ipv6", "::1", "gone_default_interval", defaultInterval + noDestroy, []string{"gone"}},
 	} {
-		t.Run(tc.family+"/"+tc.reason, func(t *testing.T) {
+		t.Run(tc.family+"/"+tc.name, func(t *testing.T) {
+			parallelUnlessStrict(t, tc.reasons)
 			ns := netnstest.New(t)
-			d := startDaemon(t, ns, tc.cfg)
+			d := startCase(t, ns, tc.cfg)
 			// Let the first poll pass, so the listener is a new socket:
 			// "watching" is logged when it has (a fixed sleep was not
 			// enough on a busy machine).
@@ -104,9 +186,10 @@ func TestListenerAppearsAndCloses(t *testing.T) {
 				t.Fatalf("%d closed events, want 1:\n%s", len(cl), dump(evs))
 			}
 			checkCommon(t, cl[0], "tcp", tc.family, "listen")
-			if cl[0].num("cookie") != ap.num("cookie") || cl[0].str("reason") != tc.reason || cl[0].num("duration") <= 0 {
-				t.Errorf("closed event %v", cl[0])
+			if cl[0].num("cookie") != ap.num("cookie") || !slices.Contains(tc.reasons, cl[0].str("reason")) || cl[0].num("duration") <= 0 {
+				t.Errorf("closed event %v, want reason %v", cl[0], tc.reasons)
 			}
+			t.Logf("closed with reason %s", cl[0].str("reason"))
 			if n := len(match(evs, "state_changed", "tcp", port)); n != 0 {
 				t.Errorf("%d state_changed events for a listener", n)
 			}
@@ -114,11 +197,13 @@ func TestListenerAppearsAndCloses(t *testing.T) {
 	}
 }
 
-func TestConnectionHalfCloseAndClose(t *testing.T) {
+func TestConnectionHalfCloseAndClose(t *testing.T) { eachInterval(t, testConnectionHalfCloseAndClose) }
+
+func testConnectionHalfCloseAndClose(t *testing.T, cfg string) {
 	ns := netnstest.New(t)
 	ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
 	defer ln.Close()
-	d := startDaemon(t, ns, "")
+	d := startCase(t, ns, cfg)
 	waitLog(t, d, "msg=watching ", 1, time.Minute) // the first poll has passed
 	var cl *net.TCPConn
 	if err := ns.Do(func() error {
@@ -153,7 +238,7 @@ func TestConnectionHalfCloseAndClose(t *testing.T) {
 		}
 		return out
 	}
-	d.waitFor("both sockets appeared", 5*time.Second, func(evs []ev) bool {
+	d.waitFor("both sockets appeared", time.Minute, func(evs []ev) bool {
 		return len(match(evs, "appeared", "tcp", cport)) > 0 && len(server(evs, "appeared")) > 0
 	})
 	if err := cl.CloseWrite(); err != nil {
@@ -167,17 +252,17 @@ func TestConnectionHalfCloseAndClose(t *testing.T) {
 		}
 		return false
 	}
-	d.waitFor("half-close states", 5*time.Second, func(evs []ev) bool {
+	d.waitFor("half-close states", time.Minute, func(evs []ev) bool {
 		return stateIs(match(evs, "state_changed", "tcp", cport), "fin_wait2") && stateIs(server(evs, "state_changed"), "close_wait")
 	})
 	// An abortive close of the client (RST) takes both sockets down
 	// without a TIME_WAIT remnant.
 	cl.SetLinger(0)
 	cl.Close()
-	d.waitFor("both closed", 5*time.Second, func(evs []ev) bool {
+	d.waitFor("both closed", time.Minute, func(evs []ev) bool {
 		return len(match(evs, "closed", "tcp", cport)) > 0 && len(server(evs, "closed")) > 0
 	})
-	time.Sleep(500 * time.Millisecond)
+	d.waitPolls(ns, 2) // nothing may repeat
 	evs := d.events()
 	for _, side := range []struct {
 		name string
@@ -215,23 +300,27 @@ func TestConnectionHalfCloseAndClose(t *testing.T) {
 }
 
 func TestConnectedUDPAppearsAndCloses(t *testing.T) {
+	eachInterval(t, testConnectedUDPAppearsAndCloses)
+}
+
+func testConnectedUDPAppearsAndCloses(t *testing.T, cfg string) {
 	ns := netnstest.New(t)
-	d := startDaemon(t, ns, "")
+	d := startCase(t, ns, cfg)
 	waitLog(t, d, "msg=watching ", 1, time.Minute) // the first poll has passed
 	var c net.Conn
 	if err := ns.Do(func() (err error) { c, err = net.Dial("udp4", "127.0.0.1:9"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	port := c.LocalAddr().(*net.UDPAddr).Port
-	evs := d.waitFor("udp appeared", 5*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "udp", port)) > 0 })
+	evs := d.waitFor("udp appeared", time.Minute, func(evs []ev) bool { return len(match(evs, "appeared", "udp", port)) > 0 })
 	ap := match(evs, "appeared", "udp", port)[0]
 	checkCommon(t, ap, "udp", "ipv4", "established")
 	if ap.num("dst_port") != 9 || ap.str("dst_ip") != "127.0.0.1" {
 		t.Errorf("appeared %v", ap)
 	}
 	c.Close()
-	d.waitFor("udp closed", 5*time.Second, func(evs []ev) bool { return len(match(evs, "closed", "udp", port)) > 0 })
-	time.Sleep(500 * time.Millisecond)
+	d.waitFor("udp closed", time.Minute, func(evs []ev) bool { return len(match(evs, "closed", "udp", port)) > 0 })
+	d.waitPolls(ns, 2) // nothing may repeat
 	evs = d.events()
 	if a, cl := len(match(evs, "appeared", "udp", port)), match(evs, "closed", "udp", port); a != 1 || len(cl) != 1 || cl[0].has("bytes_sent") {
 		t.Errorf("%d appeared, %d closed (want 1 each, no TCP counters):\n%s", a, len(cl), dump(evs))
@@ -239,12 +328,16 @@ func TestConnectedUDPAppearsAndCloses(t *testing.T) {
 }
 
 func TestStartupSocketsAreMarkedInitial(t *testing.T) {
+	eachInterval(t, testStartupSocketsAreMarkedInitial)
+}
+
+func testStartupSocketsAreMarkedInitial(t *testing.T, cfg string) {
 	ns := netnstest.New(t)
 	ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
-	d := startDaemon(t, ns, "")
-	evs := d.waitFor("initial listener", 5*time.Second, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", port)) > 0 })
+	d := startCase(t, ns, cfg)
+	evs := d.waitFor("initial listener", time.Minute, func(evs []ev) bool { return len(match(evs, "appeared", "tcp", port)) > 0 })
 	if ap := match(evs, "appeared", "tcp", port)[0]; ap["initial"] != true {
 		t.Errorf("start-up socket not marked initial: %v", ap)
 	}
@@ -255,12 +348,29 @@ func TestStartupSocketsAreMarkedInitial(t *testing.T) {
 // by sockstat's "TCP: inuse", yet dumps return it (state close). When
 // the namespace's last hashed TCP socket goes, neither the sockstat skip
 // nor a lookup answering ENOENT may turn it into a close.
+//
+// With destroy notifications the close is usually reason destroyed, but
+// on a busy machine the notification can come late enough (the kernel
+// sends it from a work queue) for the polls to find the socket gone
+// first: at a load average of 20 on two cores, three runs in ten of the
+// 200ms case did. Either reason is what users get; one close, and none
+// while the socket lives, is the point. On the default interval fewer
+// polls (each a second) see the bound socket alone.
 func TestBoundSocketSurvivesLastListener(t *testing.T) {
-	for _, tc := range []struct{ name, cfg, reason string }{
-		{"destroy", "", "destroyed"},
-		{"poll", "destroy:\n  enabled: false", "gone"},
+	const noDestroy = "destroy:\n  enabled: false"
+	either := []string{"destroyed", "gone"}
+	for _, tc := range []struct {
+		name, cfg string
+		reasons   []string
+		alone     int // polls with the bound socket the only TCP one
+	}{
+		{"destroy", "", either, 10},
+		{"poll", noDestroy, []string{"gone"}, 10},
+		{"destroy_default_interval", defaultInterval, either, 2},
+		{"poll_default_interval", defaultInterval + noDestroy, []string{"gone"}, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			parallelUnlessStrict(t, tc.reasons)
 			ns := netnstest.New(t)
 			var fd int
 			if err := ns.Do(func() (err error) {
@@ -284,19 +394,18 @@ func TestBoundSocketSurvivesLastListener(t *testing.T) {
 			bport := sa.(*unix.SockaddrInet4).Port
 			ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
 			lport := ln.Addr().(*net.TCPAddr).Port
-			d := startDaemon(t, ns, tc.cfg)
-			d.waitFor("bound socket and listener", 5*time.Second, func(evs []ev) bool {
+			d := startCase(t, ns, tc.cfg)
+			d.waitFor("bound socket and listener", time.Minute, func(evs []ev) bool {
 				return len(match(evs, "appeared", "tcp", bport)) > 0 && len(match(evs, "appeared", "tcp", lport)) > 0
 			})
 			ln.Close()
-			d.waitFor("listener closed", 5*time.Second, countOf(nil, "closed", "tcp", lport))
-			// Ten polls with the bound socket the namespace's only TCP one.
-			time.Sleep(2 * time.Second)
+			d.waitFor("listener closed", time.Minute, countOf(nil, "closed", "tcp", lport))
+			d.waitPolls(ns, tc.alone)
 			ln2 := listenIn(t, ns, "tcp4", "127.0.0.1:0")
 			defer ln2.Close()
 			l2port := ln2.Addr().(*net.TCPAddr).Port
-			d.waitFor("second listener", 5*time.Second, countOf(nil, "appeared", "tcp", l2port))
-			time.Sleep(time.Second)
+			d.waitFor("second listener", time.Minute, countOf(nil, "appeared", "tcp", l2port))
+			d.waitPolls(ns, 2)
 			evs := d.events()
 			if cl := match(evs, "closed", "tcp", bport); len(cl) != 0 {
 				t.Fatalf("live bound socket reported closed:\n%s", dump(evs))
@@ -306,9 +415,13 @@ func TestBoundSocketSurvivesLastListener(t *testing.T) {
 			}
 			closed = true
 			unix.Close(fd)
-			evs = d.waitFor("bound socket closed", 5*time.Second, countOf(nil, "closed", "tcp", bport))
-			if cl := match(evs, "closed", "tcp", bport); len(cl) != 1 || cl[0].str("reason") != tc.reason {
-				t.Errorf("bound socket's close: want one, reason %s:\n%s", tc.reason, dump(evs))
+			d.waitFor("bound socket closed", time.Minute, countOf(nil, "closed", "tcp", bport))
+			d.waitPolls(ns, 2) // a notification after a poll found it gone adds nothing
+			evs = d.events()
+			if cl := match(evs, "closed", "tcp", bport); len(cl) != 1 || !slices.Contains(tc.reasons, cl[0].str("reason")) {
+				t.Errorf("bound socket's close: want one, reason %v; closes:\n%s\nall events:\n%s", tc.reasons, dump(cl), dump(evs))
+			} else {
+				t.Logf("closed with reason %s", cl[0].str("reason"))
 			}
 		})
 	}

@@ -238,8 +238,11 @@ func first(s []string, n int) []string {
 // TestLongLivedSurviveChurn runs 300 long-lived connections beside fast
 // churn in a namespace with a tiny (128-bucket) TCP hash, where dumps skip
 // and repeat sockets: no long-lived socket may be reported closed or
-// appear twice.
-func TestLongLivedSurviveChurn(t *testing.T) {
+// appear twice; on the harness's 200ms poll and on the default interval,
+// in parallel.
+func TestLongLivedSurviveChurn(t *testing.T) { eachInterval(t, testLongLivedSurviveChurn) }
+
+func testLongLivedSurviveChurn(t *testing.T, cfg string) {
 	netnstest.Require(t)
 	ns := netnstest.NewWithChildEhash(t, 128)
 	closeAll := quietTable(t, ns, 150, 0, 0, 0) // 150 pairs per family: 300 connections
@@ -273,8 +276,8 @@ func TestLongLivedSurviveChurn(t *testing.T) {
 			c.Close()
 		}
 	}()
-	d := startDaemon(t, ns, "")
-	d.waitFor("initial table", 5*time.Second, func(evs []ev) bool { return len(evs) >= 600 })
+	d := startCase(t, ns, cfg)
+	d.waitFor("initial table", time.Minute, func(evs []ev) bool { return len(evs) >= 600 })
 
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -302,7 +305,7 @@ func TestLongLivedSurviveChurn(t *testing.T) {
 	time.Sleep(8 * time.Second)
 	stop.Store(true)
 	wg.Wait()
-	time.Sleep(600 * time.Millisecond)
+	d.waitPolls(ns, 2)
 	evs := d.events()
 	appeared := map[string]int{}
 	gaps := 0

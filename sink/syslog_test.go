@@ -735,3 +735,32 @@ func TestTeeFanOut(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// A mutual-TLS receiver refuses a client without a certificate, in TLS
+// 1.3 after the client's side of the handshake has ended: the events
+// stay queued, Sync says why, and Close counts them as dropped. Before,
+// the receiver's kernel acknowledged them and the sink counted them
+// written while the receiver discarded them.
+func TestSyslogTLSRefusedAfterHandshake(t *testing.T) {
+	pki := newTestPKI(t)
+	srv := startTCP(t, "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{pki.serverPair}, MinVersion: tls.VersionTLS13,
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.pool,
+	})
+	tee, _ := syslogTee(t, config.Sink{Network: "tls", Address: srv.ln.Addr().String(), TLS: config.TLS{CAFile: pki.caFile}, DrainTimeout: 50 * time.Millisecond}, nil)
+	if err := tee.Write(gapAt("x")); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	waitFor(t, func() bool { err = tee.Sync(); return err != nil })
+	if !strings.Contains(err.Error(), "refused the session after the handshake") {
+		t.Errorf("Sync = %v, want the refusal", err)
+	}
+	err = tee.Close()
+	if err == nil || !strings.Contains(err.Error(), "close: 1 events not delivered") {
+		t.Errorf("Close = %v", err)
+	}
+	if st := tee.Stats()[0]; st.Written != 0 || st.Dropped != 1 || st.Queued != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}

@@ -641,3 +641,41 @@ func TestSyslogNGSpool(t *testing.T) {
 		t.Fatalf("stats %+v %v", st, st.Spool)
 	}
 }
+
+// TestSyslogNGRefusesClientWithoutCertificate: a syslog-ng that requires
+// a client certificate refuses a sink that has none, in TLS 1.3 after
+// the client's handshake has ended. The sink must say so and count the
+// events undelivered, not written: syslog-ng received none of them.
+func TestSyslogNGRefusesClientWithoutCertificate(t *testing.T) {
+	pki := newTestPKI(t)
+	port := freePort(t, false)
+	ng := newSyslogNG(t, ngInput{name: "mtls", port: port, driver: fmt.Sprintf(
+		`syslog(ip("127.0.0.1") port(%d) transport("tls") tls(key-file("%s") cert-file("%s") ca-file("%s") peer-verify(required-trusted)))`,
+		port, pki.serverKey, pki.serverCert, pki.caFile)})
+	ng.start()
+	spec := config.Sink{Type: config.SinkSyslog, Network: "tls", Address: fmt.Sprintf("127.0.0.1:%d", port),
+		TLS: config.TLS{CAFile: pki.caFile}, DrainTimeout: 500 * time.Millisecond}
+	tee, err := New([]config.Sink{spec}, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	for i := range n {
+		if err := tee.Write(seqEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { err = tee.Sync(); return err != nil })
+	if !strings.Contains(err.Error(), "refused the session after the handshake") {
+		t.Errorf("Sync = %v, want the refusal", err)
+	}
+	if err := tee.Close(); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d events not delivered", n)) {
+		t.Errorf("Close = %v, want %d events not delivered", err, n)
+	}
+	if st := tee.Stats()[0]; st.Written != 0 || st.Dropped != n {
+		t.Errorf("stats %+v, want %d dropped, none written", st, n)
+	}
+	if got := ng.received(t, "mtls"); len(got) != 0 {
+		t.Errorf("syslog-ng received %d messages from a client it refused", len(got))
+	}
+}

@@ -78,7 +78,54 @@ func (t *transport) dialTLS(ctx context.Context, d *net.Dialer) (tc *tls.Conn, r
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return t.dialTLSOn(ctx, raw)
+	start := time.Now()
+	if tc, raw, cc, err = t.dialTLSOn(ctx, raw); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := acceptedAfterHandshake(tc, time.Since(start), t.timeout); err != nil {
+		raw.Close()
+		return nil, nil, nil, err
+	}
+	return tc, raw, cc, nil
+}
+
+// acceptedAfterHandshake waits, on a TLS 1.3 connection, for the
+// receiver to refuse the session. In TLS 1.3 the client's handshake ends
+// before the server has checked the client's certificate: a receiver
+// that requires one (mutual TLS) and refuses ours, or its absence,
+// answers with an alert a round trip later. Events written before then
+// are acknowledged by the receiver's kernel and then discarded by it, so
+// the acknowledged byte count would call them delivered: every event
+// would be lost while the sink counted none. The receiver of a syslog
+// stream sends nothing else (session tickets are consumed by Read), so
+// a read that times out means it accepted; an alert means it refused.
+// The wait is twice the handshake (two round trips and the receiver's
+// own checks), at least 200 ms, at most the sink's timeout: paid once a
+// connection, while events stay queued. RELP needs none of this: its
+// open command is answered.
+func acceptedAfterHandshake(tc *tls.Conn, handshake, limit time.Duration) error {
+	if tc.ConnectionState().Version < tls.VersionTLS13 {
+		return nil // TLS 1.2: the server's Finished came after its checks
+	}
+	wait := min(max(2*handshake, 200*time.Millisecond), limit)
+	if err := tc.SetReadDeadline(time.Now().Add(wait)); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	var b [1]byte
+	_, err := tc.Read(b[:])
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		// A read deadline leaves a tls.Conn usable.
+		if err := tc.SetReadDeadline(time.Time{}); err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("tls: the receiver refused the session after the handshake: %w", err)
+	default:
+		return errors.New("tls: the receiver sent data on a syslog stream, which it never does")
+	}
 }
 
 // dialTLSOn makes the TLS handshake on a new TCP connection; it closes

@@ -1,7 +1,6 @@
 package sink
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -57,14 +55,13 @@ func rsyslogdPath(t *testing.T) string {
 
 // rsyslog is one rsyslogd configuration; start and stop run it.
 type rsyslog struct {
-	t       *testing.T
-	bin     string
-	dir     string
-	mode    string // udp, tcp, relp, relp-tls, tls (server authenticated) or mtls (client certificate required)
-	port    int
-	out     string // the messages received, one per line
-	cmd     *exec.Cmd
-	waitErr chan error
+	t    *testing.T
+	bin  string
+	dir  string
+	mode string // udp, tcp, relp, relp-tls, tls (server authenticated) or mtls (client certificate required)
+	port int
+	out  string // the messages received, one per line
+	proc *receiver
 }
 
 func newRsyslog(t *testing.T, mode string, pki *testPKI) *rsyslog {
@@ -143,53 +140,14 @@ func freePort(t *testing.T, udp bool) int {
 func (r *rsyslog) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
 
 func (r *rsyslog) start() {
-	t := r.t
-	t.Helper()
-	log, err := os.OpenFile(filepath.Join(r.dir, "rsyslogd.stderr"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
-	r.cmd = exec.Command(r.bin, "-n", "-f", filepath.Join(r.dir, "rsyslog.conf"), "-i", filepath.Join(r.dir, "rsyslogd.pid"))
-	r.cmd.Stdout, r.cmd.Stderr = log, log
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("start rsyslogd: %v", err)
-	}
-	r.waitErr = make(chan error, 1)
-	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(r.cmd, r.waitErr)
-	t.Cleanup(r.stop)
-	// Ready when the port is bound (read from /proc, so that no probe
-	// message lands in the output).
-	bound := waitUntil(15*time.Second, func() bool {
-		select {
-		case err := <-r.waitErr:
-			r.cmd = nil
-			stderr, _ := os.ReadFile(filepath.Join(r.dir, "rsyslogd.stderr"))
-			t.Fatalf("rsyslogd exited at start-up (%v): %s", err, stderr)
-		default:
-		}
-		return portBound(r.port, r.mode == "udp")
-	})
-	if !bound {
-		stderr, _ := os.ReadFile(filepath.Join(r.dir, "rsyslogd.stderr"))
-		t.Fatalf("rsyslogd did not bind port %d in 15s: %s", r.port, stderr)
-	}
+	r.t.Helper()
+	cmd := exec.Command(r.bin, "-n", "-f", filepath.Join(r.dir, "rsyslog.conf"), "-i", filepath.Join(r.dir, "rsyslogd.pid"))
+	r.proc = startReceiver(r.t, "rsyslogd", cmd, filepath.Join(r.dir, "rsyslogd.stderr"), 15*time.Second,
+		func() bool { return portBound(r.port, r.mode == "udp") }, fmt.Sprintf("rsyslogd did not bind port %d", r.port))
 }
 
-// stop ends rsyslogd with SIGTERM, as systemd does, and waits for it.
-func (r *rsyslog) stop() {
-	if r.cmd == nil {
-		return
-	}
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-r.waitErr:
-	case <-time.After(15 * time.Second):
-		r.cmd.Process.Kill()
-		<-r.waitErr
-	}
-	r.cmd = nil
-}
+// stop ends rsyslogd (receiver.stop).
+func (r *rsyslog) stop() { r.proc.stop() }
 
 // portBound reports whether 127.0.0.1:port is bound: listening for TCP.
 func portBound(port int, udp bool) bool {
@@ -212,19 +170,7 @@ func portBound(port int, udp bool) bool {
 }
 
 // lines returns the messages rsyslogd has written so far.
-func (r *rsyslog) lines() []string {
-	data, err := os.ReadFile(r.out)
-	if err != nil {
-		return nil
-	}
-	// A line still being written has no newline yet.
-	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
-		data = data[:i+1]
-	} else {
-		return nil
-	}
-	return strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-}
+func (r *rsyslog) lines() []string { return completeLines(r.out) }
 
 // waitLines waits until rsyslogd has written n messages (it writes each
 // batch as it ends) and returns them.

@@ -4,7 +4,6 @@ package sink
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -29,25 +28,10 @@ func TestRsyslogSpool(t *testing.T) {
 			case "relp-tls":
 				spec.TLS = config.TLS{CAFile: pki.caFile, CertFile: pki.clientCert, KeyFile: pki.clientKey}
 			}
-			tee := otlpTee(t, spec)
-			for i := range 300 {
-				if err := tee.Write(gapAt(fmt.Sprintf("%04d", i))); err != nil {
-					t.Fatal(err)
-				}
-			}
-			st := tee.Stats()[0]
-			if st.Queued != 300 || st.Spool == nil || st.Spool.Events != 300 {
-				t.Fatalf("with rsyslogd down: %+v %v", st, st.Spool)
-			}
-			if err := tee.Close(); err == nil || !strings.Contains(err.Error(), "stay in the spool") {
-				t.Fatalf("close with rsyslogd down: %v", err)
-			}
-			if st := tee.Stats()[0]; st.Dropped != 0 {
-				t.Fatalf("dropped at close: %+v", st)
-			}
+			spoolWhileDown(t, spec, "rsyslogd")
 
 			r.start()
-			tee = otlpTee(t, spec)
+			tee := otlpTee(t, spec)
 			for i := 300; i < 500; i++ {
 				tee.Write(gapAt(fmt.Sprintf("%04d", i)))
 			}
@@ -62,8 +46,7 @@ func TestRsyslogSpool(t *testing.T) {
 					t.Fatalf("message %d is %v", i, body["reason"])
 				}
 			}
-			st = tee.Stats()[0]
-			if st.Written != 500 || st.Queued != 0 || st.Dropped != 0 || st.Spool.Recovered != 300 {
+			if st := tee.Stats()[0]; st.Written != 500 || st.Queued != 0 || st.Dropped != 0 || st.Spool.Recovered != 300 {
 				t.Fatalf("stats %+v %v", st, st.Spool)
 			}
 		})

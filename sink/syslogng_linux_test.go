@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -94,6 +93,15 @@ type ngInput struct {
 	path   string // a unix socket
 }
 
+// ngTLSInput is a syslog() source named name on loopback port over TLS
+// with the test PKI's server certificate, checking the client's
+// certificate as peerVerify says (optional-untrusted, required-trusted).
+func ngTLSInput(name string, port int, pki *testPKI, peerVerify string) ngInput {
+	return ngInput{name: name, port: port, driver: fmt.Sprintf(
+		`syslog(ip("127.0.0.1") port(%d) transport("tls") tls(key-file("%s") cert-file("%s") ca-file("%s") peer-verify(%s)))`,
+		port, pki.serverKey, pki.serverCert, pki.caFile, peerVerify)}
+}
+
 // ngTemplate writes what syslog-ng parsed from each message as one JSON
 // line: the header fields (S_UNIXTIME and S_ISODATE are the message's
 // own time stamp), MSG as received, and under "parsed" what its
@@ -103,12 +111,11 @@ const ngTemplate = `$(format-json --scope none src=$SOURCE host=$HOST program=$P
 
 // syslogNG is one syslog-ng configuration; start and stop run it.
 type syslogNG struct {
-	t       *testing.T
-	bin     *syslogNGBin
-	dir     string
-	inputs  []ngInput
-	cmd     *exec.Cmd
-	waitErr chan error
+	t      *testing.T
+	bin    *syslogNGBin
+	dir    string
+	inputs []ngInput
+	proc   *receiver
 }
 
 // newSyslogNG configures a syslog-ng that writes what it parsed from
@@ -157,37 +164,17 @@ func newSyslogNGConf(t *testing.T, dir, conf string, inputs ...ngInput) *syslogN
 }
 
 func (s *syslogNG) start() {
-	t := s.t
-	t.Helper()
-	log, err := os.OpenFile(filepath.Join(s.dir, "syslog-ng.stderr"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
+	s.t.Helper()
 	args := append(s.bin.args[:len(s.bin.args):len(s.bin.args)],
 		"-F", "--no-caps", // foreground; as root, keep the test's privileges for its files
 		"--cfgfile="+filepath.Join(s.dir, "syslog-ng.conf"),
 		"--persist-file="+filepath.Join(s.dir, "syslog-ng.persist"),
 		"--pidfile="+filepath.Join(s.dir, "syslog-ng.pid"),
 		"--control="+filepath.Join(s.dir, "syslog-ng.ctl"))
-	s.cmd = exec.Command(s.bin.path, args...)
-	s.cmd.Env = s.bin.env
-	s.cmd.Stdout, s.cmd.Stderr = log, log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start syslog-ng: %v", err)
-	}
-	s.waitErr = make(chan error, 1)
-	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(s.cmd, s.waitErr)
-	t.Cleanup(s.stop)
-	// Ready when every source listens (read from /proc and the file
-	// system, so that no probe message lands in the output).
-	ready := waitUntil(20*time.Second, func() bool {
-		select {
-		case err := <-s.waitErr:
-			s.cmd = nil
-			t.Fatalf("syslog-ng exited at start-up (%v): %s", err, s.stderr())
-		default:
-		}
+	cmd := exec.Command(s.bin.path, args...)
+	cmd.Env = s.bin.env
+	// Ready when every source listens.
+	s.proc = startReceiver(s.t, "syslog-ng", cmd, filepath.Join(s.dir, "syslog-ng.stderr"), 20*time.Second, func() bool {
 		for _, in := range s.inputs {
 			if in.path != "" {
 				if fi, err := os.Stat(in.path); err != nil || fi.Mode()&os.ModeSocket == 0 {
@@ -198,30 +185,12 @@ func (s *syslogNG) start() {
 			}
 		}
 		return true
-	})
-	if !ready {
-		t.Fatalf("syslog-ng's sources not listening in 20s: %s", s.stderr())
-	}
+	}, "syslog-ng's sources not listening")
 }
 
 func (s *syslogNG) stderr() []byte {
 	b, _ := os.ReadFile(filepath.Join(s.dir, "syslog-ng.stderr"))
 	return b
-}
-
-// stop ends syslog-ng with SIGTERM, as systemd does, and waits for it.
-func (s *syslogNG) stop() {
-	if s.cmd == nil {
-		return
-	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.waitErr:
-	case <-time.After(15 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.waitErr
-	}
-	s.cmd = nil
 }
 
 // ngMsg is one message as syslog-ng parsed it (ngTemplate). Values are
@@ -246,17 +215,8 @@ func ngString(v any) string {
 // received returns the messages syslog-ng has written so far for input.
 func (s *syslogNG) received(t *testing.T, input string) []ngMsg {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(s.dir, input+".log"))
-	if err != nil {
-		return nil
-	}
-	// A line still being written has no newline yet.
-	i := bytes.LastIndexByte(data, '\n')
-	if i < 0 {
-		return nil
-	}
 	var msgs []ngMsg
-	for _, l := range strings.Split(string(data[:i]), "\n") {
+	for _, l := range completeLines(filepath.Join(s.dir, input+".log")) {
 		d := json.NewDecoder(strings.NewReader(l))
 		d.UseNumber()
 		var m ngMsg
@@ -592,31 +552,14 @@ func TestSyslogNGDocsConfig(t *testing.T) {
 func TestSyslogNGSpool(t *testing.T) {
 	pki := newTestPKI(t)
 	port := freePort(t, false)
-	ng := newSyslogNG(t, ngInput{name: "tls", port: port, driver: fmt.Sprintf(
-		`syslog(ip("127.0.0.1") port(%d) transport("tls") tls(key-file("%s") cert-file("%s") ca-file("%s") peer-verify(optional-untrusted)))`,
-		port, pki.serverKey, pki.serverCert, pki.caFile)})
+	ng := newSyslogNG(t, ngTLSInput("tls", port, pki, "optional-untrusted"))
 	spec := config.Sink{Type: config.SinkSyslog, Network: "tls", Address: fmt.Sprintf("127.0.0.1:%d", port),
 		TLS: config.TLS{CAFile: pki.caFile}, DrainTimeout: 300 * time.Millisecond,
 		Spool: config.Spool{Dir: filepath.Join(t.TempDir(), "spool")}}
-	tee := otlpTee(t, spec)
-	for i := range 300 {
-		if err := tee.Write(gapAt(fmt.Sprintf("%04d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st := tee.Stats()[0]
-	if st.Queued != 300 || st.Spool == nil || st.Spool.Events != 300 {
-		t.Fatalf("with syslog-ng down: %+v %v", st, st.Spool)
-	}
-	if err := tee.Close(); err == nil || !strings.Contains(err.Error(), "stay in the spool") {
-		t.Fatalf("close with syslog-ng down: %v", err)
-	}
-	if st := tee.Stats()[0]; st.Dropped != 0 {
-		t.Fatalf("dropped at close: %+v", st)
-	}
+	spoolWhileDown(t, spec, "syslog-ng")
 
 	ng.start()
-	tee = otlpTee(t, spec)
+	tee := otlpTee(t, spec)
 	for i := 300; i < 500; i++ {
 		if err := tee.Write(gapAt(fmt.Sprintf("%04d", i))); err != nil {
 			t.Fatal(err)
@@ -636,8 +579,7 @@ func TestSyslogNGSpool(t *testing.T) {
 			t.Fatalf("message %d is %v", i, m)
 		}
 	}
-	st = tee.Stats()[0]
-	if st.Written != 500 || st.Queued != 0 || st.Dropped != 0 || st.Spool.Recovered != 300 {
+	if st := tee.Stats()[0]; st.Written != 500 || st.Queued != 0 || st.Dropped != 0 || st.Spool.Recovered != 300 {
 		t.Fatalf("stats %+v %v", st, st.Spool)
 	}
 }
@@ -649,9 +591,7 @@ func TestSyslogNGSpool(t *testing.T) {
 func TestSyslogNGRefusesClientWithoutCertificate(t *testing.T) {
 	pki := newTestPKI(t)
 	port := freePort(t, false)
-	ng := newSyslogNG(t, ngInput{name: "mtls", port: port, driver: fmt.Sprintf(
-		`syslog(ip("127.0.0.1") port(%d) transport("tls") tls(key-file("%s") cert-file("%s") ca-file("%s") peer-verify(required-trusted)))`,
-		port, pki.serverKey, pki.serverCert, pki.caFile)})
+	ng := newSyslogNG(t, ngTLSInput("mtls", port, pki, "required-trusted"))
 	ng.start()
 	spec := config.Sink{Type: config.SinkSyslog, Network: "tls", Address: fmt.Sprintf("127.0.0.1:%d", port),
 		TLS: config.TLS{CAFile: pki.caFile}, DrainTimeout: 500 * time.Millisecond}

@@ -20,7 +20,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -30,7 +29,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,6 +36,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/connlogd/connlogd/internal/proctest"
 	"github.com/connlogd/connlogd/internal/testlock"
 )
 
@@ -51,9 +50,7 @@ type Daemon struct {
 	Sock    string // containerd's API socket, which serves the CRI
 	Runtime runtimeapi.RuntimeServiceClient
 	dir     string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	log     *bytes.Buffer
+	proc    *proctest.Daemon
 	conn    *grpc.ClientConn
 	pods    []string
 	cgroups []string // made for the pods, to remove at the end
@@ -63,44 +60,10 @@ type Daemon struct {
 // test that cannot run containerd here.
 func Require(t testing.TB) {
 	t.Helper()
-	why := ""
-	switch {
-	case os.Geteuid() != 0:
-		why = "needs root to run containerd"
-	case !found("containerd"), !found("ctr"), !found("containerd-shim-runc-v2"):
-		why = "needs containerd, ctr and containerd-shim-runc-v2 (Debian's containerd)"
-	case !found("runc"):
-		why = "needs runc (Debian's runc)"
-	case !staticBusybox():
-		why = "needs a static busybox on PATH for the image (Debian's busybox-static)"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CONNLOGD_REQUIRE_NETNS") == "1" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
-}
-
-func found(cmd string) bool { _, err := exec.LookPath(cmd); return err == nil }
-
-func staticBusybox() bool {
-	p, err := exec.LookPath("busybox")
-	if err != nil {
-		return false
-	}
-	f, err := elf.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return true
+	proctest.Require(t, "containerd",
+		proctest.Need{Cmds: []string{"containerd", "ctr", "containerd-shim-runc-v2"},
+			Why: "needs containerd, ctr and containerd-shim-runc-v2 (Debian's containerd)"},
+		proctest.Need{Cmds: []string{"runc"}, Why: "needs runc (Debian's runc)"})
 }
 
 // config is containerd 1.6's configuration (version 2) for the test's
@@ -150,60 +113,35 @@ func Start(t testing.TB) *Daemon {
 	// the daemon's state directory, as docker's containerd does, and the
 	// docker tests remove that directory at their end: one at a time.
 	testlock.Exclusive(t, "dockerd")
-	for _, d := range []string{"/run/containerd", "/run/containerd/s"} {
-		if _, err := os.Stat(d); os.IsNotExist(err) {
-			t.Cleanup(func() { os.Remove(d) })
+	proctest.RemoveIfNew(t, "/run/containerd", "/run/containerd/s")
+	d := &Daemon{}
+	d.proc = proctest.Start(t, "clct", func(dir string) (*exec.Cmd, error) {
+		d.Sock, d.dir = filepath.Join(dir, "c.sock"), dir
+		cfg := filepath.Join(dir, "config.toml")
+		if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(config, "{{dir}}", dir)), 0o600); err != nil {
+			return nil, err
 		}
-	}
-	// A short directory: unix socket paths are limited to 108 bytes.
-	dir, err := os.MkdirTemp("", "clct")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &Daemon{Sock: filepath.Join(dir, "c.sock"), dir: dir, done: make(chan struct{}), log: &bytes.Buffer{}}
-	cfg := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(config, "{{dir}}", dir)), 0o600); err != nil {
-		os.RemoveAll(dir)
-		t.Fatal(err)
-	}
-	d.cmd = exec.Command("containerd", "--config", cfg)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := d.cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		t.Fatal(err)
-	}
-	go func() { d.cmd.Wait(); close(d.done) }()
+		return exec.Command("containerd", "--config", cfg), nil
+	})
 	t.Cleanup(func() { d.stop(t) })
+	var err error
 	d.conn, err = grpc.NewClient("unix://"+d.Sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.Runtime = runtimeapi.NewRuntimeServiceClient(d.conn)
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	d.proc.WaitReady(t, "containerd", 90*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		_, err := d.Runtime.Version(ctx, &runtimeapi.VersionRequest{})
-		cancel()
-		if err == nil {
-			break
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("containerd exited: %s", d.log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("containerd's CRI did not answer in 90 s: %v\n%s", err, d.log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	}, "containerd's CRI did not answer in 90 s")
 	d.importImage(t)
 	return d
 }
 
 // Log is what containerd wrote so far.
-func (d *Daemon) Log() string { return d.log.String() }
+func (d *Daemon) Log() string { return d.proc.Log.String() }
 
 func (d *Daemon) stop(t testing.TB) {
 	// The pods first: their shims outlive containerd otherwise.
@@ -220,31 +158,9 @@ func (d *Daemon) stop(t testing.TB) {
 	if d.conn != nil {
 		d.conn.Close()
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(60 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.done
-	}
 	// containerd leaves its snapshots' overlay mounts and the sandboxes'
-	// /dev/shm mounts behind: detached before the directory goes.
-	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
-		var mounts []string
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if fs := strings.Fields(sc.Text()); len(fs) > 4 && strings.HasPrefix(fs[4], d.dir+"/") {
-				mounts = append(mounts, fs[4])
-			}
-		}
-		f.Close()
-		for i := len(mounts) - 1; i >= 0; i-- {
-			syscall.Unmount(mounts[i], syscall.MNT_DETACH)
-		}
-	}
-	if err := os.RemoveAll(d.dir); err != nil {
-		t.Logf("removing the daemon's directory: %v", err)
-	}
+	// /dev/shm mounts behind: proctest detaches them.
+	d.proc.Stop(t)
 	// runc removes a container's cgroup, not the parents it made for it.
 	for i := len(d.cgroups) - 1; i >= 0; i-- {
 		if err := os.Remove(d.cgroups[i]); err != nil && !os.IsNotExist(err) {
@@ -442,7 +358,7 @@ func (d *Daemon) RunPod(t testing.TB, p Pod) (string, *runtimeapi.PodSandboxConf
 	defer cancel()
 	r, err := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 	if err != nil {
-		t.Fatalf("RunPodSandbox: %v\ncontainerd's log:\n%s", err, d.log)
+		t.Fatalf("RunPodSandbox: %v\ncontainerd's log:\n%s", err, d.proc.Log)
 	}
 	d.pods = append(d.pods, r.GetPodSandboxId())
 	return r.GetPodSandboxId(), cfg
@@ -467,10 +383,10 @@ func (d *Daemon) RunContainer(t testing.TB, pod string, podCfg *runtimeapi.PodSa
 		SandboxConfig: podCfg,
 	})
 	if err != nil {
-		t.Fatalf("CreateContainer: %v\ncontainerd's log:\n%s", err, d.log)
+		t.Fatalf("CreateContainer: %v\ncontainerd's log:\n%s", err, d.proc.Log)
 	}
 	if _, err := d.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.GetContainerId()}); err != nil {
-		t.Fatalf("StartContainer: %v\ncontainerd's log:\n%s", err, d.log)
+		t.Fatalf("StartContainer: %v\ncontainerd's log:\n%s", err, d.proc.Log)
 	}
 	return c.GetContainerId()
 }

@@ -8,73 +8,31 @@
 package dockertest
 
 import (
-	"github.com/connlogd/connlogd/internal/testlock"
-
-	"bufio"
-	"bytes"
-	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/connlogd/connlogd/internal/proctest"
+	"github.com/connlogd/connlogd/internal/testlock"
 )
 
 // Daemon is a running dockerd.
 type Daemon struct {
 	Sock string // the API socket
 	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *bytes.Buffer
+	proc *proctest.Daemon
 }
 
 // Require skips (or, with CONNLOGD_REQUIRE_NETNS=1 as in CI, fails) a
 // test that cannot run a docker daemon here.
 func Require(t testing.TB) {
 	t.Helper()
-	why := ""
-	switch {
-	case os.Geteuid() != 0:
-		why = "needs root to run dockerd"
-	case !found("dockerd"):
-		why = "needs dockerd (Debian's docker.io)"
-	case !found("docker"):
-		why = "needs the docker command (Debian's docker.io)"
-	case !staticBusybox():
-		why = "needs a static busybox on PATH for the image (Debian's busybox-static)"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CONNLOGD_REQUIRE_NETNS") == "1" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
-}
-
-func found(cmd string) bool { _, err := exec.LookPath(cmd); return err == nil }
-
-// staticBusybox reports whether the busybox on PATH is statically linked:
-// an image FROM scratch has no dynamic loader.
-func staticBusybox() bool {
-	p, err := exec.LookPath("busybox")
-	if err != nil {
-		return false
-	}
-	f, err := elf.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return true
+	proctest.Require(t, "dockerd",
+		proctest.Need{Cmds: []string{"dockerd"}, Why: "needs dockerd (Debian's docker.io)"},
+		proctest.Need{Cmds: []string{"docker"}, Why: "needs the docker command (Debian's docker.io)"})
 }
 
 // Start runs a daemon for the test and stops it, with its containers, at
@@ -88,82 +46,36 @@ func Start(t testing.TB) *Daemon {
 	// dockerd and containerd's shims make these whatever their roots; the
 	// ones this daemon brings into being are removed, if empty, at cleanup
 	// (cleanups run last first: parents are listed first).
-	for _, d := range []string{"/run/containerd", "/run/containerd/s", "/run/docker", "/run/docker/plugins"} {
-		if _, err := os.Stat(d); os.IsNotExist(err) {
-			t.Cleanup(func() { os.Remove(d) })
-		}
-	}
-	// A short directory: unix socket paths are limited to 108 bytes.
-	dir, err := os.MkdirTemp("", "cldk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &Daemon{Sock: filepath.Join(dir, "docker.sock"), dir: dir, done: make(chan struct{}), log: &bytes.Buffer{}}
-	d.cmd = exec.Command("dockerd",
-		"--iptables=false", "--bridge=none",
-		"--data-root", filepath.Join(dir, "data"),
-		"--exec-root", filepath.Join(dir, "exec"),
-		"--host", "unix://"+d.Sock,
-		"--pidfile", filepath.Join(dir, "pid"),
-		// Its own namespace in containerd too, should it share one.
-		"--containerd-namespace", "connlogd-test-"+filepath.Base(dir),
-		"--containerd-plugins-namespace", "connlogd-test-plugins-"+filepath.Base(dir),
-	)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := d.cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		t.Fatal(err)
-	}
-	go func() { d.cmd.Wait(); close(d.done) }()
+	proctest.RemoveIfNew(t, "/run/containerd", "/run/containerd/s", "/run/docker", "/run/docker/plugins")
+	d := &Daemon{}
+	d.proc = proctest.Start(t, "cldk", func(dir string) (*exec.Cmd, error) {
+		d.Sock, d.dir = filepath.Join(dir, "docker.sock"), dir
+		return exec.Command("dockerd",
+			"--iptables=false", "--bridge=none",
+			"--data-root", filepath.Join(dir, "data"),
+			"--exec-root", filepath.Join(dir, "exec"),
+			"--host", "unix://"+d.Sock,
+			"--pidfile", filepath.Join(dir, "pid"),
+			// Its own namespace in containerd too, should it share one.
+			"--containerd-namespace", "connlogd-test-"+filepath.Base(dir),
+			"--containerd-plugins-namespace", "connlogd-test-plugins-"+filepath.Base(dir),
+		), nil
+	})
 	t.Cleanup(func() { d.stop(t) })
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if _, err := d.try("version", "--format", "{{.Server.Version}}"); err == nil {
-			break
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("dockerd exited: %s", d.log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dockerd did not answer in 90 s: %s", d.log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	d.proc.WaitReady(t, "dockerd", 90*time.Second, func() error {
+		_, err := d.try("version", "--format", "{{.Server.Version}}")
+		return err
+	}, "dockerd did not answer in 90 s")
 	return d
 }
 
+// stop removes the daemon's containers, then stops it (it unmounts its
+// layers as it stops; proctest detaches whatever it left).
 func (d *Daemon) stop(t testing.TB) {
 	if ids, err := d.try("ps", "-aq"); err == nil && strings.TrimSpace(ids) != "" {
 		d.try(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(60 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.done
-	}
-	// dockerd unmounts its layers when it stops; whatever it left is
-	// detached before the directory goes.
-	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
-		var mounts []string
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if fs := strings.Fields(sc.Text()); len(fs) > 4 && strings.HasPrefix(fs[4], d.dir+"/") {
-				mounts = append(mounts, fs[4])
-			}
-		}
-		f.Close()
-		for i := len(mounts) - 1; i >= 0; i-- {
-			syscall.Unmount(mounts[i], syscall.MNT_DETACH)
-		}
-	}
-	if err := os.RemoveAll(d.dir); err != nil {
-		t.Logf("removing the daemon's directory: %v", err)
-	}
+	d.proc.Stop(t)
 }
 
 func (d *Daemon) try(args ...string) (string, error) {

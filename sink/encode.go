@@ -1,42 +1,32 @@
 package sink
 
 import (
-	"fmt"
 	"net/netip"
 	"strconv"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
-// jsonWriter is the one JSON writer of the three schemas: zap's JSON
-// encoder. Every line is one zap object written by writeObject: the
-// native schema's members are flat (ts, event and host first, as a zap
-// log line has them), an ECS or OCSF document's are nested objects, each
-// a zapcore.ObjectMarshaler that zap writes in place, without
-// allocating. One writer means one quoting of strings,
-// one number and time format, whatever the schema.
+// jsonWriter is the one JSON writer of the three schemas: a zap
+// encoder (lineEncoder, jsonenc.go, which writes what zap's JSON encoder
+// writes, faster). Every line is one zap object written by writeObject:
+// the native schema's members are flat (ts, event and host first, as a
+// zap log line has them), an ECS or OCSF document's are nested objects,
+// each a zapcore.ObjectMarshaler that the encoder writes in place,
+// without allocating. One writer means one quoting of strings, one number
+// and time format, whatever the schema.
 type jsonWriter struct {
-	enc zapcore.Encoder
-	doc [1]zapcore.Field // writeObject's field, kept here so that passing it does not allocate
+	enc lineEncoder
 }
 
 // tsLayout is RFC 3339 in UTC with exactly nine fractional digits. A fixed
 // width (unlike time.RFC3339Nano, which trims zeros) keeps lines sortable
 // as text and parseable by SIEM patterns that expect one shape.
 const tsLayout = "2006-01-02T15:04:05.000000000Z07:00"
-
-var encodeLayout = zapcore.TimeEncoderOfLayout(tsLayout)
-
-// encodeTime writes ts in UTC. The layout encoder appends straight into
-// zap's buffer, so the timestamp costs no allocation.
-func encodeTime(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
-	encodeLayout(t.UTC(), enc)
-}
 
 // appendTS appends t in UTC as tsLayout formats it, and reports true,
 // when its year has four digits; otherwise it appends nothing. It writes
@@ -83,30 +73,14 @@ func appendDigits(b []byte, v, width int) []byte {
 // line's ts, event and host included). Times in it
 // (zapcore.ObjectEncoder.AddTime) are written as the native ts is.
 func newJSONWriter() jsonWriter {
-	return jsonWriter{enc: zapcore.NewJSONEncoder(zapcore.EncoderConfig{
-		EncodeTime: encodeTime,
-		LineEnding: "\n",
-	})}
-}
-
-// write appends the JSON line of ent and fields to b.
-func (w *jsonWriter) write(b []byte, ent zapcore.Entry, fields []zapcore.Field) ([]byte, error) {
-	buf, err := w.enc.EncodeEntry(ent, fields)
-	if err != nil {
-		return b, fmt.Errorf("encode: %w", err)
-	}
-	b = append(b, buf.Bytes()...)
-	buf.Free()
-	return b, nil
+	return jsonWriter{}
 }
 
 // writeObject appends the JSON line of doc to b: doc's members are the
-// line's.
+// line's. The error is always nil: an error of doc's is written into
+// the line, as zap writes a field's.
 func (w *jsonWriter) writeObject(b []byte, doc zapcore.ObjectMarshaler) ([]byte, error) {
-	w.doc[0] = zap.Inline(doc)
-	b, err := w.write(b, zapcore.Entry{}, w.doc[:])
-	w.doc[0] = zapcore.Field{}
-	return b, err
+	return w.enc.appendLine(b, doc), nil
 }
 
 // strArray is a JSON array of strings. Hand zap a pointer to a package

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -53,6 +52,13 @@ import (
 type lineEncoder struct {
 	buf            []byte // the line being written; at the root, the context
 	openNamespaces int    // namespaces opened (OpenNamespace) and not yet closed
+	// comma is whether the next member or element needs a comma before
+	// it: whether buf ends in a value rather than in '{', '[' or ':'.
+	// zap reads buf's last byte for that; a flag is cheaper than
+	// reading back what was just copied, and the same (no value ends
+	// in one of those bytes, nor in ',' or ' ', the other two zap
+	// looks for).
+	comma bool
 
 	reflectBuf bytes.Buffer  // AddReflected's value, as encoding/json writes it
 	reflectEnc *json.Encoder // writes into reflectBuf; made on first use
@@ -70,7 +76,7 @@ var lineBuffers = buffer.NewPool()
 // for an encoder without context: no pooled encoder or buffer, no copy.
 func (e *lineEncoder) appendLine(b []byte, doc zapcore.ObjectMarshaler) []byte {
 	e.buf = append(b, '{')
-	e.openNamespaces = 0
+	e.openNamespaces, e.comma = 0, false
 	if err := doc.MarshalLogObject(e); err != nil {
 		// As zapcore.Field.AddTo reports an inline field's error (its
 		// key is empty).
@@ -88,8 +94,8 @@ func (e *lineEncoder) EncodeEntry(_ zapcore.Entry, fields []zapcore.Field) (*buf
 	out := lineBuffers.Get()
 	final := lineEncoder{buf: append(out.Bytes()[:0], '{'), openNamespaces: e.openNamespaces}
 	if len(e.buf) > 0 {
-		final.addElementSeparator()
 		final.buf = append(final.buf, e.buf...)
+		final.comma = e.comma
 	}
 	for i := range fields {
 		fields[i].AddTo(&final)
@@ -104,7 +110,7 @@ func (e *lineEncoder) EncodeEntry(_ zapcore.Entry, fields []zapcore.Field) (*buf
 
 // Clone returns an encoder with a copy of e's context.
 func (e *lineEncoder) Clone() zapcore.Encoder {
-	return &lineEncoder{buf: bytes.Clone(e.buf), openNamespaces: e.openNamespaces}
+	return &lineEncoder{buf: bytes.Clone(e.buf), openNamespaces: e.openNamespaces, comma: e.comma}
 }
 
 func (e *lineEncoder) closeOpenNamespaces() {
@@ -112,23 +118,28 @@ func (e *lineEncoder) closeOpenNamespaces() {
 		e.buf = append(e.buf, '}')
 	}
 	e.openNamespaces = 0
+	e.comma = true
 }
 
 // addElementSeparator writes a comma unless the member or element is the
-// first of its object or array, or follows its key: zap's rule, by the
-// last byte written.
+// first of its object or array, or follows its key; what comes next is a
+// value, so the next one will need a comma.
 func (e *lineEncoder) addElementSeparator() {
-	if n := len(e.buf); n > 0 && !noSeparatorAfter[e.buf[n-1]] {
+	if e.comma {
 		e.buf = append(e.buf, ',')
 	}
+	e.comma = true
 }
 
-var noSeparatorAfter = [256]bool{'{': true, '[': true, ':': true, ',': true, ' ': true}
-
+// addKey writes the key of a member; its value follows without a comma.
 func (e *lineEncoder) addKey(key string) {
-	e.addElementSeparator()
-	e.buf = appendQuoted(e.buf, key)
-	e.buf = append(e.buf, ':')
+	b := e.buf
+	if e.comma {
+		b = append(b, ',')
+	}
+	b = appendQuoted(b, key)
+	e.buf = append(b, ':')
+	e.comma = false
 }
 
 // ObjectEncoder: each member is its key, then the value as the array
@@ -217,6 +228,7 @@ func (e *lineEncoder) AddReflected(key string, val any) error {
 	}
 	e.addKey(key)
 	e.buf = append(e.buf, v...)
+	e.comma = true
 	return nil
 }
 
@@ -243,8 +255,10 @@ func (e *lineEncoder) AddUintptr(k string, v uintptr) { e.AddUint64(k, uint64(v)
 func (e *lineEncoder) AppendArray(arr zapcore.ArrayMarshaler) error {
 	e.addElementSeparator()
 	e.buf = append(e.buf, '[')
+	e.comma = false
 	err := arr.MarshalLogArray(e)
 	e.buf = append(e.buf, ']')
+	e.comma = true
 	return err
 }
 
@@ -254,9 +268,10 @@ func (e *lineEncoder) AppendObject(obj zapcore.ObjectMarshaler) error {
 	e.openNamespaces = 0
 	e.addElementSeparator()
 	e.buf = append(e.buf, '{')
+	e.comma = false
 	err := obj.MarshalLogObject(e)
 	e.buf = append(e.buf, '}')
-	e.closeOpenNamespaces()
+	e.closeOpenNamespaces() // and a comma before what follows
 	e.openNamespaces = outer
 	return err
 }
@@ -370,7 +385,9 @@ func (e *lineEncoder) encodeReflected(val any) ([]byte, error) {
 		e.reflectEnc.SetEscapeHTML(false)
 	}
 	if err := e.reflectEnc.Encode(val); err != nil {
-		return nil, fmt.Errorf("encode %T: %w", val, err)
+		// Not wrapped: the caller (zapcore.Field.AddTo) writes the
+		// text into the line, and zap's is encoding/json's alone.
+		return nil, err
 	}
 	return bytes.TrimSuffix(e.reflectBuf.Bytes(), []byte{'\n'}), nil
 }

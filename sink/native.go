@@ -56,13 +56,9 @@ type nativeFields struct {
 
 func (f *nativeFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	ev := f.ev
-	// zap omits a zero time; ts is promised on every line.
-	t := eventTime(ev)
-	if ts, ok := appendTS(f.scratch[:0], t); ok {
-		enc.AddByteString("ts", ts)
-	} else {
-		enc.AddTime("ts", t)
-	}
+	// ts is promised on every line. The encoder writes it with
+	// appendTS (jsonenc.go), straight into the line.
+	enc.AddTime("ts", eventTime(ev))
 	enc.AddString("event", ev.Kind.String())
 	enc.AddString("host", f.host)
 	if ev.Netns != 0 {

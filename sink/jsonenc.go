@@ -402,21 +402,70 @@ var escapes = func() (t [256]bool) {
 	return t
 }()
 
-// appendQuoted appends s as a JSON string. The loop looks for the first
-// byte that needs a look; a string without one is appended at once.
+// appendQuoted appends s as a JSON string: at once when no byte of it
+// needs a look (every key, nearly every value), else through
+// appendEscaped.
 func appendQuoted[S string | []byte](b []byte, s S) []byte {
 	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		if escapes[s[i]] {
-			return append(appendEscaped(b, s, i), '"')
-		}
+	if plain(s) {
+		b = append(b, s...)
+	} else {
+		b = appendEscaped(b, s, 0)
 	}
-	b = append(b, s...)
 	return append(b, '"')
 }
 
-// appendEscaped appends s, escaped as zap escapes it, given that the
-// bytes before i need nothing.
+// plain reports whether no byte of s is in escapes. It reads s eight
+// bytes at a time (the last eight, or for 4 to 7 bytes the first and last
+// four, overlapping), as a byte loop over keys of a few letters would
+// cost more than the rest of writing them.
+func plain[S string | []byte](s S) bool {
+	n := len(s)
+	switch {
+	case n >= 8:
+		for i := 0; i < n-8; i += 8 {
+			if !plain8(load64(s, i)) {
+				return false
+			}
+		}
+		return plain8(load64(s, n-8))
+	case n >= 4:
+		return plain8(uint64(load32(s, 0)) | uint64(load32(s, n-4))<<32)
+	}
+	for i := range n {
+		if escapes[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// plain8 reports whether none of the eight bytes of w is in escapes: no
+// byte from 0x80 on (w's high bits), none below 0x20 (subtracting 0x20
+// from such a byte sets its high bit), none equal to '"' or '\\' (x^c is
+// then 0, and 0-1 sets the high bit). With no high bit set in w, a high
+// bit of the differences comes from such a byte, or from the borrow of
+// one below it: never from a byte alone that needs nothing.
+func plain8(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote, backslash := w^('"'*ones), w^('\\'*ones)
+	return (w|(w-0x20*ones)|(quote-ones)|(backslash-ones))&highs == 0
+}
+
+// load64 and load32 read bytes i on of s, little-endian (one load each).
+func load64[S string | []byte](s S, i int) uint64 {
+	_ = s[i+7]
+	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+}
+
+func load32[S string | []byte](s S, i int) uint32 {
+	_ = s[i+3]
+	return uint32(s[i]) | uint32(s[i+1])<<8 | uint32(s[i+2])<<16 | uint32(s[i+3])<<24
+}
+
+// appendEscaped appends s, escaped as zap escapes it (safeAppendStringLike),
+// given that the bytes before i need nothing.
 func appendEscaped[S string | []byte](b []byte, s S, i int) []byte {
 	last := 0
 	for i < len(s) {

@@ -165,8 +165,10 @@ func (e *lineEncoder) AddBinary(key string, val []byte) {
 }
 
 func (e *lineEncoder) AddByteString(key string, val []byte) {
-	e.addKey(key)
-	e.AppendByteString(val)
+	if !addPlainMember(e, key, val) {
+		e.addKey(key)
+		e.AppendByteString(val)
+	}
 }
 
 func (e *lineEncoder) AddBool(key string, val bool) {
@@ -205,8 +207,29 @@ func (e *lineEncoder) AddInt64(key string, val int64) {
 }
 
 func (e *lineEncoder) AddString(key, val string) {
-	e.addKey(key)
-	e.AppendString(val)
+	if !addPlainMember(e, key, val) {
+		e.addKey(key)
+		e.AppendString(val)
+	}
+}
+
+// addPlainMember writes a member whose key and string value need no
+// escaping, if they need none (nearly always), in one go.
+func addPlainMember[S string | []byte](e *lineEncoder, key string, val S) bool {
+	if !plain(key) || !plain(val) {
+		return false
+	}
+	b := e.buf
+	if e.comma {
+		b = append(b, ',')
+	}
+	b = append(b, '"')
+	b = append(b, key...)
+	b = append(b, '"', ':', '"')
+	b = append(b, val...)
+	e.buf = append(b, '"')
+	e.comma = true
+	return true
 }
 
 func (e *lineEncoder) AddTime(key string, val time.Time) {
@@ -216,7 +239,8 @@ func (e *lineEncoder) AddTime(key string, val time.Time) {
 
 func (e *lineEncoder) AddUint64(key string, val uint64) {
 	e.addKey(key)
-	e.AppendUint64(val)
+	e.buf = strconv.AppendUint(e.buf, val, 10)
+	e.comma = true
 }
 
 // AddReflected writes val as encoding/json does, without HTML escaping;

@@ -424,7 +424,12 @@ func (d *draw) ops(depth int) ops {
 
 func (os ops) String() string { return fmt.Sprintf("%d fields", len(os)) }
 
-var errDrawn = errors.New("drawn \"failure\"\n")
+// errDrawn is a marshaler's error, whose text needs escaping.
+var errDrawn error = drawnError{}
+
+type drawnError struct{}
+
+func (drawnError) Error() string { return "drawn \"failure\"\n" }
 
 func (os ops) fields() []zapcore.Field {
 	fs := make([]zapcore.Field, 0, len(os))

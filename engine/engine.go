@@ -305,6 +305,10 @@ func (d *loop) run(ctx context.Context, opts Options) error {
 		d.out.Close()
 		return err
 	}
+	// Every start-up namespace's destroy subscription is open: closes from
+	// now on are reported, those before were missed (see
+	// event.GapNotRunning).
+	d.write(&event.Event{Kind: event.Gap, Time: d.clock.Now(), Reason: event.GapNotRunning})
 	restored := d.restoreState()
 	if cfg.Containers.Names {
 		var srcs []containers.Source
@@ -503,7 +507,9 @@ func (d *loop) shutdown() error {
 	// Under a flood that goes on, the queue never empties: stop chasing
 	// it once the time is up, as closes read then happened after the stop.
 	deadline := d.clock.Now().Add(shutdownDrainTime)
-	for _, w := range d.order {
+	began := time.Now()
+	unread := make([]bool, len(d.order))
+	for i, w := range d.order {
 		// What the kernel queued before the stop is logged, not dropped
 		// with the socket: under load the queue holds seconds of closes.
 		more := w.destroy != nil
@@ -513,7 +519,11 @@ func (d *loop) shutdown() error {
 			}
 			_, more = d.drainDestroyMore(w, true)
 		}
-		if more && w.destroy != nil {
+		unread[i] = more
+	}
+	d.awaitLateCloses(deadline, began, unread)
+	for i, w := range d.order {
+		if unread[i] && w.destroy != nil {
 			// Closes still queued go with the subscription: say so.
 			d.log.Warn("stopping with destroy notifications unread; their closes are not reported", "netns", w.String())
 			ev := event.Event{Kind: event.Gap, Time: d.clock.Now(), Reason: event.GapStopUnread}
@@ -741,6 +751,7 @@ func (d *loop) drainDestroyMore(w *namespace, queued bool) (lost, more bool) {
 		}
 	}()
 	for _, b := range batches {
+		w.destroyRead += uint64(b.tab.Len())
 		w.plan.keep(b.tab) // the kernel does not filter notifications
 		w.differ.Destroyed(b.tab, b.at)
 		more = b.full
@@ -771,6 +782,45 @@ func (d *loop) drainDestroyMore(w *namespace, queued bool) (lost, more bool) {
 	}
 	return lost, more
 }
+
+// awaitLateCloses goes on reading the destroy notifications after the
+// shutdown's drains emptied the queues, until none has come for
+// stopQuiet: the kernel sends them from a work queue, which a loaded
+// machine runs hundreds of milliseconds late, so the closes of the last
+// moment before a stop would otherwise arrive after it and be lost with
+// no gap. It is bounded by the shutdown's deadline (d.clock), and by
+// shutdownDrainTime of real time since began: the kernel's delay is real
+// time, whatever clock the loop is given. unread[i] is d.order[i]'s
+// queue still holding notifications.
+func (d *loop) awaitLateCloses(deadline, began time.Time, unread []bool) {
+	subscribed := false
+	read := func() uint64 {
+		var n uint64
+		for _, w := range d.order {
+			n += w.destroyRead
+			subscribed = subscribed || w.destroy != nil
+		}
+		return n
+	}
+	quietSince, last := time.Now(), read()
+	for subscribed && time.Since(quietSince) < stopQuiet && time.Since(began) < shutdownDrainTime && !d.clock.Now().After(deadline) {
+		time.Sleep(stopQuiet / 10)
+		for i, w := range d.order {
+			if w.destroy != nil {
+				_, unread[i] = d.drainDestroyMore(w, true)
+			}
+		}
+		if n := read(); n != last {
+			quietSince, last = time.Now(), n
+		}
+	}
+}
+
+// stopQuiet is how long the shutdown listens for closes after the last
+// one came: past the delays of the kernel's work queue seen on a loaded
+// machine at full churn (p99.9 of the notifications' latency, a few
+// hundred milliseconds), short against systemd's stop timeout.
+const stopQuiet = 300 * time.Millisecond
 
 // shutdownDrains bounds the drains at shutdown: up to 64 × 16 batches of
 // 1,024 sockets, more than a 16 MiB receive buffer holds.

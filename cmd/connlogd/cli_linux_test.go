@@ -118,6 +118,9 @@ func TestFilteredDaemon(t *testing.T) {
 	d.waitFor("kept listener closed", 5*time.Second, func(evs []ev) bool { return len(match(evs, "closed", "tcp", 1500)) > 0 })
 	time.Sleep(500 * time.Millisecond)
 	for _, e := range d.events() {
+		if e.str("event") == "gap" {
+			continue // about no socket: filters leave gaps alone
+		}
 		if int(e.num("src_port")) != 1500 {
 			t.Errorf("filtered-out socket reported: %v", e)
 		}

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"github.com/connlogd/connlogd/config"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/internal/netnstest"
 )
 

@@ -216,6 +216,14 @@ type loop struct {
 	nsw    netns.Watcher
 	cfgNow atomic.Pointer[config.Config]
 	names  *containers.Namer
+	// The namespace watcher's goroutine (watchNamespaces): what it hands
+	// the loop, whether it watches process starts, and its stop. Started
+	// at start, and again at a reload that changes what it must watch.
+	nsChanges  <-chan netns.Change
+	nsOpened   <-chan opened
+	nsProcs    bool
+	nsStop     func()
+	watchStart func(netns.WatchOptions) (netns.Watcher, []error, error)
 
 	dropped      uint64 // sink drops already reported
 	dropReported time.Time
@@ -321,24 +329,9 @@ func (d *loop) run(ctx context.Context, opts Options) error {
 		d.names = containers.New(srcs, containers.Options{})
 		defer d.names.Close()
 	}
-	var nsChanges <-chan netns.Change
-	var nsOpened <-chan opened
 	var soon <-chan time.Time // a rescan after the watcher's Gone
-	if d.nsw = d.startNamespaceWatch(startLiveWatcher); d.nsw != nil {
-		changes, done := make(chan netns.Change), make(chan struct{})
-		openedC := make(chan opened)
-		quit := make(chan struct{})
-		go func() {
-			defer close(done)
-			openNamespaces(d.nsw, d.open, &d.cfgNow, d.log, changes, openedC, quit)
-		}()
-		defer func() {
-			close(quit)
-			d.nsw.Close()
-			<-done
-		}()
-		nsChanges, nsOpened = changes, openedC
-	}
+	d.watchNamespaces()
+	defer d.stopNamespaceWatch()
 
 	// A ticker drops ticks a slow poll overran instead of queueing them.
 	tick := d.clock.NewTicker(cfg.Interval)
@@ -399,7 +392,7 @@ func (d *loop) run(ctx context.Context, opts Options) error {
 			}
 		case <-opts.Rescan:
 			d.rescanNow()
-		case c := <-nsChanges:
+		case c := <-d.nsChanges:
 			switch {
 			case d.plan.Config.Namespaces.Mode == config.NamespacesHost:
 			case c.Gone:
@@ -418,7 +411,7 @@ func (d *loop) run(ctx context.Context, opts Options) error {
 			if d.plan.Config.Namespaces.Mode != config.NamespacesHost {
 				d.rescanNow()
 			}
-		case o := <-nsOpened:
+		case o := <-d.nsOpened:
 			d.adopt(o)
 		case sig := <-opts.Reopen:
 			if err := d.out.Reopen(); err != nil {

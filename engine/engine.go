@@ -216,6 +216,14 @@ type loop struct {
 	nsw    netns.Watcher
 	cfgNow atomic.Pointer[config.Config]
 	names  *containers.Namer
+	// The namespace watcher's goroutine (watchNamespaces): what it hands
+	// the loop, whether it watches process starts, and its stop. Started
+	// at start, and again at a reload that changes what it must watch.
+	nsChanges  <-chan netns.Change
+	nsOpened   <-chan opened
+	nsProcs    bool
+	nsStop     func()
+	watchStart func(netns.WatchOptions) (netns.Watcher, []error, error)
 
 	dropped      uint64 // sink drops already reported
 	dropReported time.Time
@@ -305,6 +313,10 @@ func (d *loop) run(ctx context.Context, opts Options) error {
 		d.out.Close()
 		return err
 	}
+	// Every start-up namespace's destroy subscription is open: closes from
+	// now on are reported, those before were missed (see
+	// event.GapNotRunning).
+	d.write(&event.Event{Kind: event.Gap, Time: d.clock.Now(), Reason: event.GapNotRunning})
 	restored := d.restoreState()
 	if cfg.Containers.Names {
 		var srcs []containers.Source
@@ -317,24 +329,9 @@ func (d *loop) run(ctx context.Context, opts Options) error {
 		d.names = containers.New(srcs, containers.Options{})
 		defer d.names.Close()
 	}
-	var nsChanges <-chan netns.Change
-	var nsOpened <-chan opened
 	var soon <-chan time.Time // a rescan after the watcher's Gone
-	if d.nsw = d.startNamespaceWatch(startLiveWatcher); d.nsw != nil {
-		changes, done := make(chan netns.Change), make(chan struct{})
-		openedC := make(chan opened)
-		quit := make(chan struct{})
-		go func() {
-			defer close(done)
-			openNamespaces(d.nsw, d.open, &d.cfgNow, d.log, changes, openedC, quit)
-		}()
-		defer func() {
-			close(quit)
-			d.nsw.Close()
-			<-done
-		}()
-		nsChanges, nsOpened = changes, openedC
-	}
+	d.watchNamespaces()
+	defer d.stopNamespaceWatch()
 
 	// A ticker drops ticks a slow poll overran instead of queueing them.
 	tick := d.clock.NewTicker(cfg.Interval)
@@ -395,7 +392,7 @@ func (d *loop) run(ctx context.Context, opts Options) error {
 			}
 		case <-opts.Rescan:
 			d.rescanNow()
-		case c := <-nsChanges:
+		case c := <-d.nsChanges:
 			switch {
 			case d.plan.Config.Namespaces.Mode == config.NamespacesHost:
 			case c.Gone:
@@ -414,7 +411,7 @@ func (d *loop) run(ctx context.Context, opts Options) error {
 			if d.plan.Config.Namespaces.Mode != config.NamespacesHost {
 				d.rescanNow()
 			}
-		case o := <-nsOpened:
+		case o := <-d.nsOpened:
 			d.adopt(o)
 		case sig := <-opts.Reopen:
 			if err := d.out.Reopen(); err != nil {
@@ -503,7 +500,9 @@ func (d *loop) shutdown() error {
 	// Under a flood that goes on, the queue never empties: stop chasing
 	// it once the time is up, as closes read then happened after the stop.
 	deadline := d.clock.Now().Add(shutdownDrainTime)
-	for _, w := range d.order {
+	began := time.Now()
+	unread := make([]bool, len(d.order))
+	for i, w := range d.order {
 		// What the kernel queued before the stop is logged, not dropped
 		// with the socket: under load the queue holds seconds of closes.
 		more := w.destroy != nil
@@ -513,7 +512,11 @@ func (d *loop) shutdown() error {
 			}
 			_, more = d.drainDestroyMore(w, true)
 		}
-		if more && w.destroy != nil {
+		unread[i] = more
+	}
+	d.awaitLateCloses(deadline, began, unread)
+	for i, w := range d.order {
+		if unread[i] && w.destroy != nil {
 			// Closes still queued go with the subscription: say so.
 			d.log.Warn("stopping with destroy notifications unread; their closes are not reported", "netns", w.String())
 			ev := event.Event{Kind: event.Gap, Time: d.clock.Now(), Reason: event.GapStopUnread}
@@ -741,6 +744,7 @@ func (d *loop) drainDestroyMore(w *namespace, queued bool) (lost, more bool) {
 		}
 	}()
 	for _, b := range batches {
+		w.destroyRead += uint64(b.tab.Len())
 		w.plan.keep(b.tab) // the kernel does not filter notifications
 		w.differ.Destroyed(b.tab, b.at)
 		more = b.full
@@ -771,6 +775,45 @@ func (d *loop) drainDestroyMore(w *namespace, queued bool) (lost, more bool) {
 	}
 	return lost, more
 }
+
+// awaitLateCloses goes on reading the destroy notifications after the
+// shutdown's drains emptied the queues, until none has come for
+// stopQuiet: the kernel sends them from a work queue, which a loaded
+// machine runs hundreds of milliseconds late, so the closes of the last
+// moment before a stop would otherwise arrive after it and be lost with
+// no gap. It is bounded by the shutdown's deadline (d.clock), and by
+// shutdownDrainTime of real time since began: the kernel's delay is real
+// time, whatever clock the loop is given. unread[i] is d.order[i]'s
+// queue still holding notifications.
+func (d *loop) awaitLateCloses(deadline, began time.Time, unread []bool) {
+	subscribed := false
+	read := func() uint64 {
+		var n uint64
+		for _, w := range d.order {
+			n += w.destroyRead
+			subscribed = subscribed || w.destroy != nil
+		}
+		return n
+	}
+	quietSince, last := time.Now(), read()
+	for subscribed && time.Since(quietSince) < stopQuiet && time.Since(began) < shutdownDrainTime && !d.clock.Now().After(deadline) {
+		time.Sleep(stopQuiet / 10)
+		for i, w := range d.order {
+			if w.destroy != nil {
+				_, unread[i] = d.drainDestroyMore(w, true)
+			}
+		}
+		if n := read(); n != last {
+			quietSince, last = time.Now(), n
+		}
+	}
+}
+
+// stopQuiet is how long the shutdown listens for closes after the last
+// one came: past the delays of the kernel's work queue seen on a loaded
+// machine at full churn (p99.9 of the notifications' latency, a few
+// hundred milliseconds), short against systemd's stop timeout.
+const stopQuiet = 300 * time.Millisecond
 
 // shutdownDrains bounds the drains at shutdown: up to 64 × 16 batches of
 // 1,024 sockets, more than a 16 MiB receive buffer holds.

@@ -249,6 +249,8 @@ type fakeSub struct {
 	floodCost time.Duration
 	closed    chan struct{}
 	once      sync.Once
+	// emptyDrains counts the drains that found nothing queued.
+	emptyDrains int
 }
 
 // queuedClose is a notification the kernel queues at a given time.
@@ -288,7 +290,17 @@ func (s *fakeSub) Drain(t *snapshot.Table) (bool, error) {
 		s.clock.Advance(s.floodCost)
 		return true, nil
 	}
+	if t.Len() == 0 {
+		s.emptyDrains++
+	}
 	return false, nil
+}
+
+// drainedEmpty is how many drains found nothing queued.
+func (s *fakeSub) drainedEmpty() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.emptyDrains
 }
 
 // push queues the destroy notification of s, delivered at the next drain.

@@ -75,6 +75,8 @@ type namespace struct {
 	failing  bool
 	parse    snapshot.Stats
 	overruns uint64
+	// destroyRead counts the notifications the loop has taken.
+	destroyRead uint64
 }
 
 // opened is a namespace's kernel handles, opened and probed: by the loop

@@ -35,16 +35,61 @@ const goneDelay = 200 * time.Millisecond
 // host-wide hash.
 const maxParallelOpens = 4
 
-// startNamespaceWatch starts the watcher the configuration calls for:
-// with namespaces: all, bind directories and process starts; with a list,
-// bind directories only (a listed name appears there). Nil with only the
-// host watched. What it cannot watch is said once each.
-func (d *loop) startNamespaceWatch(start func(netns.WatchOptions) (netns.Watcher, []error, error)) netns.Watcher {
+// watchNamespaces runs the namespace watcher the running configuration
+// calls for, and the goroutine that opens what it reports (the loop
+// reads d.nsChanges and d.nsOpened): with namespaces: all, bind
+// directories and process starts; with a list, bind directories only (a
+// listed name appears there); none with only the host watched. At a
+// reload it starts the watcher a wider configuration needs (from the
+// host to all: the namespaces of containers started from then on are
+// watched as they appear, not only at the next rescan), replaces one
+// that watches the wrong things, and stops one no longer needed. What it
+// cannot watch is said once each.
+func (d *loop) watchNamespaces() {
 	nsc := d.plan.Config.Namespaces
-	if nsc.Mode == config.NamespacesHost || (nsc.Mode == "" && len(nsc.List) == 0) {
-		return nil
+	want := !(nsc.Mode == config.NamespacesHost || (nsc.Mode == "" && len(nsc.List) == 0))
+	procs := nsc.Mode == config.NamespacesAll
+	if d.nsw != nil && want && d.nsProcs == procs {
+		return
 	}
-	w, warns, err := start(netns.WatchOptions{Procs: nsc.Mode == config.NamespacesAll})
+	d.stopNamespaceWatch()
+	if !want {
+		return
+	}
+	start := d.watchStart
+	if start == nil {
+		start = startLiveWatcher
+	}
+	if d.nsw = d.startNamespaceWatch(start, procs); d.nsw == nil {
+		return
+	}
+	changes, openedC := make(chan netns.Change), make(chan opened)
+	quit, done := make(chan struct{}), make(chan struct{})
+	nsw := d.nsw
+	go func() {
+		defer close(done)
+		openNamespaces(nsw, d.open, &d.cfgNow, d.log, changes, openedC, quit)
+	}()
+	d.nsChanges, d.nsOpened, d.nsProcs = changes, openedC, procs
+	d.nsStop = func() {
+		close(quit)
+		nsw.Close()
+		<-done
+	}
+}
+
+// stopNamespaceWatch stops the namespace watcher, if one runs.
+func (d *loop) stopNamespaceWatch() {
+	if d.nsStop != nil {
+		d.nsStop()
+	}
+	d.nsw, d.nsChanges, d.nsOpened, d.nsStop = nil, nil, nil, nil
+}
+
+// startNamespaceWatch starts a namespace watcher (procs: process starts
+// too), or returns nil with a warning when it cannot.
+func (d *loop) startNamespaceWatch(start func(netns.WatchOptions) (netns.Watcher, []error, error), procs bool) netns.Watcher {
+	w, warns, err := start(netns.WatchOptions{Procs: procs})
 	if err != nil {
 		d.log.Warn("cannot watch for new namespaces; they are found by the rescan only", "every", d.plan.Config.NamespaceRescan, "err", err)
 		return nil

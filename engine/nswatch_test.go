@@ -254,3 +254,64 @@ func TestNamespaceNamedLater(t *testing.T) {
 		t.Errorf("after the watcher's report: name %q, want %q", got, third.Name)
 	}
 }
+
+// TestReloadStartsTheWatcherItNeeds: a reload from the host alone to
+// every namespace starts the watcher of bind directories and process
+// starts, and a namespace it then reports is opened and adopted at once,
+// not at the next rescan; a reload back to the host alone stops it.
+func TestReloadStartsTheWatcherItNeeds(t *testing.T) {
+	host, other := hostNS(), otherNS(1)
+	h := newHarness(t, testConfig(t, ""), host)
+	var started []netns.WatchOptions
+	var fw *fakewatch.Watcher
+	h.d.watchStart = func(o netns.WatchOptions) (netns.Watcher, []error, error) {
+		started = append(started, o)
+		fw = fakewatch.New()
+		return fw, nil, nil
+	}
+	k := &fakeDumper{clock: h.clock}
+	k.set(listener(7, 22))
+	h.kernel[other.ID] = k
+	h.start()
+	h.d.watchNamespaces()
+	if len(started) != 0 || h.d.nsw != nil {
+		t.Fatalf("a watcher started with only the host watched: %v", started)
+	}
+	h.out.take()
+
+	if _, ok := h.d.reload(ReloadRequest{Path: writeConfig(t, "namespaces: all\n"), Reason: "test"}); !ok {
+		t.Fatal("reload refused")
+	}
+	if len(started) != 1 || !started[0].Procs || h.d.nsw == nil {
+		t.Fatalf("after a reload to all: watchers started %v; want one that watches process starts", started)
+	}
+	// The rescan of the reload listed the host only (discovery here
+	// knows no other): the watcher reports the new one.
+	fw.Send(netns.Change{NS: other})
+	var o opened
+	select {
+	case o = <-h.d.nsOpened:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the watcher started at the reload opened nothing")
+	}
+	h.d.adopt(o)
+	h.d.finishRounds()
+	if got := kinds(h.out.take()); got["appeared"] != 1 {
+		t.Errorf("the namespace reported after the reload: wrote %v; want its listener appeared", got)
+	}
+
+	if _, ok := h.d.reload(ReloadRequest{Path: writeConfig(t, "namespaces: host\n"), Reason: "test"}); !ok {
+		t.Fatal("reload refused")
+	}
+	if h.d.nsw != nil || h.d.nsOpened != nil || len(started) != 1 {
+		t.Errorf("after a reload back to the host: watcher %v, %d started; want none running", h.d.nsw, len(started))
+	}
+	select {
+	case _, open := <-fw.Changes():
+		if open {
+			t.Error("the watcher no longer needed still reports")
+		}
+	default:
+		t.Error("the watcher no longer needed was not closed")
+	}
+}

@@ -96,10 +96,10 @@ func (d *loop) apply(plan *Plan, out Output) (prev *config.Config) {
 			d.rewatch(w)
 		}
 	}
-	if d.nsw == nil && cfg.Namespaces.Mode != config.NamespacesHost && (cfg.Namespaces.Mode != "" || len(cfg.Namespaces.List) > 0) {
-		d.log.Warn("new namespaces are watched as they appear from a restart on; until then the rescan finds them", "every", cfg.NamespaceRescan)
-	}
 	if !slices.Equal(cfg.Namespaces.List, prev.Namespaces.List) || cfg.Namespaces.Mode != prev.Namespaces.Mode {
+		// The watcher first: a namespace made during the rescan is then
+		// found by one or the other.
+		d.watchNamespaces()
 		if err := d.rescan(); err != nil {
 			d.log.Error("namespace rescan failed", "err", err)
 		}

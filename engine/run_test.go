@@ -6,10 +6,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/snapshot"
 )
 
 // fakeNotifier records the life-cycle calls, in order.
@@ -162,4 +166,55 @@ func TestRunTicksOnClock(t *testing.T) {
 	}
 	h.clock.Advance(7 * time.Second)
 	waitFor(t, "a watchdog ping at 10 s", func() bool { return n.count("watchdog") == 1 })
+}
+
+// TestRunMarksWhereWatchingBegan: the first line a run writes is the
+// not_running gap, stamped once the destroy subscription is open (after
+// the dumps that opening makes) and before the first poll's dump, so
+// that every close after its ts is reported and the sockets still open
+// come after it, from that poll.
+func TestRunMarksWhereWatchingBegan(t *testing.T) {
+	yaml := "interval: 1s\n"
+	probes := probeDumps(t, yaml)
+	cfg := testConfig(t, yaml)
+	n := &fakeNotifier{}
+	opts := Options{Notify: n}
+	h := newFakeLoop(t, cfg, opts, hostNS())
+	h.subs[hostNS().ID] = newFakeSub()
+	host := h.kernel[hostNS().ID]
+	host.sockets = []snapshot.Socket{listener(7, 22)}
+	start := h.clock.Now()
+	var firstDump time.Time
+	var before []event.Event
+	host.onDump = func(k int) {
+		switch {
+		case k <= probes:
+			h.clock.Advance(time.Second) // opening takes time
+		case k == probes+1:
+			firstDump = h.clock.Now()
+			before = slices.Clone(h.out.events)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.d.run(ctx, opts) }()
+	waitFor(t, "ready", func() bool { return n.count("ready") == 1 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if len(before) != 1 || before[0].Kind != event.Gap || before[0].Reason != event.GapNotRunning {
+		t.Fatalf("written before the first poll's dump: %v, want one not_running gap", before)
+	}
+	gap := before[0]
+	if opened := start.Add(time.Duration(probes) * time.Second); gap.Time.Before(opened) || gap.Time.After(firstDump) {
+		t.Errorf("gap stamped %v, want between the subscription's opening (%v) and the first dump (%v)", gap.Time, opened, firstDump)
+	}
+	evs := h.out.events
+	if len(evs) < 2 || evs[1].Kind != event.Appeared || evs[1].Socket.Cookie != 7 {
+		t.Errorf("events: %v, want the gap, then the listener from the first poll", evs)
+	}
+	if got := kinds(evs)["gap/not_running"]; got != 1 {
+		t.Errorf("%d not_running gaps in a run, want 1", got)
+	}
 }

@@ -333,6 +333,39 @@ func TestShutdownLogsQueuedCloses(t *testing.T) {
 	}
 }
 
+// TestShutdownAwaitsLateCloses: a close the kernel sends after the
+// shutdown's drains found the queue empty (its work queue runs late on a
+// loaded machine) is still logged: the shutdown listens until the
+// notifications have been quiet for stopQuiet.
+func TestShutdownAwaitsLateCloses(t *testing.T) {
+	h, k, sub := stampHarness(t, "", 0)
+	a := conn(1, 40000)
+	k.set(a)
+	h.start()
+	h.out.take()
+	h.clock.Advance(time.Second)
+	k.set()
+	before := sub.drainedEmpty()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Once the shutdown has found the queue empty, as a late
+		// notification finds it.
+		for sub.drainedEmpty() == before {
+			time.Sleep(time.Millisecond)
+		}
+		sub.push(a)
+	}()
+	if err := h.d.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	got := kinds(h.out.take())
+	if got["closed/"+event.ReasonDestroyed] != 1 {
+		t.Errorf("a close sent after the shutdown's drains emptied the queue: logged %v", got)
+	}
+}
+
 // TestShutdownFloodReportsUnread: when closes keep coming past the
 // bounded drain at shutdown, the stop says that closes went unread,
 // once, rather than dropping them silently.

@@ -88,6 +88,13 @@ const (
 	// queued after its bounded drain at shutdown (a flood that outlasts
 	// it); the closes they carried are not reported.
 	GapStopUnread = "stop_unread"
+	// GapNotRunning: written once at start, stamped when every destroy
+	// subscription of the start-up namespaces is open and the first poll
+	// is about to dump: connections that opened and closed before it,
+	// while connlogd was not running, are not reported. Every close after
+	// it is. A log's continuity is thus explicit at each restart, a crash
+	// included, and the first start marks where the log begins.
+	GapNotRunning = "not_running"
 )
 
 // Event is one line of output.

@@ -11,7 +11,8 @@
 # costs the other some CPU; swap the order in a second run.
 #
 # Environment: DURATION (30: the pass's seconds), RATE (0: unpaced),
-# WORKERS (4), GEN_NICE (0), SETTLE (3), LINGER0=1 (clients close with
+# WORKERS (4), GEN_NICE (0), SETTLE (3), KEEP=1 (keep the event and record
+# files, gigabytes at full rate), LINGER0=1 (clients close with
 # SO_LINGER 0: RST, the socket destroyed at close(2), so the latency is
 # the notification's alone, not the FIN handshake's). Needs root, iproute2 and Go.
 # The namespace and both daemons are removed on exit.
@@ -38,7 +39,7 @@ cleanup() {
 		wait "$p" 2>/dev/null || true
 	done
 	[[ -z $NS_MADE ]] || ip netns del "$NS" || rc=1
-	rm -f "$WORK"/*.jsonl "$WORK"/churn.csv
+	[[ ${KEEP:-} == 1 ]] || rm -f "$WORK"/*.jsonl "$WORK"/churn.csv
 	echo "dual: results in $WORK" >&2
 	exit "$rc"
 }
@@ -109,6 +110,8 @@ tck=$(getconf CLK_TCK)
 			1e6 * a / tck / n, 1e6 * b / tck / n, b / a, ha / 1024, hb / 1024
 	}'
 	for x in A B; do
-		echo "$x: $("$WORK/analyze" -events "$WORK/$x.jsonl" -records "$WORK/churn.csv" -port 65102 | grep RESULT)"
+		"$WORK/analyze" -events "$WORK/$x.jsonl" -records "$WORK/churn.csv" -port 65102 >"$WORK/$x.analysis"
+		# The connections lost, if any, are named: each one is a defect.
+		grep -E '^  missing:|^RESULT' "$WORK/$x.analysis" | sed "s/^/$x: /"
 	done
 } | tee "$WORK/summary.txt"

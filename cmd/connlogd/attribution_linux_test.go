@@ -143,11 +143,16 @@ func byPorts(evs []ev, kind string, src, dst int) ev {
 // The listener's appeared event names the server's pid, comm and user;
 // the client's socket is outbound, the accepted one inbound, the listener
 // listen; and the client's closed event still names the client after it
-// closed the socket and exited.
+// closed the socket and exited. On the harness's quick poll, and on the
+// default interval.
 func TestAttribution(t *testing.T) {
+	eachInterval(t, testAttribution)
+}
+
+func testAttribution(t *testing.T, cfg string) {
 	py := attrPython(t)
 	ns := netnstest.New(t)
-	d := startDaemon(t, ns, "attribution:\n  cmdline: true\n")
+	d := startCase(t, ns, cfg+"attribution:\n  cmdline: true\n")
 	srv := attrStart(t, ns.Command(py, "-c", attrPyServer))
 	port, err := strconv.Atoi(srv.line())
 	if err != nil {

@@ -212,6 +212,19 @@ func dump(evs []ev) string {
 }
 
 // match returns the events of the given kind on the given local port.
+// started splits off the not_running gaps, one of which each start of a
+// daemon writes first: what remains is what the run saw.
+func started(evs []ev) (rest []ev, starts int) {
+	for _, e := range evs {
+		if e.str("event") == "gap" && e.str("reason") == "not_running" {
+			starts++
+			continue
+		}
+		rest = append(rest, e)
+	}
+	return rest, starts
+}
+
 func match(evs []ev, kind string, proto string, srcPort int) []ev {
 	var out []ev
 	for _, e := range evs {

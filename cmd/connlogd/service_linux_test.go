@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/internal/netnstest"
 )
 
@@ -295,20 +296,36 @@ func TestSystemdNotify(t *testing.T) {
 }
 
 // TestRestartContinuity: stop, close some sockets, open others, start:
-// exactly the right closed and appeared events, nothing re-announced.
+// exactly the right closed and appeared events, nothing re-announced. On
+// a quick poll, and on the default interval.
 func TestRestartContinuity(t *testing.T) {
+	for _, c := range []struct {
+		name, interval string
+		poll           time.Duration
+	}{
+		{"200ms", "interval: 200ms\n", 200 * time.Millisecond},
+		{"default_interval", "", config.DefaultInterval},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			testRestartContinuity(t, c.interval, c.poll)
+		})
+	}
+}
+
+func testRestartContinuity(t *testing.T, interval string, poll time.Duration) {
 	ns := netnstest.New(t)
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state.json")
 	cfg := filepath.Join(dir, "config.yaml")
 	out := filepath.Join(dir, "events.json")
-	writeFile(t, cfg, "interval: 200ms\nstate_file: "+state+"\nsinks:\n  - type: file\n    path: "+out+"\n")
+	writeFile(t, cfg, interval+"state_file: "+state+"\nsinks:\n  - type: file\n    path: "+out+"\n")
 	keep := listenIn(t, ns, "tcp4", "127.0.0.1:0")
 	defer keep.Close()
 	gone := listenIn(t, ns, "tcp6", "[::1]:0")
 	kp, gp := keep.Addr().(*net.TCPAddr).Port, gone.Addr().(*net.TCPAddr).Port
 	d := startWith(t, ns, cfg, out)
-	d.waitFor("both listeners", 5*time.Second, func(evs []ev) bool {
+	d.waitFor("both listeners", 30*time.Second, func(evs []ev) bool {
 		return len(match(evs, "appeared", "tcp", kp)) > 0 && len(match(evs, "appeared", "tcp", gp)) > 0
 	})
 	d.stop()
@@ -323,13 +340,19 @@ func TestRestartContinuity(t *testing.T) {
 	fp := fresh.Addr().(*net.TCPAddr).Port
 
 	d2 := startWith(t, ns, cfg, out)
-	d2.waitFor("late events", 5*time.Second, func(evs []ev) bool {
+	d2.waitFor("late events", 30*time.Second, func(evs []ev) bool {
 		return len(match(evs[before:], "closed", "tcp", gp)) > 0 && len(match(evs[before:], "appeared", "tcp", fp)) > 0
 	})
-	time.Sleep(600 * time.Millisecond)
-	evs := d2.events()[before:]
+	time.Sleep(3 * poll) // what else the next polls would wrongly add
+	if !strings.Contains(d2.logs(), " interval="+poll.String()) {
+		t.Errorf("the daemon does not poll every %v; stderr:\n%s", poll, d2.logs())
+	}
+	evs, starts := started(d2.events()[before:])
+	if starts != 1 {
+		t.Errorf("the restart wrote %d not_running gaps, want 1", starts)
+	}
 	if len(evs) != 2 {
-		t.Errorf("after restart %d events, want exactly 2 (one late closed, one late appeared):\n%s", len(evs), dump(evs))
+		t.Errorf("after restart %d events besides its start, want exactly 2 (one late closed, one late appeared):\n%s", len(evs), dump(evs))
 	}
 	for _, e := range evs {
 		if e["late"] != true {
@@ -360,9 +383,10 @@ func TestCorruptStateIsIgnored(t *testing.T) {
 	ln := listenIn(t, ns, "tcp4", "127.0.0.1:0")
 	defer ln.Close()
 	d := startWith(t, ns, cfg, out)
-	evs := d.waitFor("initial listener", 5*time.Second, func(evs []ev) bool { return len(evs) > 0 })
+	d.waitFor("initial listener", 5*time.Second, func(evs []ev) bool { rest, _ := started(evs); return len(rest) > 0 })
+	evs, _ := started(d.events())
 	if evs[0]["initial"] != true || !strings.Contains(d.logs(), "corrupt") {
-		t.Errorf("first event %v; stderr:\n%s", evs[0], d.logs())
+		t.Errorf("first event after the start %v; stderr:\n%s", evs[0], d.logs())
 	}
 }
 

@@ -430,7 +430,10 @@ func TestForgedNetlinkChangesNothing(t *testing.T) {
 	}
 	t.Logf("forged destroy multicasts delivered: %d", mcast)
 	time.Sleep(600 * time.Millisecond)
-	evs := d.events()
+	evs, starts := started(d.events())
+	if starts != 1 {
+		t.Errorf("%d not_running gaps, want the start's", starts)
+	}
 	for _, e := range evs {
 		if e.str("event") != "appeared" || int(e.num("src_port")) != port {
 			t.Errorf("forgery changed the output: %v", e)

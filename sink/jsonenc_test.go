@@ -568,3 +568,45 @@ func (o op) field() zapcore.Field {
 	}
 	return zap.Skip()
 }
+
+// TestPlainMatchesEscapes holds plain, which reads eight bytes at a
+// time, to the escapes table: every byte value at every position of
+// strings of every length up to 20, and random strings.
+func TestPlainMatchesEscapes(t *testing.T) {
+	want := func(s []byte) bool {
+		for _, c := range s {
+			if escapes[c] {
+				return false
+			}
+		}
+		return true
+	}
+	for n := 1; n <= 20; n++ {
+		for pos := range n {
+			for c := range 256 {
+				s := bytes.Repeat([]byte{'a'}, n)
+				s[pos] = byte(c)
+				if got := plain(s); got != want(s) {
+					t.Fatalf("plain(%q) = %v", s, got)
+				}
+				if got := plain(string(s)); got != want(s) {
+					t.Fatalf("plain(string %q) = %v", s, got)
+				}
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 100000 {
+		s := make([]byte, rng.IntN(24))
+		for i := range s {
+			// Mostly printable ASCII, some of everything.
+			s[i] = byte(0x20 + rng.IntN(0x60))
+			if rng.IntN(16) == 0 {
+				s[i] = byte(rng.Uint32())
+			}
+		}
+		if got := plain(s); got != want(s) {
+			t.Fatalf("plain(%q) = %v", s, got)
+		}
+	}
+}

@@ -55,13 +55,21 @@ type Tracker struct {
 	fresh    []freshRec // new or reclassified sockets of this Refresh
 	lst      []listener // this dump's listeners
 	prevLst  []listener // the last dump's, to skip rebuilding an unchanged index
-	index    listeners
-	gen      uint32 // 32 bits keep a record at 48 bytes; wrapping takes 136 years of polls a second
-	lastCgid uint64 // the last cgroup looked up, and its entry
-	lastCg   *cgroupEntry
+	index    listeners  // the last dump's, and new ones as a dump shows them
+	building listeners  // the listeners of the dump under way so far
+	gen      uint32     // 32 bits keep a record at 48 bytes; wrapping takes 136 years of polls a second
+	// The refresh under way (BeginRefresh to EndRefresh): where in order
+	// the next guess is, how many of order matched, whether this dump's
+	// listeners differ from the last one's so far, and whether /proc was
+	// read for it.
+	cur, matched int
+	lstNew       bool
+	resolved     bool
+	lastCgid     uint64 // the last cgroup looked up, and its entry
+	lastCg       *cgroupEntry
 }
 
-// freshRec is a record whose direction is decided once the whole dump's
+// freshRec is a record whose direction is decided once its chunk's
 // listeners are known.
 type freshRec struct {
 	slot int32
@@ -72,6 +80,7 @@ type freshRec struct {
 func (r *Resolver) NewTracker() *Tracker {
 	t := &Tracker{r: r, byCookie: make(map[uint64]int32)}
 	t.index.reset()
+	t.building.reset()
 	return t
 }
 
@@ -86,16 +95,42 @@ func (t *Tracker) Len() int {
 // directions, cgroups and, for sockets whose inode is new, their owning
 // processes, reading /proc as little as it can (see the package doc). A
 // dump whose sockets are all known costs a pass over the table and one
-// listing of /proc.
+// listing of /proc. Refresh is BeginRefresh, RefreshChunk with the whole
+// table, then EndRefresh.
 func (t *Tracker) Refresh(tab *snapshot.Table) {
+	t.BeginRefresh()
+	t.RefreshChunk(tab)
+	t.EndRefresh(true)
+}
+
+// BeginRefresh starts the refresh of a dump that comes in chunks, each
+// handed to RefreshChunk as it is read, before the events of its sockets
+// are annotated: the owners of the sockets a chunk shows new are looked
+// for at once. EndRefresh ends it. A new socket's direction is decided
+// against the listeners of the last dump and those of this dump's chunks
+// so far (a dump lists TCP listeners before connections).
+func (t *Tracker) BeginRefresh() {
 	r := t.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.call++
 	t.gen++
-	t.next, t.fresh, t.lst = t.next[:0], t.fresh[:0], t.lst[:0]
+	t.next, t.lst = t.next[:0], t.lst[:0]
+	t.cur, t.matched, t.lstNew, t.resolved = 0, 0, false, false
+	t.building.reset()
+}
+
+// RefreshChunk learns the sockets of one chunk of the dump BeginRefresh
+// started. tab is not kept.
+func (t *Tracker) RefreshChunk(tab *snapshot.Table) {
+	r := t.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.call++
+	t.fresh = t.fresh[:0]
 	t.reserve(tab.Len())
-	cur, matched := 0, 0
+	cur, matched := t.cur, t.matched
+	lst0 := len(t.lst)
 	for i := range tab.Sockets {
 		s := &tab.Sockets[i]
 		cls := classOf(s)
@@ -147,20 +182,64 @@ func (t *Tracker) Refresh(tab *snapshot.Table) {
 		rc.pos = int32(len(t.next))
 		t.next = append(t.next, slot)
 	}
-	t.sweepAbsent(matched)
-	t.order, t.next = t.next, t.order
-
-	if !slices.Equal(t.lst, t.prevLst) {
-		t.index.reset()
-		for _, l := range t.lst {
+	t.cur, t.matched = cur, matched
+	// The chunk's new sockets are judged against this dump's listeners
+	// so far (a TCP dump lists its listeners before its connections),
+	// not the last dump's: a UDP socket that connected was a listener
+	// then. Listeners new since the last dump also join the index that
+	// annotates destroy notifications at once; those gone leave it at
+	// EndRefresh.
+	for i := lst0; i < len(t.lst); i++ {
+		l := t.lst[i]
+		t.building.m[l.key] = append(t.building.m[l.key], l.addr)
+		if !t.lstNew && i < len(t.prevLst) && l == t.prevLst[i] {
+			continue
+		}
+		t.lstNew = true
+		if !slices.Contains(t.index.m[l.key], l.addr) {
 			t.index.m[l.key] = append(t.index.m[l.key], l.addr)
 		}
-		t.lst, t.prevLst = t.prevLst, t.lst
 	}
 	for _, f := range t.fresh {
-		t.recs[f.slot].dir = t.index.direction(&tab.Sockets[f.sock])
+		t.recs[f.slot].dir = t.building.direction(&tab.Sockets[f.sock])
 	}
-	r.resolve()
+	if len(r.queue) > 0 {
+		r.resolve()
+		t.resolved = true
+	}
+}
+
+// EndRefresh ends the refresh BeginRefresh started. complete says the
+// dump ended well: the records no chunk listed are then absent. After a
+// failed dump, which may not have reached them, they keep their place.
+func (t *Tracker) EndRefresh(complete bool) {
+	r := t.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.call++
+	if !complete {
+		for _, slot := range t.order {
+			if rc := &t.recs[slot]; rc.used && rc.seen != t.gen && rc.pos >= 0 {
+				rc.pos = int32(len(t.next))
+				t.next = append(t.next, slot)
+			}
+		}
+		t.order, t.next = t.next, t.order
+		return
+	}
+	t.sweepAbsent(t.matched)
+	t.order, t.next = t.next, t.order
+
+	if t.lstNew || len(t.lst) != len(t.prevLst) {
+		// building holds this dump's listeners, all of them now.
+		t.index, t.building = t.building, t.index
+		t.lst, t.prevLst = t.prevLst, t.lst
+	}
+	if !t.resolved {
+		// Once a dump at least: the listing of /proc notices the
+		// processes that exited.
+		r.resolve()
+	}
 }
 
 // reserve sizes the Tracker's storage for a table of n sockets when it

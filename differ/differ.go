@@ -217,11 +217,10 @@ type Differ struct {
 	noTimeWait bool
 
 	// The diff under way, between Begin and Finish.
-	tab      *snapshot.Table
+	inDiff   bool
 	now      time.Time
 	cur      int // where in order the next guess is
 	matched  int
-	done     int // sockets of tab compared
 	initial  bool
 	diffLate bool
 
@@ -277,50 +276,52 @@ func (d *Differ) Len() int { return len(d.byCookie) }
 // is when the dump that made t ended: what it shows was true by then.
 // The slice is reused by the next call. p may be nil when lookups are
 // impossible. A Prober error is returned after the events were computed
-// without it; the events are valid either way. Diff is Begin, Step until
-// done, then Finish.
+// without it; the events are valid either way. Diff is Begin, one Step
+// with the whole table, then Finish.
 func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event, error) {
-	d.Begin(t, now)
-	for !d.Step(len(t.Sockets)) {
-	}
-	return d.Finish(p)
+	d.Begin()
+	d.Step(t, now)
+	return d.Finish(now, p)
 }
 
-// Begin starts a diff of t, dumped by now, to be compared by Step and
-// ended by Finish. Between the steps the caller may hand the Differ
-// destroy notifications (Destroyed), so that a large table does not hold
-// them back; nothing else may be called until Finish. t must stay
-// unchanged until then.
-func (d *Differ) Begin(t *snapshot.Table, now time.Time) {
+// Begin starts the diff of a dump that comes in chunks: each is handed to
+// Step as it is read, and Finish, once the dump has ended, sweeps the
+// tracked sockets no chunk listed. The dump is never held whole. Between
+// the steps the caller may hand the Differ destroy notifications
+// (Destroyed), and must hand it every notification queued before a chunk
+// was read before that chunk's Step, so that a socket the chunk lists but
+// that was destroyed meanwhile (or its TIME_WAIT remnant) is known for
+// what it is. Forget is allowed between the steps too; Abort ends a diff
+// whose dump failed. Nothing else may be called until Finish or Abort.
+func (d *Differ) Begin() {
 	d.gen++
 	d.resetEvents()
 	d.next = d.next[:0]
 	d.initial = !d.started
-	if len(d.conns) == 0 && len(t.Sockets) > cap(d.conns) {
-		// Size the tracker from the first table instead of growing it
-		// socket by socket, which leaves garbage several times its size.
-		d.conns = make([]conn, 0, len(t.Sockets)+len(t.Sockets)/8)
-		d.byCookie = make(map[uint64]int32, len(t.Sockets)+len(t.Sockets)/8)
-		d.order = make([]int32, 0, cap(d.conns))
-		d.next = make([]int32, 0, cap(d.conns))
-	}
 	d.started = true
 	d.diffLate = d.late
 	d.late = false
-	d.tab, d.now = t, now
-	d.cur, d.matched, d.done = 0, 0, 0
+	d.inDiff = true
+	d.cur, d.matched = 0, 0
 }
 
-// Step compares up to n more sockets of the table given to Begin, and
-// reports whether all of them are compared.
-func (d *Differ) Step(n int) bool {
-	t, now := d.tab, d.now
+// Step compares the sockets of t, one chunk of the dump Begin started,
+// read whole by now: its events are stamped now, what it shows was true
+// by then. A socket listed twice, in one chunk or in two, is compared
+// once. t is not kept.
+func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 	initial, late := d.initial, d.diffLate
 	nowNs := now.UnixNano()
 	d.nowNs = nowNs
-	end := min(len(t.Sockets), d.done+max(n, 1))
+	if len(d.conns) == 0 && len(t.Sockets) > cap(d.conns) {
+		// Size the tracker from the first chunk instead of growing it
+		// socket by socket; Finish trims what the first dump left unused.
+		n := len(t.Sockets)
+		d.conns = make([]conn, 0, n+n/8)
+		d.byCookie = make(map[uint64]int32, n+n/8)
+	}
 	cur, matched := d.cur, d.matched
-	for i := d.done; i < end; i++ {
+	for i := range t.Sockets {
 		s := &t.Sockets[i]
 		slot := int32(-1)
 		if cur < len(d.order) {
@@ -410,17 +411,15 @@ func (d *Differ) Step(n int) bool {
 			d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial, Late: late})
 		}
 	}
-	d.cur, d.matched, d.done = cur, matched, end
-	return end == len(t.Sockets)
+	d.cur, d.matched = cur, matched
 }
 
 // Finish ends the diff Begin started: the tracked sockets the dump did
 // not return are suspects, looked up through p (nil: no lookups), and
 // reported closed when confirmed gone. It returns the events of the
 // whole diff, as Diff does.
-func (d *Differ) Finish(p Prober) ([]event.Event, error) {
-	for !d.Step(len(d.tab.Sockets)) {
-	}
+func (d *Differ) Finish(now time.Time, p Prober) ([]event.Event, error) {
+	d.now, d.nowNs = now, now.UnixNano()
 	d.expireDead()
 
 	// Suspects: tracked sockets this dump did not return. When every
@@ -440,9 +439,48 @@ func (d *Differ) Finish(p Prober) ([]event.Event, error) {
 	}
 	d.order, d.next = d.next, d.order
 	err := d.confirm(d.now, p, d.diffLate)
-	d.tab = nil
-	d.compact()
+	d.inDiff = false
+	if !d.compact() && d.initial {
+		d.trim()
+	}
 	return d.events, err
+}
+
+// Abort ends a diff whose dump failed part way: what its chunks showed
+// was reported, but the sockets no chunk listed are no suspects, as the
+// dump may not have reached them. They keep their place for the next
+// dump.
+func (d *Differ) Abort() {
+	if !d.inDiff {
+		return
+	}
+	for _, slot := range d.order {
+		if c := &d.conns[slot]; c.used && c.gen != d.gen && c.pos >= 0 {
+			c.pos = int32(len(d.next))
+			d.next = append(d.next, slot)
+		}
+	}
+	d.order, d.next = d.next, d.order
+	d.inDiff = false
+}
+
+// InDiff reports whether a diff is under way: Begin was called, and
+// neither Finish nor Abort yet.
+func (d *Differ) InDiff() bool { return d.inDiff }
+
+// trim gives back what the first dump's growth left unused: the tracker
+// grew by append, chunk after chunk, up to a quarter more than it holds.
+func (d *Differ) trim() {
+	n := len(d.conns)
+	if cap(d.conns)-n <= n/8+64 {
+		return
+	}
+	conns := make([]conn, n, n+n/8)
+	copy(conns, d.conns)
+	d.conns = conns
+	order := make([]int32, len(d.order), n+n/8)
+	copy(order, d.order)
+	d.order, d.next = order, make([]int32, 0, n+n/8)
 }
 
 // compactMin is the fewest free slots worth a compaction.
@@ -453,9 +491,9 @@ const compactMin = 4096
 // sockets, since forgotten), the live sockets move to a tracker of their
 // own size, and the cookie index, which a Go map never shrinks, is
 // rebuilt. Slot numbers change; nothing outside the Differ holds them.
-func (d *Differ) compact() {
+func (d *Differ) compact() bool {
 	if len(d.free) < compactMin || len(d.free) < len(d.conns)/2 {
-		return
+		return false
 	}
 	live := len(d.conns) - len(d.free)
 	remap := make([]int32, len(d.conns))
@@ -492,6 +530,7 @@ func (d *Differ) compact() {
 	}
 	d.conns, d.byCookie, d.free = conns, byCookie, nil
 	d.next, d.pend2, d.suspects, d.keys, d.results = nil, nil, nil, nil, nil
+	return true
 }
 
 // confirm decides the fate of each suspect.
@@ -691,7 +730,7 @@ func (d *Differ) wanted(ev *event.Event) bool {
 // socket no poll saw is reported as appeared and closed, both marked
 // short-lived. The slice is reused by the next call of Diff or Destroyed.
 func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
-	if d.tab == nil {
+	if !d.inDiff {
 		d.resetEvents() // between two steps of a diff, its events are kept
 	}
 	for i := range t.Sockets {
@@ -899,11 +938,26 @@ func (d *Differ) Forget(drop func(*snapshot.Socket) bool) int {
 		n++
 	}
 	if n > 0 {
-		d.order = d.order[:0] // positions are stale; the next Diff rebuilds them
+		// Positions are stale; the next Diff rebuilds them. Between the
+		// steps of a diff, the sockets its chunks listed keep their
+		// place in the new order, the others become pending.
+		d.order = d.order[:0]
 		d.pending = d.pending[:0]
+		if d.inDiff {
+			next := d.next[:0]
+			for _, slot := range d.next {
+				if c := &d.conns[slot]; c.used && c.gen == d.gen {
+					c.pos = int32(len(next))
+					next = append(next, slot)
+				}
+			}
+			d.next = next
+			d.cur, d.matched = 0, 0
+		}
 		for slot := range d.conns {
-			if d.conns[slot].used {
-				d.conns[slot].pos = -1
+			c := &d.conns[slot]
+			if c.used && !(d.inDiff && c.gen == d.gen) {
+				c.pos = -1
 				d.pending = append(d.pending, int32(slot))
 			}
 		}
@@ -957,8 +1011,9 @@ func (d *Differ) CloseAll(now time.Time, reason string) []event.Event {
 			d.closeSlot(int32(slot), now, reason)
 		}
 	}
-	d.order = d.order[:0]
+	d.order, d.next = d.order[:0], d.next[:0]
 	d.pending = d.pending[:0]
+	d.inDiff = false
 	return d.events
 }
 

@@ -131,7 +131,7 @@ type Stats struct {
 }
 
 type conn struct {
-	sock      snapshot.Socket
+	rec       record
 	firstSeen int64 // unix ns
 	gen       uint32
 	pos       int32 // index in Differ.order, or -1 while pending
@@ -325,7 +325,7 @@ func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 		s := &t.Sockets[i]
 		slot := int32(-1)
 		if cur < len(d.order) {
-			if c := &d.conns[d.order[cur]]; c.sock.Key == s.Key {
+			if c := &d.conns[d.order[cur]]; c.rec.sameKey(&s.Key) {
 				slot = d.order[cur]
 				cur++
 			}
@@ -333,7 +333,7 @@ func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 		if slot < 0 {
 			if j, ok := d.byCookie[s.Cookie]; ok {
 				c := &d.conns[j]
-				if c.sock.Key == s.Key {
+				if c.rec.sameKey(&s.Key) {
 					slot = j
 					if c.pos >= 0 && c.gen != d.gen {
 						cur = int(c.pos) + 1
@@ -369,8 +369,8 @@ func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
 				c.lastEvent = nowNs
 			case c.silent:
-			case c.sock.State != s.State:
-				d.emitNew(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.sock.State, FirstSeen: time.Unix(0, c.firstSeen)})
+			case c.rec.state != s.State:
+				d.emitNew(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.rec.state, FirstSeen: time.Unix(0, c.firstSeen)})
 				c.lastEvent = nowNs
 			case d.opts.UpdateInterval > 0 && flowing(s):
 				if c.lastEvent == 0 {
@@ -381,7 +381,7 @@ func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 				}
 			}
 			c.phase = c.phase.next(s)
-			c.sock = *s
+			c.rec.update(s)
 			c.pos = int32(len(d.next))
 			d.next = append(d.next, slot)
 			continue
@@ -401,7 +401,7 @@ func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 		afterlife := remnant && d.noTimeWait
 		held := remnant && !afterlife
 		silent = silent || afterlife
-		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held, afterlife: afterlife,
+		d.conns[slot] = conn{rec: recordOf(s), firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held, afterlife: afterlife,
 			phase: phaseNone.next(s), lastEvent: nowNs}
 		d.byCookie[s.Cookie] = slot
 		d.next = append(d.next, slot)
@@ -545,7 +545,7 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 	live := d.suspects[:0]
 	for _, slot := range d.suspects {
 		if c := &d.conns[slot]; c.silent {
-			d.deadCookies[c.sock.Cookie] = d.gen
+			d.deadCookies[c.rec.cookie] = d.gen
 			d.release(slot)
 			continue
 		}
@@ -558,7 +558,7 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 	}
 	d.keys = d.keys[:0]
 	for _, slot := range d.suspects {
-		d.keys = append(d.keys, d.conns[slot].sock.Key)
+		d.keys = append(d.keys, d.conns[slot].rec.key())
 	}
 	if cap(d.results) < len(d.keys) {
 		d.results = make([]snapshot.LookupResult, len(d.keys))
@@ -580,7 +580,7 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 		c := &d.conns[slot]
 		c.pos = -1
 		switch res := d.results[i]; {
-		case res == snapshot.LookupGone && goneMeansGone(&c.sock):
+		case res == snapshot.LookupGone && c.rec.goneMeansGone():
 			if c.phase == phaseOut && d.opts.Destroy && !c.silent {
 				// A failed connect leaves the kernel's tables at once,
 				// and its destroy notification, which says how it
@@ -600,13 +600,13 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 				if done == nil {
 					done = d.completedTuples()
 				}
-				if !done[flowOf(&c.sock)] {
+				if !done[c.rec.tuple().flow()] {
 					fail = event.FailedUnknown
 				}
 			}
 			d.closeSlotFailed(slot, now, event.ReasonGone, late, fail)
 			continue
-		case res == snapshot.LookupStale && staleMeansGone(&c.sock):
+		case res == snapshot.LookupStale && c.rec.staleMeansGone():
 			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
 		case res == snapshot.LookupTimeWait && d.noTimeWait && c.misses > 0:
@@ -615,7 +615,7 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 			// was lost (a late one had one poll to come, with the final
 			// counters). Its cookie is kept as a dead one, as for a
 			// reported close.
-			d.deadCookies[c.sock.Cookie] = d.gen
+			d.deadCookies[c.rec.cookie] = d.gen
 			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
 		case res == snapshot.LookupTimeWait && d.noTimeWait:
@@ -641,16 +641,16 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 // listening hashes. A TCP socket in state close (bound, never listening or
 // connected, or closed but still open) is in neither, only in the bind
 // hash that dumps walk, so the answer proves nothing for it.
-func goneMeansGone(s *snapshot.Socket) bool {
-	return s.Proto != snapshot.ProtoTCP || s.State != snapshot.StateClose
+func (r *record) goneMeansGone() bool {
+	return r.proto != snapshot.ProtoTCP || r.state != snapshot.StateClose
 }
 
 // staleMeansGone: an ESTALE answer means the kernel found another socket
 // at the tuple. For a connected TCP socket the tuple is unique, so ours is
 // gone; listeners and UDP sockets can share a tuple (SO_REUSEPORT), so the
 // answer proves nothing for them.
-func staleMeansGone(s *snapshot.Socket) bool {
-	return s.Proto == snapshot.ProtoTCP && s.State != snapshot.StateListen && s.Dst.Port() != 0
+func (r *record) staleMeansGone() bool {
+	return r.proto == snapshot.ProtoTCP && r.state != snapshot.StateListen && r.dport != 0
 }
 
 func (d *Differ) alloc() int32 {
@@ -675,12 +675,12 @@ func (d *Differ) closeSlotFailed(slot int32, now time.Time, reason string, late 
 	c := &d.conns[slot]
 	if c.held {
 		d.unhold(slot)
-		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
+		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen)})
 	}
 	if !c.silent {
-		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late, Failure: fail})
+		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late, Failure: fail})
 		if d.opts.Destroy && reason == event.ReasonGone {
-			d.closedCookies[c.sock.Cookie] = now.Add(lateDestroyWindow).UnixNano()
+			d.closedCookies[c.rec.cookie] = now.Add(lateDestroyWindow).UnixNano()
 		}
 	}
 	d.release(slot)
@@ -692,7 +692,7 @@ func (d *Differ) release(slot int32) {
 	if c.held {
 		d.unhold(slot)
 	}
-	delete(d.byCookie, c.sock.Cookie)
+	delete(d.byCookie, c.rec.cookie)
 	*c = conn{pos: -1}
 	d.free = append(d.free, slot)
 }
@@ -736,7 +736,7 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 	for i := range t.Sockets {
 		s := &t.Sockets[i]
 		j, tracked := d.byCookie[s.Cookie]
-		if tracked && d.conns[j].sock.Proto == s.Proto && d.conns[j].sock.Family == s.Family && !d.conns[j].afterlife {
+		if tracked && d.conns[j].rec.proto == s.Proto && d.conns[j].rec.family == s.Family && !d.conns[j].afterlife {
 			c := &d.conns[j]
 			if c.silent {
 				continue // a repeated notification
@@ -746,11 +746,11 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 				// remnant has none, so it was a real socket. Announce it
 				// before its close.
 				d.unhold(j)
-				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
+				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen)})
 			}
-			final := c.sock
+			final := c.rec.socket()
 			if s.HasInfo {
-				final.Info = finalInfo(&c.sock, &s.Info)
+				final.Info = finalInfo(&final, &s.Info)
 				final.HasInfo = true
 			}
 			if final.CgroupID == 0 {
@@ -926,13 +926,16 @@ func (d *Differ) Forget(drop func(*snapshot.Socket) bool) int {
 	n := 0
 	for slot := range d.conns {
 		c := &d.conns[slot]
-		if !c.used || !drop(&c.sock) {
+		if !c.used {
+			continue
+		}
+		if s := c.rec.socket(); !drop(&s) {
 			continue
 		}
 		if c.held {
 			d.unhold(int32(slot))
 		}
-		delete(d.byCookie, c.sock.Cookie)
+		delete(d.byCookie, c.rec.cookie)
 		*c = conn{pos: -1}
 		d.free = append(d.free, int32(slot))
 		n++
@@ -978,7 +981,7 @@ func (d *Differ) Export() []Tracked {
 	for i := range d.conns {
 		c := &d.conns[i]
 		if c.used && !c.silent {
-			out = append(out, Tracked{Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
+			out = append(out, Tracked{Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen)})
 		}
 	}
 	return out
@@ -994,7 +997,7 @@ func (d *Differ) Restore(ts []Tracked) {
 			continue
 		}
 		slot := d.alloc()
-		d.conns[slot] = conn{sock: t.Socket, firstSeen: t.FirstSeen.UnixNano(), pos: -1, used: true, phase: phaseNone.next(&t.Socket)}
+		d.conns[slot] = conn{rec: recordOf(&t.Socket), firstSeen: t.FirstSeen.UnixNano(), pos: -1, used: true, phase: phaseNone.next(&t.Socket)}
 		d.byCookie[t.Socket.Cookie] = slot
 		d.pending = append(d.pending, slot)
 	}
@@ -1049,8 +1052,8 @@ func isRemnant(s *snapshot.Socket) bool {
 func (d *Differ) unhold(slot int32) {
 	c := &d.conns[slot]
 	c.held = false
-	if j, ok := d.heldTuples[tuple(&c.sock)]; ok && j == slot {
-		delete(d.heldTuples, tuple(&c.sock))
+	if j, ok := d.heldTuples[c.rec.tuple()]; ok && j == slot {
+		delete(d.heldTuples, c.rec.tuple())
 	}
 }
 
@@ -1100,8 +1103,6 @@ type flowKey struct {
 	family       snapshot.Family
 }
 
-func flowOf(s *snapshot.Socket) flowKey { return tuple(s).flow() }
-
 // flow is k without the interface.
 func (k tupleKey) flow() flowKey {
 	return flowKey{src: k.src, dst: k.dst, sport: k.sport, dport: k.dport, proto: k.proto, family: k.family}
@@ -1113,8 +1114,8 @@ func (k tupleKey) flow() flowKey {
 func (d *Differ) completedTuples() map[flowKey]bool {
 	done := make(map[flowKey]bool)
 	for i := range d.conns {
-		if c := &d.conns[i]; c.used && c.sock.Proto == snapshot.ProtoTCP && c.phase != phaseIn {
-			done[flowOf(&c.sock)] = true
+		if c := &d.conns[i]; c.used && c.rec.proto == snapshot.ProtoTCP && c.phase != phaseIn {
+			done[c.rec.tuple().flow()] = true
 		}
 	}
 	for k := range d.deadTuples {

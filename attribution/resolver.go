@@ -49,11 +49,13 @@ type Resolver struct {
 
 	// Owners live in one table and are referred to by index: a pointer
 	// per socket would give every garbage collection 100k objects to chase.
-	owners    map[uint32]ownerID // by socket inode, while some record refers to it
-	ownerTab  []owner            // [0] is unused: ownerID 0 is none
-	ownerFree []ownerID
-	queue     []ownerID       // owners to (re)attribute at the next resolve
-	procs     map[int32]*proc // processes whose descriptors were read
+	owners   map[uint32]ownerID // by socket inode, while some record refers to it
+	ownerTab []owner            // [0] is unused: ownerID 0 is none
+	// ownersHint is the size owners was made for while empty.
+	ownersHint int
+	ownerFree  []ownerID
+	queue      []ownerID       // owners to (re)attribute at the next resolve
+	procs      map[int32]*proc // processes whose descriptors were read
 
 	cgroups  map[uint64]*cgroupEntry
 	cgIndex  map[uint64]string // the last walk: cgroup id → path

@@ -65,6 +65,7 @@ type Tracker struct {
 	cur, matched int
 	lstNew       bool
 	resolved     bool
+	mapHint      int    // the size byCookie was made for while empty
 	lastCgid     uint64 // the last cgroup looked up, and its entry
 	lastCg       *cgroupEntry
 }
@@ -242,6 +243,16 @@ func (t *Tracker) EndRefresh(complete bool) {
 	}
 }
 
+// Reserve sizes the Tracker's storage for about n sockets, as a caller
+// that counted them before the first dump can (a chunk at a time, the
+// storage would otherwise grow step by step, leaving garbage behind and
+// up to a quarter unused). It does nothing once the Tracker holds sockets.
+func (t *Tracker) Reserve(n int) {
+	t.r.mu.Lock()
+	defer t.r.mu.Unlock()
+	t.reserve(n + n/32)
+}
+
 // reserve sizes the Tracker's storage for a table of n sockets when it
 // is far too small, as on the first Refresh: growing a 100k-entry map and
 // slice step by step costs a good part of a first pass.
@@ -254,14 +265,21 @@ func (t *Tracker) reserve(n int) {
 		copy(recs, t.recs)
 		t.recs = recs
 	}
-	if len(t.byCookie) == 0 {
+	if len(t.byCookie) == 0 && t.mapHint < n {
 		t.byCookie = make(map[uint64]int32, n)
+		t.mapHint = n
 	}
 	if cap(t.next) < n {
-		t.next = make([]int32, 0, n)
+		next := make([]int32, len(t.next), n)
+		copy(next, t.next)
+		t.next = next
 	}
-	if r := t.r; r.procfs != nil && len(r.owners) == 0 {
+	if len(t.order) == 0 && cap(t.order) < n {
+		t.order = make([]int32, 0, n)
+	}
+	if r := t.r; r.procfs != nil && len(r.owners) == 0 && r.ownersHint < n {
 		r.owners = make(map[uint32]ownerID, n)
+		r.ownersHint = n
 		if cap(r.ownerTab) < n+1 {
 			tab := make([]owner, len(r.ownerTab), n+1)
 			copy(tab, r.ownerTab)

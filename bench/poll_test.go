@@ -214,7 +214,7 @@ func BenchmarkPollListenersOnly(b *testing.B) {
 }
 
 // pollChunk is the daemon's chunk size (engine.dumpChunk).
-const pollChunk = 4096
+const pollChunk = 2048
 
 func benchPoll(b *testing.B, reqs []diag.Request) {
 	conn, err := diag.Open()

@@ -316,9 +316,7 @@ func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 	if len(d.conns) == 0 && len(t.Sockets) > cap(d.conns) {
 		// Size the tracker from the first chunk instead of growing it
 		// socket by socket; Finish trims what the first dump left unused.
-		n := len(t.Sockets)
-		d.conns = make([]conn, 0, n+n/8)
-		d.byCookie = make(map[uint64]int32, n+n/8)
+		d.Reserve(len(t.Sockets))
 	}
 	cur, matched := d.cur, d.matched
 	for i := range t.Sockets {
@@ -468,19 +466,40 @@ func (d *Differ) Abort() {
 // neither Finish nor Abort yet.
 func (d *Differ) InDiff() bool { return d.inDiff }
 
-// trim gives back what the first dump's growth left unused: the tracker
-// grew by append, chunk after chunk, up to a quarter more than it holds.
-func (d *Differ) trim() {
-	n := len(d.conns)
-	if cap(d.conns)-n <= n/8+64 {
+// Reserve sizes the tracker for about n sockets, with headroom, before
+// the first diff, as a caller that counted them can: grown chunk by
+// chunk, it would leave garbage several times its size behind. It does
+// nothing once the Differ tracks sockets.
+func (d *Differ) Reserve(n int) {
+	c := n + headroom(n)
+	if len(d.conns) > 0 || c <= cap(d.conns) {
 		return
 	}
-	conns := make([]conn, n, n+n/8)
+	d.conns = make([]conn, 0, c)
+	d.byCookie = make(map[uint64]int32, c)
+	d.order = make([]int32, 0, c)
+	d.next = make([]int32, 0, c) // empty: there are no slots yet
+}
+
+// headroom is the room kept for growth beside n tracked sockets: a few
+// percent, as a new socket mostly takes the slot of a closed one.
+func headroom(n int) int { return n/32 + 64 }
+
+// trim gives back what the first dump's growth left unused: without
+// Reserve the tracker grew by append, chunk after chunk, up to a quarter
+// more than it holds.
+func (d *Differ) trim() {
+	n := len(d.conns)
+	c := n + headroom(n)
+	if cap(d.conns) <= c+n/16 {
+		return
+	}
+	conns := make([]conn, n, c)
 	copy(conns, d.conns)
 	d.conns = conns
-	order := make([]int32, len(d.order), n+n/8)
+	order := make([]int32, len(d.order), c)
 	copy(order, d.order)
-	d.order, d.next = order, make([]int32, 0, n+n/8)
+	d.order, d.next = order, make([]int32, 0, c)
 }
 
 // compactMin is the fewest free slots worth a compaction.

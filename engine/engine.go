@@ -40,15 +40,26 @@ func hostname() string {
 // usableRequests dumps each request once and keeps those the kernel
 // serves. A family or protocol the kernel lacks (IPv6 disabled, udp_diag
 // not built) is reported once and left out, instead of failing every poll.
-func usableRequests(conn Dumper, reqs []diag.Request, log *slog.Logger) ([]diag.Request, error) {
+//
+// It also counts the sockets the dumps listed, which sizes the tables of
+// the first poll. The dumps are read in small chunks, counted and
+// dropped: a whole table of a large host would be the start's peak of
+// memory.
+func usableRequests(conn Dumper, reqs []diag.Request, log *slog.Logger) ([]diag.Request, int, error) {
 	var ok []diag.Request
 	var tab snapshot.Table
 	var firstErr error
+	sockets := 0
+	count := func(t *snapshot.Table) *snapshot.Table {
+		sockets += t.Len()
+		return t
+	}
 	for i := 0; i < len(reqs); i++ {
 		r := reqs[i]
-		err := conn.Dump(&tab, []diag.Request{r})
+		last, err := conn.DumpEach(&tab, []diag.Request{r}, probeChunk, count)
 		switch {
 		case err == nil:
+			sockets += last.Len()
 			ok = append(ok, r)
 		case r.Family == snapshot.FamilyAny:
 			// No v1 request here: one request per family instead.
@@ -66,10 +77,13 @@ func usableRequests(conn Dumper, reqs []diag.Request, log *slog.Logger) ([]diag.
 		if firstErr == nil {
 			firstErr = errors.New("no protocol and family can be dumped")
 		}
-		return nil, fmt.Errorf("sock_diag: %w", firstErr)
+		return nil, 0, fmt.Errorf("sock_diag: %w", firstErr)
 	}
-	return ok, nil
+	return ok, sockets, nil
 }
+
+// probeChunk is the chunk of usableRequests's dumps.
+const probeChunk = 256
 
 // Snapshot writes the host namespace's socket table as it is now
 // (`connlogd -once`), through the loop's own path: the plan's filter,
@@ -84,7 +98,7 @@ func Snapshot(cfg *config.Config, stdout io.Writer, log *slog.Logger) error {
 		return err
 	}
 	defer conn.Close()
-	reqs, err := usableRequests(conn, diag.Requests(cfg.Protocols, cfg.Families, true), log)
+	reqs, _, err := usableRequests(conn, diag.Requests(cfg.Protocols, cfg.Families, true), log)
 	if err != nil {
 		return err
 	}
@@ -654,6 +668,13 @@ func (d *loop) reorder() {
 func (d *loop) pollChunk(j dumpJob) {
 	w := j.w
 	if !w.polling {
+		if w.sizeHint > 0 {
+			// The first poll: size the tables for the sockets the
+			// probe at open counted (nothing once they hold sockets).
+			w.differ.Reserve(w.sizeHint)
+			w.owners.Reserve(w.sizeHint)
+			w.sizeHint = 0
+		}
 		w.polling, w.tally = true, [2][2]int{}
 		w.differ.SetTimeWaitDumped(!j.noTimeWait)
 		w.differ.Begin()

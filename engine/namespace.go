@@ -43,6 +43,9 @@ type namespace struct {
 	polling, lost      bool
 	dumping, closeConn bool
 	counts, tally      [2][2]int // last poll, this one so far: tcp/udp × ipv4/ipv6
+	// sizeHint is how many sockets the probe at open listed, to size the
+	// differ and the owners at the first poll; 0 after.
+	sizeHint int
 	// plan is the namespace's share of the running plan: its requests
 	// with the filter's programs. A dump job carries the one it was made
 	// with.
@@ -90,6 +93,7 @@ type opened struct {
 	h          handles
 	destroyErr error
 	reqs       []diag.Request // those the kernel serves, without filter programs
+	sockets    int            // how many sockets the probe of reqs listed
 	err        error
 	// container is the id of the container of the process the namespace
 	// was seen in, when the watcher saw one.
@@ -112,7 +116,7 @@ func openHandles(open opener, ns netns.NS, enter string, cfg *config.Config, log
 	}
 	// Probe without the filter program: usableRequests reads EINVAL as
 	// "cannot dump this family", which a bad program must not fake.
-	o.reqs, o.err = usableRequests(o.h.Dumper, diag.Requests(cfg.Protocols, cfg.Families, true), log.With("netns", ns.String()))
+	o.reqs, o.sockets, o.err = usableRequests(o.h.Dumper, diag.Requests(cfg.Protocols, cfg.Families, true), log.With("netns", ns.String()))
 	return o
 }
 
@@ -171,7 +175,7 @@ func (d *loop) build(o opened) (*namespace, error) {
 	}
 	w.differ = differ.New(differ.Options{States: d.plan.States, Output: w.output, UpdateInterval: cfg.FlowUpdateInterval, Clock: d.clock.Now})
 	w.conn, w.destroy, w.sockstat, w.sockstat6 = h.Dumper, h.Destroy, h.Sockstat, h.Sockstat6
-	w.reqs = o.reqs
+	w.reqs, w.sizeHint = o.reqs, o.sockets
 	w.plan = d.plan.forNamespace(o.reqs)
 	d.setContainer(w, o.container)
 	switch {

@@ -86,6 +86,7 @@ import (
 	"time"
 
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/internal/slotidx"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
@@ -204,7 +205,8 @@ type Differ struct {
 	opts     Options
 	conns    []conn
 	free     []int32
-	byCookie map[uint64]int32
+	byCookie slotidx.Index // slots by cookie (see cookieOf)
+	cookieOf func(int32) uint64
 	order    []int32 // slots in the order of the last dump
 	next     []int32
 	pending  []int32 // suspects a lookup found alive or could not decide
@@ -255,21 +257,22 @@ func New(opts Options) *Differ {
 	if opts.MissLimit <= 0 {
 		opts.MissLimit = 3
 	}
-	return &Differ{
+	d := &Differ{
 		opts:          opts,
-		byCookie:      make(map[uint64]int32),
 		deadCookies:   make(map[uint64]uint32),
 		closedCookies: make(map[uint64]int64),
 		deadTuples:    make(map[tupleKey]uint32),
 		heldTuples:    make(map[tupleKey]int32),
 	}
+	d.cookieOf = func(slot int32) uint64 { return d.conns[slot].rec.cookie }
+	return d
 }
 
 // Stats returns the cumulative counters.
 func (d *Differ) Stats() Stats { return d.stats }
 
 // Len returns the number of sockets tracked.
-func (d *Differ) Len() int { return len(d.byCookie) }
+func (d *Differ) Len() int { return d.byCookie.Len() }
 
 // Diff compares t with what the Differ knows and returns the events, in
 // the order: appeared and state_changed in dump order, then closed. now
@@ -329,7 +332,7 @@ func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 			}
 		}
 		if slot < 0 {
-			if j, ok := d.byCookie[s.Cookie]; ok {
+			if j, ok := d.byCookie.Get(s.Cookie, d.cookieOf); ok {
 				c := &d.conns[j]
 				if c.rec.sameKey(&s.Key) {
 					slot = j
@@ -401,7 +404,7 @@ func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 		silent = silent || afterlife
 		d.conns[slot] = conn{rec: recordOf(s), firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held, afterlife: afterlife,
 			phase: phaseNone.next(s), lastEvent: nowNs}
-		d.byCookie[s.Cookie] = slot
+		d.byCookie.Put(s.Cookie, slot, d.cookieOf)
 		d.next = append(d.next, slot)
 		if held {
 			d.heldTuples[tuple(s)] = slot
@@ -476,7 +479,7 @@ func (d *Differ) Reserve(n int) {
 		return
 	}
 	d.conns = make([]conn, 0, c)
-	d.byCookie = make(map[uint64]int32, c)
+	d.byCookie.Reset(c)
 	d.order = make([]int32, 0, c)
 	d.next = make([]int32, 0, c) // empty: there are no slots yet
 }
@@ -524,10 +527,6 @@ func (d *Differ) compact() bool {
 			conns = append(conns, d.conns[i])
 		}
 	}
-	byCookie := make(map[uint64]int32, live)
-	for k, v := range d.byCookie {
-		byCookie[k] = remap[v]
-	}
 	move := func(slots []int32) []int32 {
 		out := make([]int32, 0, max(len(slots), live+live/8))
 		for _, v := range slots {
@@ -547,7 +546,11 @@ func (d *Differ) compact() bool {
 	for k, v := range d.heldTuples {
 		d.heldTuples[k] = remap[v]
 	}
-	d.conns, d.byCookie, d.free = conns, byCookie, nil
+	d.conns, d.free = conns, nil
+	d.byCookie.Reset(live + headroom(live))
+	for i := range d.conns {
+		d.byCookie.Put(d.conns[i].rec.cookie, int32(i), d.cookieOf)
+	}
 	d.next, d.pend2, d.suspects, d.keys, d.results = nil, nil, nil, nil, nil
 	return true
 }
@@ -711,7 +714,7 @@ func (d *Differ) release(slot int32) {
 	if c.held {
 		d.unhold(slot)
 	}
-	delete(d.byCookie, c.rec.cookie)
+	d.byCookie.Delete(c.rec.cookie, d.cookieOf)
 	*c = conn{pos: -1}
 	d.free = append(d.free, slot)
 }
@@ -754,7 +757,7 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 	}
 	for i := range t.Sockets {
 		s := &t.Sockets[i]
-		j, tracked := d.byCookie[s.Cookie]
+		j, tracked := d.byCookie.Get(s.Cookie, d.cookieOf)
 		if tracked && d.conns[j].rec.proto == s.Proto && d.conns[j].rec.family == s.Family && !d.conns[j].afterlife {
 			c := &d.conns[j]
 			if c.silent {
@@ -954,7 +957,7 @@ func (d *Differ) Forget(drop func(*snapshot.Socket) bool) int {
 		if c.held {
 			d.unhold(int32(slot))
 		}
-		delete(d.byCookie, c.rec.cookie)
+		d.byCookie.Delete(c.rec.cookie, d.cookieOf)
 		*c = conn{pos: -1}
 		d.free = append(d.free, int32(slot))
 		n++
@@ -996,7 +999,7 @@ type Tracked struct {
 
 // Export returns every socket still alive (not yet reported closed).
 func (d *Differ) Export() []Tracked {
-	out := make([]Tracked, 0, len(d.byCookie))
+	out := make([]Tracked, 0, d.byCookie.Len())
 	for i := range d.conns {
 		c := &d.conns[i]
 		if c.used && !c.silent {
@@ -1012,12 +1015,12 @@ func (d *Differ) Export() []Tracked {
 // are not announced again.
 func (d *Differ) Restore(ts []Tracked) {
 	for _, t := range ts {
-		if _, dup := d.byCookie[t.Socket.Cookie]; dup {
+		if _, dup := d.byCookie.Get(t.Socket.Cookie, d.cookieOf); dup {
 			continue
 		}
 		slot := d.alloc()
 		d.conns[slot] = conn{rec: recordOf(&t.Socket), firstSeen: t.FirstSeen.UnixNano(), pos: -1, used: true, phase: phaseNone.next(&t.Socket)}
-		d.byCookie[t.Socket.Cookie] = slot
+		d.byCookie.Put(t.Socket.Cookie, slot, d.cookieOf)
 		d.pending = append(d.pending, slot)
 	}
 	d.started = true

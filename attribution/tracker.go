@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/internal/slotidx"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
@@ -16,16 +17,24 @@ const keepRefreshes = 8
 // record is what a Tracker knows of one socket (one cookie).
 type record struct {
 	cookie uint64
-	cgid   uint64
-	seen   uint32 // Tracker.gen of the last dump that had it
-	absent uint32 // gen of the first dump that missed it; 0 while present
-	inode  uint32 // as last dumped; 0 once its process closed it
-	pos    int32  // index in Tracker.order, -1 while absent
+	cg     *cgroupEntry // of its cgroup id (cgid); nil for none
+	seen   uint32       // Tracker.gen of the last dump that had it
+	absent uint32       // gen of the first dump that missed it; 0 while present
+	inode  uint32       // as last dumped; 0 once its process closed it
+	pos    int32        // index in Tracker.order, -1 while absent
+	own    ownerID      // 0 without process attribution, or before it had an inode
 	class  class
 	dir    event.Direction
 	used   bool
-	own    ownerID // 0 without process attribution, or before it had an inode
-	cg     *cgroupEntry
+}
+
+// cgid is the record's cgroup id, which its entry holds: one id less per
+// socket keeps a record at 40 bytes.
+func (rc *record) cgid() uint64 {
+	if rc.cg == nil {
+		return 0
+	}
+	return rc.cg.id
 }
 
 // listener is a listening socket as the direction index needs it.
@@ -47,7 +56,8 @@ type Tracker struct {
 	r        *Resolver
 	recs     []record
 	free     []int32
-	byCookie map[uint64]int32
+	byCookie slotidx.Index // slots by cookie (see cookieOf)
+	cookieOf func(int32) uint64
 	order    []int32 // slots in the order of the last dump
 	next     []int32
 	absent   []int32 // slots missing from recent dumps, kept for a while
@@ -57,7 +67,7 @@ type Tracker struct {
 	prevLst  []listener // the last dump's, to skip rebuilding an unchanged index
 	index    listeners  // the last dump's, and new ones as a dump shows them
 	building listeners  // the listeners of the dump under way so far
-	gen      uint32     // 32 bits keep a record at 48 bytes; wrapping takes 136 years of polls a second
+	gen      uint32     // 32 bits keep a record at 40 bytes; wrapping takes 136 years of polls a second
 	// The refresh under way (BeginRefresh to EndRefresh): where in order
 	// the next guess is, how many of order matched, whether this dump's
 	// listeners differ from the last one's so far, and whether /proc was
@@ -65,7 +75,6 @@ type Tracker struct {
 	cur, matched int
 	lstNew       bool
 	resolved     bool
-	mapHint      int    // the size byCookie was made for while empty
 	lastCgid     uint64 // the last cgroup looked up, and its entry
 	lastCg       *cgroupEntry
 }
@@ -79,7 +88,8 @@ type freshRec struct {
 
 // NewTracker returns a Tracker for one network namespace.
 func (r *Resolver) NewTracker() *Tracker {
-	t := &Tracker{r: r, byCookie: make(map[uint64]int32)}
+	t := &Tracker{r: r}
+	t.cookieOf = func(slot int32) uint64 { return t.recs[slot].cookie }
 	t.index.reset()
 	t.building.reset()
 	return t
@@ -89,7 +99,7 @@ func (r *Resolver) NewTracker() *Tracker {
 func (t *Tracker) Len() int {
 	t.r.mu.Lock()
 	defer t.r.mu.Unlock()
-	return len(t.byCookie)
+	return t.byCookie.Len()
 }
 
 // Refresh learns the sockets of a dump of the Tracker's namespace: their
@@ -144,7 +154,7 @@ func (t *Tracker) RefreshChunk(tab *snapshot.Table) {
 		if cur < len(t.order) && t.recs[t.order[cur]].cookie == s.Cookie {
 			slot = t.order[cur]
 			cur++
-		} else if j, ok := t.byCookie[s.Cookie]; ok {
+		} else if j, ok := t.byCookie.Get(s.Cookie, t.cookieOf); ok {
 			slot = j
 			if rc := &t.recs[j]; rc.pos >= 0 && rc.seen != t.gen {
 				cur = int(rc.pos) + 1
@@ -153,7 +163,7 @@ func (t *Tracker) RefreshChunk(tab *snapshot.Table) {
 		if slot < 0 {
 			slot = t.alloc()
 			t.recs[slot] = record{cookie: s.Cookie, class: cls, used: true, pos: -1}
-			t.byCookie[s.Cookie] = slot
+			t.byCookie.Put(s.Cookie, slot, t.cookieOf)
 			t.update(&t.recs[slot], s)
 			t.fresh = append(t.fresh, freshRec{slot, int32(i)})
 		} else {
@@ -170,7 +180,7 @@ func (t *Tracker) RefreshChunk(tab *snapshot.Table) {
 					r.owner(rc.own).present = true
 				}
 			}
-			if s.Inode != rc.inode || s.CgroupID != rc.cgid {
+			if s.Inode != rc.inode || s.CgroupID != rc.cgid() {
 				t.update(rc, s)
 			}
 			if cls != rc.class {
@@ -257,7 +267,7 @@ func (t *Tracker) Reserve(n int) {
 // is far too small, as on the first Refresh: growing a 100k-entry map and
 // slice step by step costs a good part of a first pass.
 func (t *Tracker) reserve(n int) {
-	if len(t.byCookie) >= n/2 {
+	if t.byCookie.Len() >= n/2 {
 		return
 	}
 	if cap(t.recs) < n {
@@ -265,10 +275,7 @@ func (t *Tracker) reserve(n int) {
 		copy(recs, t.recs)
 		t.recs = recs
 	}
-	if len(t.byCookie) == 0 && t.mapHint < n {
-		t.byCookie = make(map[uint64]int32, n)
-		t.mapHint = n
-	}
+	t.byCookie.Reserve(n, t.cookieOf)
 	if cap(t.next) < n {
 		next := make([]int32, len(t.next), n)
 		copy(next, t.next)
@@ -291,8 +298,7 @@ func (t *Tracker) reserve(n int) {
 // update takes a dumped socket's inode and cgroup id into its record.
 func (t *Tracker) update(rc *record, s *snapshot.Socket) {
 	r := t.r
-	if s.CgroupID != rc.cgid {
-		rc.cgid = s.CgroupID
+	if s.CgroupID != rc.cgid() {
 		rc.cg = nil
 		if s.CgroupID != 0 {
 			// Neighbours in a dump mostly share a cgroup.
@@ -370,7 +376,7 @@ func (t *Tracker) drop(slot int32) {
 	if rc.own != 0 {
 		t.r.release(rc.own)
 	}
-	delete(t.byCookie, rc.cookie)
+	t.byCookie.Delete(rc.cookie, t.cookieOf)
 	*rc = record{pos: -1}
 	t.free = append(t.free, slot)
 }
@@ -421,7 +427,7 @@ func (t *Tracker) annotate(ev *event.Event) {
 	s := &ev.Socket
 	var own ownerID
 	var cg *cgroupEntry
-	if slot, ok := t.byCookie[s.Cookie]; ok {
+	if slot, ok := t.byCookie.Get(s.Cookie, t.cookieOf); ok {
 		rc := &t.recs[slot]
 		own, cg = rc.own, rc.cg
 		if rc.class == classOf(s) {
@@ -431,7 +437,7 @@ func (t *Tracker) annotate(ev *event.Event) {
 			// event before it connected).
 			ev.Direction = t.index.direction(s)
 		}
-		if s.CgroupID != rc.cgid {
+		if s.CgroupID != rc.cgid() {
 			cg = nil
 		}
 	} else {

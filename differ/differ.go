@@ -131,32 +131,51 @@ type Stats struct {
 	LookupErrors uint64 // failed Prober calls
 }
 
+// conn is a tracked socket: its record (whose tail also holds the
+// differ's small per-socket fields: misses, phase, flags) and when it was
+// first seen and last reported. 160 bytes, no pointer.
 type conn struct {
 	rec       record
 	firstSeen int64 // unix ns
-	gen       uint32
-	pos       int32 // index in Differ.order, or -1 while pending
-	misses    uint8
-	used      bool
-	// silent: its close was already reported from a destroy notification;
-	// what remains (a TIME_WAIT remnant) is tracked without events.
-	silent bool
-	// held: a TIME_WAIT socket no poll had seen, not announced yet (see
-	// Diff).
-	held bool
-	// afterlife: a TIME_WAIT remnant no poll had seen, tracked silently
-	// because dumps leave TIME_WAIT out: its connection is reported by
-	// its notification, which Destroyed still reports should it carry
-	// the remnant's cookie.
-	afterlife bool
-	// phase is how far a TCP handshake got, as polls saw it.
-	phase phase
 	// lastEvent is when the socket's last event was reported (unix ns;
 	// 0: not yet counted), for flow updates.
 	lastEvent int64
-	// goneAt is when a lookup first said a connection attempt was gone
-	// (unix ns; 0: it has not).
-	goneAt int64
+	gen       uint32
+	pos       int32 // index in Differ.order, or -1 while pending
+}
+
+// connFlags are a conn's flags, in record.flags.
+type connFlags uint8
+
+const (
+	// fUsed: the slot holds a tracked socket.
+	fUsed connFlags = 1 << iota
+	// fSilent: its close was already reported from a destroy
+	// notification; what remains (a TIME_WAIT remnant) is tracked without
+	// events.
+	fSilent
+	// fHeld: a TIME_WAIT socket no poll had seen, not announced yet (see
+	// Diff).
+	fHeld
+	// fAfterlife: a TIME_WAIT remnant no poll had seen, tracked silently
+	// because dumps leave TIME_WAIT out: its connection is reported by
+	// its notification, which Destroyed still reports should it carry the
+	// remnant's cookie.
+	fAfterlife
+)
+
+func (c *conn) used() bool      { return c.rec.flags&fUsed != 0 }
+func (c *conn) silent() bool    { return c.rec.flags&fSilent != 0 }
+func (c *conn) held() bool      { return c.rec.flags&fHeld != 0 }
+func (c *conn) afterlife() bool { return c.rec.flags&fAfterlife != 0 }
+
+// set sets or clears f.
+func (c *conn) set(f connFlags, on bool) {
+	if on {
+		c.rec.flags |= f
+	} else {
+		c.rec.flags &^= f
+	}
 }
 
 // AttemptWait is how long a connection attempt (syn_sent) that left the
@@ -244,6 +263,10 @@ type Differ struct {
 	nowNs         int64 // the time of the last Diff
 	// heldTuples indexes the held sockets by tuple.
 	heldTuples map[tupleKey]int32
+	// goneAt is when a lookup first said a connection attempt was gone
+	// (unix ns), by cookie, while it waits for its notification: few
+	// sockets ever are, so not a field of each.
+	goneAt map[uint64]int64
 
 	ev       event.Event // the event being emitted
 	suspects []int32
@@ -263,6 +286,7 @@ func New(opts Options) *Differ {
 		closedCookies: make(map[uint64]int64),
 		deadTuples:    make(map[tupleKey]uint32),
 		heldTuples:    make(map[tupleKey]int32),
+		goneAt:        make(map[uint64]int64),
 	}
 	d.cookieOf = func(slot int32) uint64 { return d.conns[slot].rec.cookie }
 	return d
@@ -363,13 +387,13 @@ func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 				matched++
 			}
 			c.gen = d.gen
-			c.misses = 0
+			c.rec.misses = 0
 			switch {
-			case c.held:
+			case c.held():
 				d.unhold(slot)
 				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
 				c.lastEvent = nowNs
-			case c.silent:
+			case c.silent():
 			case c.rec.state != s.State:
 				d.emitNew(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.rec.state, FirstSeen: time.Unix(0, c.firstSeen)})
 				c.lastEvent = nowNs
@@ -381,7 +405,7 @@ func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 					c.lastEvent = nowNs
 				}
 			}
-			c.phase = c.phase.next(s)
+			c.rec.phase = c.rec.phase.next(s)
 			c.rec.update(s)
 			c.pos = int32(len(d.next))
 			d.next = append(d.next, slot)
@@ -402,8 +426,13 @@ func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 		afterlife := remnant && d.noTimeWait
 		held := remnant && !afterlife
 		silent = silent || afterlife
-		d.conns[slot] = conn{rec: recordOf(s), firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held, afterlife: afterlife,
-			phase: phaseNone.next(s), lastEvent: nowNs}
+		c := &d.conns[slot]
+		*c = conn{rec: recordOf(s), firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), lastEvent: nowNs}
+		c.rec.phase = phaseNone.next(s)
+		c.set(fUsed, true)
+		c.set(fSilent, silent)
+		c.set(fHeld, held)
+		c.set(fAfterlife, afterlife)
 		d.byCookie.Put(s.Cookie, slot, d.cookieOf)
 		d.next = append(d.next, slot)
 		if held {
@@ -428,13 +457,13 @@ func (d *Differ) Finish(now time.Time, p Prober) ([]event.Event, error) {
 	d.suspects = d.suspects[:0]
 	if d.matched < len(d.order) {
 		for _, slot := range d.order {
-			if c := &d.conns[slot]; c.used && c.gen != d.gen && c.pos >= 0 {
+			if c := &d.conns[slot]; c.used() && c.gen != d.gen && c.pos >= 0 {
 				d.suspects = append(d.suspects, slot)
 			}
 		}
 	}
 	for _, slot := range d.pending {
-		if c := &d.conns[slot]; c.used && c.gen != d.gen {
+		if c := &d.conns[slot]; c.used() && c.gen != d.gen {
 			d.suspects = append(d.suspects, slot)
 		}
 	}
@@ -456,7 +485,7 @@ func (d *Differ) Abort() {
 		return
 	}
 	for _, slot := range d.order {
-		if c := &d.conns[slot]; c.used && c.gen != d.gen && c.pos >= 0 {
+		if c := &d.conns[slot]; c.used() && c.gen != d.gen && c.pos >= 0 {
 			c.pos = int32(len(d.next))
 			d.next = append(d.next, slot)
 		}
@@ -522,7 +551,7 @@ func (d *Differ) compact() bool {
 	conns := make([]conn, 0, live+live/8)
 	for i := range d.conns {
 		remap[i] = -1
-		if d.conns[i].used {
+		if d.conns[i].used() {
 			remap[i] = int32(len(conns))
 			conns = append(conns, d.conns[i])
 		}
@@ -566,7 +595,7 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 	// not announce it.
 	live := d.suspects[:0]
 	for _, slot := range d.suspects {
-		if c := &d.conns[slot]; c.silent {
+		if c := &d.conns[slot]; c.silent() {
 			d.deadCookies[c.rec.cookie] = d.gen
 			d.release(slot)
 			continue
@@ -603,22 +632,24 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 		c.pos = -1
 		switch res := d.results[i]; {
 		case res == snapshot.LookupGone && c.rec.goneMeansGone():
-			if c.phase == phaseOut && d.opts.Destroy && !c.silent {
+			if c.rec.phase == phaseOut && d.opts.Destroy && !c.silent() {
 				// A failed connect leaves the kernel's tables at once,
 				// and its destroy notification, which says how it
 				// failed, comes when the application closes the socket.
 				// Wait for it a while rather than report the close
 				// without its outcome.
-				if c.goneAt == 0 {
-					c.goneAt = d.nowNs
+				goneAt, ok := d.goneAt[c.rec.cookie]
+				if !ok {
+					goneAt = d.nowNs
+					d.goneAt[c.rec.cookie] = goneAt
 				}
-				if d.nowNs-c.goneAt < int64(AttemptWait) {
+				if d.nowNs-goneAt < int64(AttemptWait) {
 					d.pend2 = append(d.pend2, slot)
 					continue
 				}
 			}
 			fail := event.NotFailed
-			if c.phase == phaseIn && d.opts.Destroy {
+			if c.rec.phase == phaseIn && d.opts.Destroy {
 				if done == nil {
 					done = d.completedTuples()
 				}
@@ -631,7 +662,7 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 		case res == snapshot.LookupStale && c.rec.staleMeansGone():
 			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
-		case res == snapshot.LookupTimeWait && d.noTimeWait && c.misses > 0:
+		case res == snapshot.LookupTimeWait && d.noTimeWait && c.rec.misses > 0:
 			// Only its remnant is left, which dumps no longer list, at two
 			// polls in a row: the connection closed and its notification
 			// was lost (a late one had one poll to come, with the final
@@ -641,14 +672,14 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
 		case res == snapshot.LookupTimeWait && d.noTimeWait:
-			c.misses++
+			c.rec.misses++
 		case res == snapshot.LookupAlive, res == snapshot.LookupTimeWait:
 			d.stats.Skipped++
-			c.misses = 0
+			c.rec.misses = 0
 		default:
 			d.stats.Unconfirmed++
-			c.misses++
-			if int(c.misses) >= d.opts.MissLimit {
+			c.rec.misses++
+			if int(c.rec.misses) >= d.opts.MissLimit {
 				d.closeSlotLate(slot, now, event.ReasonGone, late)
 				continue
 			}
@@ -695,11 +726,11 @@ func (d *Differ) closeSlotLate(slot int32, now time.Time, reason string, late bo
 
 func (d *Differ) closeSlotFailed(slot int32, now time.Time, reason string, late bool, fail event.Failure) {
 	c := &d.conns[slot]
-	if c.held {
+	if c.held() {
 		d.unhold(slot)
 		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen)})
 	}
-	if !c.silent {
+	if !c.silent() {
 		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late, Failure: fail})
 		if d.opts.Destroy && reason == event.ReasonGone {
 			d.closedCookies[c.rec.cookie] = now.Add(lateDestroyWindow).UnixNano()
@@ -711,10 +742,13 @@ func (d *Differ) closeSlotFailed(slot int32, now time.Time, reason string, late 
 // release stops tracking slot, without events.
 func (d *Differ) release(slot int32) {
 	c := &d.conns[slot]
-	if c.held {
+	if c.held() {
 		d.unhold(slot)
 	}
 	d.byCookie.Delete(c.rec.cookie, d.cookieOf)
+	if len(d.goneAt) > 0 {
+		delete(d.goneAt, c.rec.cookie)
+	}
 	*c = conn{pos: -1}
 	d.free = append(d.free, slot)
 }
@@ -758,12 +792,12 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 	for i := range t.Sockets {
 		s := &t.Sockets[i]
 		j, tracked := d.byCookie.Get(s.Cookie, d.cookieOf)
-		if tracked && d.conns[j].rec.proto == s.Proto && d.conns[j].rec.family == s.Family && !d.conns[j].afterlife {
+		if tracked && d.conns[j].rec.proto == s.Proto && d.conns[j].rec.family == s.Family && !d.conns[j].afterlife() {
 			c := &d.conns[j]
-			if c.silent {
+			if c.silent() {
 				continue // a repeated notification
 			}
-			if c.held {
+			if c.held() {
 				// Held as a possible remnant, yet its own destroy came: a
 				// remnant has none, so it was a real socket. Announce it
 				// before its close.
@@ -779,14 +813,14 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 				final.CgroupID = s.CgroupID
 			}
 			fail := event.NotFailed
-			if c.phase == phaseOut && s.HasInfo {
+			if c.rec.phase == phaseOut && s.HasInfo {
 				// The notification's counters, not the combined ones: an
 				// abortive close zeroes them, and the attempt is judged
 				// by what the kernel says at the end.
 				fail = attemptFailure(s)
 			}
 			d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: final, FirstSeen: time.Unix(0, c.firstSeen), Reason: event.ReasonDestroyed, Failure: fail})
-			c.silent = true
+			c.set(fSilent, true)
 			continue
 		}
 		if _, dup := d.deadCookies[s.Cookie]; dup {
@@ -796,15 +830,15 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 			delete(d.closedCookies, s.Cookie) // reported closed by a poll
 			continue
 		}
-		if tracked && d.conns[j].afterlife {
+		if tracked && d.conns[j].afterlife() {
 			// The connection of a silent remnant that kept its cookie.
-			d.conns[j].afterlife = false
+			d.conns[j].set(fAfterlife, false)
 		}
 		if len(d.heldTuples) > 0 && s.Proto == snapshot.ProtoTCP {
 			if j, ok := d.heldTuples[tuple(s)]; ok {
 				// The held remnant was this connection's: never announce it.
 				d.unhold(j)
-				d.conns[j].silent = true
+				d.conns[j].set(fSilent, true)
 			}
 		}
 		d.deadCookies[s.Cookie] = d.gen
@@ -948,16 +982,19 @@ func (d *Differ) Forget(drop func(*snapshot.Socket) bool) int {
 	n := 0
 	for slot := range d.conns {
 		c := &d.conns[slot]
-		if !c.used {
+		if !c.used() {
 			continue
 		}
 		if s := c.rec.socket(); !drop(&s) {
 			continue
 		}
-		if c.held {
+		if c.held() {
 			d.unhold(int32(slot))
 		}
 		d.byCookie.Delete(c.rec.cookie, d.cookieOf)
+		if len(d.goneAt) > 0 {
+			delete(d.goneAt, c.rec.cookie)
+		}
 		*c = conn{pos: -1}
 		d.free = append(d.free, int32(slot))
 		n++
@@ -971,7 +1008,7 @@ func (d *Differ) Forget(drop func(*snapshot.Socket) bool) int {
 		if d.inDiff {
 			next := d.next[:0]
 			for _, slot := range d.next {
-				if c := &d.conns[slot]; c.used && c.gen == d.gen {
+				if c := &d.conns[slot]; c.used() && c.gen == d.gen {
 					c.pos = int32(len(next))
 					next = append(next, slot)
 				}
@@ -981,7 +1018,7 @@ func (d *Differ) Forget(drop func(*snapshot.Socket) bool) int {
 		}
 		for slot := range d.conns {
 			c := &d.conns[slot]
-			if c.used && !(d.inDiff && c.gen == d.gen) {
+			if c.used() && !(d.inDiff && c.gen == d.gen) {
 				c.pos = -1
 				d.pending = append(d.pending, int32(slot))
 			}
@@ -1002,7 +1039,7 @@ func (d *Differ) Export() []Tracked {
 	out := make([]Tracked, 0, d.byCookie.Len())
 	for i := range d.conns {
 		c := &d.conns[i]
-		if c.used && !c.silent {
+		if c.used() && !c.silent() {
 			out = append(out, Tracked{Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen)})
 		}
 	}
@@ -1019,7 +1056,10 @@ func (d *Differ) Restore(ts []Tracked) {
 			continue
 		}
 		slot := d.alloc()
-		d.conns[slot] = conn{rec: recordOf(&t.Socket), firstSeen: t.FirstSeen.UnixNano(), pos: -1, used: true, phase: phaseNone.next(&t.Socket)}
+		c := &d.conns[slot]
+		*c = conn{rec: recordOf(&t.Socket), firstSeen: t.FirstSeen.UnixNano(), pos: -1}
+		c.rec.phase = phaseNone.next(&t.Socket)
+		c.set(fUsed, true)
 		d.byCookie.Put(t.Socket.Cookie, slot, d.cookieOf)
 		d.pending = append(d.pending, slot)
 	}
@@ -1032,7 +1072,7 @@ func (d *Differ) Restore(ts []Tracked) {
 func (d *Differ) CloseAll(now time.Time, reason string) []event.Event {
 	d.resetEvents()
 	for slot := range d.conns {
-		if d.conns[slot].used {
+		if d.conns[slot].used() {
 			d.closeSlot(int32(slot), now, reason)
 		}
 	}
@@ -1073,7 +1113,7 @@ func isRemnant(s *snapshot.Socket) bool {
 
 func (d *Differ) unhold(slot int32) {
 	c := &d.conns[slot]
-	c.held = false
+	c.set(fHeld, false)
 	if j, ok := d.heldTuples[c.rec.tuple()]; ok && j == slot {
 		delete(d.heldTuples, c.rec.tuple())
 	}
@@ -1136,7 +1176,7 @@ func (k tupleKey) flow() flowKey {
 func (d *Differ) completedTuples() map[flowKey]bool {
 	done := make(map[flowKey]bool)
 	for i := range d.conns {
-		if c := &d.conns[i]; c.used && c.rec.proto == snapshot.ProtoTCP && c.phase != phaseIn {
+		if c := &d.conns[i]; c.used() && c.rec.proto == snapshot.ProtoTCP && c.rec.phase != phaseIn {
 			done[c.rec.tuple().flow()] = true
 		}
 	}

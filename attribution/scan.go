@@ -213,7 +213,7 @@ func (r *Resolver) wanted(inode uint32) ownerID {
 	if r.sc.want != nil {
 		id = r.sc.want[inode]
 	} else {
-		id = r.owners[inode]
+		id = r.ownerOf(inode)
 	}
 	if id != 0 && r.owner(id).wantRound == r.round {
 		return id
@@ -321,7 +321,7 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 		if j < len(old) && old[j].fd == fd {
 			prev = old[j].inode
 			j++
-			if id := r.owners[prev]; id != 0 && r.owner(id).present && r.owner(id).wantRound != r.round {
+			if id := r.ownerOf(prev); id != 0 && r.owner(id).present && r.owner(id).wantRound != r.round {
 				out = append(out, fdEnt{fd, prev})
 				continue
 			}

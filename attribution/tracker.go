@@ -284,9 +284,8 @@ func (t *Tracker) reserve(n int) {
 	if len(t.order) == 0 && cap(t.order) < n {
 		t.order = make([]int32, 0, n)
 	}
-	if r := t.r; r.procfs != nil && len(r.owners) == 0 && r.ownersHint < n {
-		r.owners = make(map[uint32]ownerID, n)
-		r.ownersHint = n
+	if r := t.r; r.procfs != nil && r.owners.Len() == 0 {
+		r.owners.Reserve(n, r.inodeOf)
 		if cap(r.ownerTab) < n+1 {
 			tab := make([]owner, len(r.ownerTab), n+1)
 			copy(tab, r.ownerTab)
@@ -443,7 +442,7 @@ func (t *Tracker) annotate(ev *event.Event) {
 	} else {
 		ev.Direction = t.index.direction(s)
 		if s.Inode != 0 {
-			own = r.owners[s.Inode]
+			own = r.ownerOf(s.Inode)
 		}
 	}
 	if r.cfg.Process && own != 0 {

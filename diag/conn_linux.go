@@ -181,6 +181,9 @@ func (c *Conn) dumpEach(t *snapshot.Table, r Request) (*snapshot.Table, error) {
 		if c.flush != nil && p.Table.Len() >= c.flushAt {
 			p.Table = c.flush(p.Table)
 			p.Table.Reset()
+			// The timeout bounds the kernel's silence, not the time
+			// the caller took with the chunk.
+			deadline = time.Now().Add(c.timeout)
 		}
 	}
 }

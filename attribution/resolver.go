@@ -62,10 +62,11 @@ type Resolver struct {
 	walkCall uint64            // call in which the last walk ran
 	call     uint64            // counts Refresh and Annotate calls
 
-	round      uint64 // counts resolution rounds
-	listGen    uint64 // counts process listings
-	sc         scan   // the current round's scratch
-	pidBuf     []int32
+	round      uint64  // counts resolution rounds
+	listGen    uint64  // counts process listings
+	sc         scan    // the current round's scratch
+	pidBuf     []int32 // the last listing of the processes
+	listedOK   bool    // it succeeded
 	pidScratch []int32
 	fdBuf      []int32
 	linked     []uint32

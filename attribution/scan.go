@@ -54,7 +54,12 @@ type scan struct {
 //
 // Reading a table reads only the links of descriptors not already known
 // to hold a live socket (see readFDs).
-func (r *Resolver) resolve() {
+//
+// list says to list the processes again; without it (the later chunks of
+// a dump, whose first chunk's round listed them) the last listing is
+// used, unless it failed: a dump of many chunks with new sockets in each
+// lists /proc once, as a dump refreshed whole does.
+func (r *Resolver) resolve(list bool) {
 	if r.procfs == nil {
 		return
 	}
@@ -63,7 +68,11 @@ func (r *Resolver) resolve() {
 	// whether they outlived their owner (most close with it).
 	queue := r.queue
 	r.queue = nil
-	pids, ok := r.sweep()
+	pids, ok := r.pidBuf, r.listedOK
+	if list || !ok {
+		pids, ok = r.sweep()
+		r.listedOK = ok
+	}
 	if !ok {
 		r.queue = append(r.queue, queue...)
 		return

@@ -215,7 +215,7 @@ func (t *Tracker) RefreshChunk(tab *snapshot.Table) {
 		t.recs[f.slot].dir = t.building.direction(&tab.Sockets[f.sock])
 	}
 	if len(r.queue) > 0 {
-		r.resolve()
+		r.resolve(!t.resolved)
 		t.resolved = true
 	}
 }
@@ -249,7 +249,7 @@ func (t *Tracker) EndRefresh(complete bool) {
 	if !t.resolved {
 		// Once a dump at least: the listing of /proc notices the
 		// processes that exited.
-		r.resolve()
+		r.resolve(true)
 	}
 }
 

@@ -54,19 +54,25 @@ type Resolver struct {
 	inodeOf   func(int32) uint64
 	ownerTab  []owner // [0] is unused: ownerID 0 is none
 	ownerFree []ownerID
-	queue     []ownerID       // owners to (re)attribute at the next resolve
-	procs     map[int32]*proc // processes whose descriptors were read
+	queue     []ownerID // owners to (re)attribute at the next resolve
+	// deferred are the second looks a chunk's round left for the round
+	// at its dump's end.
+	deferred []ownerID
+	procs    map[int32]*proc // processes whose descriptors were read
 
 	cgroups  map[uint64]*cgroupEntry
 	cgIndex  map[uint64]string // the last walk: cgroup id → path
 	walkCall uint64            // call in which the last walk ran
 	call     uint64            // counts Refresh and Annotate calls
 
-	round      uint64  // counts resolution rounds
-	listGen    uint64  // counts process listings
-	sc         scan    // the current round's scratch
-	pidBuf     []int32 // the last listing of the processes
-	listedOK   bool    // it succeeded
+	round    uint64  // counts resolution rounds
+	listGen  uint64  // counts process listings
+	sc       scan    // the current round's scratch
+	pidBuf   []int32 // the last listing of the processes
+	listedOK bool    // it succeeded
+	// sameDump: this round is a later chunk's of the dump whose first
+	// round listed the processes (resolve).
+	sameDump   bool
 	pidScratch []int32
 	fdBuf      []int32
 	linked     []uint32
@@ -197,15 +203,17 @@ type fdEnt struct {
 
 // proc is what the Resolver knows of one process.
 type proc struct {
-	pid     int32
-	listed  uint64  // listGen of the last listing that had it
-	fds     []fdEnt // its socket descriptors at the last read, ascending
-	nfds    int     // its descriptor count then
-	read    bool    // fds were read at least once
-	denied  bool    // its descriptors are unreadable to us
-	round   uint64  // round of the last read
-	info    *event.Process
-	infoRnd uint64
+	pid    int32
+	listed uint64  // listGen of the last listing that had it
+	fds    []fdEnt // its socket descriptors at the last read, ascending
+	nfds   int     // its descriptor count then
+	read   bool    // fds were read at least once
+	denied bool    // its descriptors are unreadable to us
+	round  uint64  // round of the last read
+	// readList is the listGen of its last whole read.
+	readList uint64
+	info     *event.Process
+	infoRnd  uint64
 }
 
 // ownerOf returns the owner indexed for inode; 0 for none.

@@ -59,7 +59,14 @@ type scan struct {
 // a dump, whose first chunk's round listed them) the last listing is
 // used, unless it failed: a dump of many chunks with new sockets in each
 // lists /proc once, as a dump refreshed whole does.
-func (r *Resolver) resolve(list bool) {
+//
+// chunk says the round is a chunk's (RefreshChunk), before the dump's end
+// says which sockets are gone: it looks for the sockets the chunk showed
+// new only. Second looks, and sockets whose owner let go, wait for the
+// round at the dump's end (EndRefresh), when those no longer in the
+// table are known closed and need no look: at a churn of thousands of
+// connections a second, most of them.
+func (r *Resolver) resolve(list, chunk bool) {
 	if r.procfs == nil {
 		return
 	}
@@ -73,6 +80,7 @@ func (r *Resolver) resolve(list bool) {
 		pids, ok = r.sweep()
 		r.listedOK = ok
 	}
+	r.sameDump = !list
 	if !ok {
 		r.queue = append(r.queue, queue...)
 		return
@@ -105,6 +113,12 @@ func (r *Resolver) resolve(list bool) {
 			continue
 		}
 		if o.state == stRetry || o.proc != nil {
+			if chunk {
+				// Waits for the round at the dump's end (see above).
+				o.queued = true
+				r.deferred = append(r.deferred, id)
+				continue
+			}
 			// A second look, or a socket whose owner let go of it: the
 			// processes that hold it had it before, their counts unchanged.
 			sc.thorough = true
@@ -199,6 +213,20 @@ func (r *Resolver) skip(pid int32, g *group) bool {
 	case p == nil:
 		return false
 	case p.denied || p.round == r.round:
+		return true
+	case r.sameDump && p.read && p.readList == r.listGen:
+		// Read whole in an earlier round of this dump (a chunk before):
+		// its cached descriptors stand for it. A busy process's table
+		// would otherwise be read again for every chunk with new
+		// sockets; one created since that read is found at the next
+		// dump's second look, as a dump refreshed whole finds one
+		// created after its round.
+		p.round = r.round
+		for _, f := range p.fds {
+			if id := r.wanted(f.inode); id != 0 {
+				r.confirm(p, f, id, g)
+			}
+		}
 		return true
 	case r.sc.thorough || !p.read:
 		return false
@@ -365,6 +393,7 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 	r.tmpFDs = out
 	p.nfds = len(fds)
 	p.read = true
+	p.readList = r.listGen
 }
 
 func (r *Resolver) fdError(p *proc, err error) {

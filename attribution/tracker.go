@@ -215,7 +215,7 @@ func (t *Tracker) RefreshChunk(tab *snapshot.Table) {
 		t.recs[f.slot].dir = t.building.direction(&tab.Sockets[f.sock])
 	}
 	if len(r.queue) > 0 {
-		r.resolve(!t.resolved)
+		r.resolve(!t.resolved, true)
 		t.resolved = true
 	}
 }
@@ -246,10 +246,19 @@ func (t *Tracker) EndRefresh(complete bool) {
 		t.index, t.building = t.building, t.index
 		t.lst, t.prevLst = t.prevLst, t.lst
 	}
-	if !t.resolved {
+	switch {
+	case !t.resolved:
 		// Once a dump at least: the listing of /proc notices the
 		// processes that exited.
-		r.resolve(true)
+		r.resolve(true, false)
+	case len(r.deferred) > 0:
+		// The second looks the chunks' rounds left, now that the
+		// sockets gone are known; what those rounds queued is the next
+		// dump's.
+		later := r.queue
+		r.queue, r.deferred = r.deferred, r.queue[:0:0]
+		r.resolve(false, false)
+		r.queue = append(r.queue, later...)
 	}
 }
 

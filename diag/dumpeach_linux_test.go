@@ -84,4 +84,3 @@ func TestDumpEach(t *testing.T) {
 		t.Errorf("the chunks list %d sockets, Dump %d, or in another order", len(all), whole.Len())
 	}
 }
-

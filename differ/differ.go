@@ -29,9 +29,18 @@
 //
 // # Steps
 //
-// Diff is Begin, Step and Finish; a caller that must not hold destroy
-// notifications back while a large table is compared calls Destroyed
-// between the steps.
+// Diff is Begin, Step and Finish. A caller that reads a large dump in
+// chunks hands each to Step as it is read, so that no whole table is
+// ever held, and Finish sweeps the sockets no chunk listed; it hands the
+// destroy notifications queued before a chunk was read to Destroyed
+// before that chunk's Step. A dump listed in chunks may list a socket
+// twice: it is compared once.
+//
+// # Cost in memory
+//
+// A tracked socket is a 160-byte record without pointers (the socket's
+// fields, addresses as 16 bytes) and 4-byte entries in the cookie index
+// and the dump-order slices: 179 B a socket in all (BenchmarkMemory).
 //
 // # Failed attempts
 //

@@ -8,6 +8,7 @@ import (
 
 // cgroupEntry is what is known of one cgroup id.
 type cgroupEntry struct {
+	id     uint64
 	path   string        // "" while unknown
 	info   *event.Cgroup // set with path
 	missed bool          // a walk did not find it: it is gone, and stays unknown
@@ -23,7 +24,7 @@ type cgroupEntry struct {
 func (r *Resolver) cgroupLookup(id uint64) *cgroupEntry {
 	e := r.cgroups[id]
 	if e == nil {
-		e = &cgroupEntry{}
+		e = &cgroupEntry{id: id}
 		r.cgroups[id] = e
 	}
 	if e.path != "" || e.missed || r.cgfs == nil {

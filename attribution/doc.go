@@ -17,6 +17,11 @@
 //	tr.Annotate(d.Destroyed(batch, now))
 //	for _, w := range r.Warnings() { log.Warn(w.Error()) } // each once
 //
+// A dump read in chunks, each diffed as it comes (as the daemon does), is
+// refreshed the same way: BeginRefresh, RefreshChunk before each chunk's
+// Step, EndRefresh at the dump's end (false when it failed part way). A
+// chunk's new sockets get their owners before its events are annotated.
+//
 // AnnotateEvent does the same for events handed over one at a time (a
 // differ with an Output function). Close a Tracker when its namespace is
 // gone, after annotating the namespace's last events.

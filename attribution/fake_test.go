@@ -23,13 +23,14 @@ type fakeProc struct {
 
 // fakeFS is an in-memory /proc and cgroup tree, counting what is read.
 type fakeFS struct {
-	procs   map[int32]*fakeProc
-	cgroups map[uint64]string // id → path
-	counts  bool              // FDCount works
-	links   int               // Link calls
-	tables  int               // OpenFDs calls
-	walks   int
-	reads   []int32 // pids whose tables were opened, in order
+	procs    map[int32]*fakeProc
+	cgroups  map[uint64]string // id → path
+	counts   bool              // FDCount works
+	links    int               // Link calls
+	tables   int               // OpenFDs calls
+	listings int               // Pids calls
+	walks    int
+	reads    []int32 // pids whose tables were opened, in order
 }
 
 func newFakeFS() *fakeFS {
@@ -48,6 +49,7 @@ func (f *fakeFS) add(pid int32, comm, cgroup string, inodes ...uint32) *fakeProc
 }
 
 func (f *fakeFS) Pids(dst []int32) ([]int32, error) {
+	f.listings++
 	return append(dst, slices.Sorted(maps.Keys(f.procs))...), nil
 }
 

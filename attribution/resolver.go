@@ -10,6 +10,7 @@ import (
 
 	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/internal/slotidx"
 )
 
 // Stats are cumulative counters of a Resolver's work.
@@ -49,21 +50,29 @@ type Resolver struct {
 
 	// Owners live in one table and are referred to by index: a pointer
 	// per socket would give every garbage collection 100k objects to chase.
-	owners    map[uint32]ownerID // by socket inode, while some record refers to it
-	ownerTab  []owner            // [0] is unused: ownerID 0 is none
+	owners    slotidx.Index // by socket inode, while some record refers to it (see inodeOf)
+	inodeOf   func(int32) uint64
+	ownerTab  []owner // [0] is unused: ownerID 0 is none
 	ownerFree []ownerID
-	queue     []ownerID       // owners to (re)attribute at the next resolve
-	procs     map[int32]*proc // processes whose descriptors were read
+	queue     []ownerID // owners to (re)attribute at the next resolve
+	// deferred are the second looks a chunk's round left for the round
+	// at its dump's end.
+	deferred []ownerID
+	procs    map[int32]*proc // processes whose descriptors were read
 
 	cgroups  map[uint64]*cgroupEntry
 	cgIndex  map[uint64]string // the last walk: cgroup id → path
 	walkCall uint64            // call in which the last walk ran
 	call     uint64            // counts Refresh and Annotate calls
 
-	round      uint64 // counts resolution rounds
-	listGen    uint64 // counts process listings
-	sc         scan   // the current round's scratch
-	pidBuf     []int32
+	round    uint64  // counts resolution rounds
+	listGen  uint64  // counts process listings
+	sc       scan    // the current round's scratch
+	pidBuf   []int32 // the last listing of the processes
+	listedOK bool    // it succeeded
+	// sameDump: this round is a later chunk's of the dump whose first
+	// round listed the processes (resolve).
+	sameDump   bool
 	pidScratch []int32
 	fdBuf      []int32
 	linked     []uint32
@@ -87,15 +96,16 @@ func New(cfg config.Attribution) *Resolver {
 }
 
 func newResolver(cfg config.Attribution) *Resolver {
-	return &Resolver{
+	r := &Resolver{
 		cfg:        cfg,
 		lookupUser: lookupUser,
 		users:      make(map[uint32]string),
-		owners:     make(map[uint32]ownerID),
 		ownerTab:   make([]owner, 1),
 		procs:      make(map[int32]*proc),
 		cgroups:    make(map[uint64]*cgroupEntry),
 	}
+	r.inodeOf = func(id int32) uint64 { return uint64(r.ownerTab[id].inode) }
+	return r
 }
 
 // lookupUser asks the system's user database once per uid; the Resolver
@@ -193,15 +203,23 @@ type fdEnt struct {
 
 // proc is what the Resolver knows of one process.
 type proc struct {
-	pid     int32
-	listed  uint64  // listGen of the last listing that had it
-	fds     []fdEnt // its socket descriptors at the last read, ascending
-	nfds    int     // its descriptor count then
-	read    bool    // fds were read at least once
-	denied  bool    // its descriptors are unreadable to us
-	round   uint64  // round of the last read
-	info    *event.Process
-	infoRnd uint64
+	pid    int32
+	listed uint64  // listGen of the last listing that had it
+	fds    []fdEnt // its socket descriptors at the last read, ascending
+	nfds   int     // its descriptor count then
+	read   bool    // fds were read at least once
+	denied bool    // its descriptors are unreadable to us
+	round  uint64  // round of the last read
+	// readList is the listGen of its last whole read.
+	readList uint64
+	info     *event.Process
+	infoRnd  uint64
+}
+
+// ownerOf returns the owner indexed for inode; 0 for none.
+func (r *Resolver) ownerOf(inode uint32) ownerID {
+	id, _ := r.owners.Get(uint64(inode), r.inodeOf)
+	return ownerID(id)
 }
 
 // owner returns the owner at id. The pointer is valid until the next
@@ -214,7 +232,7 @@ func (r *Resolver) ownerFor(inode uint32, cgid uint64) ownerID {
 	if r.procfs == nil {
 		return 0
 	}
-	id := r.owners[inode]
+	id := r.ownerOf(inode)
 	if id == 0 {
 		if n := len(r.ownerFree); n > 0 {
 			id = r.ownerFree[n-1]
@@ -224,7 +242,7 @@ func (r *Resolver) ownerFor(inode uint32, cgid uint64) ownerID {
 			r.ownerTab = append(r.ownerTab, owner{})
 		}
 		*r.owner(id) = owner{inode: inode, cgid: cgid, state: stWanted}
-		r.owners[inode] = id
+		r.owners.Put(uint64(inode), int32(id), r.inodeOf)
 		r.enqueue(id)
 	}
 	o := r.owner(id)
@@ -242,8 +260,8 @@ func (r *Resolver) release(id ownerID) {
 		return
 	}
 	o.present = false
-	if r.owners[o.inode] == id {
-		delete(r.owners, o.inode)
+	if r.ownerOf(o.inode) == id {
+		r.owners.Delete(uint64(o.inode), r.inodeOf)
 	}
 	if !o.queued {
 		r.free(id)
@@ -266,7 +284,7 @@ func (r *Resolver) enqueue(id ownerID) {
 // it did (closed, or handed to another process): if p was its owner and
 // the socket lives on, it is attributed again at the next resolve.
 func (r *Resolver) lost(p *proc, inode uint32) {
-	id := r.owners[inode]
+	id := r.ownerOf(inode)
 	if id == 0 {
 		return
 	}

@@ -291,8 +291,8 @@ func TestClosedEventKeepsOwner(t *testing.T) {
 	for range keepRefreshes {
 		tr.Refresh(tableOf())
 	}
-	if tr.Len() != 0 || len(r.owners) != 0 || len(r.procs) != 0 {
-		t.Errorf("after %d dumps without it: %d records, %d owners, %d processes remembered; want none", keepRefreshes, tr.Len(), len(r.owners), len(r.procs))
+	if tr.Len() != 0 || r.owners.Len() != 0 || len(r.procs) != 0 {
+		t.Errorf("after %d dumps without it: %d records, %d owners, %d processes remembered; want none", keepRefreshes, tr.Len(), r.owners.Len(), len(r.procs))
 	}
 }
 
@@ -511,8 +511,8 @@ func TestTrackerClose(t *testing.T) {
 	other := r.NewTracker()
 	other.Refresh(tableOf(estab(3, 500, 1)))
 	tr.Close()
-	if tr.Len() != 0 || len(r.owners) != 1 {
-		t.Errorf("after Close: %d records, %d owners; want 0, and the other namespace's 1", tr.Len(), len(r.owners))
+	if tr.Len() != 0 || r.owners.Len() != 1 {
+		t.Errorf("after Close: %d records, %d owners; want 0, and the other namespace's 1", tr.Len(), r.owners.Len())
 	}
 }
 
@@ -524,8 +524,8 @@ func TestDuplicateInDump(t *testing.T) {
 	s := estab(1, 500, 1)
 	tr.Refresh(tableOf(s, s))
 	tr.Refresh(tableOf(s))
-	if tr.Len() != 1 || r.owner(r.owners[500]).refs != 1 {
-		t.Errorf("%d records, %d refs; want 1, 1", tr.Len(), r.owner(r.owners[500]).refs)
+	if tr.Len() != 1 || r.owner(r.ownerOf(500)).refs != 1 {
+		t.Errorf("%d records, %d refs; want 1, 1", tr.Len(), r.owner(r.ownerOf(500)).refs)
 	}
 }
 

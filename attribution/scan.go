@@ -54,7 +54,19 @@ type scan struct {
 //
 // Reading a table reads only the links of descriptors not already known
 // to hold a live socket (see readFDs).
-func (r *Resolver) resolve() {
+//
+// list says to list the processes again; without it (the later chunks of
+// a dump, whose first chunk's round listed them) the last listing is
+// used, unless it failed: a dump of many chunks with new sockets in each
+// lists /proc once, as a dump refreshed whole does.
+//
+// chunk says the round is a chunk's (RefreshChunk), before the dump's end
+// says which sockets are gone: it looks for the sockets the chunk showed
+// new only. Second looks, and sockets whose owner let go, wait for the
+// round at the dump's end (EndRefresh), when those no longer in the
+// table are known closed and need no look: at a churn of thousands of
+// connections a second, most of them.
+func (r *Resolver) resolve(list, chunk bool) {
 	if r.procfs == nil {
 		return
 	}
@@ -63,7 +75,12 @@ func (r *Resolver) resolve() {
 	// whether they outlived their owner (most close with it).
 	queue := r.queue
 	r.queue = nil
-	pids, ok := r.sweep()
+	pids, ok := r.pidBuf, r.listedOK
+	if list || !ok {
+		pids, ok = r.sweep()
+		r.listedOK = ok
+	}
+	r.sameDump = !list
 	if !ok {
 		r.queue = append(r.queue, queue...)
 		return
@@ -96,6 +113,12 @@ func (r *Resolver) resolve() {
 			continue
 		}
 		if o.state == stRetry || o.proc != nil {
+			if chunk {
+				// Waits for the round at the dump's end (see above).
+				o.queued = true
+				r.deferred = append(r.deferred, id)
+				continue
+			}
 			// A second look, or a socket whose owner let go of it: the
 			// processes that hold it had it before, their counts unchanged.
 			sc.thorough = true
@@ -191,6 +214,20 @@ func (r *Resolver) skip(pid int32, g *group) bool {
 		return false
 	case p.denied || p.round == r.round:
 		return true
+	case r.sameDump && p.read && p.readList == r.listGen:
+		// Read whole in an earlier round of this dump (a chunk before):
+		// its cached descriptors stand for it. A busy process's table
+		// would otherwise be read again for every chunk with new
+		// sockets; one created since that read is found at the next
+		// dump's second look, as a dump refreshed whole finds one
+		// created after its round.
+		p.round = r.round
+		for _, f := range p.fds {
+			if id := r.wanted(f.inode); id != 0 {
+				r.confirm(p, f, id, g)
+			}
+		}
+		return true
 	case r.sc.thorough || !p.read:
 		return false
 	}
@@ -213,7 +250,7 @@ func (r *Resolver) wanted(inode uint32) ownerID {
 	if r.sc.want != nil {
 		id = r.sc.want[inode]
 	} else {
-		id = r.owners[inode]
+		id = r.ownerOf(inode)
 	}
 	if id != 0 && r.owner(id).wantRound == r.round {
 		return id
@@ -321,7 +358,7 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 		if j < len(old) && old[j].fd == fd {
 			prev = old[j].inode
 			j++
-			if id := r.owners[prev]; id != 0 && r.owner(id).present && r.owner(id).wantRound != r.round {
+			if id := r.ownerOf(prev); id != 0 && r.owner(id).present && r.owner(id).wantRound != r.round {
 				out = append(out, fdEnt{fd, prev})
 				continue
 			}
@@ -356,6 +393,7 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 	r.tmpFDs = out
 	p.nfds = len(fds)
 	p.read = true
+	p.readList = r.listGen
 }
 
 func (r *Resolver) fdError(p *proc, err error) {

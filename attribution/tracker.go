@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/internal/slotidx"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
@@ -16,16 +17,24 @@ const keepRefreshes = 8
 // record is what a Tracker knows of one socket (one cookie).
 type record struct {
 	cookie uint64
-	cgid   uint64
-	seen   uint32 // Tracker.gen of the last dump that had it
-	absent uint32 // gen of the first dump that missed it; 0 while present
-	inode  uint32 // as last dumped; 0 once its process closed it
-	pos    int32  // index in Tracker.order, -1 while absent
+	cg     *cgroupEntry // of its cgroup id (cgid); nil for none
+	seen   uint32       // Tracker.gen of the last dump that had it
+	absent uint32       // gen of the first dump that missed it; 0 while present
+	inode  uint32       // as last dumped; 0 once its process closed it
+	pos    int32        // index in Tracker.order, -1 while absent
+	own    ownerID      // 0 without process attribution, or before it had an inode
 	class  class
 	dir    event.Direction
 	used   bool
-	own    ownerID // 0 without process attribution, or before it had an inode
-	cg     *cgroupEntry
+}
+
+// cgid is the record's cgroup id, which its entry holds: one id less per
+// socket keeps a record at 40 bytes.
+func (rc *record) cgid() uint64 {
+	if rc.cg == nil {
+		return 0
+	}
+	return rc.cg.id
 }
 
 // listener is a listening socket as the direction index needs it.
@@ -47,7 +56,8 @@ type Tracker struct {
 	r        *Resolver
 	recs     []record
 	free     []int32
-	byCookie map[uint64]int32
+	byCookie slotidx.Index // slots by cookie (see cookieOf)
+	cookieOf func(int32) uint64
 	order    []int32 // slots in the order of the last dump
 	next     []int32
 	absent   []int32 // slots missing from recent dumps, kept for a while
@@ -55,13 +65,21 @@ type Tracker struct {
 	fresh    []freshRec // new or reclassified sockets of this Refresh
 	lst      []listener // this dump's listeners
 	prevLst  []listener // the last dump's, to skip rebuilding an unchanged index
-	index    listeners
-	gen      uint32 // 32 bits keep a record at 48 bytes; wrapping takes 136 years of polls a second
-	lastCgid uint64 // the last cgroup looked up, and its entry
-	lastCg   *cgroupEntry
+	index    listeners  // the last dump's, and new ones as a dump shows them
+	building listeners  // the listeners of the dump under way so far
+	gen      uint32     // 32 bits keep a record at 40 bytes; wrapping takes 136 years of polls a second
+	// The refresh under way (BeginRefresh to EndRefresh): where in order
+	// the next guess is, how many of order matched, whether this dump's
+	// listeners differ from the last one's so far, and whether /proc was
+	// read for it.
+	cur, matched int
+	lstNew       bool
+	resolved     bool
+	lastCgid     uint64 // the last cgroup looked up, and its entry
+	lastCg       *cgroupEntry
 }
 
-// freshRec is a record whose direction is decided once the whole dump's
+// freshRec is a record whose direction is decided once its chunk's
 // listeners are known.
 type freshRec struct {
 	slot int32
@@ -70,8 +88,10 @@ type freshRec struct {
 
 // NewTracker returns a Tracker for one network namespace.
 func (r *Resolver) NewTracker() *Tracker {
-	t := &Tracker{r: r, byCookie: make(map[uint64]int32)}
+	t := &Tracker{r: r}
+	t.cookieOf = func(slot int32) uint64 { return t.recs[slot].cookie }
 	t.index.reset()
+	t.building.reset()
 	return t
 }
 
@@ -79,23 +99,49 @@ func (r *Resolver) NewTracker() *Tracker {
 func (t *Tracker) Len() int {
 	t.r.mu.Lock()
 	defer t.r.mu.Unlock()
-	return len(t.byCookie)
+	return t.byCookie.Len()
 }
 
 // Refresh learns the sockets of a dump of the Tracker's namespace: their
 // directions, cgroups and, for sockets whose inode is new, their owning
 // processes, reading /proc as little as it can (see the package doc). A
 // dump whose sockets are all known costs a pass over the table and one
-// listing of /proc.
+// listing of /proc. Refresh is BeginRefresh, RefreshChunk with the whole
+// table, then EndRefresh.
 func (t *Tracker) Refresh(tab *snapshot.Table) {
+	t.BeginRefresh()
+	t.RefreshChunk(tab)
+	t.EndRefresh(true)
+}
+
+// BeginRefresh starts the refresh of a dump that comes in chunks, each
+// handed to RefreshChunk as it is read, before the events of its sockets
+// are annotated: the owners of the sockets a chunk shows new are looked
+// for at once. EndRefresh ends it. A new socket's direction is decided
+// against the listeners of the last dump and those of this dump's chunks
+// so far (a dump lists TCP listeners before connections).
+func (t *Tracker) BeginRefresh() {
 	r := t.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.call++
 	t.gen++
-	t.next, t.fresh, t.lst = t.next[:0], t.fresh[:0], t.lst[:0]
+	t.next, t.lst = t.next[:0], t.lst[:0]
+	t.cur, t.matched, t.lstNew, t.resolved = 0, 0, false, false
+	t.building.reset()
+}
+
+// RefreshChunk learns the sockets of one chunk of the dump BeginRefresh
+// started. tab is not kept.
+func (t *Tracker) RefreshChunk(tab *snapshot.Table) {
+	r := t.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.call++
+	t.fresh = t.fresh[:0]
 	t.reserve(tab.Len())
-	cur, matched := 0, 0
+	cur, matched := t.cur, t.matched
+	lst0 := len(t.lst)
 	for i := range tab.Sockets {
 		s := &tab.Sockets[i]
 		cls := classOf(s)
@@ -108,7 +154,7 @@ func (t *Tracker) Refresh(tab *snapshot.Table) {
 		if cur < len(t.order) && t.recs[t.order[cur]].cookie == s.Cookie {
 			slot = t.order[cur]
 			cur++
-		} else if j, ok := t.byCookie[s.Cookie]; ok {
+		} else if j, ok := t.byCookie.Get(s.Cookie, t.cookieOf); ok {
 			slot = j
 			if rc := &t.recs[j]; rc.pos >= 0 && rc.seen != t.gen {
 				cur = int(rc.pos) + 1
@@ -117,7 +163,7 @@ func (t *Tracker) Refresh(tab *snapshot.Table) {
 		if slot < 0 {
 			slot = t.alloc()
 			t.recs[slot] = record{cookie: s.Cookie, class: cls, used: true, pos: -1}
-			t.byCookie[s.Cookie] = slot
+			t.byCookie.Put(s.Cookie, slot, t.cookieOf)
 			t.update(&t.recs[slot], s)
 			t.fresh = append(t.fresh, freshRec{slot, int32(i)})
 		} else {
@@ -134,7 +180,7 @@ func (t *Tracker) Refresh(tab *snapshot.Table) {
 					r.owner(rc.own).present = true
 				}
 			}
-			if s.Inode != rc.inode || s.CgroupID != rc.cgid {
+			if s.Inode != rc.inode || s.CgroupID != rc.cgid() {
 				t.update(rc, s)
 			}
 			if cls != rc.class {
@@ -147,27 +193,90 @@ func (t *Tracker) Refresh(tab *snapshot.Table) {
 		rc.pos = int32(len(t.next))
 		t.next = append(t.next, slot)
 	}
-	t.sweepAbsent(matched)
-	t.order, t.next = t.next, t.order
-
-	if !slices.Equal(t.lst, t.prevLst) {
-		t.index.reset()
-		for _, l := range t.lst {
+	t.cur, t.matched = cur, matched
+	// The chunk's new sockets are judged against this dump's listeners
+	// so far (a TCP dump lists its listeners before its connections),
+	// not the last dump's: a UDP socket that connected was a listener
+	// then. Listeners new since the last dump also join the index that
+	// annotates destroy notifications at once; those gone leave it at
+	// EndRefresh.
+	for i := lst0; i < len(t.lst); i++ {
+		l := t.lst[i]
+		t.building.m[l.key] = append(t.building.m[l.key], l.addr)
+		if !t.lstNew && i < len(t.prevLst) && l == t.prevLst[i] {
+			continue
+		}
+		t.lstNew = true
+		if !slices.Contains(t.index.m[l.key], l.addr) {
 			t.index.m[l.key] = append(t.index.m[l.key], l.addr)
 		}
-		t.lst, t.prevLst = t.prevLst, t.lst
 	}
 	for _, f := range t.fresh {
-		t.recs[f.slot].dir = t.index.direction(&tab.Sockets[f.sock])
+		t.recs[f.slot].dir = t.building.direction(&tab.Sockets[f.sock])
 	}
-	r.resolve()
+	if len(r.queue) > 0 {
+		r.resolve(!t.resolved, true)
+		t.resolved = true
+	}
+}
+
+// EndRefresh ends the refresh BeginRefresh started. complete says the
+// dump ended well: the records no chunk listed are then absent. After a
+// failed dump, which may not have reached them, they keep their place.
+func (t *Tracker) EndRefresh(complete bool) {
+	r := t.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.call++
+	if !complete {
+		for _, slot := range t.order {
+			if rc := &t.recs[slot]; rc.used && rc.seen != t.gen && rc.pos >= 0 {
+				rc.pos = int32(len(t.next))
+				t.next = append(t.next, slot)
+			}
+		}
+		t.order, t.next = t.next, t.order
+		return
+	}
+	t.sweepAbsent(t.matched)
+	t.order, t.next = t.next, t.order
+
+	if t.lstNew || len(t.lst) != len(t.prevLst) {
+		// building holds this dump's listeners, all of them now.
+		t.index, t.building = t.building, t.index
+		t.lst, t.prevLst = t.prevLst, t.lst
+	}
+	switch {
+	case !t.resolved:
+		// Once a dump at least: the listing of /proc notices the
+		// processes that exited.
+		r.resolve(true, false)
+	case len(r.deferred) > 0:
+		// The second looks the chunks' rounds left, now that the
+		// sockets gone are known; what those rounds queued is the next
+		// dump's.
+		later := r.queue
+		r.queue, r.deferred = r.deferred, r.queue[:0:0]
+		r.resolve(false, false)
+		r.queue = append(r.queue, later...)
+	}
+}
+
+// Reserve sizes the Tracker's storage for about n sockets, as a caller
+// that counted them before the first dump can (a chunk at a time, the
+// storage would otherwise grow step by step, leaving garbage behind and
+// up to a quarter unused). It does nothing once the Tracker holds sockets.
+func (t *Tracker) Reserve(n int) {
+	t.r.mu.Lock()
+	defer t.r.mu.Unlock()
+	t.reserve(n + n/32)
 }
 
 // reserve sizes the Tracker's storage for a table of n sockets when it
 // is far too small, as on the first Refresh: growing a 100k-entry map and
 // slice step by step costs a good part of a first pass.
 func (t *Tracker) reserve(n int) {
-	if len(t.byCookie) >= n/2 {
+	if t.byCookie.Len() >= n/2 {
 		return
 	}
 	if cap(t.recs) < n {
@@ -175,14 +284,17 @@ func (t *Tracker) reserve(n int) {
 		copy(recs, t.recs)
 		t.recs = recs
 	}
-	if len(t.byCookie) == 0 {
-		t.byCookie = make(map[uint64]int32, n)
-	}
+	t.byCookie.Reserve(n, t.cookieOf)
 	if cap(t.next) < n {
-		t.next = make([]int32, 0, n)
+		next := make([]int32, len(t.next), n)
+		copy(next, t.next)
+		t.next = next
 	}
-	if r := t.r; r.procfs != nil && len(r.owners) == 0 {
-		r.owners = make(map[uint32]ownerID, n)
+	if len(t.order) == 0 && cap(t.order) < n {
+		t.order = make([]int32, 0, n)
+	}
+	if r := t.r; r.procfs != nil && r.owners.Len() == 0 {
+		r.owners.Reserve(n, r.inodeOf)
 		if cap(r.ownerTab) < n+1 {
 			tab := make([]owner, len(r.ownerTab), n+1)
 			copy(tab, r.ownerTab)
@@ -194,8 +306,7 @@ func (t *Tracker) reserve(n int) {
 // update takes a dumped socket's inode and cgroup id into its record.
 func (t *Tracker) update(rc *record, s *snapshot.Socket) {
 	r := t.r
-	if s.CgroupID != rc.cgid {
-		rc.cgid = s.CgroupID
+	if s.CgroupID != rc.cgid() {
 		rc.cg = nil
 		if s.CgroupID != 0 {
 			// Neighbours in a dump mostly share a cgroup.
@@ -273,7 +384,7 @@ func (t *Tracker) drop(slot int32) {
 	if rc.own != 0 {
 		t.r.release(rc.own)
 	}
-	delete(t.byCookie, rc.cookie)
+	t.byCookie.Delete(rc.cookie, t.cookieOf)
 	*rc = record{pos: -1}
 	t.free = append(t.free, slot)
 }
@@ -324,7 +435,7 @@ func (t *Tracker) annotate(ev *event.Event) {
 	s := &ev.Socket
 	var own ownerID
 	var cg *cgroupEntry
-	if slot, ok := t.byCookie[s.Cookie]; ok {
+	if slot, ok := t.byCookie.Get(s.Cookie, t.cookieOf); ok {
 		rc := &t.recs[slot]
 		own, cg = rc.own, rc.cg
 		if rc.class == classOf(s) {
@@ -334,13 +445,13 @@ func (t *Tracker) annotate(ev *event.Event) {
 			// event before it connected).
 			ev.Direction = t.index.direction(s)
 		}
-		if s.CgroupID != rc.cgid {
+		if s.CgroupID != rc.cgid() {
 			cg = nil
 		}
 	} else {
 		ev.Direction = t.index.direction(s)
 		if s.Inode != 0 {
-			own = r.owners[s.Inode]
+			own = r.ownerOf(s.Inode)
 		}
 	}
 	if r.cfg.Process && own != 0 {

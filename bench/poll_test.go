@@ -21,6 +21,7 @@ import (
 
 	"github.com/connlogd/connlogd/diag"
 	"github.com/connlogd/connlogd/differ"
+	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
@@ -189,9 +190,11 @@ func benchRawDump(b *testing.B, reqs []diag.Request) {
 	})
 }
 
-// BenchmarkPoll is what the daemon does each poll: diag.Conn.Dump into a
-// reused table, then differ.Diff, with a table that does not change, so
-// there are no events and no lookups.
+// BenchmarkPoll is what the daemon does each poll: diag.Conn.DumpEach
+// into two reused chunk tables, each chunk diffed (differ.Step) as it is
+// read, then differ.Finish, with a table that does not change, so there
+// are no events and no lookups. The daemon diffs on another goroutine
+// than the dump's; the work is the same.
 func BenchmarkPoll(b *testing.B) {
 	reqs, _ := requireTable(b)
 	benchPoll(b, reqs)
@@ -210,35 +213,52 @@ func BenchmarkPollListenersOnly(b *testing.B) {
 	benchPoll(b, ls)
 }
 
+// pollChunk is the daemon's chunk size (engine.dumpChunk).
+const pollChunk = 2048
+
 func benchPoll(b *testing.B, reqs []diag.Request) {
 	conn, err := diag.Open()
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer conn.Close()
-	var tab snapshot.Table
+	tabs := [2]*snapshot.Table{{}, {}}
 	d := differ.New(differ.Options{})
-	// Two polls before the loop: the first reports every socket as
-	// appeared and sizes the table and the differ's storage.
-	for range 2 {
-		if err := conn.Dump(&tab, reqs); err != nil {
-			b.Fatal(err)
+	sockets := 0
+	flush := func(t *snapshot.Table) *snapshot.Table {
+		d.Step(t, time.Now())
+		sockets += t.Len()
+		if t == tabs[0] {
+			return tabs[1]
 		}
-		if _, err := d.Diff(&tab, time.Now(), conn); err != nil {
+		return tabs[0]
+	}
+	poll := func() ([]event.Event, error) {
+		sockets = 0
+		d.Begin()
+		last, err := conn.DumpEach(tabs[0], reqs, pollChunk, flush)
+		if err != nil {
+			d.Abort()
+			return nil, err
+		}
+		flush(last)
+		return d.Finish(time.Now(), conn)
+	}
+	// Two polls before the loop: the first reports every socket as
+	// appeared and sizes the tables and the differ's storage.
+	for range 2 {
+		if _, err := poll(); err != nil {
 			b.Fatal(err)
 		}
 	}
 	events := 0
 	ops := loop(b, func() int {
-		if err := conn.Dump(&tab, reqs); err != nil {
-			b.Fatal(err)
-		}
-		evs, err := d.Diff(&tab, time.Now(), conn)
+		evs, err := poll()
 		if err != nil {
 			b.Fatal(err)
 		}
 		events += len(evs)
-		return tab.Len()
+		return sockets
 	})
 	// Anything but 0 means the table was not steady and the figure
 	// includes event work.
@@ -248,7 +268,7 @@ func benchPoll(b *testing.B, reqs []diag.Request) {
 	}
 	b.ReportMetric(liveHeapMiB(), "heap-MiB")
 	runtime.KeepAlive(d)
-	runtime.KeepAlive(&tab)
+	runtime.KeepAlive(&tabs)
 }
 
 // liveHeapMiB returns the heap still in use after a collection: with the

@@ -49,6 +49,10 @@ type Conn struct {
 	timeout  time.Duration
 	// tap, when set (by tests), sees every dump datagram as received.
 	tap func([]byte)
+	// flush takes the table of a DumpEach each time it holds flushAt
+	// sockets.
+	flush   func(*snapshot.Table) *snapshot.Table
+	flushAt int
 }
 
 // Open opens a sock_diag socket connected to the kernel.
@@ -120,18 +124,49 @@ func (c *Conn) Dump(t *snapshot.Table, reqs []Request) error {
 	return nil
 }
 
+// DumpEach is Dump for a caller that takes the table in chunks as it is
+// read, instead of holding it whole: each time t holds n sockets or more
+// (at a datagram's end), flush gets it and returns the table to fill
+// next, which DumpEach empties. It returns the table holding the rest.
+// On error the chunks flushed and the one returned are part of a dump.
+func (c *Conn) DumpEach(t *snapshot.Table, reqs []Request, n int, flush func(*snapshot.Table) *snapshot.Table) (*snapshot.Table, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t.Reset()
+	if c.closed {
+		return t, opErr("dump", net.ErrClosed)
+	}
+	c.flushAt, c.flush = n, flush
+	defer func() { c.flush = nil }()
+	for _, r := range reqs {
+		var err error
+		if t, err = c.dumpEach(t, r); err != nil {
+			c.resetLocked()
+			return t, opErr("dump "+r.String(), err)
+		}
+	}
+	return t, nil
+}
+
 func (c *Conn) dumpOne(t *snapshot.Table, r Request) error {
+	_, err := c.dumpEach(t, r)
+	return err
+}
+
+// dumpEach dumps r into t, handing it to c.flush, when set, each time it
+// holds c.flushAt sockets; it returns the table being filled.
+func (c *Conn) dumpEach(t *snapshot.Table, r Request) (*snapshot.Table, error) {
 	c.seq++
 	c.req = snapshot.AppendDumpRequest(c.req[:0], c.seq, r.Family, r.Proto, r.Ext, r.States, r.Bytecode)
 	if err := c.send(); err != nil {
-		return err
+		return t, err
 	}
 	p := snapshot.DumpParser{Seq: c.seq, Proto: r.Proto, Table: t, Stats: &c.stats}
 	deadline := time.Now().Add(c.timeout)
 	for {
 		b, err := c.recv(deadline)
 		if err != nil {
-			return err
+			return p.Table, err
 		}
 		if c.tap != nil {
 			c.tap(b)
@@ -141,7 +176,14 @@ func (c *Conn) dumpOne(t *snapshot.Table, r Request) error {
 			c.lastBad = p.LastErr
 		}
 		if done {
-			return kernelErr(err)
+			return p.Table, kernelErr(err)
+		}
+		if c.flush != nil && p.Table.Len() >= c.flushAt {
+			p.Table = c.flush(p.Table)
+			p.Table.Reset()
+			// The timeout bounds the kernel's silence, not the time
+			// the caller took with the chunk.
+			deadline = time.Now().Add(c.timeout)
 		}
 	}
 }

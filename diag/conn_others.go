@@ -22,6 +22,11 @@ func (c *Conn) LastMalformed() error { return nil }
 // Dump returns ErrNotSupported.
 func (c *Conn) Dump(*snapshot.Table, []Request) error { return opErr("dump", ErrNotSupported) }
 
+// DumpEach returns ErrNotSupported.
+func (c *Conn) DumpEach(t *snapshot.Table, _ []Request, _ int, _ func(*snapshot.Table) *snapshot.Table) (*snapshot.Table, error) {
+	return t, opErr("dump", ErrNotSupported)
+}
+
 // Lookup returns ErrNotSupported.
 func (c *Conn) Lookup([]snapshot.Key, []snapshot.LookupResult) error {
 	return opErr("lookup", ErrNotSupported)

@@ -29,9 +29,18 @@
 //
 // # Steps
 //
-// Diff is Begin, Step and Finish; a caller that must not hold destroy
-// notifications back while a large table is compared calls Destroyed
-// between the steps.
+// Diff is Begin, Step and Finish. A caller that reads a large dump in
+// chunks hands each to Step as it is read, so that no whole table is
+// ever held, and Finish sweeps the sockets no chunk listed; it hands the
+// destroy notifications queued before a chunk was read to Destroyed
+// before that chunk's Step. A dump listed in chunks may list a socket
+// twice: it is compared once.
+//
+// # Cost in memory
+//
+// A tracked socket is a 160-byte record without pointers (the socket's
+// fields, addresses as 16 bytes) and 4-byte entries in the cookie index
+// and the dump-order slices: 179 B a socket in all (BenchmarkMemory).
 //
 // # Failed attempts
 //
@@ -86,6 +95,7 @@ import (
 	"time"
 
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/internal/slotidx"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
@@ -130,32 +140,51 @@ type Stats struct {
 	LookupErrors uint64 // failed Prober calls
 }
 
+// conn is a tracked socket: its record (whose tail also holds the
+// differ's small per-socket fields: misses, phase, flags) and when it was
+// first seen and last reported. 160 bytes, no pointer.
 type conn struct {
-	sock      snapshot.Socket
+	rec       record
 	firstSeen int64 // unix ns
-	gen       uint32
-	pos       int32 // index in Differ.order, or -1 while pending
-	misses    uint8
-	used      bool
-	// silent: its close was already reported from a destroy notification;
-	// what remains (a TIME_WAIT remnant) is tracked without events.
-	silent bool
-	// held: a TIME_WAIT socket no poll had seen, not announced yet (see
-	// Diff).
-	held bool
-	// afterlife: a TIME_WAIT remnant no poll had seen, tracked silently
-	// because dumps leave TIME_WAIT out: its connection is reported by
-	// its notification, which Destroyed still reports should it carry
-	// the remnant's cookie.
-	afterlife bool
-	// phase is how far a TCP handshake got, as polls saw it.
-	phase phase
 	// lastEvent is when the socket's last event was reported (unix ns;
 	// 0: not yet counted), for flow updates.
 	lastEvent int64
-	// goneAt is when a lookup first said a connection attempt was gone
-	// (unix ns; 0: it has not).
-	goneAt int64
+	gen       uint32
+	pos       int32 // index in Differ.order, or -1 while pending
+}
+
+// connFlags are a conn's flags, in record.flags.
+type connFlags uint8
+
+const (
+	// fUsed: the slot holds a tracked socket.
+	fUsed connFlags = 1 << iota
+	// fSilent: its close was already reported from a destroy
+	// notification; what remains (a TIME_WAIT remnant) is tracked without
+	// events.
+	fSilent
+	// fHeld: a TIME_WAIT socket no poll had seen, not announced yet (see
+	// Diff).
+	fHeld
+	// fAfterlife: a TIME_WAIT remnant no poll had seen, tracked silently
+	// because dumps leave TIME_WAIT out: its connection is reported by
+	// its notification, which Destroyed still reports should it carry the
+	// remnant's cookie.
+	fAfterlife
+)
+
+func (c *conn) used() bool      { return c.rec.flags&fUsed != 0 }
+func (c *conn) silent() bool    { return c.rec.flags&fSilent != 0 }
+func (c *conn) held() bool      { return c.rec.flags&fHeld != 0 }
+func (c *conn) afterlife() bool { return c.rec.flags&fAfterlife != 0 }
+
+// set sets or clears f.
+func (c *conn) set(f connFlags, on bool) {
+	if on {
+		c.rec.flags |= f
+	} else {
+		c.rec.flags &^= f
+	}
 }
 
 // AttemptWait is how long a connection attempt (syn_sent) that left the
@@ -204,7 +233,8 @@ type Differ struct {
 	opts     Options
 	conns    []conn
 	free     []int32
-	byCookie map[uint64]int32
+	byCookie slotidx.Index // slots by cookie (see cookieOf)
+	cookieOf func(int32) uint64
 	order    []int32 // slots in the order of the last dump
 	next     []int32
 	pending  []int32 // suspects a lookup found alive or could not decide
@@ -217,11 +247,10 @@ type Differ struct {
 	noTimeWait bool
 
 	// The diff under way, between Begin and Finish.
-	tab      *snapshot.Table
+	inDiff   bool
 	now      time.Time
 	cur      int // where in order the next guess is
 	matched  int
-	done     int // sockets of tab compared
 	initial  bool
 	diffLate bool
 
@@ -243,6 +272,10 @@ type Differ struct {
 	nowNs         int64 // the time of the last Diff
 	// heldTuples indexes the held sockets by tuple.
 	heldTuples map[tupleKey]int32
+	// goneAt is when a lookup first said a connection attempt was gone
+	// (unix ns), by cookie, while it waits for its notification: few
+	// sockets ever are, so not a field of each.
+	goneAt map[uint64]int64
 
 	ev       event.Event // the event being emitted
 	suspects []int32
@@ -256,83 +289,85 @@ func New(opts Options) *Differ {
 	if opts.MissLimit <= 0 {
 		opts.MissLimit = 3
 	}
-	return &Differ{
+	d := &Differ{
 		opts:          opts,
-		byCookie:      make(map[uint64]int32),
 		deadCookies:   make(map[uint64]uint32),
 		closedCookies: make(map[uint64]int64),
 		deadTuples:    make(map[tupleKey]uint32),
 		heldTuples:    make(map[tupleKey]int32),
+		goneAt:        make(map[uint64]int64),
 	}
+	d.cookieOf = func(slot int32) uint64 { return d.conns[slot].rec.cookie }
+	return d
 }
 
 // Stats returns the cumulative counters.
 func (d *Differ) Stats() Stats { return d.stats }
 
 // Len returns the number of sockets tracked.
-func (d *Differ) Len() int { return len(d.byCookie) }
+func (d *Differ) Len() int { return d.byCookie.Len() }
 
 // Diff compares t with what the Differ knows and returns the events, in
 // the order: appeared and state_changed in dump order, then closed. now
 // is when the dump that made t ended: what it shows was true by then.
 // The slice is reused by the next call. p may be nil when lookups are
 // impossible. A Prober error is returned after the events were computed
-// without it; the events are valid either way. Diff is Begin, Step until
-// done, then Finish.
+// without it; the events are valid either way. Diff is Begin, one Step
+// with the whole table, then Finish.
 func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event, error) {
-	d.Begin(t, now)
-	for !d.Step(len(t.Sockets)) {
-	}
-	return d.Finish(p)
+	d.Begin()
+	d.Step(t, now)
+	return d.Finish(now, p)
 }
 
-// Begin starts a diff of t, dumped by now, to be compared by Step and
-// ended by Finish. Between the steps the caller may hand the Differ
-// destroy notifications (Destroyed), so that a large table does not hold
-// them back; nothing else may be called until Finish. t must stay
-// unchanged until then.
-func (d *Differ) Begin(t *snapshot.Table, now time.Time) {
+// Begin starts the diff of a dump that comes in chunks: each is handed to
+// Step as it is read, and Finish, once the dump has ended, sweeps the
+// tracked sockets no chunk listed. The dump is never held whole. Between
+// the steps the caller may hand the Differ destroy notifications
+// (Destroyed), and must hand it every notification queued before a chunk
+// was read before that chunk's Step, so that a socket the chunk lists but
+// that was destroyed meanwhile (or its TIME_WAIT remnant) is known for
+// what it is. Forget is allowed between the steps too; Abort ends a diff
+// whose dump failed. Nothing else may be called until Finish or Abort.
+func (d *Differ) Begin() {
 	d.gen++
 	d.resetEvents()
 	d.next = d.next[:0]
 	d.initial = !d.started
-	if len(d.conns) == 0 && len(t.Sockets) > cap(d.conns) {
-		// Size the tracker from the first table instead of growing it
-		// socket by socket, which leaves garbage several times its size.
-		d.conns = make([]conn, 0, len(t.Sockets)+len(t.Sockets)/8)
-		d.byCookie = make(map[uint64]int32, len(t.Sockets)+len(t.Sockets)/8)
-		d.order = make([]int32, 0, cap(d.conns))
-		d.next = make([]int32, 0, cap(d.conns))
-	}
 	d.started = true
 	d.diffLate = d.late
 	d.late = false
-	d.tab, d.now = t, now
-	d.cur, d.matched, d.done = 0, 0, 0
+	d.inDiff = true
+	d.cur, d.matched = 0, 0
 }
 
-// Step compares up to n more sockets of the table given to Begin, and
-// reports whether all of them are compared.
-func (d *Differ) Step(n int) bool {
-	t, now := d.tab, d.now
+// Step compares the sockets of t, one chunk of the dump Begin started,
+// read whole by now: its events are stamped now, what it shows was true
+// by then. A socket listed twice, in one chunk or in two, is compared
+// once. t is not kept.
+func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 	initial, late := d.initial, d.diffLate
 	nowNs := now.UnixNano()
 	d.nowNs = nowNs
-	end := min(len(t.Sockets), d.done+max(n, 1))
+	if len(d.conns) == 0 && len(t.Sockets) > cap(d.conns) {
+		// Size the tracker from the first chunk instead of growing it
+		// socket by socket; Finish trims what the first dump left unused.
+		d.Reserve(len(t.Sockets))
+	}
 	cur, matched := d.cur, d.matched
-	for i := d.done; i < end; i++ {
+	for i := range t.Sockets {
 		s := &t.Sockets[i]
 		slot := int32(-1)
 		if cur < len(d.order) {
-			if c := &d.conns[d.order[cur]]; c.sock.Key == s.Key {
+			if c := &d.conns[d.order[cur]]; c.rec.sameKey(&s.Key) {
 				slot = d.order[cur]
 				cur++
 			}
 		}
 		if slot < 0 {
-			if j, ok := d.byCookie[s.Cookie]; ok {
+			if j, ok := d.byCookie.Get(s.Cookie, d.cookieOf); ok {
 				c := &d.conns[j]
-				if c.sock.Key == s.Key {
+				if c.rec.sameKey(&s.Key) {
 					slot = j
 					if c.pos >= 0 && c.gen != d.gen {
 						cur = int(c.pos) + 1
@@ -361,15 +396,15 @@ func (d *Differ) Step(n int) bool {
 				matched++
 			}
 			c.gen = d.gen
-			c.misses = 0
+			c.rec.misses = 0
 			switch {
-			case c.held:
+			case c.held():
 				d.unhold(slot)
 				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: time.Unix(0, c.firstSeen)})
 				c.lastEvent = nowNs
-			case c.silent:
-			case c.sock.State != s.State:
-				d.emitNew(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.sock.State, FirstSeen: time.Unix(0, c.firstSeen)})
+			case c.silent():
+			case c.rec.state != s.State:
+				d.emitNew(event.Event{Kind: event.StateChanged, Time: now, Socket: *s, PrevState: c.rec.state, FirstSeen: time.Unix(0, c.firstSeen)})
 				c.lastEvent = nowNs
 			case d.opts.UpdateInterval > 0 && flowing(s):
 				if c.lastEvent == 0 {
@@ -379,8 +414,8 @@ func (d *Differ) Step(n int) bool {
 					c.lastEvent = nowNs
 				}
 			}
-			c.phase = c.phase.next(s)
-			c.sock = *s
+			c.rec.phase = c.rec.phase.next(s)
+			c.rec.update(s)
 			c.pos = int32(len(d.next))
 			d.next = append(d.next, slot)
 			continue
@@ -400,9 +435,14 @@ func (d *Differ) Step(n int) bool {
 		afterlife := remnant && d.noTimeWait
 		held := remnant && !afterlife
 		silent = silent || afterlife
-		d.conns[slot] = conn{sock: *s, firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), used: true, silent: silent, held: held, afterlife: afterlife,
-			phase: phaseNone.next(s), lastEvent: nowNs}
-		d.byCookie[s.Cookie] = slot
+		c := &d.conns[slot]
+		*c = conn{rec: recordOf(s), firstSeen: nowNs, gen: d.gen, pos: int32(len(d.next)), lastEvent: nowNs}
+		c.rec.phase = phaseNone.next(s)
+		c.set(fUsed, true)
+		c.set(fSilent, silent)
+		c.set(fHeld, held)
+		c.set(fAfterlife, afterlife)
+		d.byCookie.Put(s.Cookie, slot, d.cookieOf)
 		d.next = append(d.next, slot)
 		if held {
 			d.heldTuples[tuple(s)] = slot
@@ -410,17 +450,15 @@ func (d *Differ) Step(n int) bool {
 			d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, Initial: initial, Late: late})
 		}
 	}
-	d.cur, d.matched, d.done = cur, matched, end
-	return end == len(t.Sockets)
+	d.cur, d.matched = cur, matched
 }
 
 // Finish ends the diff Begin started: the tracked sockets the dump did
 // not return are suspects, looked up through p (nil: no lookups), and
 // reported closed when confirmed gone. It returns the events of the
 // whole diff, as Diff does.
-func (d *Differ) Finish(p Prober) ([]event.Event, error) {
-	for !d.Step(len(d.tab.Sockets)) {
-	}
+func (d *Differ) Finish(now time.Time, p Prober) ([]event.Event, error) {
+	d.now, d.nowNs = now, now.UnixNano()
 	d.expireDead()
 
 	// Suspects: tracked sockets this dump did not return. When every
@@ -428,21 +466,81 @@ func (d *Differ) Finish(p Prober) ([]event.Event, error) {
 	d.suspects = d.suspects[:0]
 	if d.matched < len(d.order) {
 		for _, slot := range d.order {
-			if c := &d.conns[slot]; c.used && c.gen != d.gen && c.pos >= 0 {
+			if c := &d.conns[slot]; c.used() && c.gen != d.gen && c.pos >= 0 {
 				d.suspects = append(d.suspects, slot)
 			}
 		}
 	}
 	for _, slot := range d.pending {
-		if c := &d.conns[slot]; c.used && c.gen != d.gen {
+		if c := &d.conns[slot]; c.used() && c.gen != d.gen {
 			d.suspects = append(d.suspects, slot)
 		}
 	}
 	d.order, d.next = d.next, d.order
 	err := d.confirm(d.now, p, d.diffLate)
-	d.tab = nil
-	d.compact()
+	d.inDiff = false
+	if !d.compact() && d.initial {
+		d.trim()
+	}
 	return d.events, err
+}
+
+// Abort ends a diff whose dump failed part way: what its chunks showed
+// was reported, but the sockets no chunk listed are no suspects, as the
+// dump may not have reached them. They keep their place for the next
+// dump.
+func (d *Differ) Abort() {
+	if !d.inDiff {
+		return
+	}
+	for _, slot := range d.order {
+		if c := &d.conns[slot]; c.used() && c.gen != d.gen && c.pos >= 0 {
+			c.pos = int32(len(d.next))
+			d.next = append(d.next, slot)
+		}
+	}
+	d.order, d.next = d.next, d.order
+	d.inDiff = false
+}
+
+// InDiff reports whether a diff is under way: Begin was called, and
+// neither Finish nor Abort yet.
+func (d *Differ) InDiff() bool { return d.inDiff }
+
+// Reserve sizes the tracker for about n sockets, with headroom, before
+// the first diff, as a caller that counted them can: grown chunk by
+// chunk, it would leave garbage several times its size behind. It does
+// nothing once the Differ tracks sockets.
+func (d *Differ) Reserve(n int) {
+	c := n + headroom(n)
+	if len(d.conns) > 0 || c <= cap(d.conns) {
+		return
+	}
+	d.conns = make([]conn, 0, c)
+	d.byCookie.Reset(c)
+	d.order = make([]int32, 0, c)
+	d.next = make([]int32, 0, c) // empty: there are no slots yet
+}
+
+// headroom is the room kept for growth beside n tracked sockets: a few
+// percent, as a new socket mostly takes the slot of a closed one.
+func headroom(n int) int { return n/32 + 64 }
+
+// trim gives back what the first dump's growth left unused: without
+// Reserve the tracker grew by append, chunk after chunk, up to a quarter
+// more than it holds.
+func (d *Differ) trim() {
+	n := len(d.conns)
+	c := n + headroom(n)
+	if cap(d.conns) <= c+n/16 {
+		return
+	}
+	conns := make([]conn, n, c)
+	copy(conns, d.conns)
+	d.conns = conns
+	order := make([]int32, len(d.order), c)
+	copy(order, d.order)
+	d.order, d.next = order, make([]int32, 0, c)
 }
 
 // compactMin is the fewest free slots worth a compaction.
@@ -453,23 +551,19 @@ const compactMin = 4096
 // sockets, since forgotten), the live sockets move to a tracker of their
 // own size, and the cookie index, which a Go map never shrinks, is
 // rebuilt. Slot numbers change; nothing outside the Differ holds them.
-func (d *Differ) compact() {
+func (d *Differ) compact() bool {
 	if len(d.free) < compactMin || len(d.free) < len(d.conns)/2 {
-		return
+		return false
 	}
 	live := len(d.conns) - len(d.free)
 	remap := make([]int32, len(d.conns))
 	conns := make([]conn, 0, live+live/8)
 	for i := range d.conns {
 		remap[i] = -1
-		if d.conns[i].used {
+		if d.conns[i].used() {
 			remap[i] = int32(len(conns))
 			conns = append(conns, d.conns[i])
 		}
-	}
-	byCookie := make(map[uint64]int32, live)
-	for k, v := range d.byCookie {
-		byCookie[k] = remap[v]
 	}
 	move := func(slots []int32) []int32 {
 		out := make([]int32, 0, max(len(slots), live+live/8))
@@ -490,8 +584,13 @@ func (d *Differ) compact() {
 	for k, v := range d.heldTuples {
 		d.heldTuples[k] = remap[v]
 	}
-	d.conns, d.byCookie, d.free = conns, byCookie, nil
+	d.conns, d.free = conns, nil
+	d.byCookie.Reset(live + headroom(live))
+	for i := range d.conns {
+		d.byCookie.Put(d.conns[i].rec.cookie, int32(i), d.cookieOf)
+	}
 	d.next, d.pend2, d.suspects, d.keys, d.results = nil, nil, nil, nil, nil
+	return true
 }
 
 // confirm decides the fate of each suspect.
@@ -505,8 +604,8 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 	// not announce it.
 	live := d.suspects[:0]
 	for _, slot := range d.suspects {
-		if c := &d.conns[slot]; c.silent {
-			d.deadCookies[c.sock.Cookie] = d.gen
+		if c := &d.conns[slot]; c.silent() {
+			d.deadCookies[c.rec.cookie] = d.gen
 			d.release(slot)
 			continue
 		}
@@ -519,7 +618,7 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 	}
 	d.keys = d.keys[:0]
 	for _, slot := range d.suspects {
-		d.keys = append(d.keys, d.conns[slot].sock.Key)
+		d.keys = append(d.keys, d.conns[slot].rec.key())
 	}
 	if cap(d.results) < len(d.keys) {
 		d.results = make([]snapshot.LookupResult, len(d.keys))
@@ -541,53 +640,55 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 		c := &d.conns[slot]
 		c.pos = -1
 		switch res := d.results[i]; {
-		case res == snapshot.LookupGone && goneMeansGone(&c.sock):
-			if c.phase == phaseOut && d.opts.Destroy && !c.silent {
+		case res == snapshot.LookupGone && c.rec.goneMeansGone():
+			if c.rec.phase == phaseOut && d.opts.Destroy && !c.silent() {
 				// A failed connect leaves the kernel's tables at once,
 				// and its destroy notification, which says how it
 				// failed, comes when the application closes the socket.
 				// Wait for it a while rather than report the close
 				// without its outcome.
-				if c.goneAt == 0 {
-					c.goneAt = d.nowNs
+				goneAt, ok := d.goneAt[c.rec.cookie]
+				if !ok {
+					goneAt = d.nowNs
+					d.goneAt[c.rec.cookie] = goneAt
 				}
-				if d.nowNs-c.goneAt < int64(AttemptWait) {
+				if d.nowNs-goneAt < int64(AttemptWait) {
 					d.pend2 = append(d.pend2, slot)
 					continue
 				}
 			}
 			fail := event.NotFailed
-			if c.phase == phaseIn && d.opts.Destroy {
+			if c.rec.phase == phaseIn && d.opts.Destroy {
 				if done == nil {
 					done = d.completedTuples()
 				}
-				if !done[flowOf(&c.sock)] {
+				if !done[c.rec.tuple().flow()] {
 					fail = event.FailedUnknown
 				}
 			}
 			d.closeSlotFailed(slot, now, event.ReasonGone, late, fail)
 			continue
-		case res == snapshot.LookupStale && staleMeansGone(&c.sock):
+		case res == snapshot.LookupStale && c.rec.staleMeansGone():
 			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
-		case res == snapshot.LookupTimeWait && d.noTimeWait && c.misses > 0:
+		case res == snapshot.LookupTimeWait && d.noTimeWait && c.rec.misses > 0:
 			// Only its remnant is left, which dumps no longer list, at two
 			// polls in a row: the connection closed and its notification
 			// was lost (a late one had one poll to come, with the final
 			// counters). Its cookie is kept as a dead one, as for a
 			// reported close.
-			d.deadCookies[c.sock.Cookie] = d.gen
+			d.deadCookies[c.rec.cookie] = d.gen
 			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
 		case res == snapshot.LookupTimeWait && d.noTimeWait:
-			c.misses++
+			c.rec.misses++
 		case res == snapshot.LookupAlive, res == snapshot.LookupTimeWait:
 			d.stats.Skipped++
-			c.misses = 0
+			c.rec.misses = 0
 		default:
 			d.stats.Unconfirmed++
-			c.misses++
-			if int(c.misses) >= d.opts.MissLimit {
+			c.rec.misses++
+			if int(c.rec.misses) >= d.opts.MissLimit {
 				d.closeSlotLate(slot, now, event.ReasonGone, late)
 				continue
 			}
@@ -602,16 +703,16 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 // listening hashes. A TCP socket in state close (bound, never listening or
 // connected, or closed but still open) is in neither, only in the bind
 // hash that dumps walk, so the answer proves nothing for it.
-func goneMeansGone(s *snapshot.Socket) bool {
-	return s.Proto != snapshot.ProtoTCP || s.State != snapshot.StateClose
+func (r *record) goneMeansGone() bool {
+	return r.proto != snapshot.ProtoTCP || r.state != snapshot.StateClose
 }
 
 // staleMeansGone: an ESTALE answer means the kernel found another socket
 // at the tuple. For a connected TCP socket the tuple is unique, so ours is
 // gone; listeners and UDP sockets can share a tuple (SO_REUSEPORT), so the
 // answer proves nothing for them.
-func staleMeansGone(s *snapshot.Socket) bool {
-	return s.Proto == snapshot.ProtoTCP && s.State != snapshot.StateListen && s.Dst.Port() != 0
+func (r *record) staleMeansGone() bool {
+	return r.proto == snapshot.ProtoTCP && r.state != snapshot.StateListen && r.dport != 0
 }
 
 func (d *Differ) alloc() int32 {
@@ -634,14 +735,14 @@ func (d *Differ) closeSlotLate(slot int32, now time.Time, reason string, late bo
 
 func (d *Differ) closeSlotFailed(slot int32, now time.Time, reason string, late bool, fail event.Failure) {
 	c := &d.conns[slot]
-	if c.held {
+	if c.held() {
 		d.unhold(slot)
-		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
+		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen)})
 	}
-	if !c.silent {
-		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late, Failure: fail})
+	if !c.silent() {
+		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late, Failure: fail})
 		if d.opts.Destroy && reason == event.ReasonGone {
-			d.closedCookies[c.sock.Cookie] = now.Add(lateDestroyWindow).UnixNano()
+			d.closedCookies[c.rec.cookie] = now.Add(lateDestroyWindow).UnixNano()
 		}
 	}
 	d.release(slot)
@@ -650,10 +751,13 @@ func (d *Differ) closeSlotFailed(slot int32, now time.Time, reason string, late 
 // release stops tracking slot, without events.
 func (d *Differ) release(slot int32) {
 	c := &d.conns[slot]
-	if c.held {
+	if c.held() {
 		d.unhold(slot)
 	}
-	delete(d.byCookie, c.sock.Cookie)
+	d.byCookie.Delete(c.rec.cookie, d.cookieOf)
+	if len(d.goneAt) > 0 {
+		delete(d.goneAt, c.rec.cookie)
+	}
 	*c = conn{pos: -1}
 	d.free = append(d.free, slot)
 }
@@ -691,41 +795,41 @@ func (d *Differ) wanted(ev *event.Event) bool {
 // socket no poll saw is reported as appeared and closed, both marked
 // short-lived. The slice is reused by the next call of Diff or Destroyed.
 func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
-	if d.tab == nil {
+	if !d.inDiff {
 		d.resetEvents() // between two steps of a diff, its events are kept
 	}
 	for i := range t.Sockets {
 		s := &t.Sockets[i]
-		j, tracked := d.byCookie[s.Cookie]
-		if tracked && d.conns[j].sock.Proto == s.Proto && d.conns[j].sock.Family == s.Family && !d.conns[j].afterlife {
+		j, tracked := d.byCookie.Get(s.Cookie, d.cookieOf)
+		if tracked && d.conns[j].rec.proto == s.Proto && d.conns[j].rec.family == s.Family && !d.conns[j].afterlife() {
 			c := &d.conns[j]
-			if c.silent {
+			if c.silent() {
 				continue // a repeated notification
 			}
-			if c.held {
+			if c.held() {
 				// Held as a possible remnant, yet its own destroy came: a
 				// remnant has none, so it was a real socket. Announce it
 				// before its close.
 				d.unhold(j)
-				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
+				d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen)})
 			}
-			final := c.sock
+			final := c.rec.socket()
 			if s.HasInfo {
-				final.Info = finalInfo(&c.sock, &s.Info)
+				final.Info = finalInfo(&final, &s.Info)
 				final.HasInfo = true
 			}
 			if final.CgroupID == 0 {
 				final.CgroupID = s.CgroupID
 			}
 			fail := event.NotFailed
-			if c.phase == phaseOut && s.HasInfo {
+			if c.rec.phase == phaseOut && s.HasInfo {
 				// The notification's counters, not the combined ones: an
 				// abortive close zeroes them, and the attempt is judged
 				// by what the kernel says at the end.
 				fail = attemptFailure(s)
 			}
 			d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: final, FirstSeen: time.Unix(0, c.firstSeen), Reason: event.ReasonDestroyed, Failure: fail})
-			c.silent = true
+			c.set(fSilent, true)
 			continue
 		}
 		if _, dup := d.deadCookies[s.Cookie]; dup {
@@ -735,15 +839,15 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 			delete(d.closedCookies, s.Cookie) // reported closed by a poll
 			continue
 		}
-		if tracked && d.conns[j].afterlife {
+		if tracked && d.conns[j].afterlife() {
 			// The connection of a silent remnant that kept its cookie.
-			d.conns[j].afterlife = false
+			d.conns[j].set(fAfterlife, false)
 		}
 		if len(d.heldTuples) > 0 && s.Proto == snapshot.ProtoTCP {
 			if j, ok := d.heldTuples[tuple(s)]; ok {
 				// The held remnant was this connection's: never announce it.
 				d.unhold(j)
-				d.conns[j].silent = true
+				d.conns[j].set(fSilent, true)
 			}
 		}
 		d.deadCookies[s.Cookie] = d.gen
@@ -887,23 +991,44 @@ func (d *Differ) Forget(drop func(*snapshot.Socket) bool) int {
 	n := 0
 	for slot := range d.conns {
 		c := &d.conns[slot]
-		if !c.used || !drop(&c.sock) {
+		if !c.used() {
 			continue
 		}
-		if c.held {
+		if s := c.rec.socket(); !drop(&s) {
+			continue
+		}
+		if c.held() {
 			d.unhold(int32(slot))
 		}
-		delete(d.byCookie, c.sock.Cookie)
+		d.byCookie.Delete(c.rec.cookie, d.cookieOf)
+		if len(d.goneAt) > 0 {
+			delete(d.goneAt, c.rec.cookie)
+		}
 		*c = conn{pos: -1}
 		d.free = append(d.free, int32(slot))
 		n++
 	}
 	if n > 0 {
-		d.order = d.order[:0] // positions are stale; the next Diff rebuilds them
+		// Positions are stale; the next Diff rebuilds them. Between the
+		// steps of a diff, the sockets its chunks listed keep their
+		// place in the new order, the others become pending.
+		d.order = d.order[:0]
 		d.pending = d.pending[:0]
+		if d.inDiff {
+			next := d.next[:0]
+			for _, slot := range d.next {
+				if c := &d.conns[slot]; c.used() && c.gen == d.gen {
+					c.pos = int32(len(next))
+					next = append(next, slot)
+				}
+			}
+			d.next = next
+			d.cur, d.matched = 0, 0
+		}
 		for slot := range d.conns {
-			if d.conns[slot].used {
-				d.conns[slot].pos = -1
+			c := &d.conns[slot]
+			if c.used() && !(d.inDiff && c.gen == d.gen) {
+				c.pos = -1
 				d.pending = append(d.pending, int32(slot))
 			}
 		}
@@ -920,11 +1045,11 @@ type Tracked struct {
 
 // Export returns every socket still alive (not yet reported closed).
 func (d *Differ) Export() []Tracked {
-	out := make([]Tracked, 0, len(d.byCookie))
+	out := make([]Tracked, 0, d.byCookie.Len())
 	for i := range d.conns {
 		c := &d.conns[i]
-		if c.used && !c.silent {
-			out = append(out, Tracked{Socket: c.sock, FirstSeen: time.Unix(0, c.firstSeen)})
+		if c.used() && !c.silent() {
+			out = append(out, Tracked{Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen)})
 		}
 	}
 	return out
@@ -936,12 +1061,15 @@ func (d *Differ) Export() []Tracked {
 // are not announced again.
 func (d *Differ) Restore(ts []Tracked) {
 	for _, t := range ts {
-		if _, dup := d.byCookie[t.Socket.Cookie]; dup {
+		if _, dup := d.byCookie.Get(t.Socket.Cookie, d.cookieOf); dup {
 			continue
 		}
 		slot := d.alloc()
-		d.conns[slot] = conn{sock: t.Socket, firstSeen: t.FirstSeen.UnixNano(), pos: -1, used: true, phase: phaseNone.next(&t.Socket)}
-		d.byCookie[t.Socket.Cookie] = slot
+		c := &d.conns[slot]
+		*c = conn{rec: recordOf(&t.Socket), firstSeen: t.FirstSeen.UnixNano(), pos: -1}
+		c.rec.phase = phaseNone.next(&t.Socket)
+		c.set(fUsed, true)
+		d.byCookie.Put(t.Socket.Cookie, slot, d.cookieOf)
 		d.pending = append(d.pending, slot)
 	}
 	d.started = true
@@ -953,12 +1081,13 @@ func (d *Differ) Restore(ts []Tracked) {
 func (d *Differ) CloseAll(now time.Time, reason string) []event.Event {
 	d.resetEvents()
 	for slot := range d.conns {
-		if d.conns[slot].used {
+		if d.conns[slot].used() {
 			d.closeSlot(int32(slot), now, reason)
 		}
 	}
-	d.order = d.order[:0]
+	d.order, d.next = d.order[:0], d.next[:0]
 	d.pending = d.pending[:0]
+	d.inDiff = false
 	return d.events
 }
 
@@ -993,9 +1122,9 @@ func isRemnant(s *snapshot.Socket) bool {
 
 func (d *Differ) unhold(slot int32) {
 	c := &d.conns[slot]
-	c.held = false
-	if j, ok := d.heldTuples[tuple(&c.sock)]; ok && j == slot {
-		delete(d.heldTuples, tuple(&c.sock))
+	c.set(fHeld, false)
+	if j, ok := d.heldTuples[c.rec.tuple()]; ok && j == slot {
+		delete(d.heldTuples, c.rec.tuple())
 	}
 }
 
@@ -1045,8 +1174,6 @@ type flowKey struct {
 	family       snapshot.Family
 }
 
-func flowOf(s *snapshot.Socket) flowKey { return tuple(s).flow() }
-
 // flow is k without the interface.
 func (k tupleKey) flow() flowKey {
 	return flowKey{src: k.src, dst: k.dst, sport: k.sport, dport: k.dport, proto: k.proto, family: k.family}
@@ -1058,8 +1185,8 @@ func (k tupleKey) flow() flowKey {
 func (d *Differ) completedTuples() map[flowKey]bool {
 	done := make(map[flowKey]bool)
 	for i := range d.conns {
-		if c := &d.conns[i]; c.used && c.sock.Proto == snapshot.ProtoTCP && c.phase != phaseIn {
-			done[flowOf(&c.sock)] = true
+		if c := &d.conns[i]; c.used() && c.rec.proto == snapshot.ProtoTCP && c.rec.phase != phaseIn {
+			done[c.rec.tuple().flow()] = true
 		}
 	}
 	for k := range d.deadTuples {

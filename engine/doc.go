@@ -28,8 +28,9 @@
 // # Time stamps
 //
 // Every event's time is when the loop learnt of the change, read from the
-// loop's Clock after whatever told it, never before: a dump's events when
-// the dump ended (the worker reads the clock as it returns), closes its
+// loop's Clock after whatever told it, never before: the events of a
+// dump's chunk when its reading ended (the worker reads the clock then),
+// closes its
 // lookups confirm when they answered (the differ's Clock), each batch of
 // destroy notifications when its read returned, a vanished namespace's
 // closes when the listing that missed it was done. A time read earlier (a
@@ -38,9 +39,15 @@
 //
 // # Latency
 //
-// A dump runs on the worker; what the loop does with it, the diff, is
-// cut into chunks (diffChunk) between which it reads the notifications
-// queued meanwhile, so a large table does not hold closes back. Where
+// A dump runs on the worker, which hands it to the loop in chunks
+// (dumpChunk sockets) as it reads them; the loop diffs each chunk as it
+// comes, so the table is never held whole and a large one does not hold
+// closes back. Before a chunk is diffed, the loop takes every destroy
+// notification queued by the time the chunk was read (the waiter's
+// batches, then a read of the queue): a socket the chunk lists although
+// it was destroyed meanwhile, or its TIME_WAIT remnant, is then known for
+// what it is. At the dump's end the differ sweeps the tracked sockets no
+// chunk listed, whose closes it confirms by lookup. Where
 // notifications work, dumps leave out TIME_WAIT sockets
 // (leaveOutTimeWait): their closes were reported as they entered
 // TIME_WAIT, and on a busy server they are most of the table.

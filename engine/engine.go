@@ -40,15 +40,26 @@ func hostname() string {
 // usableRequests dumps each request once and keeps those the kernel
 // serves. A family or protocol the kernel lacks (IPv6 disabled, udp_diag
 // not built) is reported once and left out, instead of failing every poll.
-func usableRequests(conn Dumper, reqs []diag.Request, log *slog.Logger) ([]diag.Request, error) {
+//
+// It also counts the sockets the dumps listed, which sizes the tables of
+// the first poll. The dumps are read in small chunks, counted and
+// dropped: a whole table of a large host would be the start's peak of
+// memory.
+func usableRequests(conn Dumper, reqs []diag.Request, log *slog.Logger) ([]diag.Request, int, error) {
 	var ok []diag.Request
 	var tab snapshot.Table
 	var firstErr error
+	sockets := 0
+	count := func(t *snapshot.Table) *snapshot.Table {
+		sockets += t.Len()
+		return t
+	}
 	for i := 0; i < len(reqs); i++ {
 		r := reqs[i]
-		err := conn.Dump(&tab, []diag.Request{r})
+		last, err := conn.DumpEach(&tab, []diag.Request{r}, probeChunk, count)
 		switch {
 		case err == nil:
+			sockets += last.Len()
 			ok = append(ok, r)
 		case r.Family == snapshot.FamilyAny:
 			// No v1 request here: one request per family instead.
@@ -66,10 +77,13 @@ func usableRequests(conn Dumper, reqs []diag.Request, log *slog.Logger) ([]diag.
 		if firstErr == nil {
 			firstErr = errors.New("no protocol and family can be dumped")
 		}
-		return nil, fmt.Errorf("sock_diag: %w", firstErr)
+		return nil, 0, fmt.Errorf("sock_diag: %w", firstErr)
 	}
-	return ok, nil
+	return ok, sockets, nil
 }
+
+// probeChunk is the chunk of usableRequests's dumps.
+const probeChunk = 256
 
 // Snapshot writes the host namespace's socket table as it is now
 // (`connlogd -once`), through the loop's own path: the plan's filter,
@@ -84,7 +98,7 @@ func Snapshot(cfg *config.Config, stdout io.Writer, log *slog.Logger) error {
 		return err
 	}
 	defer conn.Close()
-	reqs, err := usableRequests(conn, diag.Requests(cfg.Protocols, cfg.Families, true), log)
+	reqs, _, err := usableRequests(conn, diag.Requests(cfg.Protocols, cfg.Families, true), log)
 	if err != nil {
 		return err
 	}
@@ -203,8 +217,12 @@ type loop struct {
 	openSinks sinkOpener
 
 	dumpReq  chan dumpJob // to the dump worker
-	dumpDone chan dumpJob // from it
-	sched    scheduler
+	dumpDone chan dumpJob // from it, chunk by chunk
+	// chunks are the tables a dump is read into, back from the loop;
+	// chunkSize the sockets of a chunk (dumpChunk, smaller in tests).
+	chunks    chan *snapshot.Table
+	chunkSize int
+	sched     scheduler
 
 	nsDenied bool // entering namespaces was refused; said once
 	sinkErr  bool
@@ -251,6 +269,11 @@ func newLoop(cfg *config.Config, opts Options, clock Clock, open opener, discove
 		openSinks: openSinks,
 		dumpReq:   make(chan dumpJob, 1),
 		dumpDone:  make(chan dumpJob, 1),
+		chunks:    make(chan *snapshot.Table, chunkTables),
+		chunkSize: dumpChunk,
+	}
+	for range chunkTables {
+		d.chunks <- new(snapshot.Table)
 	}
 	if d.met == nil {
 		d.met = noMetrics{}
@@ -588,6 +611,7 @@ func (d *loop) rescan() error {
 		// Closes queued before it went are its sockets' last words: a
 		// short-lived namespace's last connections may be there alone.
 		d.drainDestroy(w, true)
+		w.abortPoll()
 		evs := w.differ.CloseAll(now, event.ReasonNetnsGone)
 		for i := range evs {
 			w.tag(&evs[i])
@@ -640,19 +664,56 @@ func (d *loop) reorder() {
 	d.met.Namespaces(len(d.order))
 }
 
-// finishPoll takes a namespace's finished dump: diffs it, or reports its
-// failure. Its events are stamped with the time the dump ended: the dump
-// is what told the loop, and it listed each socket before then. Closes
-// its lookups confirm are stamped when they answered (differ's Clock),
-// notifications with the time they were read.
+// pollChunk diffs one chunk of a namespace's dump, the first one
+// starting the diff. Its events are stamped with the time the chunk was
+// read: the dump is what told the loop, and it listed each socket before
+// then.
+func (d *loop) pollChunk(j dumpJob) {
+	w := j.w
+	if !w.polling {
+		if w.sizeHint > 0 {
+			// The first poll: size the tables for the sockets the
+			// probe at open counted (nothing once they hold sockets).
+			w.differ.Reserve(w.sizeHint)
+			w.owners.Reserve(w.sizeHint)
+			w.sizeHint = 0
+		}
+		w.polling, w.tally = true, [2][2]int{}
+		w.differ.SetTimeWaitDumped(!j.noTimeWait)
+		w.differ.Begin()
+		w.owners.BeginRefresh()
+	}
+	// The kernel filtered this dump with the plan it was made with; a
+	// reload since then may have changed the filter (and forgotten the
+	// sockets the new one excludes), so only the running plan's own
+	// dumps skip the filter here.
+	if !w.plan.filtered(j.plan) {
+		w.plan.keep(j.chunk)
+	}
+	// Every notification queued before the chunk was read goes first:
+	// the chunk may list a socket they report (the dump raced with its
+	// destroy), or its TIME_WAIT remnant. The waiter's batches, then a
+	// read of what is queued now, after the chunk's reading ended.
+	w.lost = d.drainDestroy(w, true) || w.lost
+	w.owners.RefreshChunk(j.chunk)
+	d.ownerWarnings()
+	w.differ.Step(j.chunk, j.at)
+	w.countSockets(j.chunk)
+}
+
+// finishPoll takes the end of a namespace's dump: diffs its last chunk
+// and sweeps the tracked sockets no chunk listed (the differ's confirmed
+// closes: lookups, stamped when they answered), or reports its failure.
 func (d *loop) finishPoll(j dumpJob) {
-	w, now := j.w, j.end
+	w, now := j.w, j.at
 	w.lastCost = d.clock.Now().Sub(j.start)
 	if err := j.err; err != nil {
-		// A partial table must not be diffed: every socket it lacks would
-		// become a suspect. Report the failure once per streak.
+		// What the chunks read so far showed is reported, but a partial
+		// dump has no suspects: every socket it did not reach would be
+		// one. Report the failure once per streak.
+		w.abortPoll()
 		d.met.DumpFailed()
-		w.diffed = false // tab holds part of a dump
+		w.diffed = false
 		if !w.failing {
 			w.failing = true
 			d.log.Error("poll failed; retrying every interval", "netns", w.String(), "err", err)
@@ -660,53 +721,31 @@ func (d *loop) finishPoll(j dumpJob) {
 			w.tag(&ev)
 			d.write(&ev)
 		}
+		if w.lost {
+			w.lost = false
+			d.resync(w)
+		}
 		return
 	}
 	if w.failing {
 		w.failing = false
 		d.log.Info("polling recovered", "netns", w.String())
 	}
-	// The kernel filtered this dump with the plan it was made with; a
-	// reload since then may have changed the filter (and forgotten the
-	// sockets the new one excludes), so only the running plan's own
-	// dumps skip the filter here.
-	if !w.plan.filtered(j.plan) {
-		w.plan.keep(&w.tab)
-	}
-	// Notifications queued while the dump ran go first: the dump may hold
-	// the TIME_WAIT remnant of a connection they report.
-	lost := d.drainDestroy(w, true)
-	w.owners.Refresh(&w.tab)
-	d.ownerWarnings()
-	// A large table takes tens of milliseconds to compare: the closes
-	// queued meanwhile are read between chunks, not held until the end.
-	w.differ.SetTimeWaitDumped(!j.noTimeWait)
-	w.differ.Begin(&w.tab, now)
-	for !w.differ.Step(diffChunk) {
-		if w.destroy != nil {
-			lost = d.drainDestroy(w, false) || lost
-		}
-	}
-	if _, err := w.differ.Finish(w.conn); err != nil {
+	d.pollChunk(j)
+	w.polling = false
+	w.owners.EndRefresh(true)
+	if _, err := w.differ.Finish(now, w.conn); err != nil {
 		d.log.Warn("lookup of missing sockets failed; they stay tracked until confirmed", "netns", w.String(), "err", err)
 	}
 	w.diffed = true
-	w.countSockets()
-	// A resynchronising dump may have listed a minute of TIME_WAIT
-	// sockets: its storage is not kept for the smaller dumps after it.
-	if n, c := len(w.tab.Sockets), cap(w.tab.Sockets); c > 4096 && c > 4*n {
-		w.tab.Sockets = make([]snapshot.Socket, 0, 2*n)
-	}
+	w.counts = w.tally
 	d.met.Polled(w.lastCost)
 	d.reportCounters(w, d.clock.Now())
-	if lost {
+	if w.lost {
+		w.lost = false
 		d.resync(w) // the dump predates the lost notifications
 	}
 }
-
-// diffChunk is how many sockets the differ compares between two reads of
-// the destroy notifications: about a millisecond of work.
-const diffChunk = 4096
 
 // drainDestroy logs the closes of every destroy notification read: the
 // batches the waiter kept, then, with queued, what is still queued (the

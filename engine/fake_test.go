@@ -147,6 +147,52 @@ type fakeDumper struct {
 	// onDump, when set, runs (unlocked) as dump number n (from 1) starts.
 	onDump  func(n int)
 	started int
+	// onChunk, when set, runs (unlocked) before chunk number n (from 1)
+	// of a DumpEach is read: the table may change meanwhile. Reading a
+	// chunk takes chunkCost of the fake clock.
+	onChunk   func(n int)
+	chunkCost time.Duration
+}
+
+// DumpEach dumps as Dump does, then reads the table out chunk by chunk,
+// running onChunk before each and taking the table as it is then: like
+// the kernel's, a dump under churn may list a socket twice, or miss it.
+func (f *fakeDumper) DumpEach(t *snapshot.Table, reqs []diag.Request, n int, flush func(*snapshot.Table) *snapshot.Table) (*snapshot.Table, error) {
+	f.mu.Lock()
+	hook := f.onChunk
+	f.mu.Unlock()
+	if hook == nil {
+		var all snapshot.Table
+		err := f.Dump(&all, reqs)
+		t.Reset()
+		for i := range all.Sockets {
+			*t.Append() = all.Sockets[i]
+			if t.Len() >= n && i < len(all.Sockets)-1 {
+				t = flush(t)
+				t.Reset()
+			}
+		}
+		return t, err
+	}
+	// With the hook: chunk k is the sockets from index (k-1)*n of the
+	// table dumped after the hook ran.
+	t.Reset()
+	for k := 1; ; k++ {
+		hook(k)
+		var all snapshot.Table
+		if err := f.Dump(&all, reqs); err != nil {
+			return t, err
+		}
+		f.clock.Advance(f.chunkCost)
+		lo := min((k-1)*n, len(all.Sockets))
+		hi := min(lo+n, len(all.Sockets))
+		t.Sockets = append(t.Sockets, all.Sockets[lo:hi]...)
+		if hi == len(all.Sockets) {
+			return t, nil
+		}
+		t = flush(t)
+		t.Reset()
+	}
 }
 
 func (f *fakeDumper) Dump(t *snapshot.Table, reqs []diag.Request) error {

@@ -23,7 +23,6 @@ type namespace struct {
 	conn    Dumper
 	reqs    []diag.Request // those the kernel serves, without filter programs
 	differ  *differ.Differ
-	tab     snapshot.Table
 	destroy Subscription // nil when notifications are unavailable
 	stop    func()       // stops the destroy waiter
 	// sockstat files opened inside the namespace: when they count no TCP
@@ -34,11 +33,19 @@ type namespace struct {
 	// used is the namespace's "sockets: used" count at the last poll.
 	used   int
 	usedOK bool
-	// diffed: tab holds the last dump, the one the differ took (no dump
-	// failed since).
+	// diffed: the last dump was diffed whole (no dump failed since).
 	diffed bool
-
-	counts [2][2]int // last poll: tcp/udp × ipv4/ipv6, for the metrics
+	// polling: a dump's chunks are being diffed (the differ and the
+	// owners are between their Begin and the end); lost: notifications
+	// were lost meanwhile. dumping: the dump worker has the namespace's
+	// dump in hand, and with it the lock of conn: closeConn says to close
+	// conn when it is done.
+	polling, lost      bool
+	dumping, closeConn bool
+	counts, tally      [2][2]int // last poll, this one so far: tcp/udp × ipv4/ipv6
+	// sizeHint is how many sockets the probe at open listed, to size the
+	// differ and the owners at the first poll; 0 after.
+	sizeHint int
 	// plan is the namespace's share of the running plan: its requests
 	// with the filter's programs. A dump job carries the one it was made
 	// with.
@@ -88,6 +95,7 @@ type opened struct {
 	h          handles
 	destroyErr error
 	reqs       []diag.Request // those the kernel serves, without filter programs
+	sockets    int            // how many sockets the probe of reqs listed
 	err        error
 	// container is the id of the container of the process the namespace
 	// was seen in, when the watcher saw one.
@@ -110,7 +118,7 @@ func openHandles(open opener, ns netns.NS, enter string, cfg *config.Config, log
 	}
 	// Probe without the filter program: usableRequests reads EINVAL as
 	// "cannot dump this family", which a bad program must not fake.
-	o.reqs, o.err = usableRequests(o.h.Dumper, diag.Requests(cfg.Protocols, cfg.Families, true), log.With("netns", ns.String()))
+	o.reqs, o.sockets, o.err = usableRequests(o.h.Dumper, diag.Requests(cfg.Protocols, cfg.Families, true), log.With("netns", ns.String()))
 	return o
 }
 
@@ -169,7 +177,7 @@ func (d *loop) build(o opened) (*namespace, error) {
 	}
 	w.differ = differ.New(differ.Options{States: d.plan.States, Output: w.output, UpdateInterval: cfg.FlowUpdateInterval, Clock: d.clock.Now})
 	w.conn, w.destroy, w.sockstat, w.sockstat6 = h.Dumper, h.Destroy, h.Sockstat, h.Sockstat6
-	w.reqs = o.reqs
+	w.reqs, w.sizeHint = o.reqs, o.sockets
 	w.plan = d.plan.forNamespace(o.reqs)
 	d.setContainer(w, o.container)
 	switch {
@@ -395,7 +403,11 @@ func (w *namespace) close() {
 	} else if w.destroy != nil {
 		_ = w.destroy.Close()
 	}
-	if w.conn != nil {
+	// A dump in flight holds conn until the loop takes its chunks:
+	// closed then (dumped), not here, where the loop would wait for it.
+	if w.conn != nil && w.dumping {
+		w.closeConn = true
+	} else if w.conn != nil {
 		_ = w.conn.Close() // nothing to do about it; the namespace is done
 	}
 	for _, f := range []*os.File{w.sockstat, w.sockstat6} {
@@ -430,9 +442,8 @@ func (w *namespace) activeRequests(buf []diag.Request, reqs []diag.Request) []di
 	if !quiet || !ok4 || tw != 0 || !w.diffed || (!empty4 && !empty6) {
 		return append(buf, reqs...)
 	}
-	// Only now, with a family counted empty, look at the last table:
-	// a namespace of many sockets never pays for the scan.
-	had4, had6 := w.tab.HasTCP()
+	// With a family counted empty, the last dump must have found none.
+	had4, had6 := w.counts[0][0] > 0, w.counts[0][1] > 0
 	empty4, empty6 = empty4 && !had4, empty6 && !had6
 	for _, r := range reqs {
 		// TIME_WAIT sockets of both families are counted together, in
@@ -491,12 +502,12 @@ func (w *namespace) readStat(f *os.File) []byte {
 
 func (w *namespace) String() string { return w.ns.String() }
 
-// countSockets counts the last dump's sockets by protocol and family, for
-// the metrics.
-func (w *namespace) countSockets() {
-	var c [2][2]int
-	for i := range w.tab.Sockets {
-		s := &w.tab.Sockets[i]
+// countSockets adds a chunk's sockets, by protocol and family, to the
+// dump's tally, for the metrics and activeRequests. A socket the kernel
+// listed twice counts twice: the figure is a gauge.
+func (w *namespace) countSockets(t *snapshot.Table) {
+	for i := range t.Sockets {
+		s := &t.Sockets[i]
 		p, f := 0, 0
 		if s.Proto == snapshot.ProtoUDP {
 			p = 1
@@ -504,7 +515,18 @@ func (w *namespace) countSockets() {
 		if s.Family == snapshot.FamilyIPv6 {
 			f = 1
 		}
-		c[p][f]++
+		w.tally[p][f]++
 	}
-	w.counts = c
+}
+
+// abortPoll ends the diff of a dump whose chunks will not all come (it
+// failed, or the namespace is replaced or gone): the sockets no chunk
+// listed are not suspects.
+func (w *namespace) abortPoll() {
+	if !w.polling {
+		return
+	}
+	w.polling = false
+	w.differ.Abort()
+	w.owners.EndRefresh(false)
 }

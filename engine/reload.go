@@ -82,8 +82,9 @@ func (d *loop) apply(plan *Plan, out Output) (prev *config.Config) {
 	for _, w := range d.order {
 		w.differ.SetStates(plan.States)
 		w.differ.SetUpdateInterval(plan.Config.FlowUpdateInterval)
-		// A dump in flight keeps the nsPlan it was made with; finishPoll
-		// sees it is not this one and filters its result here.
+		// A dump in flight keeps the nsPlan it was made with; pollChunk
+		// sees it is not this one and filters its chunks here. Sockets
+		// forgotten between two chunks come back in no later one.
 		w.plan = plan.forNamespace(w.reqs)
 		if filterChanged {
 			// Sockets the new filters exclude leave silently: no longer
@@ -116,7 +117,9 @@ func (d *loop) rewatch(w *namespace) {
 		d.log.Error("cannot apply the new protocols or families to this namespace; keeping the old ones", "netns", w.String(), "err", err)
 		return
 	}
-	// Keep what the old namespace learned: the table and the owners.
+	// Keep what the old namespace learned: the table and the owners. The
+	// diff of a dump in flight on w ends here: its chunks go nowhere.
+	w.abortPoll()
 	nw.owners.Close()
 	nw.owners, w.owners = w.owners, nil
 	w.close()

@@ -51,6 +51,10 @@ func (t systemTicker) C() <-chan time.Time { return t.Ticker.C }
 // its namespace when opened. Lookup makes it the differ's Prober.
 type Dumper interface {
 	Dump(t *snapshot.Table, reqs []diag.Request) error
+	// DumpEach is Dump handing the table over in chunks as it is read
+	// (diag.Conn.DumpEach): flush gets t each time it holds n sockets or
+	// more and returns the table to fill next; the rest is returned.
+	DumpEach(t *snapshot.Table, reqs []diag.Request, n int, flush func(*snapshot.Table) *snapshot.Table) (*snapshot.Table, error)
 	differ.Prober
 	Close() error
 }

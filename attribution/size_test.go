@@ -1,0 +1,17 @@
+package attribution
+
+import (
+	"testing"
+	"unsafe"
+)
+
+// TestRecordSizes holds the per-socket structs to the sizes the memory
+// figures (bench/churn/README.md) count.
+func TestRecordSizes(t *testing.T) {
+	if n := unsafe.Sizeof(record{}); n != 40 {
+		t.Errorf("record is %d bytes; want 40", n)
+	}
+	if n := unsafe.Sizeof(owner{}); n != 48 {
+		t.Errorf("owner is %d bytes; want 48", n)
+	}
+}

@@ -171,6 +171,11 @@ const (
 	// its notification, which Destroyed still reports should it carry the
 	// remnant's cookie.
 	fAfterlife
+	// fRestored: restored from the previous run's table and listed by no
+	// dump since; its close, whenever a poll confirms it, happened while
+	// connlogd was not running (Event.Late), also when the confirmation
+	// takes more than the first poll (a lookup that could not answer).
+	fRestored
 )
 
 func (c *conn) used() bool      { return c.rec.flags&fUsed != 0 }
@@ -397,6 +402,7 @@ func (d *Differ) Step(t *snapshot.Table, now time.Time) {
 			}
 			c.gen = d.gen
 			c.rec.misses = 0
+			c.set(fRestored, false)
 			switch {
 			case c.held():
 				d.unhold(slot)
@@ -740,6 +746,7 @@ func (d *Differ) closeSlotFailed(slot int32, now time.Time, reason string, late 
 		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen)})
 	}
 	if !c.silent() {
+		late = late || c.rec.flags&fRestored != 0
 		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: c.rec.socket(), FirstSeen: time.Unix(0, c.firstSeen), Reason: reason, Late: late, Failure: fail})
 		if d.opts.Destroy && reason == event.ReasonGone {
 			d.closedCookies[c.rec.cookie] = now.Add(lateDestroyWindow).UnixNano()
@@ -1069,6 +1076,7 @@ func (d *Differ) Restore(ts []Tracked) {
 		*c = conn{rec: recordOf(&t.Socket), firstSeen: t.FirstSeen.UnixNano(), pos: -1}
 		c.rec.phase = phaseNone.next(&t.Socket)
 		c.set(fUsed, true)
+		c.set(fRestored, true)
 		d.byCookie.Put(t.Socket.Cookie, slot, d.cookieOf)
 		d.pending = append(d.pending, slot)
 	}

@@ -534,6 +534,39 @@ func TestRestoreReportsOnlyWhatChangedWhileDown(t *testing.T) {
 	}
 }
 
+// TestRestoredCloseIsLateWhenConfirmedLater: a restored socket the first
+// poll misses, whose lookup cannot answer, is confirmed closed by the
+// next poll: still a close from while connlogd was not running (late),
+// as no dump listed it since the start.
+func TestRestoredCloseIsLateWhenConfirmedLater(t *testing.T) {
+	est := snapshot.StateEstablished
+	first := New(Options{})
+	first.Diff(table(sock(1, est), listener(2)), t0, nil)
+	d := New(Options{})
+	d.Restore(first.Export())
+	p := &fakeProber{} // every lookup undecided
+	at := t0.Add(time.Minute)
+	var evs []event.Event
+	for i := 1; i <= 3; i++ { // MissLimit's default
+		evs, _ = d.Diff(table(sock(1, est)), at, p)
+		at = at.Add(time.Second)
+		if i < 3 && len(evs) != 0 {
+			t.Fatalf("poll %d: %s; want nothing until the close is confirmed", i, summary(evs))
+		}
+	}
+	if summary(evs) != "closed:2:listen:gone" || !evs[0].Late {
+		t.Fatalf("third poll: %s late %v; want the listener closed, late", summary(evs), len(evs) > 0 && evs[0].Late)
+	}
+	// Seen alive after the start, a socket's close is not late.
+	for range 3 {
+		evs, _ = d.Diff(table(), at, p)
+		at = at.Add(time.Second)
+	}
+	if summary(evs) != "closed:1:established:gone" || evs[0].Late {
+		t.Errorf("a socket polls saw since the start: %s late %v; want closed, not late", summary(evs), len(evs) > 0 && evs[0].Late)
+	}
+}
+
 func TestForgetDropsWithoutEvents(t *testing.T) {
 	est := snapshot.StateEstablished
 	d := New(Options{})

@@ -70,7 +70,8 @@ func (l *listeners) add(s *snapshot.Socket) {
 // direction decides the direction of s against the listeners:
 //
 //   - listen: s is of classListen;
-//   - inbound: s is connected, and a listener of its protocol and family
+//   - inbound: s is a TCP request socket (syn_recv), or it is connected
+//     and a listener of its protocol and family
 //     has its local port on its local address or on the wildcard address
 //     (a dual-stack [::] listener's IPv4 connections are IPv6 sockets with
 //     IPv4-mapped addresses, so they match it);
@@ -83,6 +84,12 @@ func (l *listeners) direction(s *snapshot.Socket) event.Direction {
 		return event.DirectionListen
 	case classNone:
 		return event.DirectionUnknown
+	}
+	if s.Proto == snapshot.ProtoTCP && s.State == snapshot.StateSynRecv {
+		// A request socket: only a passive open makes one, whether or not
+		// its listener is indexed yet (made since the last dump, or listed
+		// in a later chunk of this one).
+		return event.DirectionInbound
 	}
 	local := s.Src.Addr().WithZone("")
 	for _, a := range l.m[listenKey{s.Proto, s.Family, s.Src.Port()}] {

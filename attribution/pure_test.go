@@ -203,6 +203,7 @@ func TestDirection(t *testing.T) {
 		{"accepted by a wildcard listener", sock(tcp, established, "10.0.0.5:22", "10.0.0.9:51000"), event.DirectionInbound},
 		{"port of a specific listener, other address", sock(tcp, established, "10.0.0.5:8080", "10.0.0.9:51000"), event.DirectionOutbound},
 		{"request socket", sock(tcp, synRecv, "10.0.0.5:22", "10.0.0.9:51001"), event.DirectionInbound},
+		{"request socket of a listener not indexed yet", sock(tcp, synRecv, "10.9.9.1:33999", "10.8.1.1:5555"), event.DirectionInbound},
 		{"time_wait of an accepted connection", sock(tcp, timeWait, "10.0.0.5:22", "10.0.0.9:51002"), event.DirectionInbound},
 		{"connecting", sock(tcp, synSent, "10.0.0.5:40000", "93.184.216.34:443"), event.DirectionOutbound},
 		{"dual-stack listener, IPv4 client", sock(tcp, established, "[::ffff:10.0.0.5]:443", "[::ffff:10.0.0.9]:51000"), event.DirectionInbound},

@@ -77,7 +77,9 @@ type LiveWatcher struct {
 	}
 	checks chan struct{} // semaphore of bind checks
 
-	fw      *fsnotify.Watcher
+	fw *fsnotify.Watcher
+	// dirs are the bind directories watched, set before the watch begins.
+	dirs    []string
 	conn    *os.File
 	quit    chan struct{}
 	wg      sync.WaitGroup
@@ -256,6 +258,7 @@ func (w *LiveWatcher) startDirs(dirs []string) error {
 	for _, d := range dirs {
 		targets = append(targets, filepath.Clean(d))
 	}
+	w.dirs = targets
 	added := map[ID]string{}
 	w.setupDirs(targets, added, false)
 	w.wg.Add(1)
@@ -518,9 +521,29 @@ func (w *LiveWatcher) connLoop(rc interface {
 			if err != nil || w.seenID(id) {
 				continue // exited already, or a namespace known
 			}
-			w.report(NS{ID: id, Path: path})
+			w.report(NS{ID: id, Name: w.boundName(id), Path: path})
 		}
 	}
+}
+
+// boundName returns the name id is bound under in a bind directory, ""
+// when none. `ip netns add` binds a namespace before any process enters
+// it, so when a process start in it is seen before the bind directory's
+// check has told of the mount, the namespace still has its name on its
+// first events.
+func (w *LiveWatcher) boundName(id ID) string {
+	for _, dir := range w.dirs {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if got, err := statID(filepath.Join(dir, e.Name())); err == nil && got == id {
+				return e.Name()
+			}
+		}
+	}
+	return ""
 }
 
 // exited forgets pid as the process a namespace was reported in, and

@@ -213,3 +213,36 @@ func TestWatcherWithoutNetAdmin(t *testing.T) {
 		t.Fatalf("without CAP_NET_ADMIN: %v\n%s", err, out)
 	}
 }
+
+// A namespace bound in a watched directory, whose first process start is
+// seen before any change of the directory tells of it (here the file
+// existed, unmounted, when the watch began, and a mount makes no inotify
+// event), is reported with its name: `ip netns add` binds before `ip
+// netns exec` enters, and the events of that first moment are named.
+func TestWatcherNamesAProcessNamespaceBoundAlready(t *testing.T) {
+	netnstest.Require(t)
+	src := netnstest.New(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "early")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, netns.WatchOptions{Dirs: []string{dir}, Procs: true})
+	if err := unix.Mount(src.Path, file, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(file, unix.MNT_DETACH) })
+	id := nsID(t, src.Path)
+	cmd := exec.Command("nsenter", "--net="+file, "sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	c, _ := waitChange(t, w, "the process in the bound namespace", func(c netns.Change) bool { return c.NS.ID == id })
+	if c.File != nil {
+		defer c.File.Close()
+	}
+	if c.NS.Name != "early" {
+		t.Errorf("reported %+v, want it named early", c.NS)
+	}
+}

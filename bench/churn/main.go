@@ -34,11 +34,6 @@ type record struct {
 	sport, dport uint16
 	// Unix ns: before socket(2), before close(2), after close(2) returned.
 	connect, closeStart, closeEnd int64
-	// peerClose: when the server began to close its end of the connection
-	// (Unix ns; 0 with -linger0, or when unknown). With FIN closes the
-	// client's socket is destroyed when the server's FIN arrives, not at
-	// its own close(2): on loopback, during the server's close(2).
-	peerClose int64
 }
 
 type options struct {
@@ -103,9 +98,6 @@ func run(o *options) error {
 	drained := srv.drain(5 * time.Second)
 	srv.close()
 
-	if !o.linger0 {
-		srv.match(recs)
-	}
 	n, err := write(o.out, recs)
 	if err != nil {
 		return err
@@ -243,20 +235,10 @@ type server struct {
 	lns    []net.Listener
 	active atomic.Int64
 	wg     sync.WaitGroup
-
-	mu sync.Mutex
-	// closes: when each accepted connection's close began, by its tuple
-	// as the client sees it, in time order.
-	closes map[tupleKey][]int64
-}
-
-type tupleKey struct {
-	src, dst     [4]byte
-	sport, dport uint16
 }
 
 func serve(addrs, port int) (*server, error) {
-	s := &server{closes: map[tupleKey][]int64{}}
+	s := &server{}
 	for i := 1; i <= addrs; i++ {
 		ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.%d:%d", i, port))
 		if err != nil {
@@ -291,16 +273,7 @@ func (s *server) accept(ln net.Listener) {
 					break
 				}
 			}
-			at := time.Now().UnixNano()
 			c.Close()
-			peer, local := c.RemoteAddr().(*net.TCPAddr), c.LocalAddr().(*net.TCPAddr)
-			var k tupleKey
-			copy(k.src[:], peer.IP.To4())
-			copy(k.dst[:], local.IP.To4())
-			k.sport, k.dport = uint16(peer.Port), uint16(local.Port)
-			s.mu.Lock()
-			s.closes[k] = append(s.closes[k], at)
-			s.mu.Unlock()
 		}()
 	}
 }
@@ -324,23 +297,6 @@ func (s *server) close() {
 	s.wg.Wait()
 }
 
-// match gives each client record the start of the server's close of the
-// same connection: the first close of its tuple after the client's own
-// close began (a tuple comes back once its TIME_WAIT is reused).
-func (s *server) match(recs [][]record) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, rs := range recs {
-		for i := range rs {
-			r := &rs[i]
-			ts := s.closes[tupleKey{r.src, r.dst, r.sport, r.dport}]
-			if j := sort.Search(len(ts), func(j int) bool { return ts[j] >= r.closeStart }); j < len(ts) {
-				r.peerClose = ts[j]
-			}
-		}
-	}
-}
-
 // write stores the records, in close order, as CSV.
 func write(path string, recs [][]record) (int, error) {
 	var all []record
@@ -353,10 +309,10 @@ func write(path string, recs [][]record) (int, error) {
 		return 0, err
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	fmt.Fprintln(w, "src_ip,src_port,dst_ip,dst_port,connect_ns,close_start_ns,close_end_ns,peer_close_start_ns")
+	fmt.Fprintln(w, "src_ip,src_port,dst_ip,dst_port,connect_ns,close_start_ns,close_end_ns")
 	for i := range all {
 		r := &all[i]
-		fmt.Fprintf(w, "%s,%d,%s,%d,%d,%d,%d,%d\n", netip.AddrFrom4(r.src), r.sport, netip.AddrFrom4(r.dst), r.dport, r.connect, r.closeStart, r.closeEnd, r.peerClose)
+		fmt.Fprintf(w, "%s,%d,%s,%d,%d,%d,%d\n", netip.AddrFrom4(r.src), r.sport, netip.AddrFrom4(r.dst), r.dport, r.connect, r.closeStart, r.closeEnd)
 	}
 	if err := w.Flush(); err != nil {
 		f.Close()

@@ -62,11 +62,8 @@ func (t tuple) String() string {
 // record is one client socket of the generator.
 type record struct {
 	connect, closeStart, closeEnd int64
-	// peerClose: when the server began its close (FIN closes only; 0 when
-	// unknown). The client's socket is destroyed by then, not before.
-	peerClose int64
-	cookies   []*life // matched client cookies
-	server    []*life // matched server-side cookies
+	cookies                       []*life // matched client cookies
+	server                        []*life // matched server-side cookies
 }
 
 // life is what the events say of one cookie.
@@ -194,10 +191,6 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle, 
 		captured, missing, dup, partial      int
 		srvCaptured, srvMissing, srvDup      int
 		lat, latStart, latDestroyed, latGone []int64
-		// latEnd: from the end of the connection, the later of the two
-		// ends' closes (FIN closes): the client's socket is not destroyed,
-		// and cannot be reported, before the server's FIN arrives.
-		latEnd                               []int64
 		closesReported, stamped, stamped1ms  int
 		stampedMax                           int64
 		phases                               [11][]int64 // latency by time since the last poll tick, 100 ms buckets
@@ -238,9 +231,6 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle, 
 				d := own.closedAt - r.closeEnd
 				lat = append(lat, d)
 				latStart = append(latStart, own.closedAt-r.closeStart)
-				if r.peerClose > 0 {
-					latEnd = append(latEnd, own.closedAt-max(r.closeStart, r.peerClose))
-				}
 				if i := sort.Search(len(el.ticks), func(i int) bool { return el.ticks[i] > r.closeEnd }); i > 0 {
 					b := min(int((r.closeEnd-el.ticks[i-1])/int64(100*time.Millisecond)), len(phases)-1)
 					phases[b] = append(phases[b], d)
@@ -305,9 +295,6 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle, 
 	fmt.Printf("stamped early       %d (closed ts before close(2) was called, by up to %.3f ms); %d by more than 1 ms (beyond clock-read noise)\n", stamped, ms(stampedMax), stamped1ms)
 	printLatency("latency (own closed ts - close(2) return)", lat)
 	printLatency("  from close(2) call instead", latStart)
-	if len(latEnd) > 0 {
-		printLatency("  from the connection's end", latEnd)
-	}
 	if len(latGone) > 0 {
 		printLatency("  closes from the destroy notification", latDestroyed)
 		printLatency("  closes confirmed by a poll", latGone)
@@ -340,18 +327,11 @@ func run(eventsPath, recordsPath string, port uint16, daemonLog string, settle, 
 			return err
 		}
 	}
-	// One line for scripts. The end_* percentiles are from the
-	// connection's end (FIN closes; the same as the others with RST
-	// closes, where the client's close ends it).
-	end := latEnd
-	if len(end) == 0 {
-		end = lat
-	}
-	fmt.Printf("RESULT made=%d conn_per_s=%.0f captured=%d capture_pct=%.4f own_closes=%d missing=%d incomplete=%d duplicated=%d gaps=%d stamped_early=%d stamped_early_over_1ms=%d p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f end_p50_ms=%.3f end_p99_ms=%.3f end_p999_ms=%.3f\n",
+	// One line for scripts.
+	fmt.Printf("RESULT made=%d conn_per_s=%.0f captured=%d capture_pct=%.4f own_closes=%d missing=%d incomplete=%d duplicated=%d gaps=%d stamped_early=%d stamped_early_over_1ms=%d p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f\n",
 		nrec, float64(nrec)/secs, captured, 100*float64(captured)/float64(nrec), closesReported, missing, partial, dup,
 		countGaps(gaps, lo-int64(2*time.Second), hi+int64(settle)), stamped, stamped1ms,
-		ms(pct(lat, 50)), ms(pct(lat, 90)), ms(pct(lat, 99)), ms(pct(lat, 99.9)), ms(pct(lat, 100)),
-		ms(pct(end, 50)), ms(pct(end, 99)), ms(pct(end, 99.9)))
+		ms(pct(lat, 50)), ms(pct(lat, 90)), ms(pct(lat, 99)), ms(pct(lat, 99.9)), ms(pct(lat, 100)))
 	return nil
 }
 
@@ -480,17 +460,16 @@ func readRecords(path string) (map[tuple][]*record, int, error) {
 		if line == 1 && row[0] == "src_ip" {
 			continue
 		}
-		// 7 fields from generators before peer_close_start_ns.
-		if len(row) != 7 && len(row) != 8 {
-			return nil, 0, fmt.Errorf("%s:%d: %d fields, want 8", path, line, len(row))
+		if len(row) != 7 {
+			return nil, 0, fmt.Errorf("%s:%d: %d fields, want 7", path, line, len(row))
 		}
 		var t tuple
-		var nums [6]uint64
+		var nums [5]uint64
 		if t.src, err = netip.ParseAddr(row[0]); err == nil {
 			t.dst, err = netip.ParseAddr(row[2])
 		}
-		for i, j := range []int{1, 3, 4, 5, 6, 7} {
-			if err == nil && j < len(row) {
+		for i, j := range []int{1, 3, 4, 5, 6} {
+			if err == nil {
 				nums[i], err = strconv.ParseUint(row[j], 10, 64)
 			}
 		}
@@ -498,7 +477,7 @@ func readRecords(path string) (map[tuple][]*record, int, error) {
 			return nil, 0, fmt.Errorf("%s:%d: %v", path, line, err)
 		}
 		t.sport, t.dport = uint16(nums[0]), uint16(nums[1])
-		byTuple[t] = append(byTuple[t], &record{connect: int64(nums[2]), closeStart: int64(nums[3]), closeEnd: int64(nums[4]), peerClose: int64(nums[5])})
+		byTuple[t] = append(byTuple[t], &record{connect: int64(nums[2]), closeStart: int64(nums[3]), closeEnd: int64(nums[4])})
 		n++
 	}
 	for _, rs := range byTuple {

@@ -115,17 +115,24 @@ func TestChunkDiffedAfterNotificationsQueuedBeforeIt(t *testing.T) {
 	}
 }
 
-// TestChunkDuplicates: a socket the kernel lists in two chunks (the table
-// changed under its walk) makes one record, no event of its own, and no
-// suspect; a socket no chunk listed is looked up.
-func TestChunkDuplicates(t *testing.T) {
-	h, k, _ := stampHarness(t, "", 0)
+// chunkedStart is a loop dumping in chunks of 2 sockets, started on the
+// connections a, b, c, d, its first poll's events taken, a second later.
+func chunkedStart(t *testing.T) (h *harness, k *fakeDumper, a, b, c, d snapshot.Socket) {
+	h, k, _ = stampHarness(t, "", 0)
 	h.d.chunkSize = 2
-	a, b, c, d := conn(1, 40000), conn(2, 40001), conn(3, 40002), conn(4, 40003)
+	a, b, c, d = conn(1, 40000), conn(2, 40001), conn(3, 40002), conn(4, 40003)
 	k.set(a, b, c, d)
 	h.start()
 	h.out.take()
 	h.clock.Advance(time.Second)
+	return h, k, a, b, c, d
+}
+
+// TestChunkDuplicates: a socket the kernel lists in two chunks (the table
+// changed under its walk) makes one record, no event of its own, and no
+// suspect; a socket no chunk listed is looked up.
+func TestChunkDuplicates(t *testing.T) {
+	h, k, a, b, c, d := chunkedStart(t)
 	k.onChunk = func(n int) {
 		if n == 2 {
 			// c moved ahead in the table: the second chunk lists a
@@ -149,13 +156,7 @@ func TestChunkDuplicates(t *testing.T) {
 // TestChunkedDumpFails: a dump that fails after a chunk reports what the
 // chunk showed, a gap, and no close for the sockets it did not reach.
 func TestChunkedDumpFails(t *testing.T) {
-	h, k, _ := stampHarness(t, "", 0)
-	h.d.chunkSize = 2
-	a, b, c, d := conn(1, 40000), conn(2, 40001), conn(3, 40002), conn(4, 40003)
-	k.set(a, b, c, d)
-	h.start()
-	h.out.take()
-	h.clock.Advance(time.Second)
+	h, k, a, b, c, d := chunkedStart(t)
 	ae := a
 	ae.State = snapshot.StateFinWait1
 	k.set(ae, b, c, d)

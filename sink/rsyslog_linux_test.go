@@ -234,11 +234,7 @@ func TestRsyslogReceives(t *testing.T) {
 			for i := range n {
 				evs = append(evs, *seqEvent(1000 + i))
 			}
-			for i := range evs {
-				if err := tee.Write(&evs[i]); err != nil {
-					t.Fatal(err)
-				}
-			}
+			writeEvents(t, tee, evs)
 			if err := tee.Close(); err != nil {
 				t.Fatal(err)
 			}

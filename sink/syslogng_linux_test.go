@@ -468,11 +468,7 @@ func sendBeside(t *testing.T, spec config.Sink, evs []event.Event) [][]byte {
 		t.Fatal(err)
 	}
 	defer tee.Close()
-	for i := range evs {
-		if err := tee.Write(&evs[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeEvents(t, tee, evs)
 	if err := tee.Close(); err != nil {
 		t.Fatal(err)
 	}

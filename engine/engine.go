@@ -271,6 +271,8 @@ func newLoop(cfg *config.Config, opts Options, clock Clock, open opener, discove
 		dumpDone:  make(chan dumpJob, 1),
 		chunks:    make(chan *snapshot.Table, chunkTables),
 		chunkSize: dumpChunk,
+		// Tests start a fake watcher instead.
+		watchStart: startLiveWatcher,
 	}
 	for range chunkTables {
 		d.chunks <- new(snapshot.Table)

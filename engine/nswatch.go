@@ -56,11 +56,7 @@ func (d *loop) watchNamespaces() {
 	if !want {
 		return
 	}
-	start := d.watchStart
-	if start == nil {
-		start = startLiveWatcher
-	}
-	if d.nsw = d.startNamespaceWatch(start, procs); d.nsw == nil {
+	if d.nsw = d.startNamespaceWatch(d.watchStart, procs); d.nsw == nil {
 		return
 	}
 	changes, openedC := make(chan netns.Change), make(chan opened)

@@ -262,11 +262,10 @@ type Differ struct {
 	// Destroyed sockets no poll had seen, by cookie and (for TCP, whose
 	// TIME_WAIT remnant of a never-dumped socket gets a new cookie) by
 	// tuple. A dump that raced with the destroy, or the remnant, must not
-	// make them appear again. Kept for two generations: after that no
-	// dump that started before the destroy is still to come.
-	deadCookies map[uint64]uint32
-	deadTuples  map[tupleKey]uint32
-	deadPeak    int // most entries deadCookies held since it was rebuilt
+	// make them appear again. Kept until the third Begin after: by then
+	// no dump that started before the destroy is still to come.
+	deadCookies deadSet[uint64]
+	deadTuples  deadSet[tupleKey]
 	// closedCookies are sockets a poll reported closed before their
 	// destroy notification came (the kernel unhashes a socket when its
 	// connection ends, and frees it, which sends the notification, when
@@ -296,9 +295,9 @@ func New(opts Options) *Differ {
 	}
 	d := &Differ{
 		opts:          opts,
-		deadCookies:   make(map[uint64]uint32),
+		deadCookies:   newDeadSet[uint64](),
 		closedCookies: make(map[uint64]int64),
-		deadTuples:    make(map[tupleKey]uint32),
+		deadTuples:    newDeadSet[tupleKey](),
 		heldTuples:    make(map[tupleKey]int32),
 		goneAt:        make(map[uint64]int64),
 	}
@@ -336,6 +335,8 @@ func (d *Differ) Diff(t *snapshot.Table, now time.Time, p Prober) ([]event.Event
 // whose dump failed. Nothing else may be called until Finish or Abort.
 func (d *Differ) Begin() {
 	d.gen++
+	d.deadCookies.rotate()
+	d.deadTuples.rotate()
 	d.resetEvents()
 	d.next = d.next[:0]
 	d.initial = !d.started
@@ -611,7 +612,7 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 	live := d.suspects[:0]
 	for _, slot := range d.suspects {
 		if c := &d.conns[slot]; c.silent() {
-			d.deadCookies[c.rec.cookie] = d.gen
+			d.deadCookies.add(c.rec.cookie)
 			d.release(slot)
 			continue
 		}
@@ -683,7 +684,7 @@ func (d *Differ) confirm(now time.Time, p Prober, late bool) error {
 			// was lost (a late one had one poll to come, with the final
 			// counters). Its cookie is kept as a dead one, as for a
 			// reported close.
-			d.deadCookies[c.rec.cookie] = d.gen
+			d.deadCookies.add(c.rec.cookie)
 			d.closeSlotLate(slot, now, event.ReasonGone, late)
 			continue
 		case res == snapshot.LookupTimeWait && d.noTimeWait:
@@ -839,7 +840,7 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 			c.set(fSilent, true)
 			continue
 		}
-		if _, dup := d.deadCookies[s.Cookie]; dup {
+		if d.deadCookies.has(s.Cookie) {
 			continue
 		}
 		if _, done := d.closedCookies[s.Cookie]; done {
@@ -857,9 +858,9 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 				d.conns[j].set(fSilent, true)
 			}
 		}
-		d.deadCookies[s.Cookie] = d.gen
+		d.deadCookies.add(s.Cookie)
 		if s.Proto == snapshot.ProtoTCP {
-			d.deadTuples[tuple(s)] = d.gen
+			d.deadTuples.add(tuple(s))
 		}
 		d.emitNew(event.Event{Kind: event.Appeared, Time: now, Socket: *s, FirstSeen: now, ShortLived: true})
 		d.emitNew(event.Event{Kind: event.Closed, Time: now, Socket: *s, FirstSeen: now, ShortLived: true, Reason: event.ReasonDestroyed,
@@ -871,7 +872,7 @@ func (d *Differ) Destroyed(t *snapshot.Table, now time.Time) []event.Event {
 // reported says whether a socket new to the polls was already reported
 // closed from a destroy notification.
 func (d *Differ) reported(s *snapshot.Socket) bool {
-	if _, ok := d.deadCookies[s.Cookie]; ok {
+	if d.deadCookies.has(s.Cookie) {
 		return true
 	}
 	// A TIME_WAIT remnant shows as time_wait, or as fin_wait2 while the
@@ -880,49 +881,21 @@ func (d *Differ) reported(s *snapshot.Socket) bool {
 	// reuses the tuple of one just closed (connect reuses a port whose
 	// TIME_WAIT is a second old) must not pass for its remnant.
 	if isRemnant(s) {
-		if _, ok := d.deadTuples[tuple(s)]; ok {
+		if d.deadTuples.has(tuple(s)) {
 			return true
 		}
 	}
 	return false
 }
 
+// expireDead forgets the poll-found closes whose window for a late
+// notification has passed.
 func (d *Differ) expireDead() {
 	for k, until := range d.closedCookies {
 		if d.nowNs > until {
 			delete(d.closedCookies, k)
 		}
 	}
-	if len(d.deadCookies) == 0 && len(d.deadTuples) == 0 {
-		return
-	}
-	d.deadPeak = max(d.deadPeak, len(d.deadCookies))
-	for k, g := range d.deadCookies {
-		if d.gen-g >= 2 {
-			delete(d.deadCookies, k)
-		}
-	}
-	for k, g := range d.deadTuples {
-		if d.gen-g >= 2 {
-			delete(d.deadTuples, k)
-		}
-	}
-	// A Go map keeps the size of its peak: after a burst of closes,
-	// start afresh once a quarter of it is left.
-	if d.deadPeak >= compactMin && len(d.deadCookies) < d.deadPeak/4 {
-		d.deadCookies = copyMap(d.deadCookies)
-		d.deadTuples = copyMap(d.deadTuples)
-		d.deadPeak = len(d.deadCookies)
-	}
-}
-
-// copyMap returns m in a map of its own size.
-func copyMap[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // tupleKey is a socket's key without the cookie, compact and free of
@@ -1197,8 +1170,6 @@ func (d *Differ) completedTuples() map[flowKey]bool {
 			done[c.rec.tuple().flow()] = true
 		}
 	}
-	for k := range d.deadTuples {
-		done[k.flow()] = true
-	}
+	d.deadTuples.each(func(k tupleKey) { done[k.flow()] = true })
 	return done
 }

@@ -1,0 +1,44 @@
+package differ
+
+import "testing"
+
+// A key is remembered until the third rotation after it was added: a
+// dump begun before the destroy was read may be diffed until then.
+func TestDeadSetKeepsThreeGenerations(t *testing.T) {
+	s := newDeadSet[uint64]()
+	s.add(1)
+	for i := range 2 {
+		s.rotate()
+		if !s.has(1) {
+			t.Fatalf("forgotten after %d rotations; want kept for 2", i+1)
+		}
+	}
+	s.add(2)
+	s.rotate()
+	if s.has(1) {
+		t.Error("key 1 still kept after 3 rotations")
+	}
+	if !s.has(2) || s.len() != 1 {
+		t.Errorf("has(2) %v, len %d; want the newer key alone", s.has(2), s.len())
+	}
+}
+
+// After a burst, the map that held it is made anew rather than cleared,
+// so that its size goes back to what a generation holds now.
+func TestDeadSetShrinksAfterABurst(t *testing.T) {
+	s := newDeadSet[uint64]()
+	for k := range uint64(4 * compactMin) {
+		s.add(k)
+	}
+	burst := s.cur
+	for range 3 {
+		s.rotate()
+		s.add(uint64(1 << 40))
+	}
+	if s.cur != burst {
+		t.Fatalf("current map %d; want the burst's %d again", s.cur, burst)
+	}
+	if s.peak[burst] != 0 || s.len() != 3 || s.has(0) {
+		t.Errorf("peak %d, len %d, has(0) %v; want a new map, the burst forgotten", s.peak[burst], s.len(), s.has(0))
+	}
+}

@@ -274,7 +274,12 @@ func (c *Conn) send() error {
 func (c *Conn) recv(deadline time.Time) ([]byte, error) {
 	for {
 		c.fromLen = unix.SizeofSockaddrNetlink
-		n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(c.fd),
+		// Not a raw system call, though it never blocks: the kernel
+		// builds the dump within it, walking the host-wide hash (tens of
+		// milliseconds with a large table), and a raw call would keep the
+		// goroutine's processor all along, from the destroy readers too
+		// when the daemon runs on one.
+		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(c.fd),
 			uintptr(unsafe.Pointer(&c.buf[0])), uintptr(len(c.buf)),
 			unix.MSG_DONTWAIT|unix.MSG_TRUNC,
 			uintptr(unsafe.Pointer(&c.from)), uintptr(unsafe.Pointer(&c.fromLen)))

@@ -426,22 +426,3 @@ func TestBoundSocketSurvivesLastListener(t *testing.T) {
 		})
 	}
 }
-
-// The daemon runs its goroutines on one processor unless GOMAXPROCS
-// says otherwise (oneProc), and says so in its start-up line.
-func TestRunsOnOneProcessorUnlessTold(t *testing.T) {
-	for _, c := range []struct{ env, want string }{
-		{"", " procs=1\n"},
-		{"2", " procs=2\n"},
-	} {
-		t.Run("GOMAXPROCS="+c.env, func(t *testing.T) {
-			t.Setenv("GOMAXPROCS", c.env) // the daemon inherits it
-			ns := netnstest.New(t)
-			d := startDefaultDaemon(t, ns, "")
-			waitLog(t, d, "msg=watching", 1, time.Minute)
-			if !strings.Contains(d.logs(), c.want) {
-				t.Errorf("start-up line without %q:\n%s", c.want, d.logs())
-			}
-		})
-	}
-}

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"syscall"
 
 	"github.com/connlogd/connlogd/config"
@@ -23,7 +22,6 @@ import (
 )
 
 func main() {
-	oneProc()
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -79,7 +77,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	log.Info("starting", "version", version.Version(), "config", source, "interval", cfg.Interval, "procs", runtime.GOMAXPROCS(0))
+	log.Info("starting", "version", version.Version(), "config", source, "interval", cfg.Interval)
 	// Exit status (README): 0 when every event was delivered or counted
 	// as dropped while running; 1 when start failed or the final flush
 	// did (events lost at the stop, which the unit then shows as failed).

@@ -45,11 +45,6 @@ Signals:
   SIGUSR1
     	reopen the file sinks, for logrotate
 
-Environment:
-  GOMAXPROCS
-    	processors the daemon's goroutines run on; unset, connlogd uses one,
-    	which costs least CPU (the start-up line logs it as procs)
-
 Documentation:
   connlogd(8), connlogd.yaml(5)
   /usr/share/doc/connlogd/ (events.md: the event schema)

@@ -103,7 +103,6 @@ func (s sources) connlogd8(version, date string) (string, error) {
 		{"OPTIONS", "Options"},
 		{"FILES", "Files"},
 		{"SIGNALS", "Signals"},
-		{"ENVIRONMENT", "Environment"},
 	} {
 		entries, ok := u.blocks[sec.block]
 		if !ok {

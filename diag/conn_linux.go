@@ -277,8 +277,8 @@ func (c *Conn) recv(deadline time.Time) ([]byte, error) {
 		// Not a raw system call, though it never blocks: the kernel
 		// builds the dump within it, walking the host-wide hash (tens of
 		// milliseconds with a large table), and a raw call would keep the
-		// goroutine's processor all along, from the destroy readers too
-		// when the daemon runs on one.
+		// goroutine's processor all along (with GOMAXPROCS=1, from the
+		// destroy readers too).
 		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(c.fd),
 			uintptr(unsafe.Pointer(&c.buf[0])), uintptr(len(c.buf)),
 			unix.MSG_DONTWAIT|unix.MSG_TRUNC,

@@ -105,3 +105,40 @@ func TestDestroyWaiterStampsWhenRead(t *testing.T) {
 		t.Error("batches still kept after the loop took them")
 	}
 }
+
+// After a round that read gatherBusy notifications or more, the waiter
+// lets the next ones gather for destroyGatherBusy before it reads them;
+// after a quiet round, for destroyGather. Only the lower bounds are
+// checked: a busy machine may make either longer.
+func TestDestroyWaiterGathersLongerWhenBusy(t *testing.T) {
+	if gatherFor(1) != destroyGather || gatherFor(gatherBusy-1) != destroyGather || gatherFor(gatherBusy) != destroyGatherBusy {
+		t.Fatalf("gatherFor: 1 → %v, %d → %v, %d → %v", gatherFor(1), gatherBusy-1, gatherFor(gatherBusy-1), gatherBusy, gatherFor(gatherBusy))
+	}
+	sub := newReadableSub()
+	w := &namespace{destroy: sub}
+	ready := make(chan *namespace)
+	stop := w.waitDestroy(ready, time.Now)
+	defer stop()
+	round := func(n int) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for i := range n {
+			sub.queue(snapshot.Socket{Inode: uint32(i + 1)}, i == n-1)
+		}
+		select {
+		case <-ready:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the waiter did not tell the loop of a close")
+		}
+		w.destroyBatches(maxDrainBatches, time.Now)
+		return time.Since(start)
+	}
+	round(1) // the first round gathers for destroyGather
+	if took := round(1); took < destroyGather {
+		t.Errorf("after a quiet round, closes read within %v; want at least %v", took, destroyGather)
+	}
+	round(gatherBusy)
+	if took := round(1); took < destroyGatherBusy {
+		t.Errorf("after a round of %d, closes read within %v; want at least %v", gatherBusy, took, destroyGatherBusy)
+	}
+}

@@ -106,13 +106,28 @@ func TestDestroyWaiterStampsWhenRead(t *testing.T) {
 	}
 }
 
-// After a round that read gatherBusy notifications or more, the waiter
-// lets the next ones gather for destroyGatherBusy before it reads them;
-// after a quiet round, for destroyGather. Only the lower bounds are
-// checked: a busy machine may make either longer.
+// Once notifications come faster than gatherBusyRate a second, the
+// waiter lets the next ones gather for destroyGatherBusy before it reads
+// them; slower, for destroyGather. Only the lower bound is checked on the
+// waiter itself: a busy machine may make either wait longer.
 func TestDestroyWaiterGathersLongerWhenBusy(t *testing.T) {
-	if gatherFor(1) != destroyGather || gatherFor(gatherBusy-1) != destroyGather || gatherFor(gatherBusy) != destroyGatherBusy {
-		t.Fatalf("gatherFor: 1 → %v, %d → %v, %d → %v", gatherFor(1), gatherBusy-1, gatherFor(gatherBusy-1), gatherBusy, gatherFor(gatherBusy))
+	for _, c := range []struct {
+		n       int
+		elapsed time.Duration
+		want    time.Duration
+	}{
+		{0, 0, destroyGather},
+		{0, time.Second, destroyGather},
+		{1, time.Second, destroyGather},
+		{gatherBusyRate - 1, time.Second, destroyGather},
+		{gatherBusyRate, time.Second, destroyGatherBusy},
+		{gatherBusyRate / 100, 10 * time.Millisecond, destroyGatherBusy},
+		{gatherBusyRate/100 - 1, 10 * time.Millisecond, destroyGather},
+		{1, 0, destroyGatherBusy},
+	} {
+		if got := gatherFor(c.n, c.elapsed); got != c.want {
+			t.Errorf("gatherFor(%d, %v) = %v; want %v", c.n, c.elapsed, got, c.want)
+		}
 	}
 	sub := newReadableSub()
 	w := &namespace{destroy: sub}
@@ -133,12 +148,14 @@ func TestDestroyWaiterGathersLongerWhenBusy(t *testing.T) {
 		w.destroyBatches(maxDrainBatches, time.Now)
 		return time.Since(start)
 	}
-	round(1) // the first round gathers for destroyGather
+	round(1)
 	if took := round(1); took < destroyGather {
-		t.Errorf("after a quiet round, closes read within %v; want at least %v", took, destroyGather)
+		t.Errorf("closes read within %v; want at least %v", took, destroyGather)
 	}
-	round(gatherBusy)
+	// More than gatherBusyRate a second unless the machine stalls the
+	// waiter for 10 s.
+	round(10 * gatherBusyRate)
 	if took := round(1); took < destroyGatherBusy {
-		t.Errorf("after a round of %d, closes read within %v; want at least %v", gatherBusy, took, destroyGatherBusy)
+		t.Errorf("after closes at more than %d a second, closes read within %v; want at least %v", gatherBusyRate, took, destroyGatherBusy)
 	}
 }

@@ -238,7 +238,8 @@ func (w *namespace) waitDestroy(ready chan<- *namespace, now func() time.Time) f
 		defer close(done)
 		gather := time.NewTimer(time.Hour)
 		gather.Stop()
-		read := 0 // notifications the last round read
+		read := 0                    // notifications the last round read
+		var readAt, lastAt time.Time // when it read, and the round before
 		for {
 			if err := sub.WaitReadable(); err != nil {
 				return // closed; any other error shows in the next read
@@ -247,7 +248,7 @@ func (w *namespace) waitDestroy(ready chan<- *namespace, now func() time.Time) f
 			// takes them in one go, with one flush of the sinks, instead
 			// of waking per close (measured at 2,000 connections a second,
 			// half the daemon's CPU went to wake-ups and flushes).
-			gather.Reset(gatherFor(read))
+			gather.Reset(gatherFor(read, readAt.Sub(lastAt)))
 			select {
 			case <-gather.C:
 			case <-quit:
@@ -260,12 +261,13 @@ func (w *namespace) waitDestroy(ready chan<- *namespace, now func() time.Time) f
 				return
 			default:
 			}
-			read = 0
+			read, lastAt = 0, readAt
 			for !w.keptFull() {
 				b := w.readBatch(sub, now)
 				w.dq = append(w.dq, b)
 				w.dqSockets += b.tab.Len()
 				read += b.tab.Len()
+				readAt = b.at
 				if !b.full || (b.err != nil && !errors.Is(b.err, diag.ErrOverrun)) {
 					break
 				}
@@ -393,9 +395,9 @@ func (w *namespace) recycle(t *snapshot.Table) {
 // How long a destroy waiter lets notifications gather before it reads
 // them and wakes the loop: a bound on the wake-ups per namespace, and
 // what it adds to a close's latency and to its stamp (taken at the read).
-// A round that read few waits the short time, so a quiet host's closes
-// are logged within milliseconds; one that read gatherBusy or more, a
-// host closing thousands of connections a second, waits the long one.
+// While notifications come slower than gatherBusyRate a second (a host
+// closing fewer than about 1,500 connections a second), the short time,
+// so that closes are logged within milliseconds; faster, the long one.
 // Each wake-up costs far more than the notifications it brings (thread
 // hand-offs, a flush of the sinks): with 12,000-13,000 connections a
 // second, both settings watching the same connections
@@ -405,13 +407,13 @@ func (w *namespace) recycle(t *snapshot.Table) {
 const (
 	destroyGather     = 2 * time.Millisecond
 	destroyGatherBusy = 10 * time.Millisecond
-	gatherBusy        = 16
+	gatherBusyRate    = 3000
 )
 
 // gatherFor is how long to gather after a round that read n
-// notifications.
-func gatherFor(n int) time.Duration {
-	if n >= gatherBusy {
+// notifications, elapsed after the round before it read.
+func gatherFor(n int, elapsed time.Duration) time.Duration {
+	if n > 0 && int64(n)*int64(time.Second) >= gatherBusyRate*int64(elapsed) {
 		return destroyGatherBusy
 	}
 	return destroyGather

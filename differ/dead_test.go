@@ -1,6 +1,9 @@
 package differ
 
-import "testing"
+import (
+	"math/rand/v2"
+	"testing"
+)
 
 // A key is remembered until the third rotation after it was added: a
 // dump begun before the destroy was read may be diffed until then.
@@ -40,5 +43,42 @@ func TestDeadSetShrinksAfterABurst(t *testing.T) {
 	}
 	if s.peak[burst] != 0 || s.len() != 3 || s.has(0) {
 		t.Errorf("peak %d, len %d, has(0) %v; want a new map, the burst forgotten", s.peak[burst], s.len(), s.has(0))
+	}
+}
+
+// A cookieSet answers as the deadSet it wraps: its bounds only spare
+// probes. Random cookies, from interleaved rising runs as the kernel's
+// per-processor batches give them, and random rotations.
+func TestCookieSetAnswersAsItsSet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	c := cookieSet{deadSet: newDeadSet[uint64]()}
+	plain := newDeadSet[uint64]()
+	next := [2]uint64{1, 4097}
+	var added []uint64
+	for i := range 200000 {
+		switch r := rng.IntN(100); {
+		case r < 1:
+			c.rotate()
+			plain.rotate()
+		case r < 50:
+			cpu := rng.IntN(2)
+			k := next[cpu]
+			if next[cpu]++; next[cpu]%4096 == 1 {
+				next[cpu] += 4096 // the processor takes its next batch
+			}
+			c.add(k)
+			plain.add(k)
+			added = append(added, k)
+		default:
+			var k uint64
+			if len(added) > 0 && rng.IntN(2) == 0 {
+				k = added[rng.IntN(len(added))]
+			} else {
+				k = rng.Uint64N(next[0] + next[1])
+			}
+			if got, want := c.has(k), plain.has(k); got != want {
+				t.Fatalf("step %d: has(%d) = %v; the plain set says %v", i, k, got, want)
+			}
+		}
 	}
 }

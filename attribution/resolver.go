@@ -176,24 +176,55 @@ const (
 // ownerID indexes Resolver.ownerTab; 0 is none.
 type ownerID int32
 
-// owner is what is known of one socket inode.
+// owner is what is known of one socket inode: 24 bytes, one per socket.
+// What a resolution round needs of the owners it looks for (the best
+// holder found so far) lives in that round's scratch (scan.cands), not
+// here: most owners are in no round.
 type owner struct {
-	inode   uint32
-	refs    int32          // Tracker records referring to it
-	cgid    uint64         // the socket's cgroup id, for the scan's first tier
-	proc    *event.Process // the answer; kept when the holder exits
-	holder  int32          // pid of the process proc describes, while it holds it
-	state   ownerState
-	present bool // in its namespace's last dump with this inode: some descriptor may hold it
-	queued  bool
-
-	// scan scratch, valid in round wantRound (candRank beside the flags
-	// above: one per socket, so no padding, 48 bytes)
-	candRank  int8 // -1: no holder found yet; 0: in the socket's cgroup; 1: elsewhere
-	wantRound uint64
-	candPid   int32
-	grp       int32 // 1 + index in scan.order of the socket's cgroup tier; 0 for none
+	inode uint32
+	refs  uint16 // Tracker records referring to it (see ownerFor)
+	state ownerState
+	flags ownerFlags
+	cgid  uint64         // the socket's cgroup id, for the scan's first tier
+	proc  *event.Process // the answer; kept when the holder exits
 }
+
+// ownerFlags are an owner's flags.
+type ownerFlags uint8
+
+const (
+	// oPresent: in its namespace's last dump with this inode, so some
+	// descriptor may hold it.
+	oPresent ownerFlags = 1 << iota
+	// oQueued: in Resolver.queue or Resolver.deferred.
+	oQueued
+	// oHeld: the process proc describes (proc.PID) still holds it, as
+	// far as its descriptors were last read.
+	oHeld
+)
+
+func (o *owner) present() bool { return o.flags&oPresent != 0 }
+func (o *owner) queued() bool  { return o.flags&oQueued != 0 }
+
+// heldBy reports whether process pid is the owner's holder.
+func (o *owner) heldBy(pid int32) bool {
+	return o.flags&oHeld != 0 && o.proc != nil && o.proc.PID == int(pid)
+}
+
+func (o *owner) set(f ownerFlags, on bool) {
+	if on {
+		o.flags |= f
+	} else {
+		o.flags &^= f
+	}
+}
+
+// maxRefs bounds an owner's references. Each record of a socket inode
+// takes one: one per live socket (inodes are unique among them) and the
+// few records of closed sockets kept while their number could come back,
+// which takes a wrap of the kernel's 32-bit inode counter. A record
+// beyond the bound goes without an owner rather than wrap the count.
+const maxRefs = 1<<16 - 1
 
 // fdEnt is one socket descriptor of a process.
 type fdEnt struct {
@@ -246,8 +277,11 @@ func (r *Resolver) ownerFor(inode uint32, cgid uint64) ownerID {
 		r.enqueue(id)
 	}
 	o := r.owner(id)
+	if o.refs == maxRefs {
+		return 0
+	}
 	o.refs++
-	o.present = true
+	o.set(oPresent, true)
 	return id
 }
 
@@ -259,11 +293,11 @@ func (r *Resolver) release(id ownerID) {
 	if o.refs > 0 {
 		return
 	}
-	o.present = false
+	o.set(oPresent, false)
 	if r.ownerOf(o.inode) == id {
 		r.owners.Delete(uint64(o.inode), r.inodeOf)
 	}
-	if !o.queued {
+	if !o.queued() {
 		r.free(id)
 	}
 }
@@ -274,8 +308,8 @@ func (r *Resolver) free(id ownerID) {
 }
 
 func (r *Resolver) enqueue(id ownerID) {
-	if o := r.owner(id); !o.queued {
-		o.queued = true
+	if o := r.owner(id); !o.queued() {
+		o.set(oQueued, true)
 		r.queue = append(r.queue, id)
 	}
 }
@@ -289,11 +323,11 @@ func (r *Resolver) lost(p *proc, inode uint32) {
 		return
 	}
 	o := r.owner(id)
-	if o.holder != p.pid {
+	if !o.heldBy(p.pid) {
 		return
 	}
-	o.holder = 0
-	if o.present {
+	o.set(oHeld, false)
+	if o.present() {
 		o.state = stWanted
 		r.enqueue(id)
 	}

@@ -177,7 +177,7 @@ func (t *Tracker) RefreshChunk(tab *snapshot.Table) {
 			if rc.absent != 0 {
 				rc.absent = 0
 				if rc.own != 0 && rc.inode != 0 {
-					r.owner(rc.own).present = true
+					r.owner(rc.own).set(oPresent, true)
 				}
 			}
 			if s.Inode != rc.inode || s.CgroupID != rc.cgid() {
@@ -323,7 +323,7 @@ func (t *Tracker) update(rc *record, s *snapshot.Socket) {
 		// Its process closed it (an orphan in FIN_WAIT, or the TIME_WAIT
 		// remnant): the owner learned while it was open stays.
 		if rc.own != 0 {
-			r.owner(rc.own).present = false
+			r.owner(rc.own).set(oPresent, false)
 		}
 		rc.inode = 0
 		return
@@ -345,7 +345,7 @@ func (t *Tracker) sweepAbsent(matched int) {
 				rc.pos = -1
 				rc.absent = t.gen
 				if rc.own != 0 {
-					t.r.owner(rc.own).present = false
+					t.r.owner(rc.own).set(oPresent, false)
 				}
 				t.absent = append(t.absent, slot)
 			}

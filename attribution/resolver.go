@@ -61,6 +61,8 @@ type Resolver struct {
 	procs    map[int32]*proc // processes whose descriptors were read
 
 	cgroups  map[uint64]*cgroupEntry
+	cgSlots  []cgSlotEntry // the entries records refer to; [0] is none
+	cgFree   []cgSlot
 	cgIndex  map[uint64]string // the last walk: cgroup id → path
 	walkCall uint64            // call in which the last walk ran
 	call     uint64            // counts Refresh and Annotate calls
@@ -103,6 +105,7 @@ func newResolver(cfg config.Attribution) *Resolver {
 		ownerTab:   make([]owner, 1),
 		procs:      make(map[int32]*proc),
 		cgroups:    make(map[uint64]*cgroupEntry),
+		cgSlots:    make([]cgSlotEntry, 1),
 	}
 	r.inodeOf = func(id int32) uint64 { return uint64(r.ownerTab[id].inode) }
 	return r

@@ -646,3 +646,54 @@ func TestOwnerRefsBounded(t *testing.T) {
 		t.Errorf("after Close: %d owners; want 0", r.owners.Len())
 	}
 }
+
+// TestCgroupSlotsFollowRecords: records refer to their cgroup's entry by
+// a slot that lives while some record does, is reused after, and keeps a
+// removed cgroup's fields for its sockets' closed events once the cache
+// has dropped it.
+func TestCgroupSlotsFollowRecords(t *testing.T) {
+	f := newFakeFS()
+	f.cgroups[10], f.cgroups[11] = "/a.service", "/b.service"
+	r := newFakeResolver(config.Attribution{Cgroup: true, CmdlineMaxBytes: 1}, f)
+	r.procfs = nil
+	tr := r.NewTracker()
+	a1, a2, b := estab(1, 0, 10), estab(2, 0, 10), estab(3, 0, 11)
+	tr.Refresh(tableOf(a1, a2, b))
+	if len(r.cgSlots) != 3 || r.cgroups[10].refs != 2 || r.cgroups[11].refs != 1 {
+		t.Fatalf("%d slots, refs %d and %d; want 3 (none, a, b), 2 and 1", len(r.cgSlots), r.cgroups[10].refs, r.cgroups[11].refs)
+	}
+	// b's socket closes: its record, kept keepRefreshes dumps after the
+	// first that missed it, frees its slot.
+	for range keepRefreshes {
+		tr.Refresh(tableOf(a1, a2))
+	}
+	if tr.Len() != 3 || r.cgroups[11].refs != 1 {
+		t.Fatalf("%d records, b's entry %d refs, %d dumps after the first that missed b; want 3, 1", tr.Len(), r.cgroups[11].refs, keepRefreshes-1)
+	}
+	tr.Refresh(tableOf(a1, a2))
+	if e := r.cgroups[11]; e.refs != 0 || e.slot != 0 || len(r.cgFree) != 1 {
+		t.Fatalf("b's entry: %d refs, slot %d, %d free slots; want 0, 0, 1", e.refs, e.slot, len(r.cgFree))
+	}
+	f.cgroups[12] = "/c.service"
+	c := estab(4, 0, 12)
+	tr.Refresh(tableOf(a1, a2, c))
+	if len(r.cgSlots) != 3 || len(r.cgFree) != 0 {
+		t.Errorf("%d slots, %d free; want the freed slot reused: 3, 0", len(r.cgSlots), len(r.cgFree))
+	}
+	if ev := annotated(tr, event.Appeared, c); ev.Cgroup == nil || ev.Cgroup.Path != "/c.service" {
+		t.Errorf("c's cgroup %+v; want /c.service", ev.Cgroup)
+	}
+	// a's cgroup is removed and the cache dropped: its records keep it.
+	delete(f.cgroups, 10)
+	delete(r.cgroups, 10)
+	tr.Refresh(tableOf(a1, a2, c))
+	if ev := annotated(tr, event.Closed, a1); ev.Cgroup == nil || ev.Cgroup.Path != "/a.service" {
+		t.Errorf("a's cgroup after its removal %+v; want /a.service", ev.Cgroup)
+	}
+	tr.Close()
+	for x, s := range r.cgSlots {
+		if s.e != nil {
+			t.Errorf("after Close: slot %d still holds cgroup %d", x, s.id)
+		}
+	}
+}

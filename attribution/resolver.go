@@ -229,17 +229,11 @@ func (o *owner) set(f ownerFlags, on bool) {
 // beyond the bound goes without an owner rather than wrap the count.
 const maxRefs = 1<<16 - 1
 
-// fdEnt is one socket descriptor of a process.
-type fdEnt struct {
-	fd    int32
-	inode uint32
-}
-
 // proc is what the Resolver knows of one process.
 type proc struct {
 	pid    int32
 	listed uint64  // listGen of the last listing that had it
-	fds    []fdEnt // its socket descriptors at the last read, ascending
+	fds    fdCache // its socket descriptors at the last read
 	nfds   int     // its descriptor count then
 	read   bool    // fds were read at least once
 	denied bool    // its descriptors are unreadable to us
@@ -410,7 +404,8 @@ func (r *Resolver) sweep() ([]int32, bool) {
 		if p.listed == r.listGen {
 			continue
 		}
-		for _, f := range p.fds {
+		k := p.fds.cursor()
+		for f, ok := k.next(); ok; f, ok = k.next() {
 			r.lost(p, f.inode)
 		}
 		delete(r.procs, pid)

@@ -259,11 +259,7 @@ func (r *Resolver) skip(pid int32, g *group) bool {
 		// dump's second look, as a dump refreshed whole finds one
 		// created after its round.
 		p.round = r.round
-		for _, f := range p.fds {
-			if c := r.wanted(f.inode); c != nil {
-				r.confirm(p, f, c, g)
-			}
-		}
+		r.confirmCached(p, g)
 		return true
 	case r.sc.thorough || !p.read:
 		return false
@@ -273,12 +269,19 @@ func (r *Resolver) skip(pid int32, g *group) bool {
 		return false
 	}
 	p.round = r.round
-	for _, f := range p.fds {
+	r.confirmCached(p, g)
+	return true
+}
+
+// confirmCached confirms the cached descriptors of p that hold a wanted
+// socket (see skip).
+func (r *Resolver) confirmCached(p *proc, g *group) {
+	k := p.fds.cursor()
+	for f, ok := k.next(); ok; f, ok = k.next() {
 		if c := r.wanted(f.inode); c != nil {
 			r.confirm(p, f, c, g)
 		}
 	}
-	return true
 }
 
 // wanted returns the search for the owner of inode if it is looked for
@@ -393,17 +396,18 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 	r.stats.FDTables++
 	out := r.tmpFDs[:0]
 	linked := r.linked[:0] // socket inodes whose links were read
-	old := p.fds
-	j := 0
+	old := p.fds.cursor()
 	for _, fd := range fds {
-		for j < len(old) && old[j].fd < fd {
-			r.lost(p, old[j].inode)
-			j++
+		o, ok := old.peek()
+		for ok && o.fd < fd {
+			r.lost(p, o.inode)
+			old.next()
+			o, ok = old.peek()
 		}
 		var prev uint32
-		if j < len(old) && old[j].fd == fd {
-			prev = old[j].inode
-			j++
+		if ok && o.fd == fd {
+			prev = o.inode
+			old.next()
 			if id := r.ownerOf(prev); id != 0 && r.owner(id).present() && !r.isWanted(id) {
 				out = append(out, fdEnt{fd, prev})
 				continue
@@ -423,8 +427,8 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 		out = append(out, fdEnt{fd, inode})
 		linked = append(linked, inode)
 	}
-	for ; j < len(old); j++ {
-		r.lost(p, old[j].inode)
+	for o, ok := old.next(); ok; o, ok = old.next() {
+		r.lost(p, o.inode)
 	}
 	// The sockets read are matched after the reads, in one tight loop:
 	// each readlink runs enough kernel code to evict the owners map from
@@ -435,7 +439,7 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 		}
 	}
 	r.linked = linked
-	p.fds = append(p.fds[:0], out...)
+	p.fds.store(out)
 	r.tmpFDs = out
 	p.nfds = len(fds)
 	p.read = true

@@ -223,10 +223,10 @@ func (o *owner) set(f ownerFlags, on bool) {
 }
 
 // maxRefs bounds an owner's references. Each record of a socket inode
-// takes one: one per live socket (inodes are unique among them) and the
-// few records of closed sockets kept while their number could come back,
-// which takes a wrap of the kernel's 32-bit inode counter. A record
-// beyond the bound goes without an owner rather than wrap the count.
+// takes one: that of the live socket (inodes are unique among them) and
+// those of closed sockets kept a few dumps, which share its number only
+// if the kernel's 32-bit inode counter wrapped meanwhile. A record beyond
+// the bound goes without an owner rather than wrap the count.
 const maxRefs = 1<<16 - 1
 
 // proc is what the Resolver knows of one process.

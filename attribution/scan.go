@@ -113,6 +113,9 @@ func (r *Resolver) resolve(list, chunk bool) {
 	}
 	clear(sc.groups)
 	sc.cands, sc.order = sc.cands[:0], sc.order[:0]
+	if cap(sc.cands) < len(queue) {
+		sc.cands = make([]cand, 0, len(queue)) // not grown step by step
+	}
 	sc.noCand, sc.tentMax, sc.thorough = 0, 0, false
 	if n := (cap(r.ownerTab) + 63) / 64; len(sc.wantBits) < n {
 		sc.wantBits = make([]uint64, n) // all clear between rounds
@@ -307,7 +310,7 @@ func (r *Resolver) isWanted(id ownerID) bool {
 }
 
 // confirm reads the link of one cached descriptor of p and offers p as a
-// holder of the owner id if it still holds that socket.
+// holder of c's socket if it still holds it.
 func (r *Resolver) confirm(p *proc, f fdEnt, c *cand, g *group) {
 	dir, err := r.procfs.OpenFDs(p.pid)
 	if err != nil {

@@ -60,7 +60,7 @@ type Tracker struct {
 	prevLst  []listener // the last dump's, to skip rebuilding an unchanged index
 	index    listeners  // the last dump's, and new ones as a dump shows them
 	building listeners  // the listeners of the dump under way so far
-	gen      uint32     // 32 bits keep a record at 40 bytes; wrapping takes 136 years of polls a second
+	gen      uint32     // 32 bits keep a record at 32 bytes; wrapping takes 136 years of polls a second
 	// The refresh under way (BeginRefresh to EndRefresh): where in order
 	// the next guess is, how many of order matched, whether this dump's
 	// listeners differ from the last one's so far, and whether /proc was

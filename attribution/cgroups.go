@@ -12,6 +12,54 @@ type cgroupEntry struct {
 	path   string        // "" while unknown
 	info   *event.Cgroup // set with path
 	missed bool          // a walk did not find it: it is gone, and stays unknown
+	slot   cgSlot        // in Resolver.cgSlots while records refer to it; 0 else
+	refs   int32         // the records referring to it
+}
+
+// cgSlot indexes Resolver.cgSlots; 0 is none. Records refer to their
+// cgroup's entry by slot, 4 bytes where a pointer takes 8 and would make
+// the records' table one the garbage collector scans.
+type cgSlot uint32
+
+// cgSlotEntry is a slot of Resolver.cgSlots: the entry, and its id
+// beside it for the comparison every record makes at every dump.
+type cgSlotEntry struct {
+	id uint64
+	e  *cgroupEntry
+}
+
+// cgid returns the cgroup id of slot x; 0 for none.
+func (r *Resolver) cgid(x cgSlot) uint64 { return r.cgSlots[x].id }
+
+// cgRef takes a record's reference to e and returns its slot. An entry
+// the cache has dropped (see walk) lives on in its slot while a record
+// refers to it, keeping what was known of a cgroup since removed.
+func (r *Resolver) cgRef(e *cgroupEntry) cgSlot {
+	if e.slot == 0 {
+		if n := len(r.cgFree); n > 0 {
+			e.slot = r.cgFree[n-1]
+			r.cgFree = r.cgFree[:n-1]
+		} else {
+			e.slot = cgSlot(len(r.cgSlots))
+			r.cgSlots = append(r.cgSlots, cgSlotEntry{})
+		}
+		r.cgSlots[e.slot] = cgSlotEntry{e.id, e}
+	}
+	e.refs++
+	return e.slot
+}
+
+// cgUnref drops a record's reference to the entry at slot x; the last
+// one frees the slot.
+func (r *Resolver) cgUnref(x cgSlot) {
+	e := r.cgSlots[x].e
+	e.refs--
+	if e.refs > 0 {
+		return
+	}
+	e.slot = 0
+	r.cgSlots[x] = cgSlotEntry{}
+	r.cgFree = append(r.cgFree, x)
 }
 
 // cgroupLookup returns the entry of cgroup id, resolving it when new.

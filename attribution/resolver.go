@@ -61,6 +61,8 @@ type Resolver struct {
 	procs    map[int32]*proc // processes whose descriptors were read
 
 	cgroups  map[uint64]*cgroupEntry
+	cgSlots  []cgSlotEntry // the entries records refer to; [0] is none
+	cgFree   []cgSlot
 	cgIndex  map[uint64]string // the last walk: cgroup id → path
 	walkCall uint64            // call in which the last walk ran
 	call     uint64            // counts Refresh and Annotate calls
@@ -103,6 +105,7 @@ func newResolver(cfg config.Attribution) *Resolver {
 		ownerTab:   make([]owner, 1),
 		procs:      make(map[int32]*proc),
 		cgroups:    make(map[uint64]*cgroupEntry),
+		cgSlots:    make([]cgSlotEntry, 1),
 	}
 	r.inodeOf = func(id int32) uint64 { return uint64(r.ownerTab[id].inode) }
 	return r
@@ -176,36 +179,61 @@ const (
 // ownerID indexes Resolver.ownerTab; 0 is none.
 type ownerID int32
 
-// owner is what is known of one socket inode.
+// owner is what is known of one socket inode: 24 bytes, one per socket.
+// What a resolution round needs of the owners it looks for (the best
+// holder found so far) lives in that round's scratch (scan.cands), not
+// here: most owners are in no round.
 type owner struct {
-	inode   uint32
-	refs    int32          // Tracker records referring to it
-	cgid    uint64         // the socket's cgroup id, for the scan's first tier
-	proc    *event.Process // the answer; kept when the holder exits
-	holder  int32          // pid of the process proc describes, while it holds it
-	state   ownerState
-	present bool // in its namespace's last dump with this inode: some descriptor may hold it
-	queued  bool
-
-	// scan scratch, valid in round wantRound (candRank beside the flags
-	// above: one per socket, so no padding, 48 bytes)
-	candRank  int8 // -1: no holder found yet; 0: in the socket's cgroup; 1: elsewhere
-	wantRound uint64
-	candPid   int32
-	grp       int32 // 1 + index in scan.order of the socket's cgroup tier; 0 for none
-}
-
-// fdEnt is one socket descriptor of a process.
-type fdEnt struct {
-	fd    int32
 	inode uint32
+	refs  uint16 // Tracker records referring to it (see ownerFor)
+	state ownerState
+	flags ownerFlags
+	cgid  uint64         // the socket's cgroup id, for the scan's first tier
+	proc  *event.Process // the answer; kept when the holder exits
 }
+
+// ownerFlags are an owner's flags.
+type ownerFlags uint8
+
+const (
+	// oPresent: in its namespace's last dump with this inode, so some
+	// descriptor may hold it.
+	oPresent ownerFlags = 1 << iota
+	// oQueued: in Resolver.queue or Resolver.deferred.
+	oQueued
+	// oHeld: the process proc describes (proc.PID) still holds it, as
+	// far as its descriptors were last read.
+	oHeld
+)
+
+func (o *owner) present() bool { return o.flags&oPresent != 0 }
+func (o *owner) queued() bool  { return o.flags&oQueued != 0 }
+
+// heldBy reports whether process pid is the owner's holder.
+func (o *owner) heldBy(pid int32) bool {
+	return o.flags&oHeld != 0 && o.proc != nil && o.proc.PID == int(pid)
+}
+
+func (o *owner) set(f ownerFlags, on bool) {
+	if on {
+		o.flags |= f
+	} else {
+		o.flags &^= f
+	}
+}
+
+// maxRefs bounds an owner's references. Each record of a socket inode
+// takes one: that of the live socket (inodes are unique among them) and
+// those of closed sockets kept a few dumps, which share its number only
+// if the kernel's 32-bit inode counter wrapped meanwhile. A record beyond
+// the bound goes without an owner rather than wrap the count.
+const maxRefs = 1<<16 - 1
 
 // proc is what the Resolver knows of one process.
 type proc struct {
 	pid    int32
 	listed uint64  // listGen of the last listing that had it
-	fds    []fdEnt // its socket descriptors at the last read, ascending
+	fds    fdCache // its socket descriptors at the last read
 	nfds   int     // its descriptor count then
 	read   bool    // fds were read at least once
 	denied bool    // its descriptors are unreadable to us
@@ -246,8 +274,11 @@ func (r *Resolver) ownerFor(inode uint32, cgid uint64) ownerID {
 		r.enqueue(id)
 	}
 	o := r.owner(id)
+	if o.refs == maxRefs {
+		return 0
+	}
 	o.refs++
-	o.present = true
+	o.set(oPresent, true)
 	return id
 }
 
@@ -259,11 +290,11 @@ func (r *Resolver) release(id ownerID) {
 	if o.refs > 0 {
 		return
 	}
-	o.present = false
+	o.set(oPresent, false)
 	if r.ownerOf(o.inode) == id {
 		r.owners.Delete(uint64(o.inode), r.inodeOf)
 	}
-	if !o.queued {
+	if !o.queued() {
 		r.free(id)
 	}
 }
@@ -274,8 +305,8 @@ func (r *Resolver) free(id ownerID) {
 }
 
 func (r *Resolver) enqueue(id ownerID) {
-	if o := r.owner(id); !o.queued {
-		o.queued = true
+	if o := r.owner(id); !o.queued() {
+		o.set(oQueued, true)
 		r.queue = append(r.queue, id)
 	}
 }
@@ -289,11 +320,11 @@ func (r *Resolver) lost(p *proc, inode uint32) {
 		return
 	}
 	o := r.owner(id)
-	if o.holder != p.pid {
+	if !o.heldBy(p.pid) {
 		return
 	}
-	o.holder = 0
-	if o.present {
+	o.set(oHeld, false)
+	if o.present() {
 		o.state = stWanted
 		r.enqueue(id)
 	}
@@ -373,7 +404,8 @@ func (r *Resolver) sweep() ([]int32, bool) {
 		if p.listed == r.listGen {
 			continue
 		}
-		for _, f := range p.fds {
+		k := p.fds.cursor()
+		for f, ok := k.next(); ok; f, ok = k.next() {
 			r.lost(p, f.inode)
 		}
 		delete(r.procs, pid)

@@ -576,3 +576,124 @@ func TestOwnerSlotsReused(t *testing.T) {
 		t.Errorf("owners after reuse: %d, %d; want 10, 10", pidOf(annotated(tr, event.Appeared, a)), pidOf(annotated(tr, event.Appeared, b)))
 	}
 }
+
+// TestManyWantedInOneRound: a round looking for more sockets than its
+// small map holds finds them through the owners index, ranks holders by
+// the same rule, and leaves no scratch of its size behind.
+func TestManyWantedInOneRound(t *testing.T) {
+	const cgA, cgB = 10, 11
+	const n = maxKeptCands + 100
+	f := newFakeFS()
+	f.cgroups[cgA], f.cgroups[cgB] = "/a.service", "/b.service"
+	var all, even []uint32
+	var socks []snapshot.Socket
+	for i := uint32(1); i <= n; i++ {
+		ino := 1000 + i
+		all = append(all, ino)
+		if i%2 == 0 {
+			even = append(even, ino)
+		}
+		socks = append(socks, estab(uint64(i), ino, cgA))
+	}
+	f.add(5, "elsewhere", "/b.service", all...)
+	f.add(30, "own", "/a.service", even...)
+	r := newFakeResolver(defaultCfg, f)
+	tr := r.NewTracker()
+	tr.Refresh(tableOf(socks...))
+	for i, s := range socks {
+		want := 5
+		if (i+1)%2 == 0 {
+			want = 30
+		}
+		if got := pidOf(annotated(tr, event.Appeared, s)); got != want {
+			t.Fatalf("socket %d (inode %d): owner %d; want %d", i+1, s.Inode, got, want)
+		}
+	}
+	if r.sc.cands != nil || r.sc.candOf != nil {
+		t.Errorf("a round of %d kept its scratch: %d cands, %d-entry table", n, cap(r.sc.cands), len(r.sc.candOf))
+	}
+	for i, w := range r.sc.wantBits {
+		if w != 0 {
+			t.Fatalf("owners still marked wanted after the round: word %d is %#x", i, w)
+		}
+	}
+}
+
+// TestOwnerRefsBounded: records of one inode beyond what an owner counts
+// go without an owner, and the count never wraps.
+func TestOwnerRefsBounded(t *testing.T) {
+	f := newFakeFS()
+	f.add(10, "a", "/", 500)
+	r := newFakeResolver(defaultCfg, f)
+	tr := r.NewTracker()
+	socks := make([]snapshot.Socket, maxRefs+1)
+	for i := range socks {
+		socks[i] = estab(uint64(i+1), 500, 1)
+	}
+	tr.Refresh(tableOf(socks...))
+	if got := r.owner(r.ownerOf(500)).refs; got != maxRefs {
+		t.Fatalf("%d refs; want %d", got, maxRefs)
+	}
+	if got := pidOf(annotated(tr, event.Appeared, socks[0])); got != 10 {
+		t.Errorf("first record's owner %d; want 10", got)
+	}
+	last := socks[len(socks)-1]
+	if slot, ok := tr.byCookie.Get(last.Cookie, tr.cookieOf); !ok || tr.recs[slot].own != 0 {
+		t.Errorf("the record beyond the bound: found %v, owner %d; want found, 0", ok, tr.recs[slot].own)
+	}
+	tr.Close()
+	if r.owners.Len() != 0 {
+		t.Errorf("after Close: %d owners; want 0", r.owners.Len())
+	}
+}
+
+// TestCgroupSlotsFollowRecords: records refer to their cgroup's entry by
+// a slot that lives while some record does, is reused after, and keeps a
+// removed cgroup's fields for its sockets' closed events once the cache
+// has dropped it.
+func TestCgroupSlotsFollowRecords(t *testing.T) {
+	f := newFakeFS()
+	f.cgroups[10], f.cgroups[11] = "/a.service", "/b.service"
+	r := newFakeResolver(config.Attribution{Cgroup: true, CmdlineMaxBytes: 1}, f)
+	r.procfs = nil
+	tr := r.NewTracker()
+	a1, a2, b := estab(1, 0, 10), estab(2, 0, 10), estab(3, 0, 11)
+	tr.Refresh(tableOf(a1, a2, b))
+	if len(r.cgSlots) != 3 || r.cgroups[10].refs != 2 || r.cgroups[11].refs != 1 {
+		t.Fatalf("%d slots, refs %d and %d; want 3 (none, a, b), 2 and 1", len(r.cgSlots), r.cgroups[10].refs, r.cgroups[11].refs)
+	}
+	// b's socket closes: its record, kept keepRefreshes dumps after the
+	// first that missed it, frees its slot.
+	for range keepRefreshes {
+		tr.Refresh(tableOf(a1, a2))
+	}
+	if tr.Len() != 3 || r.cgroups[11].refs != 1 {
+		t.Fatalf("%d records, b's entry %d refs, %d dumps after the first that missed b; want 3, 1", tr.Len(), r.cgroups[11].refs, keepRefreshes-1)
+	}
+	tr.Refresh(tableOf(a1, a2))
+	if e := r.cgroups[11]; e.refs != 0 || e.slot != 0 || len(r.cgFree) != 1 {
+		t.Fatalf("b's entry: %d refs, slot %d, %d free slots; want 0, 0, 1", e.refs, e.slot, len(r.cgFree))
+	}
+	f.cgroups[12] = "/c.service"
+	c := estab(4, 0, 12)
+	tr.Refresh(tableOf(a1, a2, c))
+	if len(r.cgSlots) != 3 || len(r.cgFree) != 0 {
+		t.Errorf("%d slots, %d free; want the freed slot reused: 3, 0", len(r.cgSlots), len(r.cgFree))
+	}
+	if ev := annotated(tr, event.Appeared, c); ev.Cgroup == nil || ev.Cgroup.Path != "/c.service" {
+		t.Errorf("c's cgroup %+v; want /c.service", ev.Cgroup)
+	}
+	// a's cgroup is removed and the cache dropped: its records keep it.
+	delete(f.cgroups, 10)
+	delete(r.cgroups, 10)
+	tr.Refresh(tableOf(a1, a2, c))
+	if ev := annotated(tr, event.Closed, a1); ev.Cgroup == nil || ev.Cgroup.Path != "/a.service" {
+		t.Errorf("a's cgroup after its removal %+v; want /a.service", ev.Cgroup)
+	}
+	tr.Close()
+	for x, s := range r.cgSlots {
+		if s.e != nil {
+			t.Errorf("after Close: slot %d still holds cgroup %d", x, s.id)
+		}
+	}
+}

@@ -20,15 +20,33 @@ type group struct {
 
 // scan is one resolution round's scratch, kept to reuse its storage.
 type scan struct {
-	wanted   []ownerID          // the owners looked for; each has wantRound == the round
-	want     map[uint32]ownerID // wanted by inode when few, else nil
-	wantMap  map[uint32]ownerID // want's storage
+	cands []cand // the owners looked for, each marked in wantBits
+	// wantBits marks the owners looked for this round, by ownerID: a bit
+	// per owner is all the scratch that outlives the rounds.
+	wantBits []uint64
+	want     map[uint32]int32 // inode → index in cands when few, else nil
+	wantMap  map[uint32]int32 // want's storage
+	candOf   []int32          // ownerID → index in cands when many, for the round only
 	groups   map[uint64]*group
 	order    []*group
 	noCand   int // wanted sockets with no holder found yet
 	tentMax  int32
 	thorough bool // some wanted socket is on its second look: read every process
 }
+
+// cand is the search for one wanted owner in a round.
+type cand struct {
+	id   ownerID
+	pid  int32 // the best holder found so far
+	grp  int32 // 1 + index in scan.order of the socket's cgroup tier; 0 for none
+	rank int8  // -1: no holder found yet; 0: in the socket's cgroup; 1: elsewhere
+}
+
+// maxKeptCands is the most cands whose storage a round keeps for the
+// next: rounds are mostly a chunk's new sockets (a few thousand at
+// most), and the rare large one (a first dump refreshed whole, a mass
+// of second looks) should not leave its size behind.
+const maxKeptCands = 4 * maxWantMap
 
 // resolve attributes the queued owners. It lists the processes (to notice
 // exits) on every call, and reads descriptor tables only when some socket
@@ -94,28 +112,36 @@ func (r *Resolver) resolve(list, chunk bool) {
 		sc.groups = make(map[uint64]*group)
 	}
 	clear(sc.groups)
-	sc.wanted, sc.order = sc.wanted[:0], sc.order[:0]
+	sc.cands, sc.order = sc.cands[:0], sc.order[:0]
+	if cap(sc.cands) < len(queue) {
+		sc.cands = make([]cand, 0, len(queue)) // not grown step by step
+	}
 	sc.noCand, sc.tentMax, sc.thorough = 0, 0, false
+	if n := (cap(r.ownerTab) + 63) / 64; len(sc.wantBits) < n {
+		sc.wantBits = make([]uint64, n) // all clear between rounds
+	}
 
 	for _, id := range queue {
 		o := r.owner(id)
-		o.queued = false
+		o.set(oQueued, false)
 		switch {
-		case o.refs <= 0:
+		case o.refs == 0:
 			r.free(id) // released while queued
 			continue
 		case o.state != stWanted && o.state != stRetry:
 			continue
-		case !o.present:
+		case !o.present():
 			// Closed, or orphaned by its process, before it was found:
 			// keep what was known, if anything.
-			r.settle(id)
+			r.settle(id, nil)
 			continue
+		case r.isWanted(id):
+			continue // queued twice: looked for once
 		}
 		if o.state == stRetry || o.proc != nil {
 			if chunk {
 				// Waits for the round at the dump's end (see above).
-				o.queued = true
+				o.set(oQueued, true)
 				r.deferred = append(r.deferred, id)
 				continue
 			}
@@ -123,8 +149,7 @@ func (r *Resolver) resolve(list, chunk bool) {
 			// processes that hold it had it before, their counts unchanged.
 			sc.thorough = true
 		}
-		o.wantRound, o.candRank, o.candPid, o.grp = r.round, -1, 0, 0
-		sc.wanted = append(sc.wanted, id)
+		c := cand{id: id, rank: -1}
 		sc.noCand++
 		if o.cgid != 0 {
 			if e := r.cgroupLookup(o.cgid); e.path != "" {
@@ -135,11 +160,13 @@ func (r *Resolver) resolve(list, chunk bool) {
 					sc.order = append(sc.order, g)
 				}
 				g.remaining++
-				o.grp = g.idx + 1
+				c.grp = g.idx + 1
 			}
 		}
+		sc.wantBits[id>>6] |= 1 << (id & 63)
+		sc.cands = append(sc.cands, c)
 	}
-	if len(sc.wanted) == 0 {
+	if len(sc.cands) == 0 {
 		return
 	}
 	r.stats.Scans++
@@ -148,15 +175,22 @@ func (r *Resolver) resolve(list, chunk bool) {
 	// map does not. A first pass, with everything wanted and nothing
 	// cached, does without.
 	sc.want = nil
-	if len(sc.wanted) <= maxWantMap {
+	if len(sc.cands) <= maxWantMap {
 		if sc.wantMap == nil {
-			sc.wantMap = make(map[uint32]ownerID)
+			sc.wantMap = make(map[uint32]int32)
 		}
 		clear(sc.wantMap)
-		for _, id := range sc.wanted {
-			sc.wantMap[r.owner(id).inode] = id
+		for i, c := range sc.cands {
+			sc.wantMap[r.owner(c.id).inode] = int32(i)
 		}
 		sc.want = sc.wantMap
+	} else {
+		// Many: the owners index finds them, and a table for the round
+		// their cands.
+		sc.candOf = make([]int32, len(r.ownerTab))
+		for i, c := range sc.cands {
+			sc.candOf[c.id] = int32(i)
+		}
 	}
 
 	// Tier 1: the sockets' own cgroups. Their order does not matter: a
@@ -179,9 +213,9 @@ func (r *Resolver) resolve(list, chunk bool) {
 			}
 		}
 	}
-	for _, id := range sc.wanted {
-		if o := r.owner(id); o.candRank == 1 && o.candPid > sc.tentMax {
-			sc.tentMax = o.candPid
+	for _, c := range sc.cands {
+		if c.rank == 1 && c.pid > sc.tentMax {
+			sc.tentMax = c.pid
 		}
 	}
 
@@ -195,8 +229,14 @@ func (r *Resolver) resolve(list, chunk bool) {
 		}
 	}
 
-	for _, id := range sc.wanted {
-		r.settle(id)
+	for i := range sc.cands {
+		c := &sc.cands[i]
+		sc.wantBits[c.id>>6] &^= 1 << (c.id & 63)
+		r.settle(c.id, c)
+	}
+	sc.want, sc.candOf = nil, nil
+	if cap(sc.cands) > maxKeptCands {
+		sc.cands = nil
 	}
 }
 
@@ -222,11 +262,7 @@ func (r *Resolver) skip(pid int32, g *group) bool {
 		// dump's second look, as a dump refreshed whole finds one
 		// created after its round.
 		p.round = r.round
-		for _, f := range p.fds {
-			if id := r.wanted(f.inode); id != 0 {
-				r.confirm(p, f, id, g)
-			}
-		}
+		r.confirmCached(p, g)
 		return true
 	case r.sc.thorough || !p.read:
 		return false
@@ -236,31 +272,46 @@ func (r *Resolver) skip(pid int32, g *group) bool {
 		return false
 	}
 	p.round = r.round
-	for _, f := range p.fds {
-		if id := r.wanted(f.inode); id != 0 {
-			r.confirm(p, f, id, g)
-		}
-	}
+	r.confirmCached(p, g)
 	return true
 }
 
-// wanted returns the owner of inode if it is looked for this round.
-func (r *Resolver) wanted(inode uint32) ownerID {
-	var id ownerID
-	if r.sc.want != nil {
-		id = r.sc.want[inode]
-	} else {
-		id = r.ownerOf(inode)
+// confirmCached confirms the cached descriptors of p that hold a wanted
+// socket (see skip).
+func (r *Resolver) confirmCached(p *proc, g *group) {
+	k := p.fds.cursor()
+	for f, ok := k.next(); ok; f, ok = k.next() {
+		if c := r.wanted(f.inode); c != nil {
+			r.confirm(p, f, c, g)
+		}
 	}
-	if id != 0 && r.owner(id).wantRound == r.round {
-		return id
+}
+
+// wanted returns the search for the owner of inode if it is looked for
+// this round; nil if not.
+func (r *Resolver) wanted(inode uint32) *cand {
+	sc := &r.sc
+	if sc.want != nil {
+		if i, ok := sc.want[inode]; ok {
+			return &sc.cands[i]
+		}
+		return nil
 	}
-	return 0
+	if id := r.ownerOf(inode); id != 0 && r.isWanted(id) {
+		return &sc.cands[sc.candOf[id]]
+	}
+	return nil
+}
+
+// isWanted reports whether owner id is looked for this round.
+func (r *Resolver) isWanted(id ownerID) bool {
+	b := r.sc.wantBits
+	return int(id>>6) < len(b) && b[id>>6]&(1<<(id&63)) != 0
 }
 
 // confirm reads the link of one cached descriptor of p and offers p as a
-// holder of the owner id if it still holds that socket.
-func (r *Resolver) confirm(p *proc, f fdEnt, id ownerID, g *group) {
+// holder of c's socket if it still holds it.
+func (r *Resolver) confirm(p *proc, f fdEnt, c *cand, g *group) {
 	dir, err := r.procfs.OpenFDs(p.pid)
 	if err != nil {
 		r.fdError(p, err)
@@ -270,7 +321,7 @@ func (r *Resolver) confirm(p *proc, f fdEnt, id ownerID, g *group) {
 	dir.Close()
 	r.stats.Links++
 	if err == nil && sock && inode == f.inode {
-		r.offer(r.owner(id), p.pid, g)
+		r.offer(c, p.pid, g)
 	}
 }
 
@@ -282,12 +333,13 @@ func (r *Resolver) tmpPids(n int) []int32 {
 	return r.pidScratch[:0]
 }
 
-// settle records the outcome of a wanted owner's round.
-func (r *Resolver) settle(id ownerID) {
+// settle records the outcome of a wanted owner's round: c is its search,
+// nil when it was not looked for.
+func (r *Resolver) settle(id ownerID, c *cand) {
 	o := r.owner(id)
-	if o.wantRound == r.round && o.candRank >= 0 {
-		o.holder = o.candPid
-		o.proc = r.details(r.procs[o.candPid])
+	if c != nil && c.rank >= 0 {
+		o.proc = r.details(r.procs[c.pid])
+		o.set(oHeld, true)
 		o.state = stKnown
 		r.stats.Attributed++
 		return
@@ -297,7 +349,7 @@ func (r *Resolver) settle(id ownerID) {
 		// Its owner let go and nobody readable holds it now: the socket
 		// is closing, and the last owner is still the right answer.
 		o.state = stKnown
-	case o.state == stWanted && o.present:
+	case o.state == stWanted && o.present():
 		// A socket accepted at the moment of the dump may not be in its
 		// process's table yet, or its process was skipped for an
 		// unchanged count: one more look, reading every process, at the
@@ -347,18 +399,19 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 	r.stats.FDTables++
 	out := r.tmpFDs[:0]
 	linked := r.linked[:0] // socket inodes whose links were read
-	old := p.fds
-	j := 0
+	old := p.fds.cursor()
 	for _, fd := range fds {
-		for j < len(old) && old[j].fd < fd {
-			r.lost(p, old[j].inode)
-			j++
+		o, ok := old.peek()
+		for ok && o.fd < fd {
+			r.lost(p, o.inode)
+			old.next()
+			o, ok = old.peek()
 		}
 		var prev uint32
-		if j < len(old) && old[j].fd == fd {
-			prev = old[j].inode
-			j++
-			if id := r.ownerOf(prev); id != 0 && r.owner(id).present && r.owner(id).wantRound != r.round {
+		if ok && o.fd == fd {
+			prev = o.inode
+			old.next()
+			if id := r.ownerOf(prev); id != 0 && r.owner(id).present() && !r.isWanted(id) {
 				out = append(out, fdEnt{fd, prev})
 				continue
 			}
@@ -377,19 +430,19 @@ func (r *Resolver) readFDs(pid int32, g *group) {
 		out = append(out, fdEnt{fd, inode})
 		linked = append(linked, inode)
 	}
-	for ; j < len(old); j++ {
-		r.lost(p, old[j].inode)
+	for o, ok := old.next(); ok; o, ok = old.next() {
+		r.lost(p, o.inode)
 	}
 	// The sockets read are matched after the reads, in one tight loop:
 	// each readlink runs enough kernel code to evict the owners map from
 	// the cache, and a lookup after each would miss every time.
 	for _, inode := range linked {
-		if id := r.wanted(inode); id != 0 {
-			r.offer(r.owner(id), pid, g)
+		if c := r.wanted(inode); c != nil {
+			r.offer(c, pid, g)
 		}
 	}
 	r.linked = linked
-	p.fds = append(p.fds[:0], out...)
+	p.fds.store(out)
 	r.tmpFDs = out
 	p.nfds = len(fds)
 	p.read = true
@@ -408,23 +461,24 @@ func (r *Resolver) fdError(p *proc, err error) {
 	}
 }
 
-// offer records pid as a holder of o, keeping the better of it and the
-// holder found so far: one in the socket's cgroup, then the lowest pid.
-func (r *Resolver) offer(o *owner, pid int32, g *group) {
+// offer records pid as a holder of c's socket, keeping the better of it
+// and the holder found so far: one in the socket's cgroup, then the
+// lowest pid.
+func (r *Resolver) offer(c *cand, pid int32, g *group) {
 	rank := int8(1)
-	if g != nil && o.grp == g.idx+1 {
+	if g != nil && c.grp == g.idx+1 {
 		rank = 0
 	}
 	sc := &r.sc
 	switch {
-	case o.candRank < 0:
+	case c.rank < 0:
 		sc.noCand--
-	case rank < o.candRank, rank == o.candRank && pid < o.candPid:
+	case rank < c.rank, rank == c.rank && pid < c.pid:
 	default:
 		return
 	}
-	if rank == 0 && o.candRank != 0 {
+	if rank == 0 && c.rank != 0 {
 		g.remaining--
 	}
-	o.candRank, o.candPid = rank, pid
+	c.rank, c.pid = rank, pid
 }

@@ -8,10 +8,10 @@ import (
 // TestRecordSizes holds the per-socket structs to the sizes the memory
 // figures (bench/churn/README.md) count.
 func TestRecordSizes(t *testing.T) {
-	if n := unsafe.Sizeof(record{}); n != 40 {
-		t.Errorf("record is %d bytes; want 40", n)
+	if n := unsafe.Sizeof(record{}); n != 32 {
+		t.Errorf("record is %d bytes; want 32", n)
 	}
-	if n := unsafe.Sizeof(owner{}); n != 48 {
-		t.Errorf("owner is %d bytes; want 48", n)
+	if n := unsafe.Sizeof(owner{}); n != 24 {
+		t.Errorf("owner is %d bytes; want 24", n)
 	}
 }

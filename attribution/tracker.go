@@ -14,27 +14,20 @@ import (
 // MissLimit (3) polls later, and that event must still find its owner.
 const keepRefreshes = 8
 
-// record is what a Tracker knows of one socket (one cookie).
+// record is what a Tracker knows of one socket (one cookie): 32 bytes,
+// and no pointer, so that the garbage collector does not scan the table.
 type record struct {
 	cookie uint64
-	cg     *cgroupEntry // of its cgroup id (cgid); nil for none
-	seen   uint32       // Tracker.gen of the last dump that had it
-	absent uint32       // gen of the first dump that missed it; 0 while present
-	inode  uint32       // as last dumped; 0 once its process closed it
-	pos    int32        // index in Tracker.order, -1 while absent
-	own    ownerID      // 0 without process attribution, or before it had an inode
-	class  class
-	dir    event.Direction
-	used   bool
-}
-
-// cgid is the record's cgroup id, which its entry holds: one id less per
-// socket keeps a record at 40 bytes.
-func (rc *record) cgid() uint64 {
-	if rc.cg == nil {
-		return 0
-	}
-	return rc.cg.id
+	// seen is the Tracker.gen of the last dump that had it; once absent,
+	// of the first dump that missed it.
+	seen  uint32
+	inode uint32  // as last dumped; 0 once its process closed it
+	pos   int32   // index in Tracker.order, -1 while absent
+	own   ownerID // 0 without process attribution, or before it had an inode
+	cg    cgSlot  // of its cgroup id (Resolver.cgSlots); 0 for none
+	class class
+	dir   event.Direction
+	used  bool
 }
 
 // listener is a listening socket as the direction index needs it.
@@ -67,7 +60,7 @@ type Tracker struct {
 	prevLst  []listener // the last dump's, to skip rebuilding an unchanged index
 	index    listeners  // the last dump's, and new ones as a dump shows them
 	building listeners  // the listeners of the dump under way so far
-	gen      uint32     // 32 bits keep a record at 40 bytes; wrapping takes 136 years of polls a second
+	gen      uint32     // 32 bits keep a record at 32 bytes; wrapping takes 136 years of polls a second
 	// The refresh under way (BeginRefresh to EndRefresh): where in order
 	// the next guess is, how many of order matched, whether this dump's
 	// listeners differ from the last one's so far, and whether /proc was
@@ -173,14 +166,11 @@ func (t *Tracker) RefreshChunk(tab *snapshot.Table) {
 			}
 			if rc.pos >= 0 {
 				matched++
+			} else if rc.own != 0 && rc.inode != 0 {
+				// Absent from the dumps before, back in this one.
+				r.owner(rc.own).set(oPresent, true)
 			}
-			if rc.absent != 0 {
-				rc.absent = 0
-				if rc.own != 0 && rc.inode != 0 {
-					r.owner(rc.own).present = true
-				}
-			}
-			if s.Inode != rc.inode || s.CgroupID != rc.cgid() {
+			if s.Inode != rc.inode || s.CgroupID != r.cgid(rc.cg) {
 				t.update(rc, s)
 			}
 			if cls != rc.class {
@@ -306,14 +296,17 @@ func (t *Tracker) reserve(n int) {
 // update takes a dumped socket's inode and cgroup id into its record.
 func (t *Tracker) update(rc *record, s *snapshot.Socket) {
 	r := t.r
-	if s.CgroupID != rc.cgid() {
-		rc.cg = nil
+	if s.CgroupID != r.cgid(rc.cg) {
+		if rc.cg != 0 {
+			r.cgUnref(rc.cg)
+			rc.cg = 0
+		}
 		if s.CgroupID != 0 {
 			// Neighbours in a dump mostly share a cgroup.
 			if s.CgroupID != t.lastCgid {
 				t.lastCgid, t.lastCg = s.CgroupID, r.cgroupLookup(s.CgroupID)
 			}
-			rc.cg = t.lastCg
+			rc.cg = r.cgRef(t.lastCg)
 		}
 	}
 	if s.Inode == rc.inode {
@@ -323,7 +316,7 @@ func (t *Tracker) update(rc *record, s *snapshot.Socket) {
 		// Its process closed it (an orphan in FIN_WAIT, or the TIME_WAIT
 		// remnant): the owner learned while it was open stays.
 		if rc.own != 0 {
-			r.owner(rc.own).present = false
+			r.owner(rc.own).set(oPresent, false)
 		}
 		rc.inode = 0
 		return
@@ -343,9 +336,9 @@ func (t *Tracker) sweepAbsent(matched int) {
 		for _, slot := range t.order {
 			if rc := &t.recs[slot]; rc.seen != t.gen {
 				rc.pos = -1
-				rc.absent = t.gen
+				rc.seen = t.gen // the first dump that missed it
 				if rc.own != 0 {
-					t.r.owner(rc.own).present = false
+					t.r.owner(rc.own).set(oPresent, false)
 				}
 				t.absent = append(t.absent, slot)
 			}
@@ -358,9 +351,9 @@ func (t *Tracker) sweepAbsent(matched int) {
 	for _, slot := range t.absent {
 		rc := &t.recs[slot]
 		switch {
-		case rc.absent == 0:
+		case rc.pos >= 0:
 			// Back in a dump.
-		case t.gen-rc.absent >= keepRefreshes:
+		case t.gen-rc.seen >= keepRefreshes:
 			t.drop(slot)
 		default:
 			keep = append(keep, slot)
@@ -383,6 +376,9 @@ func (t *Tracker) drop(slot int32) {
 	rc := &t.recs[slot]
 	if rc.own != 0 {
 		t.r.release(rc.own)
+	}
+	if rc.cg != 0 {
+		t.r.cgUnref(rc.cg)
 	}
 	t.byCookie.Delete(rc.cookie, t.cookieOf)
 	*rc = record{pos: -1}
@@ -437,7 +433,7 @@ func (t *Tracker) annotate(ev *event.Event) {
 	var cg *cgroupEntry
 	if slot, ok := t.byCookie.Get(s.Cookie, t.cookieOf); ok {
 		rc := &t.recs[slot]
-		own, cg = rc.own, rc.cg
+		own, cg = rc.own, r.cgSlots[rc.cg].e
 		if rc.class == classOf(s) {
 			ev.Direction = rc.dir
 		} else {
@@ -445,7 +441,7 @@ func (t *Tracker) annotate(ev *event.Event) {
 			// event before it connected).
 			ev.Direction = t.index.direction(s)
 		}
-		if s.CgroupID != rc.cgid() {
+		if s.CgroupID != r.cgid(rc.cg) {
 			cg = nil
 		}
 	} else {

@@ -214,7 +214,7 @@ func BenchmarkPollListenersOnly(b *testing.B) {
 }
 
 // pollChunk is the daemon's chunk size (engine.dumpChunk).
-const pollChunk = 2048
+const pollChunk = 1024
 
 func benchPoll(b *testing.B, reqs []diag.Request) {
 	conn, err := diag.Open()

@@ -102,8 +102,11 @@ type dumpJob struct {
 }
 
 // dumpChunk is how many sockets the worker reads before it hands them to
-// the loop: half a millisecond of the loop's work, 0.35 MB of table.
-const dumpChunk = 2048
+// the loop: a quarter of a millisecond of the loop's work. A table holds
+// that and up to a datagram more (some 100 sockets): the two take 0.4 MB
+// at 108k sockets, where chunks of 2,048 took 0.85 MB for the same CPU
+// per poll within the benchmark's noise (bench/churn/README.md).
+const dumpChunk = 1024
 
 // chunkTables is how many chunk tables the worker and the loop pass
 // between them: the worker fills one while the loop diffs the other.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/connlogd/connlogd/diag"
 	"github.com/connlogd/connlogd/differ"
+	"github.com/connlogd/connlogd/engine"
 	"github.com/connlogd/connlogd/event"
 	"github.com/connlogd/connlogd/snapshot"
 )
@@ -213,8 +214,8 @@ func BenchmarkPollListenersOnly(b *testing.B) {
 	benchPoll(b, ls)
 }
 
-// pollChunk is the daemon's chunk size (engine.dumpChunk).
-const pollChunk = 1024
+// pollChunk is the daemon's chunk size.
+const pollChunk = engine.DumpChunk
 
 func benchPoll(b *testing.B, reqs []diag.Request) {
 	conn, err := diag.Open()

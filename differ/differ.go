@@ -266,11 +266,13 @@ type Differ struct {
 	// make them appear again. Kept until the third Begin after: by then
 	// no dump that started before the destroy is still to come.
 	// deadFlows holds the tuples by flowHash: a remnant is matched to its
-	// connection's flow (ignoring the interface, which only link-local
-	// addresses could tell apart), and 8-byte keys keep the sets small
-	// enough for the processor's cache at tens of thousands of closes a
-	// second, where a map of 48-byte tuples missed it at every insertion
-	// (5 % of the daemon's CPU).
+	// connection's flow, not minding the interface (the same flow on two
+	// devices, with VRFs or SO_BINDTODEVICE, would only keep one's
+	// remnant from being announced: a remnant is never a connection of
+	// its own, and its connection's notification reports it), and 8-byte
+	// keys keep the sets small enough for the processor's cache at tens
+	// of thousands of closes a second, where a map of 44-byte tuples
+	// missed it at every insertion (5 % of the daemon's CPU).
 	deadCookies cookieSet
 	deadFlows   deadSet[uint64]
 	flowSeed    maphash.Seed
@@ -908,9 +910,9 @@ func (d *Differ) expireDead() {
 }
 
 // tupleKey is a socket's key without the cookie, compact and free of
-// pointers (netip.Addr holds one, for its zone): the dead-tuple index holds
-// one per short-lived TCP connection for two polls, and a map without
-// pointers is not scanned by the garbage collector.
+// pointers (netip.Addr holds one, for its zone): the held sockets are
+// indexed by it, and a map without pointers is not scanned by the garbage
+// collector.
 type tupleKey struct {
 	src, dst     [16]byte
 	sport, dport uint16

@@ -145,7 +145,7 @@ func heapAfter(f func()) uint64 {
 
 // BenchmarkMemory reports where the differ's bytes go: per tracked socket
 // (its record, the cookie index, the dump-order slices) and per dead-socket
-// entry (a short-lived socket's cookie and tuple, kept two polls).
+// entry (a short-lived socket's cookie and flow hash, kept three generations).
 func BenchmarkMemory(b *testing.B) {
 	const n = 100000
 	for b.Loop() {

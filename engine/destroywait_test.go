@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -108,11 +109,10 @@ func TestDestroyWaiterStampsWhenRead(t *testing.T) {
 
 // Once notifications come faster than gatherBusyRate a second, the
 // waiter lets the next ones gather for destroyGatherBusy before it reads
-// them; slower, for destroyGather. Only the lower bound is checked on the
-// waiter itself: a busy machine may make either wait longer.
+// them; slower, for destroyGather.
 func TestDestroyWaiterGathersLongerWhenBusy(t *testing.T) {
 	for _, c := range []struct {
-		n       int
+		n       uint64
 		elapsed time.Duration
 		want    time.Duration
 	}{
@@ -124,6 +124,11 @@ func TestDestroyWaiterGathersLongerWhenBusy(t *testing.T) {
 		{gatherBusyRate / 100, 10 * time.Millisecond, destroyGatherBusy},
 		{gatherBusyRate/100 - 1, 10 * time.Millisecond, destroyGather},
 		{1, 0, destroyGatherBusy},
+		{1, time.Duration(math.MaxInt64), destroyGather},
+		{1, 40 * 24 * time.Hour, destroyGather},
+		{math.MaxUint32, time.Duration(math.MaxInt64), destroyGather},
+		{math.MaxUint64, time.Hour, destroyGatherBusy},
+		{math.MaxUint64, time.Duration(math.MaxInt64), destroyGather},
 	} {
 		if got := gatherFor(c.n, c.elapsed); got != c.want {
 			t.Errorf("gatherFor(%d, %v) = %v; want %v", c.n, c.elapsed, got, c.want)
@@ -134,7 +139,9 @@ func TestDestroyWaiterGathersLongerWhenBusy(t *testing.T) {
 	ready := make(chan *namespace)
 	stop := w.waitDestroy(ready, time.Now)
 	defer stop()
-	round := func(n int) time.Duration {
+	// round queues n notifications at once and returns the gathering the
+	// waiter chose after reading them, and how long they took to be read.
+	round := func(n int) (time.Duration, time.Duration) {
 		t.Helper()
 		start := time.Now()
 		for i := range n {
@@ -145,21 +152,30 @@ func TestDestroyWaiterGathersLongerWhenBusy(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("the waiter did not tell the loop of a close")
 		}
+		took := time.Since(start)
 		w.destroyBatches(maxDrainBatches, time.Now)
+		w.dmu.Lock()
+		wait := w.dwait
+		w.dmu.Unlock()
 		select { // as the loop does: a waiter that kept its most waits for it
 		case w.drained <- struct{}{}:
 		default:
 		}
-		return time.Since(start)
+		return wait, took
 	}
-	round(1)
-	if took := round(1); took < destroyGather {
-		t.Errorf("closes read within %v; want at least %v", took, destroyGather)
+	// One close a round, a round at least destroyGather apart: at most
+	// 500 a second, however fast or slow the machine.
+	for i := range 3 {
+		if wait, _ := round(1); wait != destroyGather {
+			t.Fatalf("round %d of one close: next gathering %v; want %v", i, wait, destroyGather)
+		}
 	}
-	// More than gatherBusyRate a second unless the machine stalls the
-	// waiter for 10 s.
-	round(10 * gatherBusyRate)
-	if took := round(1); took < destroyGatherBusy {
-		t.Errorf("after closes at more than %d a second, closes read within %v; want at least %v", gatherBusyRate, took, destroyGatherBusy)
+	// 30,000 at once: more than gatherBusyRate a second unless the
+	// machine stalls the waiter for 10 s.
+	if wait, _ := round(10 * gatherBusyRate); wait != destroyGatherBusy {
+		t.Fatalf("after %d closes at once: next gathering %v; want %v", 10*gatherBusyRate, wait, destroyGatherBusy)
+	}
+	if _, took := round(1); took < destroyGatherBusy {
+		t.Errorf("after a busy round, a close read within %v; want at least %v", took, destroyGatherBusy)
 	}
 }

@@ -40,7 +40,7 @@
 // # Latency
 //
 // A dump runs on the worker, which hands it to the loop in chunks
-// (dumpChunk sockets) as it reads them; the loop diffs each chunk as it
+// (DumpChunk sockets) as it reads them; the loop diffs each chunk as it
 // comes, so the table is never held whole and a large one does not hold
 // closes back. Before a chunk is diffed, the loop takes every destroy
 // notification queued by the time the chunk was read (the waiter's

@@ -219,7 +219,7 @@ type loop struct {
 	dumpReq  chan dumpJob // to the dump worker
 	dumpDone chan dumpJob // from it, chunk by chunk
 	// chunks are the tables a dump is read into, back from the loop;
-	// chunkSize the sockets of a chunk (dumpChunk, smaller in tests).
+	// chunkSize the sockets of a chunk (DumpChunk, smaller in tests).
 	chunks    chan *snapshot.Table
 	chunkSize int
 	sched     scheduler
@@ -270,7 +270,7 @@ func newLoop(cfg *config.Config, opts Options, clock Clock, open opener, discove
 		dumpReq:   make(chan dumpJob, 1),
 		dumpDone:  make(chan dumpJob, 1),
 		chunks:    make(chan *snapshot.Table, chunkTables),
-		chunkSize: dumpChunk,
+		chunkSize: DumpChunk,
 		// Tests start a fake watcher instead.
 		watchStart: startLiveWatcher,
 	}

@@ -73,6 +73,11 @@ type namespace struct {
 	dqSockets int
 	dfree     []*snapshot.Table
 	dtake     []destroyBatch
+	// dread counts the notifications read, by the waiter and by the
+	// loop alike, for the waiter's rate; dwait is the gathering it chose
+	// for its next round (gatherFor).
+	dread uint64
+	dwait time.Duration
 	// reqsNow are the requests of the dump in flight (activeRequests);
 	// lastCost what the last poll took, for the namespace budget.
 	reqsNow    []diag.Request
@@ -238,8 +243,9 @@ func (w *namespace) waitDestroy(ready chan<- *namespace, now func() time.Time) f
 		defer close(done)
 		gather := time.NewTimer(time.Hour)
 		gather.Stop()
-		read := 0                    // notifications the last round read
-		var readAt, lastAt time.Time // when it read, and the round before
+		wait := destroyGather
+		var lastRead uint64  // w.dread after the last round
+		var lastAt time.Time // when the last round read
 		for {
 			if err := sub.WaitReadable(); err != nil {
 				return // closed; any other error shows in the next read
@@ -248,7 +254,7 @@ func (w *namespace) waitDestroy(ready chan<- *namespace, now func() time.Time) f
 			// takes them in one go, with one flush of the sinks, instead
 			// of waking per close (measured at 2,000 connections a second,
 			// half the daemon's CPU went to wake-ups and flushes).
-			gather.Reset(gatherFor(read, readAt.Sub(lastAt)))
+			gather.Reset(wait)
 			select {
 			case <-gather.C:
 			case <-quit:
@@ -261,16 +267,23 @@ func (w *namespace) waitDestroy(ready chan<- *namespace, now func() time.Time) f
 				return
 			default:
 			}
-			read, lastAt = 0, readAt
+			var at time.Time
 			for !w.keptFull() {
 				b := w.readBatch(sub, now)
 				w.dq = append(w.dq, b)
 				w.dqSockets += b.tab.Len()
-				read += b.tab.Len()
-				readAt = b.at
+				at = b.at
 				if !b.full || (b.err != nil && !errors.Is(b.err, diag.ErrOverrun)) {
 					break
 				}
+			}
+			if !at.IsZero() {
+				// What came since the last round, the loop's reads too.
+				if !lastAt.IsZero() {
+					wait = gatherFor(w.dread-lastRead, at.Sub(lastAt))
+				}
+				lastRead, lastAt = w.dread, at
+				w.dwait = wait
 			}
 			full := w.keptFull()
 			failed := len(w.dq) > 0 && w.dq[len(w.dq)-1].err != nil && !errors.Is(w.dq[len(w.dq)-1].err, diag.ErrOverrun)
@@ -352,6 +365,7 @@ func (w *namespace) readBatch(sub Subscription, now func() time.Time) destroyBat
 		t = new(snapshot.Table)
 	}
 	full, err := sub.Drain(t)
+	w.dread += uint64(t.Len())
 	return destroyBatch{tab: t, at: now(), full: full, err: err}
 }
 
@@ -394,26 +408,29 @@ func (w *namespace) recycle(t *snapshot.Table) {
 
 // How long a destroy waiter lets notifications gather before it reads
 // them and wakes the loop: a bound on the wake-ups per namespace, and
-// what it adds to a close's latency and to its stamp (taken at the read).
-// While notifications come slower than gatherBusyRate a second (a host
-// closing fewer than about 1,500 connections a second), the short time,
-// so that closes are logged within milliseconds; faster, the long one.
-// Each wake-up costs far more than the notifications it brings (thread
-// hand-offs, a flush of the sinks): with 12,000-13,000 connections a
-// second, both settings watching the same connections
-// (bench/churn/dual.sh), waiting 5 ms took 0.82-0.83 of the CPU per
-// connection of waiting 2 ms, and 10 ms 0.88 of 5 ms, for 3-5 ms more
-// median latency.
+// what it adds to a close's latency and to its stamp (taken at the read,
+// so a busy host's closes are stamped up to the long time after they
+// were sent, which audit attribution's time windows allow for). While
+// notifications come slower than gatherBusyRate a second (that many
+// connections closing with a remote peer, half as many on loopback,
+// where both ends are notified), the short time, so that closes are
+// logged within milliseconds; faster, the long one. Each wake-up costs
+// far more than the notifications it brings (thread hand-offs, a flush
+// of the sinks): with 12,000-13,000 loopback connections a second, both
+// settings watching the same connections (bench/churn/dual.sh), waiting
+// 5 ms took 0.82-0.83 of the CPU per connection of waiting 2 ms, and
+// 10 ms 0.88 of 5 ms, for 3-5 ms more median latency.
 const (
 	destroyGather     = 2 * time.Millisecond
 	destroyGatherBusy = 10 * time.Millisecond
 	gatherBusyRate    = 3000
 )
 
-// gatherFor is how long to gather after a round that read n
-// notifications, elapsed after the round before it read.
-func gatherFor(n int, elapsed time.Duration) time.Duration {
-	if n > 0 && int64(n)*int64(time.Second) >= gatherBusyRate*int64(elapsed) {
+// gatherFor is how long to gather after n notifications were read in
+// elapsed.
+func gatherFor(n uint64, elapsed time.Duration) time.Duration {
+	n = min(n, 1<<33) // n × 10⁹ stays within 64 bits
+	if n > 0 && elapsed <= time.Duration(n*uint64(time.Second)/gatherBusyRate) {
 		return destroyGatherBusy
 	}
 	return destroyGather

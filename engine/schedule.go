@@ -76,7 +76,7 @@ type scheduler struct {
 // dumpJob is one namespace's dump, run by the dump worker so that the
 // loop keeps logging destroy notifications while the kernel walks its
 // tables (100 ms and more for a large table). The worker hands the dump
-// back in chunks as it reads them (dumpChunk sockets each, in tables the
+// back in chunks as it reads them (DumpChunk sockets each, in tables the
 // loop recycles), and the loop diffs each chunk as it comes: the table is
 // never held whole, and a close waits for the loop at most one chunk's
 // diff. The job carries the plan the dump is made with: a reload while it
@@ -101,12 +101,14 @@ type dumpJob struct {
 	err   error
 }
 
-// dumpChunk is how many sockets the worker reads before it hands them to
-// the loop: a quarter of a millisecond of the loop's work. A table holds
-// that and up to a datagram more (some 100 sockets): the two take 0.4 MB
-// at 108k sockets, where chunks of 2,048 took 0.85 MB for the same CPU
-// per poll within the benchmark's noise (bench/churn/README.md).
-const dumpChunk = 1024
+// DumpChunk is how many sockets the dump worker reads before it hands
+// them to the loop: a quarter of a millisecond of the loop's work. A
+// table holds that and up to a datagram more (some 100 sockets): the two
+// take 0.44 MB whatever the table's size, where chunks of 2,048 took
+// 0.83 MB, for the same CPU per poll at 108k sockets within the
+// benchmark's noise (bench/churn/README.md). Exported for the poll
+// benchmark, which diffs in the daemon's chunks.
+const DumpChunk = 1024
 
 // chunkTables is how many chunk tables the worker and the loop pass
 // between them: the worker fills one while the loop diffs the other.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/internal/heaptest"
 	"github.com/connlogd/connlogd/snapshot"
 )
 
@@ -43,8 +44,8 @@ func BenchmarkMemory(b *testing.B) {
 			}
 			tr.EndRefresh(true)
 		}
-		base := heapAfter(func() {})
-		tracked := heapAfter(func() {
+		base := heaptest.After(func() {})
+		tracked := heaptest.After(func() {
 			tr = newFakeResolver(defaultCfg, f).NewTracker()
 			tr.Reserve(n)
 			refresh()
@@ -62,13 +63,4 @@ func BenchmarkMemory(b *testing.B) {
 		runtime.KeepAlive(f)
 		runtime.KeepAlive(chunks)
 	}
-}
-
-// heapAfter runs f and returns the live heap after a collection.
-func heapAfter(f func()) uint64 {
-	var m runtime.MemStats
-	f()
-	runtime.GC()
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }

@@ -2,6 +2,7 @@ package differ
 
 import (
 	"fmt"
+	"github.com/connlogd/connlogd/internal/heaptest"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -134,15 +135,6 @@ func BenchmarkDestroyedShortLived(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1024, "ns/socket")
 }
 
-// heapAfter returns the live heap once f ran and the garbage is gone.
-func heapAfter(f func()) uint64 {
-	var m runtime.MemStats
-	f()
-	runtime.GC()
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
-}
-
 // BenchmarkMemory reports where the differ's bytes go: per tracked socket
 // (its record, the cookie index, the dump-order slices) and per dead-socket
 // entry (a short-lived socket's cookie and flow hash, kept three generations).
@@ -157,12 +149,12 @@ func BenchmarkMemory(b *testing.B) {
 			*s = sock(uint64(10*n+i), snapshot.StateClose)
 			s.Src = netip.AddrPortFrom(s.Src.Addr(), uint16(i))
 		}
-		base := heapAfter(func() {})
-		tracked := heapAfter(func() {
+		base := heaptest.After(func() {})
+		tracked := heaptest.After(func() {
 			d = New(Options{Output: func(*event.Event) {}})
 			d.Diff(tab, t0, nil)
 		})
-		dead := heapAfter(func() { d.Destroyed(batch, t0) })
+		dead := heaptest.After(func() { d.Destroyed(batch, t0) })
 		runtime.KeepAlive(tab)
 		runtime.KeepAlive(batch)
 		b.ReportMetric(float64(tracked-base)/n, "B/tracked")

@@ -2,13 +2,13 @@ package differ
 
 import (
 	"fmt"
-	"github.com/connlogd/connlogd/internal/heaptest"
 	"net/netip"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/connlogd/connlogd/event"
+	"github.com/connlogd/connlogd/internal/heaptest"
 	"github.com/connlogd/connlogd/snapshot"
 )
 

@@ -102,7 +102,19 @@ func inNetns(evs []ev, kind string, port int, ino float64) []ev {
 // the daemon started, are logged with their namespace, and deleting one
 // namespace logs its sockets' closes and releases every descriptor the
 // daemon had in it.
+// TestAllNamespaces runs on the harness's quick settings, and on the
+// defaults (poll interval and rescan period), where a namespace made or
+// deleted after start-up is found by the watcher, not the rescan.
 func TestAllNamespaces(t *testing.T) {
+	for _, c := range []struct{ name, cfg string }{
+		{"quick", "interval: 300ms\nnamespaces: all\nnamespace_rescan: 500ms\n"},
+		{"defaults", "namespaces: all\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) { testAllNamespaces(t, c.cfg) })
+	}
+}
+
+func testAllNamespaces(t *testing.T, config string) {
 	netnstest.Require(t)
 	nsA := netnstest.New(t)
 	lnA := listenIn(t, nsA, "tcp4", "127.0.0.1:0")
@@ -112,7 +124,7 @@ func TestAllNamespaces(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "events.json")
 	cfg := filepath.Join(dir, "config.yaml")
-	writeFile(t, cfg, "interval: 300ms\nnamespaces: all\nnamespace_rescan: 500ms\nsinks:\n  - type: file\n    path: "+out+"\n")
+	writeFile(t, cfg, config+"sinks:\n  - type: file\n    path: "+out+"\n")
 	d := &proc{t: t, out: out, stderr: newBuf(), done: make(chan struct{})}
 	d.cmd = exec.Command(connlogdBin, "-config", cfg)
 	d.cmd.Stderr = &lockedWriter{mu: &d.mu, w: d.stderr}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connlogd/connlogd/config"
 	"github.com/connlogd/connlogd/internal/netnstest"
 	"github.com/connlogd/connlogd/internal/schematest"
 )
@@ -203,7 +204,7 @@ func byPort(native map[string]ev, kind string, port int) []ev {
 // exchange connects to ln's address over network, sends, half-closes,
 // reads the server's answer and closes; the server answers after the
 // client's half-close. It returns the client's local port.
-func exchange(t *testing.T, ns *netnstest.NS, ln net.Listener, network, addr string) int {
+func exchange(t *testing.T, ns *netnstest.NS, ln net.Listener, network, addr string, poll time.Duration) int {
 	t.Helper()
 	served := make(chan error, 1)
 	go func() {
@@ -219,7 +220,7 @@ func exchange(t *testing.T, ns *netnstest.NS, ln net.Listener, network, addr str
 		}
 		// Half-closed for a while: the client in fin_wait2, this end in
 		// close_wait, each seen by a poll.
-		time.Sleep(400 * time.Millisecond)
+		time.Sleep(2 * poll)
 		_, err = c.Write([]byte("bye"))
 		served <- err
 	}()
@@ -235,7 +236,7 @@ func exchange(t *testing.T, ns *netnstest.NS, ln net.Listener, network, addr str
 			return err
 		}
 		// Hold the connection across a poll so that its states are seen.
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(poll * 3 / 2)
 		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 			return err
 		}
@@ -277,8 +278,25 @@ func dial(network, addr string) (net.Conn, error) {
 
 // TestSchemasEndToEnd runs the daemon on every kind of socket event with
 // the three schemas at once, and checks the output against the official
-// schemas, the Community ID specification and the event id contract.
+// schemas, the Community ID specification and the event id contract: on
+// the harness's quick polls, which catch more sockets alive, and on the
+// default interval, where more of them are known from their destroy
+// notifications alone.
 func TestSchemasEndToEnd(t *testing.T) {
+	for _, c := range intervalCases {
+		t.Run(c.name, func(t *testing.T) {
+			interval, poll := "interval: 200ms\n", 200*time.Millisecond
+			if c.cfg == defaultInterval {
+				interval, poll = defaultInterval, config.DefaultInterval
+			}
+			testSchemasEndToEnd(t, interval, poll)
+		})
+	}
+}
+
+// testSchemasEndToEnd is TestSchemasEndToEnd with a poll interval: the
+// configuration's line for it, and its length.
+func testSchemasEndToEnd(t *testing.T, interval string, poll time.Duration) {
 	ns := netnstest.New(t)
 	// An address whose packets vanish, for a connect that times out: a
 	// route to loopback for addresses that are not local, which the
@@ -290,7 +308,7 @@ func TestSchemasEndToEnd(t *testing.T) {
 
 	pre := listenIn(t, ns, "tcp4", "127.0.0.1:0")
 	defer pre.Close()
-	r := startSchemaDaemon(t, ns, "interval: 200ms\nflow_update_interval: 1s\n")
+	r := startSchemaDaemon(t, ns, interval+"flow_update_interval: 1s\n")
 	prePort := pre.Addr().(*net.TCPAddr).Port
 	r.waitFor("the pre-existing listener", 10*time.Second, countOf(nil, "appeared", "tcp", prePort))
 
@@ -303,10 +321,10 @@ func TestSchemasEndToEnd(t *testing.T) {
 	lnDual := listenIn(t, ns, "tcp", "[::]:0") // dual stack: IPv4 clients become mapped addresses
 	defer lnDual.Close()
 	dualPort := lnDual.Addr().(*net.TCPAddr).Port
-	c4 := exchange(t, ns, ln4, "tcp4", ln4.Addr().String())
-	c6 := exchange(t, ns, ln6, "tcp6", ln6.Addr().String())
-	cMapped := exchange(t, ns, lnDual, "tcp6-mapped", fmt.Sprintf("127.0.0.1:%d", dualPort))
-	cV4ToDual := exchange(t, ns, lnDual, "tcp4", fmt.Sprintf("127.0.0.1:%d", dualPort))
+	c4 := exchange(t, ns, ln4, "tcp4", ln4.Addr().String(), poll)
+	c6 := exchange(t, ns, ln6, "tcp6", ln6.Addr().String(), poll)
+	cMapped := exchange(t, ns, lnDual, "tcp6-mapped", fmt.Sprintf("127.0.0.1:%d", dualPort), poll)
+	cV4ToDual := exchange(t, ns, lnDual, "tcp4", fmt.Sprintf("127.0.0.1:%d", dualPort), poll)
 
 	// UDP: a server, a connected client and an unconnected one.
 	var srv, unconnected net.PacketConn

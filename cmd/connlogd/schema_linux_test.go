@@ -294,6 +294,10 @@ func TestSchemasEndToEnd(t *testing.T) {
 	}
 }
 
+// longFor is how long the end-to-end test's long connection lasts, on
+// polls every poll with flow_update_interval 1s.
+func longFor(poll time.Duration) time.Duration { return 5 * (time.Second + poll) }
+
 // testSchemasEndToEnd is TestSchemasEndToEnd with a poll interval: the
 // configuration's line for it, and its length.
 func testSchemasEndToEnd(t *testing.T, interval string, poll time.Duration) {
@@ -441,7 +445,10 @@ func testSchemasEndToEnd(t *testing.T, interval string, poll time.Duration) {
 		}
 		defer c.Close()
 		longPort = c.LocalAddr().(*net.TCPAddr).Port
-		for range 50 {
+		// Long enough for 3 updates however the polls fall: one is due
+		// at the first poll a second after the last event, so they come
+		// every 1 s + poll at worst (6 s on 200 ms polls, 10 s on 1 s).
+		for range int(longFor(poll) / (100 * time.Millisecond)) {
 			if _, err := c.Write(make([]byte, 1000)); err != nil {
 				return err
 			}
@@ -558,7 +565,7 @@ func testSchemasEndToEnd(t *testing.T, interval string, poll time.Duration) {
 	// The long connection: at least 3 updates, counters that only grow.
 	ups := byPort(native, "updated", longPort)
 	if len(ups) < 3 {
-		t.Errorf("%d updated events for the 5 s connection, want at least 3", len(ups))
+		t.Errorf("%d updated events for the %v connection, want at least 3", len(ups), longFor(poll))
 	}
 	var lastBytes, lastDur float64
 	for _, u := range ups {

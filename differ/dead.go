@@ -62,11 +62,6 @@ func (s *deadSet[K]) rotate() {
 	clear(s.gens[s.cur])
 }
 
-// len is the number of keys remembered.
-func (s *deadSet[K]) len() int {
-	return len(s.gens[0]) + len(s.gens[1]) + len(s.gens[2])
-}
-
 // each calls f with every key remembered.
 func (s *deadSet[K]) each(f func(K)) {
 	for _, m := range s.gens {

@@ -21,8 +21,8 @@ func TestDeadSetKeepsThreeGenerations(t *testing.T) {
 	if s.has(1) {
 		t.Error("key 1 still kept after 3 rotations")
 	}
-	if !s.has(2) || deadLen(s) != 1 {
-		t.Errorf("has(2) %v, len %d; want the newer key alone", s.has(2), deadLen(s))
+	if !s.has(2) || deadLen(&s) != 1 {
+		t.Errorf("has(2) %v, len %d; want the newer key alone", s.has(2), deadLen(&s))
 	}
 }
 
@@ -41,8 +41,8 @@ func TestDeadSetShrinksAfterABurst(t *testing.T) {
 	if s.cur != burst {
 		t.Fatalf("current map %d; want the burst's %d again", s.cur, burst)
 	}
-	if s.peak[burst] != 0 || deadLen(s) != 3 || s.has(0) {
-		t.Errorf("peak %d, len %d, has(0) %v; want a new map, the burst forgotten", s.peak[burst], deadLen(s), s.has(0))
+	if s.peak[burst] != 0 || deadLen(&s) != 3 || s.has(0) {
+		t.Errorf("peak %d, len %d, has(0) %v; want a new map, the burst forgotten", s.peak[burst], deadLen(&s), s.has(0))
 	}
 }
 

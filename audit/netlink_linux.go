@@ -278,7 +278,7 @@ func (r *Reader) Drain(max int, fn func(typ uint16, text []byte)) (int, error) {
 		fn(typ, b[nlHdrLen:])
 	}
 	switch {
-	case rerr == unix.ENOBUFS || r.sub.TakeOverrun():
+	case rerr == unix.ENOBUFS:
 		return n, ErrOverrun
 	case rerr != nil:
 		return n, fmt.Errorf("audit read-log: recvfrom: %w", rerr)

@@ -167,7 +167,7 @@ func (d *Destroy) read(t *snapshot.Table) error {
 		}
 	}
 	switch {
-	case rerr == unix.ENOBUFS || d.sub.TakeOverrun():
+	case rerr == unix.ENOBUFS:
 		return ErrOverrun
 	case rerr != nil:
 		return opErr("destroy read", fmt.Errorf("recvmmsg: %w", rerr))

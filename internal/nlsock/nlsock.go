@@ -19,7 +19,6 @@ import (
 	"os"
 	"sync/atomic"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,7 +45,17 @@ func Dial(proto int) (int, error) {
 // Subscription is a non-blocking netlink socket subscribed to multicast
 // groups. One goroutine may block in WaitReadable while another reads FD
 // directly (recvfrom or recvmmsg with MSG_DONTWAIT), not through the
-// runtime's poller, whose read side the waiter holds.
+// runtime's poller.
+//
+// The socket is not in the runtime's poller itself but in an epoll
+// instance of its own, armed one-shot (EPOLLONESHOT), which is. The
+// runtime registers descriptors edge-triggered, and an edge comes with
+// every datagram queued: a socket in its poller wakes the thread blocked
+// there for each one, also while nobody waits for it (the destroy
+// waiter lets notifications gather before it reads them). At 40,000
+// notifications a second that was 8,000 wake-ups a second for nothing,
+// more than a tenth of the daemon's CPU. Armed one-shot, the socket
+// reports once and then stays silent until WaitReadable arms it again.
 type Subscription struct {
 	// FD is the socket, for the reader's system calls. Close closes it.
 	FD int
@@ -56,10 +65,11 @@ type Subscription struct {
 	// net.core.rmem_max.
 	Forced bool
 
-	f       *os.File
-	rc      syscall.RawConn
-	overrun atomic.Bool
-	closed  atomic.Bool
+	ep     *os.File // the epoll instance watching FD, in the runtime's poller
+	rc     syscall.RawConn
+	arm    unix.EpollEvent
+	events [1]unix.EpollEvent
+	closed atomic.Bool
 }
 
 // Subscribe opens a NETLINK_* socket of protocol proto subscribed to
@@ -93,9 +103,27 @@ func Subscribe(proto int, groups uint32, bufSize int, name string) (*Subscriptio
 		unix.Close(fd)
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	s.f = os.NewFile(uintptr(fd), name)
-	if s.rc, err = s.f.SyscallConn(); err != nil {
-		s.f.Close()
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	s.arm = unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(fd)}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &s.arm); err != nil {
+		unix.Close(ep)
+		unix.Close(fd)
+		return nil, fmt.Errorf("epoll_ctl add: %w", err)
+	}
+	// Non-blocking, so that os.NewFile puts it in the runtime's poller.
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		unix.Close(fd)
+		return nil, fmt.Errorf("epoll nonblock: %w", err)
+	}
+	s.ep = os.NewFile(uintptr(ep), name)
+	if s.rc, err = s.ep.SyscallConn(); err != nil {
+		s.ep.Close()
+		unix.Close(fd)
 		return nil, err
 	}
 	return s, nil
@@ -103,35 +131,51 @@ func Subscribe(proto int, groups uint32, bufSize int, name string) (*Subscriptio
 
 // WaitReadable blocks until a datagram (or an error such as an overrun)
 // is queued, without taking it. It returns os.ErrClosed once Close is
-// called.
+// called. It arms the socket for one report and waits for it; what is
+// queued already is reported at once.
 func (s *Subscription) WaitReadable() error {
-	var peek [1]byte
-	err := s.rc.Read(func(fd uintptr) bool {
-		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peek[0])), 1,
-			unix.MSG_DONTWAIT|unix.MSG_PEEK, 0, 0)
-		switch errno {
-		case unix.EAGAIN, unix.EINTR:
-			return false
-		case unix.ENOBUFS:
-			// Reading the error cleared it: keep it for the reader.
-			s.overrun.Store(true)
-		}
-		return true
+	var cerr error
+	err := s.rc.Control(func(ep uintptr) {
+		cerr = unix.EpollCtl(int(ep), unix.EPOLL_CTL_MOD, s.FD, &s.arm)
 	})
+	if err == nil && cerr != nil {
+		err = fmt.Errorf("epoll_ctl: %w", cerr)
+	}
+	if err == nil {
+		var werr error
+		err = s.rc.Read(func(ep uintptr) bool {
+			for {
+				// Taking the report disarms the socket. An error stays
+				// queued on the socket (the epoll report does not clear
+				// it) for the reader's next read: an overrun's ENOBUFS
+				// is seen there.
+				n, err := unix.EpollWait(int(ep), s.events[:], 0)
+				if err == unix.EINTR {
+					continue
+				}
+				werr = err
+				return n > 0 || err != nil
+			}
+		})
+		if err == nil && werr != nil {
+			err = fmt.Errorf("epoll_wait: %w", werr)
+		}
+	}
 	if err != nil && s.closed.Load() {
 		return os.ErrClosed // the poller says "use of closed file"
 	}
 	return err
 }
 
-// TakeOverrun reports, once, that WaitReadable met an overrun (ENOBUFS:
-// the kernel dropped messages because the receive buffer was full),
-// which the reader's own next read will then not see.
-func (s *Subscription) TakeOverrun() bool { return s.overrun.Swap(false) }
-
 // Close closes the socket; a blocked WaitReadable returns. Closing again
 // returns an error wrapping os.ErrClosed.
 func (s *Subscription) Close() error {
-	s.closed.Store(true)
-	return s.f.Close()
+	if s.closed.Swap(true) {
+		return fmt.Errorf("close subscription: %w", os.ErrClosed)
+	}
+	err := s.ep.Close()
+	if cerr := unix.Close(s.FD); err == nil && cerr != nil {
+		err = fmt.Errorf("close: %w", cerr)
+	}
+	return err
 }

@@ -136,6 +136,23 @@ func queued(t *testing.T, s *Subscription) {
 	}
 }
 
+// epollReadable says whether the subscription's epoll instance is
+// readable now, as the runtime's poller would see it.
+func epollReadable(t *testing.T, s *Subscription) bool {
+	t.Helper()
+	var revents int16
+	var perr error
+	err := s.rc.Control(func(ep uintptr) {
+		fds := []unix.PollFd{{Fd: int32(ep), Events: unix.POLLIN}}
+		_, perr = unix.Poll(fds, 0)
+		revents = fds[0].Revents
+	})
+	if err != nil || perr != nil {
+		t.Fatalf("poll of the epoll instance: %v %v", err, perr)
+	}
+	return revents&unix.POLLIN != 0
+}
+
 // drain reads the socket until EAGAIN and returns the error that ended
 // it, nil for EAGAIN.
 func drain(s *Subscription) error {
@@ -184,9 +201,14 @@ func TestWaitReadableReportsWhatIsQueued(t *testing.T) {
 	if err := drain(s); err != nil {
 		t.Fatal(err)
 	}
-	// Disarmed now; queued while nobody waits.
+	// Disarmed now; queued while nobody waits. The epoll instance, which
+	// is what the runtime's poller watches, must stay silent: that is
+	// the point of arming one-shot.
 	destroyTCP4(t, 1)
 	queued(t, s)
+	if ready := epollReadable(t, s); ready {
+		t.Error("the epoll instance reports a datagram that came while the socket was disarmed")
+	}
 	waitReturns(t, s, "destroy queued before the wait")
 	waitReturns(t, s, "the same destroy, not read")
 	if err := drain(s); err != nil {

@@ -236,6 +236,9 @@ func TestOTLPBadRequest(t *testing.T) {
 	if got := kv(r.got()[0].Body)["reason"].GetStringValue(); got != "second" {
 		t.Fatalf("received %q; the refused batch came again", got)
 	}
+	// The receiver has the request before the sink has its answer: wait
+	// for the sink to count it.
+	waitFor(t, func() bool { st := tee.Stats()[0]; return st.Written == 1 && st.Queued == 0 })
 	st := tee.Stats()[0]
 	if st.Written != 1 || st.Dropped != 1 || r.requests() != 2 {
 		t.Fatalf("stats %+v after %d requests", st, r.requests())

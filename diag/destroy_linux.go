@@ -136,8 +136,9 @@ const mmsgSlots = 32
 // a longer one is counted malformed (MSG_TRUNC), not misread.
 const mmsgSlotLen = 4096
 
-// read reads the non-blocking socket directly, not through the runtime
-// poller: WaitReadable holds the poller's read side while it waits.
+// read reads the non-blocking socket directly: it is in no poller of the
+// runtime's (WaitReadable waits through an epoll instance of its own), and
+// a waiter may be waiting meanwhile.
 func (d *Destroy) read(t *snapshot.Table) error {
 	var rerr error
 	for t.Len() < maxBatch {
@@ -241,7 +242,7 @@ func (d *Destroy) LastMalformed() error {
 	return d.lastBad
 }
 
-// Close ends the subscription; a blocked Read returns. It is idempotent.
+// Close ends the subscription; a blocked WaitReadable returns. It is idempotent.
 func (d *Destroy) Close() error {
 	err := d.sub.Close()
 	if errors.Is(err, os.ErrClosed) {

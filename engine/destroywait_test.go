@@ -179,3 +179,31 @@ func TestDestroyWaiterGathersLongerWhenBusy(t *testing.T) {
 		t.Errorf("after a busy round, a close read within %v; want at least %v", took, destroyGatherBusy)
 	}
 }
+
+// failingWaitSub is a subscription whose wait fails, not closed.
+type failingWaitSub struct{ *readableSub }
+
+var errWait = errors.New("epoll_wait: bad file descriptor")
+
+func (s failingWaitSub) WaitReadable() error { return errWait }
+
+// A wait that fails (not stopped) reaches the loop as a failed batch,
+// which it reports as a gap and stops the subscription on, rather than
+// the waiter ending unseen and leaving the closes to be read only at
+// the loop's dumps.
+func TestDestroyWaiterReportsAFailedWait(t *testing.T) {
+	sub := failingWaitSub{newReadableSub()}
+	w := &namespace{destroy: sub}
+	ready := make(chan *namespace)
+	stop := w.waitDestroy(ready, time.Now)
+	defer stop()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiter did not tell the loop of its failed wait")
+	}
+	batches := w.destroyBatches(0, time.Now)
+	if len(batches) != 1 || !errors.Is(batches[0].err, errWait) || batches[0].tab == nil {
+		t.Fatalf("batches %+v; want one carrying the wait's error", batches)
+	}
+}

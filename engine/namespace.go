@@ -246,9 +246,31 @@ func (w *namespace) waitDestroy(ready chan<- *namespace, now func() time.Time) f
 		wait := destroyGather
 		var lastRead uint64  // w.dread after the last round
 		var lastAt time.Time // when the last round read
+		// tell wakes the loop, or has the teller wake it.
+		tell := func() {
+			select {
+			case ready <- w: // the loop was waiting
+			default:
+				select {
+				case kick <- struct{}{}:
+				default: // the loop has a wake-up pending
+				}
+			}
+		}
 		for {
 			if err := sub.WaitReadable(); err != nil {
-				return // closed; any other error shows in the next read
+				select {
+				case <-quit:
+					return // stopped
+				default:
+				}
+				// The wait failed: the loop takes it as a failed read,
+				// says so with a gap, and stops the subscription.
+				w.dmu.Lock()
+				w.dq = append(w.dq, destroyBatch{tab: w.table(), at: now(), err: err})
+				w.dmu.Unlock()
+				tell()
+				return
 			}
 			// Let the closes of the next moment queue too: the loop then
 			// takes them in one go, with one flush of the sinks, instead
@@ -288,14 +310,7 @@ func (w *namespace) waitDestroy(ready chan<- *namespace, now func() time.Time) f
 			full := w.keptFull()
 			failed := len(w.dq) > 0 && w.dq[len(w.dq)-1].err != nil && !errors.Is(w.dq[len(w.dq)-1].err, diag.ErrOverrun)
 			w.dmu.Unlock()
-			select {
-			case ready <- w: // the loop was waiting
-			default:
-				select {
-				case kick <- struct{}{}:
-				default: // the loop has a wake-up pending
-				}
-			}
+			tell()
 			if failed {
 				return // the loop stops the subscription
 			}
@@ -355,15 +370,20 @@ type destroyBatch struct {
 	err  error
 }
 
+// table returns an empty table for a batch, with w.dmu held.
+func (w *namespace) table() *snapshot.Table {
+	if n := len(w.dfree); n > 0 {
+		t := w.dfree[n-1]
+		w.dfree = w.dfree[:n-1]
+		t.Reset()
+		return t
+	}
+	return new(snapshot.Table)
+}
+
 // readBatch reads one batch of sub, with w.dmu held.
 func (w *namespace) readBatch(sub Subscription, now func() time.Time) destroyBatch {
-	var t *snapshot.Table
-	if n := len(w.dfree); n > 0 {
-		t, w.dfree = w.dfree[n-1], w.dfree[:n-1]
-		t.Reset()
-	} else {
-		t = new(snapshot.Table)
-	}
+	t := w.table()
 	full, err := sub.Drain(t)
 	w.dread += uint64(t.Len())
 	return destroyBatch{tab: t, at: now(), full: full, err: err}

@@ -5,26 +5,83 @@ package nlsock
 import (
 	"errors"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/connlogd/connlogd/internal/netnstest"
 )
 
 // groupTCP4Destroy is SKNLGRP_INET_TCP_DESTROY, which any process may
 // join (sock_diag's destroy groups need no privilege to subscribe).
 const groupTCP4Destroy = 1
 
+// isolated returns a subscription to TCP/IPv4 destroys opened in a
+// network namespace of the test's own, with a receive buffer of bufSize,
+// and a function that closes n TCP/IPv4 sockets there. No other process's
+// socket is destroyed in that namespace, so nothing comes that the test
+// did not make.
+func isolated(t *testing.T, bufSize int) (*Subscription, func(n int)) {
+	t.Helper()
+	ns := netnstest.New(t)
+	var s *Subscription
+	if err := ns.Do(func() (err error) {
+		s, err = Subscribe(unix.NETLINK_SOCK_DIAG, 1<<(groupTCP4Destroy-1), bufSize, "test-sub")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	destroy := func(n int) {
+		t.Helper()
+		// Every TCP socket's destroy, connected or not, goes to the
+		// group's subscribers.
+		if err := ns.Do(func() error {
+			for range n {
+				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					return err
+				}
+				unix.Close(fd)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s, destroy
+}
+
+// inWait returns once a goroutine is inside s.WaitReadable.
+func inWait(s *Subscription) {
+	for s.wait.TryLock() {
+		s.wait.Unlock()
+		runtime.Gosched()
+	}
+}
+
 // TestSubscribeBufferAndClose: the buffer asked for is granted (doubled
 // by the kernel's accounting) or capped by rmem_max without privilege;
 // the socket refuses unicasts from other sockets; Close wakes a waiter.
 func TestSubscribeBufferAndClose(t *testing.T) {
 	const ask = 1 << 20
-	s, err := Subscribe(unix.NETLINK_SOCK_DIAG, 1<<(groupTCP4Destroy-1), ask, "test-sub")
-	if err != nil {
+	ns := netnstest.New(t)
+	var s *Subscription
+	var other int
+	if err := ns.Do(func() (err error) {
+		if s, err = Subscribe(unix.NETLINK_SOCK_DIAG, 1<<(groupTCP4Destroy-1), ask, "test-sub"); err != nil {
+			return err
+		}
+		// In the same namespace: netlink addresses are a namespace's.
+		other, err = Dial(unix.NETLINK_SOCK_DIAG)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
+	defer unix.Close(other)
 	if s.Forced && s.Buffer < ask {
 		t.Errorf("forced buffer of %d bytes, asked %d", s.Buffer, ask)
 	}
@@ -37,11 +94,6 @@ func TestSubscribeBufferAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := Dial(unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(other)
 	msg := make([]byte, unix.SizeofNlMsghdr)
 	msg[0] = unix.SizeofNlMsghdr
 	if err := unix.Sendto(other, msg, 0, sa); err == nil {
@@ -49,6 +101,7 @@ func TestSubscribeBufferAndClose(t *testing.T) {
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- s.WaitReadable() }()
+	inWait(s)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -62,6 +115,32 @@ func TestSubscribeBufferAndClose(t *testing.T) {
 	}
 	if err := s.Close(); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("second Close = %v, want os.ErrClosed", err)
+	}
+}
+
+// TestWaitReadableWakesAWaiter: a waiter that found nothing queued
+// sleeps in the runtime's poller, and a notification wakes it.
+func TestWaitReadableWakesAWaiter(t *testing.T) {
+	s, destroy := isolated(t, 1<<20)
+	waited := make(chan error, 1)
+	go func() { waited <- s.WaitReadable() }()
+	inWait(s)
+	// Not needed for the test to hold, only for it to take the usual
+	// path: the waiter asleep, not still arming, when the close comes.
+	time.Sleep(20 * time.Millisecond)
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitReadable returned %v with nothing queued", err)
+	default:
+	}
+	destroy(1)
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("WaitReadable = %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("WaitReadable did not return within a minute of a destroy")
 	}
 }
 
@@ -105,25 +184,11 @@ func TestSubscribeBadProto(t *testing.T) {
 	}
 }
 
-// destroyTCP4 makes the kernel announce n TCP/IPv4 socket destroys:
-// every socket's, connected or not, goes to the destroy group's
-// subscribers.
-func destroyTCP4(t *testing.T, n int) {
-	t.Helper()
-	for range n {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		unix.Close(fd)
-	}
-}
-
 // queued waits, with poll(2) on the socket itself rather than through
-// the subscription, until something is queued on it.
-func queued(t *testing.T, s *Subscription) {
+// the subscription, until it reports any of events.
+func queued(t *testing.T, s *Subscription, events int16) {
 	t.Helper()
-	fds := []unix.PollFd{{Fd: int32(s.FD), Events: unix.POLLIN}}
+	fds := []unix.PollFd{{Fd: int32(s.FD), Events: events}}
 	for {
 		n, err := unix.Poll(fds, int((time.Minute).Milliseconds()))
 		if err == unix.EINTR {
@@ -191,12 +256,8 @@ func waitReturns(t *testing.T, s *Subscription, what string) {
 // waiter gathers before it reads) must be reported by the next wait at
 // once, and a wait after a report that was not read reports again.
 func TestWaitReadableReportsWhatIsQueued(t *testing.T) {
-	s, err := Subscribe(unix.NETLINK_SOCK_DIAG, 1<<(groupTCP4Destroy-1), 1<<20, "test-sub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	destroyTCP4(t, 1)
+	s, destroy := isolated(t, 1<<20)
+	destroy(1)
 	waitReturns(t, s, "first destroy")
 	if err := drain(s); err != nil {
 		t.Fatal(err)
@@ -204,9 +265,9 @@ func TestWaitReadableReportsWhatIsQueued(t *testing.T) {
 	// Disarmed now; queued while nobody waits. The epoll instance, which
 	// is what the runtime's poller watches, must stay silent: that is
 	// the point of arming one-shot.
-	destroyTCP4(t, 1)
-	queued(t, s)
-	if ready := epollReadable(t, s); ready {
+	destroy(1)
+	queued(t, s, unix.POLLIN)
+	if epollReadable(t, s) {
 		t.Error("the epoll instance reports a datagram that came while the socket was disarmed")
 	}
 	waitReturns(t, s, "destroy queued before the wait")
@@ -217,31 +278,29 @@ func TestWaitReadableReportsWhatIsQueued(t *testing.T) {
 }
 
 // TestOverrunReachesTheReader: a wait does not take the socket's error:
-// the reader's own read sees the overrun (ENOBUFS), so that lost
-// notifications are reported as a gap.
+// the reader's first read after it sees the overrun (ENOBUFS), so that
+// lost notifications are reported as a gap.
 func TestOverrunReachesTheReader(t *testing.T) {
-	// The smallest buffer the kernel allows holds one or two messages.
-	s, err := Subscribe(unix.NETLINK_SOCK_DIAG, 1<<(groupTCP4Destroy-1), 1, "test-sub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	destroyTCP4(t, 200)
-	waitReturns(t, s, "an overrun")
-	// The kernel announces from a work queue: read until the overrun
-	// shows, for at most a minute.
-	deadline := time.Now().Add(time.Minute)
-	for {
-		err := drain(s)
-		if err == unix.ENOBUFS {
-			return
-		}
-		if err != nil {
-			t.Fatalf("read: %v, want ENOBUFS", err)
+	// The smallest buffer the kernel allows holds a few messages.
+	s, destroy := isolated(t, 1)
+	// The kernel announces from a work queue: close more until the
+	// socket shows the error (poll(2) does not clear it), for at most a
+	// minute.
+	fds := []unix.PollFd{{Fd: int32(s.FD), Events: unix.POLLIN}}
+	for deadline := time.Now().Add(time.Minute); ; {
+		destroy(50)
+		if n, err := unix.Poll(fds, 100); err != nil && err != unix.EINTR {
+			t.Fatal(err)
+		} else if n > 0 && fds[0].Revents&unix.POLLERR != 0 {
+			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no overrun within a minute of 200 destroys into a buffer of a few messages")
+			t.Fatal("no overrun within a minute of destroys into a buffer of a few messages")
 		}
-		waitReturns(t, s, "more destroys")
+	}
+	waitReturns(t, s, "an overrun")
+	buf := make([]byte, 1<<16)
+	if _, _, err := unix.Recvfrom(s.FD, buf, unix.MSG_DONTWAIT); err != unix.ENOBUFS {
+		t.Fatalf("first read after the wait: %v, want ENOBUFS", err)
 	}
 }

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/connlogd/connlogd/internal/netnstest"
 	"github.com/connlogd/connlogd/snapshot"
 )
@@ -28,24 +26,6 @@ func openDestroyIn(t *testing.T, ns *netnstest.NS, bufSize int) *Destroy {
 	}
 	t.Cleanup(func() { d.Close() })
 	return d
-}
-
-// closeSockets closes n TCP/IPv4 sockets inside ns: each one's destroy is
-// announced, connected or not.
-func closeSockets(t *testing.T, ns *netnstest.NS, n int) {
-	t.Helper()
-	if err := ns.Do(func() error {
-		for range n {
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			unix.Close(fd)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // waitAndDrain waits for a notification and drains what is queued into
@@ -146,7 +126,7 @@ func TestDestroyOverrun(t *testing.T) {
 	d := openDestroyIn(t, ns, 1) // the smallest buffer: a few messages
 	var tab snapshot.Table
 	for deadline := time.Now().Add(time.Minute); ; {
-		closeSockets(t, ns, 100)
+		ns.CloseTCP4(t, 100)
 		err := waitAndDrain(t, d, &tab)
 		if errors.Is(err, ErrOverrun) {
 			break

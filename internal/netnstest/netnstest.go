@@ -192,3 +192,23 @@ func (n *NS) Run(t testing.TB, name string, args ...string) string {
 	}
 	return string(out)
 }
+
+// CloseTCP4 opens and closes n TCP/IPv4 sockets inside the namespace,
+// failing the test on error. Every TCP socket's destroy, connected or
+// not, is announced to the namespace's sock_diag destroy subscribers:
+// a way to make notifications, and to flood a small receive buffer.
+func (n *NS) CloseTCP4(t testing.TB, count int) {
+	t.Helper()
+	if err := n.Do(func() error {
+		for range count {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			unix.Close(fd)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

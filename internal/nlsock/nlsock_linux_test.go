@@ -35,23 +35,7 @@ func isolated(t *testing.T, bufSize int) (*Subscription, func(n int)) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	destroy := func(n int) {
-		t.Helper()
-		// Every TCP socket's destroy, connected or not, goes to the
-		// group's subscribers.
-		if err := ns.Do(func() error {
-			for range n {
-				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-				if err != nil {
-					return err
-				}
-				unix.Close(fd)
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	destroy := func(n int) { t.Helper(); ns.CloseTCP4(t, n) }
 	return s, destroy
 }
 

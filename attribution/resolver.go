@@ -204,9 +204,6 @@ const (
 	// oHeld: the process proc describes (proc.PID) still holds it, as
 	// far as its descriptors were last read.
 	oHeld
-	// oRetryWait: a second look (stRetry) waits until its namespace's
-	// next dump lists the socket again (see settle).
-	oRetryWait
 )
 
 func (o *owner) present() bool { return o.flags&oPresent != 0 }

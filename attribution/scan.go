@@ -65,9 +65,8 @@ const maxKeptCands = 4 * maxWantMap
 // On a socket's first look, a process read before whose descriptor count
 // (Linux 6.2+) has not changed since is skipped: holding a new socket
 // takes a descriptor more, unless the process closed one meanwhile. The
-// second look, once the socket's namespace's next dump has listed it
-// again, reads every process, so such a socket, if it still exists, gets
-// its owner one poll late; one that closed meanwhile costs no read. Without the
+// second look, at the next Refresh, reads every process, so such a
+// socket, if it still exists, gets its owner one poll late. Without the
 // skip, a single new connection on a host where every process is in one
 // cgroup would cost a listing of every descriptor table.
 //
@@ -84,8 +83,7 @@ const maxKeptCands = 4 * maxWantMap
 // new only. Second looks, and sockets whose owner let go, wait for the
 // round at the dump's end (EndRefresh), when those no longer in the
 // table are known closed and need no look: at a churn of thousands of
-// connections a second, most of them. A second look waits for the end
-// of a later dump than the one that missed it (see settle).
+// connections a second, most of them.
 func (r *Resolver) resolve(list, chunk bool) {
 	if r.procfs == nil {
 		return
@@ -136,11 +134,6 @@ func (r *Resolver) resolve(list, chunk bool) {
 			// Closed, or orphaned by its process, before it was found:
 			// keep what was known, if anything.
 			r.settle(id, nil)
-			continue
-		case o.flags&oRetryWait != 0:
-			// Its next dump has not listed it yet: still queued.
-			o.set(oQueued, true)
-			r.queue = append(r.queue, id)
 			continue
 		case r.isWanted(id):
 			continue // queued twice: looked for once
@@ -344,7 +337,6 @@ func (r *Resolver) tmpPids(n int) []int32 {
 // nil when it was not looked for.
 func (r *Resolver) settle(id ownerID, c *cand) {
 	o := r.owner(id)
-	o.set(oRetryWait, false)
 	if c != nil && c.rank >= 0 {
 		o.proc = r.details(r.procs[c.pid])
 		o.set(oHeld, true)
@@ -360,14 +352,9 @@ func (r *Resolver) settle(id ownerID, c *cand) {
 	case o.state == stWanted && o.present():
 		// A socket accepted at the moment of the dump may not be in its
 		// process's table yet, or its process was skipped for an
-		// unchanged count, or read earlier in this dump, before the
-		// socket was made: one more look, reading every process, once
-		// its namespace's next dump has listed it again. Not in this
-		// dump: the sockets missed because they closed (most of them,
-		// under churn) are then known gone and need no look, and a
-		// process read earlier in this dump would be skipped again.
+		// unchanged count: one more look, reading every process, at the
+		// next resolve.
 		o.state = stRetry
-		o.set(oRetryWait, true)
 		r.enqueue(id)
 	default:
 		o.state = stUnknown

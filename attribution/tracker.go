@@ -170,13 +170,6 @@ func (t *Tracker) RefreshChunk(tab *snapshot.Table) {
 				// Absent from the dumps before, back in this one.
 				r.owner(rc.own).set(oPresent, true)
 			}
-			if rc.own != 0 && len(r.queue) > 0 {
-				// A second look waits for this: a dump after the one
-				// that missed it lists it again (see settle).
-				if o := r.owner(rc.own); o.flags&oRetryWait != 0 {
-					o.set(oRetryWait, false)
-				}
-			}
 			if s.Inode != rc.inode || s.CgroupID != r.cgid(rc.cg) {
 				t.update(rc, s)
 			}

@@ -21,10 +21,10 @@ const groupTCP4Destroy = 1
 
 // isolated returns a subscription to TCP/IPv4 destroys opened in a
 // network namespace of the test's own, with a receive buffer of bufSize,
-// and a function that closes n TCP/IPv4 sockets there. No other process's
-// socket is destroyed in that namespace, so nothing comes that the test
+// and the namespace (its CloseTCP4 makes the notifications). No other
+// process's socket is destroyed there, so nothing comes that the test
 // did not make.
-func isolated(t *testing.T, bufSize int) (*Subscription, func(n int)) {
+func isolated(t *testing.T, bufSize int) (*Subscription, *netnstest.NS) {
 	t.Helper()
 	ns := netnstest.New(t)
 	var s *Subscription
@@ -35,8 +35,7 @@ func isolated(t *testing.T, bufSize int) (*Subscription, func(n int)) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	destroy := func(n int) { t.Helper(); ns.CloseTCP4(t, n) }
-	return s, destroy
+	return s, ns
 }
 
 // inWait returns once a goroutine is inside s.WaitReadable.
@@ -105,7 +104,7 @@ func TestSubscribeBufferAndClose(t *testing.T) {
 // TestWaitReadableWakesAWaiter: a waiter that found nothing queued
 // sleeps in the runtime's poller, and a notification wakes it.
 func TestWaitReadableWakesAWaiter(t *testing.T) {
-	s, destroy := isolated(t, 1<<20)
+	s, ns := isolated(t, 1<<20)
 	waited := make(chan error, 1)
 	go func() { waited <- s.WaitReadable() }()
 	inWait(s)
@@ -117,7 +116,7 @@ func TestWaitReadableWakesAWaiter(t *testing.T) {
 		t.Fatalf("WaitReadable returned %v with nothing queued", err)
 	default:
 	}
-	destroy(1)
+	ns.CloseTCP4(t, 1)
 	select {
 	case err := <-waited:
 		if err != nil {
@@ -240,8 +239,8 @@ func waitReturns(t *testing.T, s *Subscription, what string) {
 // waiter gathers before it reads) must be reported by the next wait at
 // once, and a wait after a report that was not read reports again.
 func TestWaitReadableReportsWhatIsQueued(t *testing.T) {
-	s, destroy := isolated(t, 1<<20)
-	destroy(1)
+	s, ns := isolated(t, 1<<20)
+	ns.CloseTCP4(t, 1)
 	waitReturns(t, s, "first destroy")
 	if err := drain(s); err != nil {
 		t.Fatal(err)
@@ -249,7 +248,7 @@ func TestWaitReadableReportsWhatIsQueued(t *testing.T) {
 	// Disarmed now; queued while nobody waits. The epoll instance, which
 	// is what the runtime's poller watches, must stay silent: that is
 	// the point of arming one-shot.
-	destroy(1)
+	ns.CloseTCP4(t, 1)
 	queued(t, s, unix.POLLIN)
 	if epollReadable(t, s) {
 		t.Error("the epoll instance reports a datagram that came while the socket was disarmed")
@@ -266,13 +265,13 @@ func TestWaitReadableReportsWhatIsQueued(t *testing.T) {
 // lost notifications are reported as a gap.
 func TestOverrunReachesTheReader(t *testing.T) {
 	// The smallest buffer the kernel allows holds a few messages.
-	s, destroy := isolated(t, 1)
+	s, ns := isolated(t, 1)
 	// The kernel announces from a work queue: close more until the
 	// socket shows the error (poll(2) does not clear it), for at most a
 	// minute.
 	fds := []unix.PollFd{{Fd: int32(s.FD), Events: unix.POLLIN}}
 	for deadline := time.Now().Add(time.Minute); ; {
-		destroy(50)
+		ns.CloseTCP4(t, 50)
 		if n, err := unix.Poll(fds, 100); err != nil && err != unix.EINTR {
 			t.Fatal(err)
 		} else if n > 0 && fds[0].Revents&unix.POLLERR != 0 {
